@@ -1,0 +1,86 @@
+//! Fixed weights: minimise `Σ_t w_t · L_t` with constant `w_t` (default 1, equal weighting).
+
+use burn::tensor::Tensor;
+
+use crate::{BalancedGradients, LossBalancer, TaskGraph};
+
+/// Constant per-task loss weights.
+#[derive(Debug, Clone)]
+pub struct FixedWeights {
+    weights: Vec<f64>,
+}
+
+impl FixedWeights {
+    /// Weights in task order.
+    pub fn new(weights: Vec<f64>) -> Self {
+        Self { weights }
+    }
+}
+
+impl LossBalancer for FixedWeights {
+    fn name(&self) -> &'static str {
+        "fixed"
+    }
+
+    fn backward(&mut self, graph: &mut dyn TaskGraph) -> BalancedGradients {
+        let losses = graph.task_losses();
+        assert_eq!(losses.len(), self.weights.len(), "one weight per task");
+        let total = losses
+            .iter()
+            .zip(&self.weights)
+            .map(|(l, &w)| l.clone().mul_scalar(w))
+            .reduce(Tensor::add)
+            .expect("at least one task");
+        let grads = total.backward();
+        BalancedGradients { parts: vec![grads], task_losses: losses.into_iter().map(|l| l.detach()).collect() }
+    }
+
+    fn task_weights(&self) -> Vec<f64> {
+        self.weights.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{BalanceConfig, CutForward};
+    use burn::tensor::{Device, TensorData};
+
+    /// L1 = x², L2 = 3·x on a single leaf x.
+    struct Toy {
+        x: Tensor<1>,
+    }
+
+    impl TaskGraph for Toy {
+        fn n_tasks(&self) -> usize {
+            2
+        }
+        fn task_losses(&mut self) -> Vec<Tensor<1>> {
+            vec![self.x.clone().powi_scalar(2), self.x.clone().mul_scalar(3.0)]
+        }
+        fn cut_forward(&mut self) -> CutForward {
+            unreachable!("fixed weights need no cut")
+        }
+    }
+
+    #[test]
+    fn gradient_is_the_weighted_sum_of_task_gradients() {
+        let device = Device::flex().autodiff();
+        let x = Tensor::<1>::from_data(TensorData::new(vec![1.5f32], [1]), &device).require_grad();
+        let mut toy = Toy { x: x.clone() };
+        let mut fixed = BalanceConfig { weights: Some(vec![2.0, 0.5]), ..Default::default() }.init(2).unwrap();
+        let out = fixed.backward(&mut toy);
+        let g = x.grad(&out.parts[0]).unwrap().into_scalar::<f32>();
+        // d/dx (2·x² + 0.5·3x) = 4x + 1.5 = 7.5 at x = 1.5
+        assert!((g - 7.5).abs() < 1e-5, "{g}");
+        let losses: Vec<f32> = out.task_losses.into_iter().map(|l| l.into_scalar::<f32>()).collect();
+        assert_eq!(losses, vec![2.25, 4.5]);
+        assert_eq!(fixed.task_weights(), vec![2.0, 0.5]);
+    }
+
+    #[test]
+    fn wrong_weight_count_names_the_key() {
+        let err = BalanceConfig { weights: Some(vec![1.0]), ..Default::default() }.init(2).err().unwrap();
+        assert!(err.contains("balance.weights"), "{err}");
+    }
+}

@@ -1,0 +1,60 @@
+//! What a dataset's columns are: categorical fields with their vocabulary sizes, dense features,
+//! and the tasks with their kinds. Models are built from a [`Schema`], never from a dataset.
+
+use serde::{Deserialize, Serialize};
+
+/// The kind of a task decides its head, its loss and its metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskKind {
+    /// Binary classification: the head yields a logit; loss BCE-with-logits; metrics AUC, logloss.
+    Binary,
+    /// Regression: the head yields a value; loss MSE; metrics MSE, MAE.
+    Regression,
+}
+
+/// One task of a dataset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    /// The task's name (`income`, `never_married`, …), used in configs and reports.
+    pub name: String,
+    /// Classification or regression.
+    pub kind: TaskKind,
+}
+
+/// One categorical input field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CategoricalField {
+    /// The field's name.
+    pub name: String,
+    /// Number of ids, including the reserved out-of-vocabulary id 0.
+    pub vocab_size: usize,
+}
+
+/// The columns of a dataset, as the model sees them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Schema {
+    /// Categorical fields, in column order of [`EncodedTable::categorical`](crate::EncodedTable).
+    pub categorical: Vec<CategoricalField>,
+    /// Names of the dense features, in column order.
+    pub dense: Vec<String>,
+    /// The tasks, in label column order.
+    pub tasks: Vec<TaskSpec>,
+}
+
+impl Schema {
+    /// Number of tasks.
+    pub fn n_tasks(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Vocabulary size of each categorical field.
+    pub fn vocab_sizes(&self) -> Vec<usize> {
+        self.categorical.iter().map(|f| f.vocab_size).collect()
+    }
+
+    /// Index of the task called `name`.
+    pub fn task_index(&self, name: &str) -> Option<usize> {
+        self.tasks.iter().position(|t| t.name == name)
+    }
+}

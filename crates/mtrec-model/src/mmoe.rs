@@ -1,0 +1,90 @@
+//! MMoE, multi-gate mixture of experts (Ma et al., KDD 2018): experts shared by all tasks, one
+//! softmax gate per task (linear on the input) mixing them, one tower per task.
+
+use burn::{
+    config::Config,
+    module::Module,
+    tensor::{Device, Int, Tensor},
+};
+
+use crate::{
+    ExpertBank, ExpertBankConfig, ExpertGate, ExpertGateConfig, FeatureEmbedding, FeatureEmbeddingConfig,
+    MultiTaskModel, SharedTensors, TaskOutput, TaskTower, TaskTowerConfig,
+};
+
+/// Configuration of an [`Mmoe`] model.
+#[derive(Config, Debug)]
+pub struct MmoeConfig {
+    /// The input layer.
+    pub input: FeatureEmbeddingConfig,
+    /// Number of experts.
+    pub n_experts: usize,
+    /// Hidden widths of each expert.
+    pub expert_hidden: Vec<usize>,
+    /// Hidden widths of each tower.
+    pub tower_hidden: Vec<usize>,
+    /// Number of tasks (= gates = towers).
+    pub n_tasks: usize,
+    /// Batch normalisation in hidden layers.
+    #[config(default = false)]
+    pub batch_norm: bool,
+    /// Dropout after tower activations.
+    #[config(default = 0.0)]
+    pub dropout: f64,
+}
+
+impl MmoeConfig {
+    /// Initialise the model.
+    pub fn init(&self, device: &Device) -> Mmoe {
+        let d_in = self.input.output_dim();
+        let experts =
+            ExpertBankConfig::new(d_in, self.n_experts, self.expert_hidden.clone()).with_batch_norm(self.batch_norm);
+        let gates = (0..self.n_tasks).map(|_| ExpertGateConfig::new(d_in, self.n_experts).init(device)).collect();
+        let towers = (0..self.n_tasks)
+            .map(|_| {
+                TaskTowerConfig::new(experts.output_dim(), self.tower_hidden.clone())
+                    .with_batch_norm(self.batch_norm)
+                    .with_dropout(self.dropout)
+                    .init(device)
+            })
+            .collect();
+        Mmoe { input: self.input.init(device), experts: experts.init(device), gates, towers }
+    }
+}
+
+/// Multi-gate mixture-of-experts model.
+#[derive(Module, Debug)]
+pub struct Mmoe {
+    /// Embeddings + dense features.
+    pub input: FeatureEmbedding,
+    /// The shared experts.
+    pub experts: ExpertBank,
+    /// One gate per task.
+    pub gates: Vec<ExpertGate>,
+    /// One tower per task.
+    pub towers: Vec<TaskTower>,
+}
+
+impl MultiTaskModel for Mmoe {
+    fn n_tasks(&self) -> usize {
+        self.towers.len()
+    }
+
+    /// Shared tensors: `[input x [B, d_in], experts [B, E·h]]` (the gates read `x`).
+    fn forward_shared(&self, categorical: Option<Tensor<2, Int>>, dense: Option<Tensor<2>>) -> SharedTensors {
+        let x = self.input.forward(categorical, dense);
+        let experts = self.experts.forward(x.clone());
+        let [b, e, h] = experts.dims();
+        SharedTensors { tensors: vec![x, experts.reshape([b, e * h])] }
+    }
+
+    fn forward_task(&self, task: usize, shared: &SharedTensors) -> TaskOutput {
+        let x = shared.tensors[0].clone();
+        let flat = shared.tensors[1].clone();
+        let [b, width] = flat.dims();
+        let e = self.experts.n_experts;
+        let weights = self.gates[task].forward(x);
+        let mixed = ExpertGate::mix(weights.clone(), flat.reshape([b, e, width / e]));
+        TaskOutput { output: self.towers[task].forward(mixed), gate: Some(weights) }
+    }
+}

@@ -1,0 +1,75 @@
+//! Shared-bottom (Caruana, 1997): one MLP shared by all tasks, one tower per task on top of it.
+
+use burn::{
+    config::Config,
+    module::Module,
+    tensor::{Device, Int, Tensor},
+};
+
+use crate::{
+    FeatureEmbedding, FeatureEmbeddingConfig, Mlp, MlpConfig, MultiTaskModel, SharedTensors, TaskOutput, TaskTower,
+    TaskTowerConfig,
+};
+
+/// Configuration of a [`SharedBottom`] model.
+#[derive(Config, Debug)]
+pub struct SharedBottomConfig {
+    /// The input layer.
+    pub input: FeatureEmbeddingConfig,
+    /// Hidden widths of the shared bottom.
+    pub bottom_hidden: Vec<usize>,
+    /// Hidden widths of each tower.
+    pub tower_hidden: Vec<usize>,
+    /// Number of tasks.
+    pub n_tasks: usize,
+    /// Batch normalisation in hidden layers.
+    #[config(default = false)]
+    pub batch_norm: bool,
+    /// Dropout after hidden activations.
+    #[config(default = 0.0)]
+    pub dropout: f64,
+}
+
+impl SharedBottomConfig {
+    /// Initialise the model.
+    pub fn init(&self, device: &Device) -> SharedBottom {
+        let bottom = MlpConfig::new(self.input.output_dim(), self.bottom_hidden.clone())
+            .with_batch_norm(self.batch_norm)
+            .with_dropout(self.dropout);
+        let towers = (0..self.n_tasks)
+            .map(|_| {
+                TaskTowerConfig::new(bottom.output_dim(), self.tower_hidden.clone())
+                    .with_batch_norm(self.batch_norm)
+                    .with_dropout(self.dropout)
+                    .init(device)
+            })
+            .collect();
+        SharedBottom { input: self.input.init(device), bottom: bottom.init(device), towers }
+    }
+}
+
+/// Shared-bottom multi-task model.
+#[derive(Module, Debug)]
+pub struct SharedBottom {
+    /// Embeddings + dense features.
+    pub input: FeatureEmbedding,
+    /// The shared MLP.
+    pub bottom: Mlp,
+    /// One tower per task.
+    pub towers: Vec<TaskTower>,
+}
+
+impl MultiTaskModel for SharedBottom {
+    fn n_tasks(&self) -> usize {
+        self.towers.len()
+    }
+
+    /// Shared tensors: `[bottom output [B, h]]`.
+    fn forward_shared(&self, categorical: Option<Tensor<2, Int>>, dense: Option<Tensor<2>>) -> SharedTensors {
+        SharedTensors { tensors: vec![self.bottom.forward(self.input.forward(categorical, dense))] }
+    }
+
+    fn forward_task(&self, task: usize, shared: &SharedTensors) -> TaskOutput {
+        TaskOutput { output: self.towers[task].forward(shared.tensors[0].clone()), gate: None }
+    }
+}

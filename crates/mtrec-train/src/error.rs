@@ -1,0 +1,32 @@
+//! Errors of a training run.
+
+use std::path::PathBuf;
+
+/// What can stop a training run.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The experiment config is invalid; the message names the key.
+    #[error("config: {0}")]
+    Config(String),
+    /// The dataset could not be loaded.
+    #[error(transparent)]
+    Data(#[from] mtrec_data::DataError),
+    /// A run file could not be written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A loss became NaN or infinite.
+    #[error("training diverged at epoch {epoch}: the training loss of task `{task}` is {value} (try a lower train.lr)")]
+    Diverged {
+        /// The epoch (1-based).
+        epoch: usize,
+        /// The task.
+        task: String,
+        /// The non-finite value.
+        value: f64,
+    },
+}

@@ -1,0 +1,24 @@
+//! Training and evaluation of multi-task models: the experiment config, the training loop
+//! (Adam, per-epoch validation, early stopping on validation, one final test evaluation of the
+//! selected model), metrics and the files a run writes.
+//!
+//! The loop is the same for every architecture and every balancer: it asks the model for its
+//! two-phase forward and the balancer for gradients, and never branches on which one it runs.
+
+mod config;
+mod device;
+mod early_stopping;
+mod error;
+mod loss;
+mod metrics;
+mod run_dir;
+mod trainer;
+
+pub use config::{DataConfig, DataSource, EarlyStoppingConfig, ExperimentConfig, TrainConfig};
+pub use device::DeviceChoice;
+pub use early_stopping::EarlyStopping;
+pub use error::TrainError;
+pub use loss::task_loss;
+pub use metrics::{TaskMetrics, binary_logloss, mae, mse, roc_auc};
+pub use run_dir::{EpochRecord, RunDirectory, Summary};
+pub use trainer::{Trainer, evaluate};

@@ -1,0 +1,144 @@
+//! Evaluation metrics: exact ROC-AUC (ties averaged), logloss, MSE and MAE.
+
+use std::collections::BTreeMap;
+
+use mtrec_data::TaskKind;
+
+/// Exact area under the ROC curve of `scores` for binary `labels` (1 = positive).
+///
+/// Equals the probability that a random positive scores above a random negative, counting ties as
+/// one half (the Mann–Whitney statistic with average ranks). `None` when either class is absent.
+pub fn roc_auc(scores: &[f32], labels: &[f32]) -> Option<f64> {
+    assert_eq!(scores.len(), labels.len());
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_unstable_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+    let (mut rank_sum_pos, mut n_pos) = (0.0f64, 0usize);
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && scores[order[j + 1]] == scores[order[i]] {
+            j += 1;
+        }
+        // ranks i+1..=j+1 share their mean
+        let mean_rank = (i + j + 2) as f64 / 2.0;
+        for &k in &order[i..=j] {
+            if labels[k] > 0.5 {
+                rank_sum_pos += mean_rank;
+                n_pos += 1;
+            }
+        }
+        i = j + 1;
+    }
+    let n_neg = scores.len() - n_pos;
+    if n_pos == 0 || n_neg == 0 {
+        return None;
+    }
+    let (p, n) = (n_pos as f64, n_neg as f64);
+    Some((rank_sum_pos - p * (p + 1.0) / 2.0) / (p * n))
+}
+
+/// Mean binary cross-entropy of `logits` against 0/1 `labels` (natural log), computed stably.
+pub fn binary_logloss(logits: &[f32], labels: &[f32]) -> f64 {
+    let sum: f64 = logits
+        .iter()
+        .zip(labels)
+        .map(|(&z, &y)| {
+            let (z, y) = (z as f64, y as f64);
+            z.max(0.0) - z * y + (-z.abs()).exp().ln_1p()
+        })
+        .sum();
+    sum / logits.len() as f64
+}
+
+/// Mean squared error.
+pub fn mse(pred: &[f32], target: &[f32]) -> f64 {
+    pred.iter().zip(target).map(|(&p, &t)| (p as f64 - t as f64).powi(2)).sum::<f64>() / pred.len() as f64
+}
+
+/// Mean absolute error.
+pub fn mae(pred: &[f32], target: &[f32]) -> f64 {
+    pred.iter().zip(target).map(|(&p, &t)| (p as f64 - t as f64).abs()).sum::<f64>() / pred.len() as f64
+}
+
+/// The metrics of one task on one split, by name.
+pub type TaskMetrics = BTreeMap<String, f64>;
+
+/// Every metric of a task of this kind: `auc`, `logloss` (binary) or `mse`, `mae` (regression).
+pub(crate) fn task_metrics(kind: TaskKind, outputs: &[f32], labels: &[f32]) -> TaskMetrics {
+    let mut m = TaskMetrics::new();
+    match kind {
+        TaskKind::Binary => {
+            if let Some(auc) = roc_auc(outputs, labels) {
+                m.insert("auc".into(), auc);
+            }
+            m.insert("logloss".into(), binary_logloss(outputs, labels));
+        }
+        TaskKind::Regression => {
+            m.insert("mse".into(), mse(outputs, labels));
+            m.insert("mae".into(), mae(outputs, labels));
+        }
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+
+    /// O(n²) reference: fraction of (positive, negative) pairs ordered correctly, ties = ½.
+    fn pairwise_auc(scores: &[f32], labels: &[f32]) -> f64 {
+        let (mut num, mut den) = (0.0, 0.0);
+        for (i, &si) in scores.iter().enumerate() {
+            for (j, &sj) in scores.iter().enumerate() {
+                if labels[i] > 0.5 && labels[j] < 0.5 {
+                    den += 1.0;
+                    num += if si > sj {
+                        1.0
+                    } else if si == sj {
+                        0.5
+                    } else {
+                        0.0
+                    };
+                }
+            }
+        }
+        num / den
+    }
+
+    #[test]
+    fn auc_matches_the_pairwise_reference_with_many_ties() {
+        let mut rng = StdRng::seed_from_u64(3);
+        for trial in 0..20 {
+            let n = rng.random_range(2..300);
+            // few distinct score values → many ties
+            let levels = rng.random_range(1..8);
+            let scores: Vec<f32> = (0..n).map(|_| rng.random_range(0..levels) as f32 / 3.0).collect();
+            let labels: Vec<f32> = scores.iter().map(|&s| f32::from(rng.random::<f32>() < 0.2 + 0.2 * s)).collect();
+            let expected = pairwise_auc(&scores, &labels);
+            match roc_auc(&scores, &labels) {
+                Some(got) => assert!((got - expected).abs() < 1e-12, "trial {trial}: {got} vs {expected}"),
+                None => assert!(expected.is_nan(), "trial {trial}"),
+            }
+        }
+    }
+
+    #[test]
+    fn auc_hand_computed_cases() {
+        assert_eq!(roc_auc(&[0.1, 0.4, 0.35, 0.8], &[0.0, 0.0, 1.0, 1.0]), Some(0.75));
+        assert_eq!(roc_auc(&[0.5, 0.5, 0.5], &[0.0, 1.0, 1.0]), Some(0.5));
+        assert_eq!(roc_auc(&[3.0, 1.0], &[1.0, 0.0]), Some(1.0));
+        assert_eq!(roc_auc(&[1.0, 2.0], &[1.0, 1.0]), None);
+    }
+
+    #[test]
+    fn logloss_mse_mae_hand_computed() {
+        // logit 0 → p = ½ → loss ln 2 for either label
+        assert!((binary_logloss(&[0.0, 0.0], &[1.0, 0.0]) - std::f64::consts::LN_2).abs() < 1e-12);
+        // logit ln 3 → p = ¾; label 1 → −ln ¾
+        let z = 3.0f32.ln();
+        assert!((binary_logloss(&[z], &[1.0]) - (-(0.75f64).ln())).abs() < 1e-6);
+        assert_eq!(mse(&[1.0, 3.0], &[0.0, 1.0]), 2.5);
+        assert_eq!(mae(&[1.0, 3.0], &[0.0, 1.0]), 1.5);
+    }
+}

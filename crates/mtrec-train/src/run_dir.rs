@@ -1,0 +1,124 @@
+//! What a run writes: `config.toml` (the resolved config), `metrics.jsonl` (one line an epoch),
+//! `summary.json`, and `best_model.bpk` (the selected model's parameters, burnpack format).
+
+use std::{
+    collections::BTreeMap,
+    fs::{File, OpenOptions},
+    io::Write,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ExperimentConfig, TaskMetrics, TrainError};
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Mean training loss per task (unweighted).
+    pub train_loss: BTreeMap<String, f64>,
+    /// Validation metrics per task.
+    pub valid: BTreeMap<String, TaskMetrics>,
+    /// The balancer's task weights at the end of the epoch.
+    pub task_weights: BTreeMap<String, f64>,
+    /// Per-task gradient norms, for gradient-based balancers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_gradient_norms: Option<BTreeMap<String, f64>>,
+    /// The monitored validation value.
+    pub monitor: f64,
+    /// Whether this epoch is the best so far.
+    pub best: bool,
+    /// Wall seconds of the epoch (training and validation).
+    pub seconds: f64,
+    /// Training throughput of the epoch (training only).
+    pub samples_per_sec: f64,
+}
+
+/// `summary.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// The config's name.
+    pub name: String,
+    /// Dataset name.
+    pub dataset: String,
+    /// Architecture.
+    pub model: String,
+    /// Balancing method.
+    pub balance: String,
+    /// Backend.
+    pub device: String,
+    /// Seed.
+    pub seed: u64,
+    /// Trainable parameters.
+    pub parameters: usize,
+    /// The epoch whose model was selected on validation.
+    pub best_epoch: usize,
+    /// Epochs trained.
+    pub epochs_run: usize,
+    /// Whether early stopping ended the run.
+    pub stopped_early: bool,
+    /// Training throughput over the run (training steps only).
+    pub train_samples_per_sec: f64,
+    /// Wall seconds of the whole run, data loading excluded.
+    pub wall_seconds: f64,
+    /// Validation metrics of the selected model, per task.
+    pub valid: BTreeMap<String, TaskMetrics>,
+    /// Test metrics of the selected model, per task (evaluated once).
+    pub test: BTreeMap<String, TaskMetrics>,
+}
+
+/// The output folder of one run.
+#[derive(Debug, Clone)]
+pub struct RunDirectory {
+    path: PathBuf,
+}
+
+impl RunDirectory {
+    /// Creates the folder (and parents) and writes the resolved `config.toml`; starts a new
+    /// `metrics.jsonl`.
+    pub fn create(path: impl Into<PathBuf>, config: &ExperimentConfig) -> Result<Self, TrainError> {
+        let path = path.into();
+        std::fs::create_dir_all(&path).map_err(|source| TrainError::Io { path: path.clone(), source })?;
+        let dir = Self { path };
+        dir.write("config.toml", config.to_toml().as_bytes())?;
+        dir.write("metrics.jsonl", b"")?;
+        Ok(dir)
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Where the selected model's parameters go (burn appends `.bpk`).
+    pub fn best_model_path(&self) -> PathBuf {
+        self.path.join("best_model")
+    }
+
+    /// Writes `name` atomically: a temporary file in the same folder, renamed over the target, so a
+    /// reader never sees a half-written file.
+    fn write(&self, name: &str, bytes: &[u8]) -> Result<(), TrainError> {
+        let path = self.path.join(name);
+        let io = |source| TrainError::Io { path: path.clone(), source };
+        let mut tmp = tempfile::NamedTempFile::new_in(&self.path).map_err(io)?;
+        tmp.write_all(bytes).map_err(io)?;
+        tmp.persist(&path).map_err(|e| io(e.error))?;
+        Ok(())
+    }
+
+    /// Appends one epoch to `metrics.jsonl`.
+    pub fn append_epoch(&self, record: &EpochRecord) -> Result<(), TrainError> {
+        let path = self.path.join("metrics.jsonl");
+        let io = |source| TrainError::Io { path: path.clone(), source };
+        let mut file: File = OpenOptions::new().append(true).create(true).open(&path).map_err(io)?;
+        let line = serde_json::to_string(record).expect("records serialise");
+        writeln!(file, "{line}").map_err(io)
+    }
+
+    /// Writes `summary.json`.
+    pub fn write_summary(&self, summary: &Summary) -> Result<(), TrainError> {
+        self.write("summary.json", serde_json::to_string_pretty(summary).expect("summaries serialise").as_bytes())
+    }
+}

@@ -1,0 +1,385 @@
+//! The training loop.
+
+use std::{
+    collections::BTreeMap,
+    io::IsTerminal,
+    time::{Duration, Instant},
+};
+
+use burn::{
+    module::Module,
+    optim::{AdamConfig, GradientsAccumulator, GradientsParams, decay::WeightDecayConfig},
+    tensor::{Device, Gradients, Tensor},
+};
+use indicatif::{ProgressBar, ProgressStyle};
+use mtrec_balance::{CutForward, TaskGraph};
+use mtrec_data::{BatchOrder, EncodedTable, MtlBatch, MtlDataset, Schema, TaskKind, batches};
+use mtrec_model::{MultiTaskModel, MultiTaskNet};
+
+use crate::{
+    EarlyStopping, EpochRecord, ExperimentConfig, RunDirectory, Summary, TaskMetrics, TrainError,
+    metrics::task_metrics, task_loss,
+};
+
+/// Trains one experiment on one dataset and device.
+pub struct Trainer<'a> {
+    config: &'a ExperimentConfig,
+    dataset: &'a MtlDataset,
+    device: Device,
+    run_dir: Option<RunDirectory>,
+    verbose: bool,
+}
+
+/// One training step as the balancer sees it: the model, the batch, the task kinds.
+struct StepGraph<'a> {
+    model: &'a MultiTaskNet,
+    batch: &'a MtlBatch,
+    kinds: &'a [TaskKind],
+}
+
+impl StepGraph<'_> {
+    fn losses_from(&self, shared: &mtrec_model::SharedTensors) -> Vec<Tensor<1>> {
+        (0..self.kinds.len())
+            .map(|t| {
+                let out = self.model.forward_task(t, shared).output;
+                let target = self.batch.labels.clone().slice([0..self.batch.size, t..t + 1]);
+                task_loss(self.kinds[t], out, target)
+            })
+            .collect()
+    }
+
+    fn shared(&self) -> mtrec_model::SharedTensors {
+        self.model.forward_shared(self.batch.categorical.clone(), self.batch.dense.clone())
+    }
+}
+
+impl TaskGraph for StepGraph<'_> {
+    fn n_tasks(&self) -> usize {
+        self.kinds.len()
+    }
+
+    fn task_losses(&mut self) -> Vec<Tensor<1>> {
+        self.losses_from(&self.shared())
+    }
+
+    fn cut_forward(&mut self) -> CutForward {
+        let shared = self.shared();
+        let leaves = shared.detached_leaves();
+        let losses = self.losses_from(&leaves);
+        CutForward { shared: shared.tensors, leaves: leaves.tensors, losses }
+    }
+}
+
+/// Sums gradient sets of the model's parameters.
+fn merge_gradients(parts: Vec<Gradients>, model: &MultiTaskNet) -> GradientsParams {
+    let mut parts = parts.into_iter().map(|g| GradientsParams::from_grads(g, model));
+    let first = parts.next().expect("a balancer returns at least one gradient set");
+    let mut rest = parts.peekable();
+    if rest.peek().is_none() {
+        return first;
+    }
+    let mut acc = GradientsAccumulator::<MultiTaskNet>::new();
+    acc.accumulate(model, first);
+    for gp in rest {
+        acc.accumulate(model, gp);
+    }
+    acc.grads()
+}
+
+/// Runs `model` (in evaluation mode) over `table` and computes every metric of every task.
+pub fn evaluate(
+    model: &MultiTaskNet,
+    table: &EncodedTable,
+    schema: &Schema,
+    device: &Device,
+    batch_size: usize,
+) -> Vec<TaskMetrics> {
+    let n_tasks = schema.n_tasks();
+    let mut outputs: Vec<Vec<f32>> = vec![Vec::with_capacity(table.n_rows); n_tasks];
+    let widths = (schema.categorical.len(), schema.dense.len(), n_tasks);
+    for batch in batches(table, widths, batch_size, BatchOrder::Sequential, device) {
+        for (t, out) in model.forward(batch.categorical, batch.dense).into_iter().enumerate() {
+            outputs[t].extend(out.output.into_data().try_into_vec::<f32>().expect("f32 outputs"));
+        }
+    }
+    (0..n_tasks).map(|t| task_metrics(schema.tasks[t].kind, &outputs[t], &table.label_column(t, n_tasks))).collect()
+}
+
+fn by_task<T: Clone>(schema: &Schema, values: &[T]) -> BTreeMap<String, T> {
+    schema.tasks.iter().map(|t| t.name.clone()).zip(values.iter().cloned()).collect()
+}
+
+fn serde_name<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+}
+
+impl<'a> Trainer<'a> {
+    /// A trainer for `config` on `dataset`, computing on `device` (autodiff is added for training).
+    pub fn new(config: &'a ExperimentConfig, dataset: &'a MtlDataset, device: Device) -> Self {
+        Self { config, dataset, device, run_dir: None, verbose: true }
+    }
+
+    /// Write the run's files into `dir`.
+    pub fn with_run_dir(mut self, dir: RunDirectory) -> Self {
+        self.run_dir = Some(dir);
+        self
+    }
+
+    /// Print a line per epoch (default on).
+    pub fn verbose(mut self, verbose: bool) -> Self {
+        self.verbose = verbose;
+        self
+    }
+
+    /// Trains, selects the best validation epoch, evaluates it once on test.
+    ///
+    /// Returns the summary, the per-epoch records and the selected model (evaluation mode).
+    pub fn run(self) -> Result<(Summary, Vec<EpochRecord>, MultiTaskNet), TrainError> {
+        let (cfg, ds) = (self.config, self.dataset);
+        let schema = &ds.schema;
+        let n_tasks = schema.n_tasks();
+        let kinds: Vec<TaskKind> = schema.tasks.iter().map(|t| t.kind).collect();
+        let monitored = cfg.train.early_stopping.monitored_tasks(schema)?;
+        let mut balancer = cfg.balance.init(n_tasks).map_err(TrainError::Config)?;
+        let start = Instant::now();
+
+        let device = self.device.clone();
+        let ad = device.clone().autodiff();
+        device.seed(cfg.seed);
+        let mut model = cfg.model.init(schema, &ad);
+        let weight_decay =
+            (cfg.train.weight_decay > 0.0).then(|| WeightDecayConfig::new(cfg.train.weight_decay as f32));
+        let mut optim =
+            AdamConfig::new().with_epsilon(cfg.train.adam_epsilon as f32).with_weight_decay(weight_decay).init();
+
+        let widths = (schema.categorical.len(), schema.dense.len(), n_tasks);
+        let n_batches = ds.train.n_rows.div_ceil(cfg.train.batch_size);
+        let es_cfg = &cfg.train.early_stopping;
+        let mut stopper = EarlyStopping::new(es_cfg.higher_is_better(), es_cfg.patience, es_cfg.min_delta);
+        let mut records = Vec::new();
+        let mut best: Option<(MultiTaskNet, Vec<TaskMetrics>)> = None;
+        let mut train_time = Duration::ZERO;
+        let mut samples = 0usize;
+        let show_bar = self.verbose && std::io::stderr().is_terminal();
+
+        for epoch in 1..=cfg.train.epochs {
+            let epoch_start = Instant::now();
+            let bar = if show_bar {
+                let bar = ProgressBar::new(n_batches as u64);
+                bar.set_style(
+                    ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} batches {per_sec} eta {eta}")
+                        .expect("valid template")
+                        .progress_chars("=> "),
+                );
+                bar.set_prefix(format!("{epoch}/{}", cfg.train.epochs));
+                bar
+            } else {
+                ProgressBar::hidden()
+            };
+            let order = BatchOrder::Shuffled(cfg.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64));
+            let mut loss_sums: Vec<Tensor<1>> = (0..n_tasks).map(|_| Tensor::zeros([1], &device)).collect();
+            for batch in batches(&ds.train, widths, cfg.train.batch_size, order, &ad) {
+                let mut graph = StepGraph { model: &model, batch: &batch, kinds: &kinds };
+                let out = balancer.backward(&mut graph);
+                let grads = merge_gradients(out.parts, &model);
+                model = optim.step(cfg.train.lr, model, grads);
+                for (sum, loss) in loss_sums.iter_mut().zip(out.task_losses) {
+                    *sum = sum.clone() + loss.without_autodiff().mul_scalar(batch.size as f64);
+                }
+                bar.inc(1);
+            }
+            let train_losses: Vec<f64> =
+                loss_sums.into_iter().map(|s| s.into_scalar::<f32>() as f64 / ds.train.n_rows as f64).collect();
+            let epoch_train = epoch_start.elapsed();
+            bar.finish_and_clear();
+            train_time += epoch_train;
+            samples += ds.train.n_rows;
+            if let Some((t, &value)) = train_losses.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+                return Err(TrainError::Diverged { epoch, task: schema.tasks[t].name.clone(), value });
+            }
+            balancer.end_epoch(&train_losses);
+
+            let eval_model = model.valid();
+            let valid = evaluate(&eval_model, &ds.valid, schema, &device, cfg.train.eval_batch_size);
+            let monitor =
+                monitored.iter().map(|&t| valid[t].get(&es_cfg.metric).copied().unwrap_or(f64::NAN)).sum::<f64>()
+                    / monitored.len() as f64;
+            let improved = stopper.update(epoch, monitor);
+            if improved {
+                if let Some(dir) = &self.run_dir {
+                    let path = dir.best_model_path();
+                    eval_model.clone().save_file(&path).map_err(|e| TrainError::Io {
+                        path: path.with_extension("bpk"),
+                        source: std::io::Error::other(e.to_string()),
+                    })?;
+                }
+                best = Some((eval_model, valid.clone()));
+            }
+            let record = EpochRecord {
+                epoch,
+                train_loss: by_task(schema, &train_losses),
+                valid: by_task(schema, &valid),
+                task_weights: by_task(schema, &balancer.task_weights()),
+                task_gradient_norms: balancer.task_gradient_norms().map(|g| by_task(schema, &g)),
+                monitor,
+                best: improved,
+                seconds: epoch_start.elapsed().as_secs_f64(),
+                samples_per_sec: ds.train.n_rows as f64 / epoch_train.as_secs_f64(),
+            };
+            if self.verbose {
+                println!("{}", epoch_line(&record, cfg.train.epochs, &es_cfg.metric));
+            }
+            if let Some(dir) = &self.run_dir {
+                dir.append_epoch(&record)?;
+            }
+            records.push(record);
+            if stopper.should_stop() {
+                break;
+            }
+        }
+
+        let (best_model, best_valid) = match best {
+            Some(b) => b,
+            None => {
+                let m = model.valid();
+                let v = evaluate(&m, &ds.valid, schema, &device, cfg.train.eval_batch_size);
+                (m, v)
+            }
+        };
+        let test = evaluate(&best_model, &ds.test, schema, &device, cfg.train.eval_batch_size);
+        let epochs_run = records.len();
+        let summary = Summary {
+            name: cfg.name.clone(),
+            dataset: ds.name.clone(),
+            model: serde_name(&cfg.model.architecture),
+            balance: balancer.name().to_string(),
+            device: cfg.device.name().to_string(),
+            seed: cfg.seed,
+            parameters: best_model.num_params(),
+            best_epoch: stopper.best().map_or(epochs_run, |(_, e)| e),
+            epochs_run,
+            stopped_early: epochs_run < cfg.train.epochs,
+            train_samples_per_sec: samples as f64 / train_time.as_secs_f64(),
+            wall_seconds: start.elapsed().as_secs_f64(),
+            valid: by_task(schema, &best_valid),
+            test: by_task(schema, &test),
+        };
+        if let Some(dir) = &self.run_dir {
+            dir.write_summary(&summary)?;
+        }
+        Ok((summary, records, best_model))
+    }
+}
+
+fn epoch_line(r: &EpochRecord, epochs: usize, metric: &str) -> String {
+    let losses: Vec<String> = r.train_loss.iter().map(|(t, v)| format!("{t} {v:.4}")).collect();
+    let valid: Vec<String> = r
+        .valid
+        .iter()
+        .map(|(t, m)| {
+            let (name, v) =
+                m.get_key_value(metric).or_else(|| m.iter().next()).map_or(("-", f64::NAN), |(k, v)| (k.as_str(), *v));
+            format!("{t} {name} {v:.4}")
+        })
+        .collect();
+    format!(
+        "epoch {:>3}/{epochs}  train loss: {}  valid: {}  {:.1}s  {:.0} samples/s{}",
+        r.epoch,
+        losses.join(", "),
+        valid.join(", "),
+        r.seconds,
+        r.samples_per_sec,
+        if r.best { "  *best" } else { "" }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{DataConfig, DataSource, TrainConfig};
+    use mtrec_data::SyntheticConfig;
+
+    fn tiny_config(arch: mtrec_model::Architecture) -> ExperimentConfig {
+        ExperimentConfig {
+            data: DataConfig {
+                source: DataSource::Synthetic,
+                synthetic: SyntheticConfig { dim: 10, n_train: 2000, n_valid: 500, n_test: 500, ..Default::default() },
+                ..Default::default()
+            },
+            model: mtrec_model::ModelConfig {
+                architecture: arch,
+                n_experts: 4,
+                expert_hidden: vec![16],
+                bottom_hidden: vec![32],
+                ..Default::default()
+            },
+            train: TrainConfig {
+                epochs: 8,
+                batch_size: 64,
+                lr: 3e-3,
+                early_stopping: crate::EarlyStoppingConfig {
+                    metric: "mse".into(),
+                    patience: 100,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn short_training_run_lowers_the_loss_and_writes_the_run_files() {
+        for arch in [mtrec_model::Architecture::Mmoe, mtrec_model::Architecture::SharedBottom] {
+            let cfg = tiny_config(arch);
+            let ds = cfg.data.load().unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let run = RunDirectory::create(dir.path().join("run"), &cfg).unwrap();
+            let (summary, records, _) =
+                Trainer::new(&cfg, &ds, Device::flex()).with_run_dir(run).verbose(false).run().unwrap();
+            let first = &records[0].train_loss;
+            let last = &records.last().unwrap().train_loss;
+            for task in ["task1", "task2"] {
+                assert!(last[task] < 0.7 * first[task], "{arch:?} {task}: {} → {}", first[task], last[task]);
+                // the model must beat predicting the mean: MSE clearly below the label variance
+                let labels = ds.test.label_column(if task == "task1" { 0 } else { 1 }, 2);
+                let mean = labels.iter().sum::<f32>() / labels.len() as f32;
+                let var = labels.iter().map(|y| (y - mean).powi(2)).sum::<f32>() as f64 / labels.len() as f64;
+                eprintln!("{arch:?} {task}: test mse {} label var {var}", summary.test[task]["mse"]);
+                assert!(
+                    summary.test[task]["mse"] < 0.9 * var,
+                    "{arch:?} {task}: mse {} var {var}",
+                    summary.test[task]["mse"]
+                );
+            }
+            let lines = std::fs::read_to_string(dir.path().join("run/metrics.jsonl")).unwrap();
+            assert_eq!(lines.lines().count(), 8);
+            let s: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(dir.path().join("run/summary.json")).unwrap()).unwrap();
+            for key in [
+                "model",
+                "balance",
+                "device",
+                "seed",
+                "best_epoch",
+                "epochs_run",
+                "train_samples_per_sec",
+                "wall_seconds",
+            ] {
+                assert!(s.get(key).is_some(), "summary.json lacks {key}");
+            }
+            assert!(s["test"]["task1"]["mae"].as_f64().unwrap() > 0.0);
+            assert!(dir.path().join("run/best_model.bpk").exists());
+            assert!(dir.path().join("run/config.toml").exists());
+        }
+    }
+
+    #[test]
+    fn early_stopping_on_an_unknown_task_is_a_config_error() {
+        let mut cfg = tiny_config(mtrec_model::Architecture::Mmoe);
+        cfg.train.early_stopping.task = "income".into();
+        let ds = cfg.data.load().unwrap();
+        let err = Trainer::new(&cfg, &ds, Device::flex()).verbose(false).run().err().unwrap().to_string();
+        assert!(err.contains("train.early_stopping.task"), "{err}");
+    }
+}

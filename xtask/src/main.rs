@@ -1,0 +1,48 @@
+//! `cargo xtask`: the command line of mtrec.
+//!
+//! - `cargo xtask train [--config FILE] [--device flex|ndarray|wgpu] [--data-dir DIR] [--out DIR]
+//!   [--epochs N] [--seed N] [--set section.key=value]...` trains one experiment; without `--config`
+//!   it runs the built-in default (`configs/synthetic_mmoe.toml`: MMoE on the correlated synthetic
+//!   tasks, offline).
+//! - `cargo xtask data census [--from DIR] [--dir DIR]` fetches the UCI Census-Income (KDD) files
+//!   (or copies them from a folder) and checks their md5s.
+
+mod data;
+mod train;
+
+use clap::{Parser, Subcommand};
+
+/// mtrec tasks.
+#[derive(Parser, Debug)]
+#[command(name = "cargo xtask", about = "mtrec: multi-task learning for recommenders, on Burn")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train one experiment and write its run folder.
+    Train(train::TrainArgs),
+    /// Fetch a dataset into the default data folder.
+    Data(data::DataArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(args) => train::run(args),
+        Command::Data(args) => data::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

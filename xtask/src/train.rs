@@ -1,0 +1,98 @@
+//! `cargo xtask train`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use mtrec_train::{DeviceChoice, ExperimentConfig, RunDirectory, Trainer};
+
+/// The built-in default experiment: MMoE on the MMoE paper's synthetic tasks (p = 0.9).
+const DEFAULT_CONFIG: &str = include_str!("../../configs/synthetic_mmoe.toml");
+
+/// Arguments of `cargo xtask train`.
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Experiment config (TOML). Default: the built-in synthetic MMoE experiment.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Backend: flex, ndarray or wgpu (overrides the config's `device`).
+    #[arg(long)]
+    device: Option<DeviceChoice>,
+    /// Dataset folder (overrides `data.dir`).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Run folder. Default: `runs/<config name>` (suffixed when it exists).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Maximum epochs (overrides `train.epochs`).
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Seed (overrides `seed`).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Override any config value: `--set train.lr=0.01 --set model.n_experts=4`.
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    sets: Vec<String>,
+}
+
+pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    let mut sets = args.sets.clone();
+    if let Some(d) = args.device {
+        sets.push(format!("device=\"{}\"", d.name()));
+    }
+    if let Some(dir) = &args.data_dir {
+        sets.push(format!("data.dir={}", toml::Value::String(dir.display().to_string())));
+    }
+    if let Some(e) = args.epochs {
+        sets.push(format!("train.epochs={e}"));
+    }
+    if let Some(s) = args.seed {
+        sets.push(format!("seed={s}"));
+    }
+    let config = match &args.config {
+        Some(path) => ExperimentConfig::from_file(path, &sets)?,
+        None => ExperimentConfig::from_toml(DEFAULT_CONFIG, "built-in default (configs/synthetic_mmoe.toml)", &sets)?,
+    };
+    let out = args.out.clone().unwrap_or_else(|| fresh_dir(PathBuf::from("runs").join(&config.name)));
+    println!(
+        "mtrec: {} — {:?} on {:?} data, balance {:?}, device {}, seed {}",
+        config.name,
+        config.model.architecture,
+        config.data.source,
+        config.balance.method,
+        config.device.name(),
+        config.seed
+    );
+    let load_start = std::time::Instant::now();
+    let dataset = config.data.load()?;
+    println!(
+        "data: {} — {} train / {} valid / {} test rows, {} categorical + {} dense inputs, tasks {:?} ({:.1}s)",
+        dataset.name,
+        dataset.train.n_rows,
+        dataset.valid.n_rows,
+        dataset.test.n_rows,
+        dataset.schema.categorical.len(),
+        dataset.schema.dense.len(),
+        dataset.schema.tasks.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+        load_start.elapsed().as_secs_f64()
+    );
+    let run_dir = RunDirectory::create(&out, &config)?;
+    let (summary, _, _) = Trainer::new(&config, &dataset, config.device.device()).with_run_dir(run_dir).run()?;
+    println!(
+        "best epoch {} of {} ({:.0} train samples/s, {:.1}s)",
+        summary.best_epoch, summary.epochs_run, summary.train_samples_per_sec, summary.wall_seconds
+    );
+    for (task, metrics) in &summary.test {
+        let m: Vec<String> = metrics.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+        println!("test {task}: {}", m.join(", "));
+    }
+    println!("wrote {}", out.join("summary.json").display());
+    Ok(())
+}
+
+/// `base`, or `base-2`, `base-3`… whichever does not exist yet.
+fn fresh_dir(base: PathBuf) -> PathBuf {
+    if !base.exists() {
+        return base;
+    }
+    (2..).map(|i| PathBuf::from(format!("{}-{i}", base.display()))).find(|p| !p.exists()).expect("some suffix is free")
+}
