@@ -4,9 +4,12 @@
 //!   [--epochs N] [--seed N] [--set section.key=value]...` trains one experiment; without `--config`
 //!   it runs the built-in default (`configs/synthetic_mmoe.toml`: MMoE on the correlated synthetic
 //!   tasks, offline).
+//! - `cargo xtask bench [--config FILE] [--devices flex,ndarray,wgpu] [--batch-sizes 256,1024,4096]
+//!   [--json FILE] [--torch SCRIPT]` measures training/inference speed per backend and batch size.
 //! - `cargo xtask data census [--from DIR] [--dir DIR]` fetches the UCI Census-Income (KDD) files
 //!   (or copies them from a folder) and checks their md5s.
 
+mod bench;
 mod data;
 mod train;
 
@@ -26,6 +29,11 @@ enum Command {
     Train(train::TrainArgs),
     /// Fetch a dataset into the default data folder.
     Data(data::DataArgs),
+    /// Measure training and inference speed per backend and batch size.
+    Bench(bench::BenchArgs),
+    /// One bench measurement (run by `bench` in a child process).
+    #[command(hide = true)]
+    BenchOne(bench::BenchOneArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -37,6 +45,8 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Train(args) => train::run(args),
         Command::Data(args) => data::run(args),
+        Command::Bench(args) => bench::run(args),
+        Command::BenchOne(args) => bench::run_one(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

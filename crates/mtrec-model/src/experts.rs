@@ -148,6 +148,7 @@ impl ExpertGate {
 }
 
 #[cfg(test)]
+#[allow(clippy::single_range_in_vec_init)] // burn slices take one range per dimension
 mod tests {
     use super::*;
 

@@ -154,6 +154,15 @@ impl Default for EarlyStoppingConfig {
     }
 }
 
+impl TrainConfig {
+    /// Adam with this section's epsilon and weight decay.
+    pub fn optimizer(&self) -> burn::optim::ModuleOptimizer {
+        let weight_decay =
+            (self.weight_decay > 0.0).then(|| burn::optim::decay::WeightDecayConfig::new(self.weight_decay as f32));
+        burn::optim::AdamConfig::new().with_epsilon(self.adam_epsilon as f32).with_weight_decay(weight_decay).init()
+    }
+}
+
 impl EarlyStoppingConfig {
     /// Whether a larger value of the metric is better.
     pub fn higher_is_better(&self) -> bool {

@@ -5,20 +5,26 @@
 //! The loop is the same for every architecture and every balancer: it asks the model for its
 //! two-phase forward and the balancer for gradients, and never branches on which one it runs.
 
+mod bench;
 mod config;
 mod device;
 mod early_stopping;
 mod error;
 mod loss;
 mod metrics;
+mod parity;
 mod run_dir;
+mod step;
 mod trainer;
 
+pub use bench::{BenchOptions, BenchResult, bench, peak_rss_mib};
 pub use config::{DataConfig, DataSource, EarlyStoppingConfig, ExperimentConfig, TrainConfig};
 pub use device::DeviceChoice;
 pub use early_stopping::EarlyStopping;
 pub use error::TrainError;
 pub use loss::task_loss;
 pub use metrics::{TaskMetrics, binary_logloss, mae, mse, roc_auc};
+pub use parity::{ParityReport, check_parity};
 pub use run_dir::{EpochRecord, RunDirectory, Summary};
+pub use step::train_step;
 pub use trainer::{Trainer, evaluate};

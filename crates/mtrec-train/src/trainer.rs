@@ -8,17 +8,15 @@ use std::{
 
 use burn::{
     module::Module,
-    optim::{AdamConfig, GradientsAccumulator, GradientsParams, decay::WeightDecayConfig},
-    tensor::{Device, Gradients, Tensor},
+    tensor::{Device, Tensor},
 };
 use indicatif::{ProgressBar, ProgressStyle};
-use mtrec_balance::{CutForward, TaskGraph};
-use mtrec_data::{BatchOrder, EncodedTable, MtlBatch, MtlDataset, Schema, TaskKind, batches};
+use mtrec_data::{BatchOrder, EncodedTable, MtlDataset, Schema, TaskKind, batches};
 use mtrec_model::{MultiTaskModel, MultiTaskNet};
 
 use crate::{
     EarlyStopping, EpochRecord, ExperimentConfig, RunDirectory, Summary, TaskMetrics, TrainError,
-    metrics::task_metrics, task_loss,
+    metrics::task_metrics, train_step,
 };
 
 /// Trains one experiment on one dataset and device.
@@ -28,62 +26,6 @@ pub struct Trainer<'a> {
     device: Device,
     run_dir: Option<RunDirectory>,
     verbose: bool,
-}
-
-/// One training step as the balancer sees it: the model, the batch, the task kinds.
-struct StepGraph<'a> {
-    model: &'a MultiTaskNet,
-    batch: &'a MtlBatch,
-    kinds: &'a [TaskKind],
-}
-
-impl StepGraph<'_> {
-    fn losses_from(&self, shared: &mtrec_model::SharedTensors) -> Vec<Tensor<1>> {
-        (0..self.kinds.len())
-            .map(|t| {
-                let out = self.model.forward_task(t, shared).output;
-                let target = self.batch.labels.clone().slice([0..self.batch.size, t..t + 1]);
-                task_loss(self.kinds[t], out, target)
-            })
-            .collect()
-    }
-
-    fn shared(&self) -> mtrec_model::SharedTensors {
-        self.model.forward_shared(self.batch.categorical.clone(), self.batch.dense.clone())
-    }
-}
-
-impl TaskGraph for StepGraph<'_> {
-    fn n_tasks(&self) -> usize {
-        self.kinds.len()
-    }
-
-    fn task_losses(&mut self) -> Vec<Tensor<1>> {
-        self.losses_from(&self.shared())
-    }
-
-    fn cut_forward(&mut self) -> CutForward {
-        let shared = self.shared();
-        let leaves = shared.detached_leaves();
-        let losses = self.losses_from(&leaves);
-        CutForward { shared: shared.tensors, leaves: leaves.tensors, losses }
-    }
-}
-
-/// Sums gradient sets of the model's parameters.
-fn merge_gradients(parts: Vec<Gradients>, model: &MultiTaskNet) -> GradientsParams {
-    let mut parts = parts.into_iter().map(|g| GradientsParams::from_grads(g, model));
-    let first = parts.next().expect("a balancer returns at least one gradient set");
-    let mut rest = parts.peekable();
-    if rest.peek().is_none() {
-        return first;
-    }
-    let mut acc = GradientsAccumulator::<MultiTaskNet>::new();
-    acc.accumulate(model, first);
-    for gp in rest {
-        acc.accumulate(model, gp);
-    }
-    acc.grads()
 }
 
 /// Runs `model` (in evaluation mode) over `table` and computes every metric of every task.
@@ -147,10 +89,7 @@ impl<'a> Trainer<'a> {
         let ad = device.clone().autodiff();
         device.seed(cfg.seed);
         let mut model = cfg.model.init(schema, &ad);
-        let weight_decay =
-            (cfg.train.weight_decay > 0.0).then(|| WeightDecayConfig::new(cfg.train.weight_decay as f32));
-        let mut optim =
-            AdamConfig::new().with_epsilon(cfg.train.adam_epsilon as f32).with_weight_decay(weight_decay).init();
+        let mut optim = cfg.train.optimizer();
 
         let widths = (schema.categorical.len(), schema.dense.len(), n_tasks);
         let n_batches = ds.train.n_rows.div_ceil(cfg.train.batch_size);
@@ -179,11 +118,9 @@ impl<'a> Trainer<'a> {
             let order = BatchOrder::Shuffled(cfg.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64));
             let mut loss_sums: Vec<Tensor<1>> = (0..n_tasks).map(|_| Tensor::zeros([1], &device)).collect();
             for batch in batches(&ds.train, widths, cfg.train.batch_size, order, &ad) {
-                let mut graph = StepGraph { model: &model, batch: &batch, kinds: &kinds };
-                let out = balancer.backward(&mut graph);
-                let grads = merge_gradients(out.parts, &model);
-                model = optim.step(cfg.train.lr, model, grads);
-                for (sum, loss) in loss_sums.iter_mut().zip(out.task_losses) {
+                let task_losses;
+                (model, task_losses) = train_step(model, &mut optim, balancer.as_mut(), &batch, &kinds, cfg.train.lr);
+                for (sum, loss) in loss_sums.iter_mut().zip(task_losses) {
                     *sum = sum.clone() + loss.without_autodiff().mul_scalar(batch.size as f64);
                 }
                 bar.inc(1);

@@ -1,0 +1,94 @@
+//! One optimisation step, shared by the training loop, the benchmark and the parity check: the
+//! balancer runs the forward and backward passes through [`TaskGraph`], Adam applies the result.
+
+use burn::{
+    optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer},
+    tensor::{Gradients, Tensor},
+};
+use mtrec_balance::{CutForward, LossBalancer, TaskGraph};
+use mtrec_data::{MtlBatch, TaskKind};
+use mtrec_model::{MultiTaskModel, MultiTaskNet, SharedTensors};
+
+use crate::task_loss;
+
+/// One training step as the balancer sees it: the model, the batch, the task kinds.
+pub(crate) struct StepGraph<'a> {
+    pub(crate) model: &'a MultiTaskNet,
+    pub(crate) batch: &'a MtlBatch,
+    pub(crate) kinds: &'a [TaskKind],
+}
+
+impl StepGraph<'_> {
+    fn losses_from(&self, shared: &SharedTensors) -> Vec<Tensor<1>> {
+        (0..self.kinds.len())
+            .map(|t| {
+                let out = self.model.forward_task(t, shared).output;
+                let target = self.batch.labels.clone().slice([0..self.batch.size, t..t + 1]);
+                task_loss(self.kinds[t], out, target)
+            })
+            .collect()
+    }
+
+    fn shared(&self) -> SharedTensors {
+        self.model.forward_shared(self.batch.categorical.clone(), self.batch.dense.clone())
+    }
+}
+
+impl TaskGraph for StepGraph<'_> {
+    fn n_tasks(&self) -> usize {
+        self.kinds.len()
+    }
+
+    fn task_losses(&mut self) -> Vec<Tensor<1>> {
+        self.losses_from(&self.shared())
+    }
+
+    fn cut_forward(&mut self) -> CutForward {
+        let shared = self.shared();
+        let leaves = shared.detached_leaves();
+        let losses = self.losses_from(&leaves);
+        CutForward { shared: shared.tensors, leaves: leaves.tensors, losses }
+    }
+}
+
+/// Sums gradient sets of the model's parameters.
+fn merge_gradients(parts: Vec<Gradients>, model: &MultiTaskNet) -> GradientsParams {
+    let mut parts = parts.into_iter().map(|g| GradientsParams::from_grads(g, model)).peekable();
+    let first = parts.next().expect("a balancer returns at least one gradient set");
+    if parts.peek().is_none() {
+        return first;
+    }
+    let mut acc = GradientsAccumulator::<MultiTaskNet>::new();
+    acc.accumulate(model, first);
+    for gp in parts {
+        acc.accumulate(model, gp);
+    }
+    acc.grads()
+}
+
+/// The balanced gradients of one batch, without updating anything.
+pub(crate) fn step_gradients(
+    model: &MultiTaskNet,
+    balancer: &mut dyn LossBalancer,
+    batch: &MtlBatch,
+    kinds: &[TaskKind],
+) -> (GradientsParams, Vec<Tensor<1>>) {
+    let mut graph = StepGraph { model, batch, kinds };
+    let out = balancer.backward(&mut graph);
+    (merge_gradients(out.parts, model), out.task_losses)
+}
+
+/// One step: balanced gradients of `batch`, then the optimiser's update with learning rate `lr`.
+///
+/// Returns the updated model and each task's (detached) loss on the batch.
+pub fn train_step(
+    model: MultiTaskNet,
+    optim: &mut ModuleOptimizer,
+    balancer: &mut dyn LossBalancer,
+    batch: &MtlBatch,
+    kinds: &[TaskKind],
+    lr: f64,
+) -> (MultiTaskNet, Vec<Tensor<1>>) {
+    let (grads, losses) = step_gradients(&model, balancer, batch, kinds);
+    (optim.step(lr, model, grads), losses)
+}
