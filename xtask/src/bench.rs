@@ -116,7 +116,13 @@ pub fn run_one(args: BenchOneArgs) -> anyhow::Result<()> {
         warmup_steps: args.setup.warmup_steps,
         measure_steps: args.setup.steps,
     };
-    let result = mtrec_train::bench(&config, &dataset, &args.device.device(), args.device.name(), opts)?;
+    let result = mtrec_train::bench(
+        &config,
+        &dataset,
+        &args.device.open().map_err(anyhow::Error::msg)?,
+        args.device.name(),
+        opts,
+    )?;
     println!("{RESULT_PREFIX}{}", serde_json::to_string(&result)?);
     Ok(())
 }

@@ -76,7 +76,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         load_start.elapsed().as_secs_f64()
     );
     let run_dir = RunDirectory::create(&out, &config)?;
-    let (summary, _, _) = Trainer::new(&config, &dataset, config.device.device()).with_run_dir(run_dir).run()?;
+    let (summary, _, _) = Trainer::new(&config, &dataset, config.device.open().map_err(anyhow::Error::msg)?)
+        .with_run_dir(run_dir)
+        .run()?;
     println!(
         "best epoch {} of {} ({:.0} train samples/s, {:.1}s)",
         summary.best_epoch, summary.epochs_run, summary.train_samples_per_sec, summary.wall_seconds

@@ -28,6 +28,29 @@ impl DeviceChoice {
         }
     }
 
+    /// The device, checked to be usable: a wgpu device whose adapter cannot be acquired (no GPU and
+    /// no software Vulkan driver, or no Vulkan loader) gives an error saying so instead of a panic
+    /// deep inside the runtime.
+    pub fn open(self) -> Result<Device, String> {
+        let device = self.device();
+        if self != DeviceChoice::Wgpu {
+            return Ok(device);
+        }
+        let probe = device.clone();
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let ok =
+            std::panic::catch_unwind(move || burn::tensor::Tensor::<1>::ones([1], &probe).into_scalar::<f32>() == 1.0);
+        std::panic::set_hook(hook);
+        match ok {
+            Ok(true) => Ok(device),
+            _ => Err("wgpu: no usable adapter. A GPU needs its Vulkan (or Metal/DX12) driver and the Vulkan \
+                      loader (libvulkan1); without a GPU, install Mesa's software Vulkan (`apt-get install \
+                      mesa-vulkan-drivers`) and set VK_ICD_FILENAMES=/usr/share/vulkan/icd.d/lvp_icd.x86_64.json"
+                .into()),
+        }
+    }
+
     /// The config name.
     pub fn name(self) -> &'static str {
         match self {
