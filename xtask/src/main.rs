@@ -15,6 +15,11 @@ mod train;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc keeps freed pages for reuse: burn allocates and frees a buffer per tensor op, and with
+/// glibc's allocator each large buffer is a fresh mmap whose pages fault in again on every step.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// mtrec tasks.
 #[derive(Parser, Debug)]
 #[command(name = "cargo xtask", about = "mtrec: multi-task learning for recommenders, on Burn")]
