@@ -48,6 +48,17 @@ impl Schema {
         self.tasks.len()
     }
 
+    /// Row widths of an [`EncodedTable`](crate::EncodedTable) of this schema: `(categorical fields,
+    /// dense features, tasks)`, as [`batches`](crate::batches) takes them.
+    pub fn widths(&self) -> (usize, usize, usize) {
+        (self.categorical.len(), self.dense.len(), self.tasks.len())
+    }
+
+    /// The kind of each task, in task order.
+    pub fn task_kinds(&self) -> Vec<TaskKind> {
+        self.tasks.iter().map(|t| t.kind).collect()
+    }
+
     /// Vocabulary size of each categorical field.
     pub fn vocab_sizes(&self) -> Vec<usize> {
         self.categorical.iter().map(|f| f.vocab_size).collect()

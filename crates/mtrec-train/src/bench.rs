@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use burn::{module::Module, tensor::Device};
-use mtrec_data::{BatchOrder, MtlDataset, TaskKind, batches};
+use mtrec_data::{BatchOrder, MtlDataset, batches};
 use mtrec_model::MultiTaskModel;
 use serde::{Deserialize, Serialize};
 
@@ -69,10 +69,11 @@ pub fn bench(
     opts: BenchOptions,
 ) -> Result<BenchResult, TrainError> {
     let schema = &dataset.schema;
-    let kinds: Vec<TaskKind> = schema.tasks.iter().map(|t| t.kind).collect();
-    let widths = (schema.categorical.len(), schema.dense.len(), schema.n_tasks());
+    let kinds = schema.task_kinds();
+    let widths = schema.widths();
     let mut balancer = config.balance.init(schema.n_tasks()).map_err(TrainError::Config)?;
     let ad = device.clone().autodiff();
+    let sync = || ad.sync().map_err(|e| TrainError::Config(format!("device sync: {e:?}")));
     let mut device_bytes: Option<u64> = None;
     let mut sample_memory = |d: &Device| {
         if let Some(u) = d.memory_pool_usage() {
@@ -93,7 +94,7 @@ pub fn bench(
     for batch in stream.by_ref().take(opts.warmup_steps) {
         (model, _) = train_step(model, &mut optim, balancer.as_mut(), &batch, &kinds, lr);
     }
-    ad.sync().map_err(|e| TrainError::Config(format!("device sync: {e:?}")))?;
+    sync()?;
     let warmup_seconds = warm_start.elapsed().as_secs_f64();
     sample_memory(device);
 
@@ -102,7 +103,7 @@ pub fn bench(
     for batch in stream.by_ref().take(opts.measure_steps) {
         (model, _) = train_step(model, &mut optim, balancer.as_mut(), &batch, &kinds, lr);
     }
-    ad.sync().map_err(|e| TrainError::Config(format!("device sync: {e:?}")))?;
+    sync()?;
     let train_secs = start.elapsed().as_secs_f64();
     sample_memory(device);
 
@@ -110,10 +111,8 @@ pub fn bench(
     let mut step_ms = Vec::with_capacity(opts.measure_steps);
     for batch in stream.by_ref().take(opts.measure_steps) {
         let t = Instant::now();
-        let losses;
-        (model, losses) = train_step(model, &mut optim, balancer.as_mut(), &batch, &kinds, lr);
-        drop(losses);
-        ad.sync().map_err(|e| TrainError::Config(format!("device sync: {e:?}")))?;
+        (model, _) = train_step(model, &mut optim, balancer.as_mut(), &batch, &kinds, lr);
+        sync()?;
         step_ms.push(t.elapsed().as_secs_f64() * 1e3);
     }
     sample_memory(device);

@@ -11,7 +11,7 @@ use burn::{
     tensor::{Device, Tensor},
 };
 use indicatif::{ProgressBar, ProgressStyle};
-use mtrec_data::{BatchOrder, EncodedTable, MtlDataset, Schema, TaskKind, batches};
+use mtrec_data::{BatchOrder, EncodedTable, MtlDataset, Schema, batches};
 use mtrec_model::{MultiTaskModel, MultiTaskNet};
 
 use crate::{
@@ -38,7 +38,7 @@ pub fn evaluate(
 ) -> Vec<TaskMetrics> {
     let n_tasks = schema.n_tasks();
     let mut outputs: Vec<Vec<f32>> = vec![Vec::with_capacity(table.n_rows); n_tasks];
-    let widths = (schema.categorical.len(), schema.dense.len(), n_tasks);
+    let widths = schema.widths();
     for batch in batches(table, widths, batch_size, BatchOrder::Sequential, device) {
         for (t, out) in model.forward(batch.categorical, batch.dense).into_iter().enumerate() {
             outputs[t].extend(out.output.into_data().try_into_vec::<f32>().expect("f32 outputs"));
@@ -80,7 +80,7 @@ impl<'a> Trainer<'a> {
         let (cfg, ds) = (self.config, self.dataset);
         let schema = &ds.schema;
         let n_tasks = schema.n_tasks();
-        let kinds: Vec<TaskKind> = schema.tasks.iter().map(|t| t.kind).collect();
+        let kinds = schema.task_kinds();
         let monitored = cfg.train.early_stopping.monitored_tasks(schema)?;
         let mut balancer = cfg.balance.init(n_tasks).map_err(TrainError::Config)?;
         let start = Instant::now();
@@ -91,7 +91,7 @@ impl<'a> Trainer<'a> {
         let mut model = cfg.model.init(schema, &ad);
         let mut optim = cfg.train.optimizer();
 
-        let widths = (schema.categorical.len(), schema.dense.len(), n_tasks);
+        let widths = schema.widths();
         let n_batches = ds.train.n_rows.div_ceil(cfg.train.batch_size);
         let es_cfg = &cfg.train.early_stopping;
         let mut stopper = EarlyStopping::new(es_cfg.higher_is_better(), es_cfg.patience, es_cfg.min_delta);
