@@ -75,6 +75,10 @@ pub struct BenchArgs {
     /// Batch sizes, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "256,1024,4096")]
     batch_sizes: Vec<usize>,
+    /// Balancing methods to compare (`fixed,gradnorm,…`), alternated over `--rounds` rounds; the
+    /// step time of each is reported relative to the first. Default: the config's method.
+    #[arg(long, value_delimiter = ',')]
+    methods: Vec<String>,
     /// Write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -128,10 +132,21 @@ pub fn run_one(args: BenchOneArgs) -> anyhow::Result<()> {
 }
 
 fn spawn_one(setup: &BenchSetup, device: DeviceChoice, batch_size: usize) -> anyhow::Result<BenchResult> {
+    spawn_method(setup, device, batch_size, None)
+}
+
+fn spawn_method(
+    setup: &BenchSetup,
+    device: DeviceChoice,
+    batch_size: usize,
+    method: Option<&str>,
+) -> anyhow::Result<BenchResult> {
     let exe = std::env::current_exe().context("locating the xtask binary")?;
+    let method_set = method.map(|m| vec!["--set".to_string(), format!("balance.method={m}")]).unwrap_or_default();
     let output = Command::new(exe)
         .arg("bench-one")
         .args(setup.child_args())
+        .args(method_set)
         .args(["--device", device.name(), "--batch-size", &batch_size.to_string()])
         .output()
         .context("running bench-one")?;
@@ -197,6 +212,55 @@ fn median(v: &[f64]) -> f64 {
     if n % 2 == 1 { s[n / 2] } else { (s[n / 2 - 1] + s[n / 2]) / 2.0 }
 }
 
+fn print_row(r: &BenchResult) {
+    println!(
+        "{:<8} {:>6} {:<12} {:>14.0} {:>14.0} {:>9.2} {:>9.2} {:>9.2} {:>9} {:>9}",
+        r.device,
+        r.batch_size,
+        r.balance,
+        r.train_samples_per_sec,
+        r.inference_samples_per_sec,
+        r.step_ms_p50,
+        r.step_ms_p95,
+        r.warmup_seconds,
+        fmt_opt(r.peak_rss_mib),
+        fmt_opt(r.device_memory_mib)
+    );
+}
+
+/// Median step time of each method relative to the first method, per device and batch size.
+fn print_method_ratios(results: &[BenchResult]) {
+    println!(
+        "
+step time relative to {} (median over rounds of the p50 step, and of 1/throughput):",
+        results[0].balance
+    );
+    let mut keys: Vec<(String, usize)> = Vec::new();
+    let mut methods: Vec<&str> = Vec::new();
+    for r in results {
+        if !keys.contains(&(r.device.clone(), r.batch_size)) {
+            keys.push((r.device.clone(), r.batch_size));
+        }
+        if !methods.contains(&r.balance.as_str()) {
+            methods.push(&r.balance);
+        }
+    }
+    let base = methods[0];
+    println!("\nstep time relative to {base} (medians over the rounds of the p50 step and of 1/throughput):");
+    for (device, bs) in keys {
+        let of = |m: &str, f: fn(&BenchResult) -> f64| {
+            let v: Vec<f64> =
+                results.iter().filter(|r| r.device == device && r.batch_size == bs && r.balance == m).map(f).collect();
+            median(&v)
+        };
+        for &m in &methods {
+            let p50 = of(m, |r| r.step_ms_p50) / of(base, |r| r.step_ms_p50);
+            let thr = of(base, |r| r.train_samples_per_sec) / of(m, |r| r.train_samples_per_sec);
+            println!("  {device} batch {bs} {m:<12} p50 step ×{p50:.2}   1/throughput ×{thr:.2}");
+        }
+    }
+}
+
 fn fmt_opt(v: Option<f64>) -> String {
     v.map_or("-".into(), |v| format!("{v:.0}"))
 }
@@ -209,26 +273,34 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     );
     let mut results = Vec::new();
     println!(
-        "{:<8} {:>6} {:>14} {:>14} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "device", "batch", "train samp/s", "infer samp/s", "p50 ms", "p95 ms", "warmup s", "RSS MiB", "dev MiB"
+        "{:<8} {:>6} {:<12} {:>14} {:>14} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "device",
+        "batch",
+        "balance",
+        "train samp/s",
+        "infer samp/s",
+        "p50 ms",
+        "p95 ms",
+        "warmup s",
+        "RSS MiB",
+        "dev MiB"
     );
-    for &device in &args.devices {
-        for &bs in &args.batch_sizes {
-            let r = spawn_one(&args.setup, device, bs)?;
-            println!(
-                "{:<8} {:>6} {:>14.0} {:>14.0} {:>9.2} {:>9.2} {:>9.2} {:>9} {:>9}",
-                r.device,
-                r.batch_size,
-                r.train_samples_per_sec,
-                r.inference_samples_per_sec,
-                r.step_ms_p50,
-                r.step_ms_p95,
-                r.warmup_seconds,
-                fmt_opt(r.peak_rss_mib),
-                fmt_opt(r.device_memory_mib)
-            );
-            results.push(r);
+    let methods: Vec<Option<&str>> =
+        if args.methods.is_empty() { vec![None] } else { args.methods.iter().map(|m| Some(m.as_str())).collect() };
+    let rounds = if methods.len() > 1 { args.rounds } else { 1 };
+    for _ in 0..rounds {
+        for &device in &args.devices {
+            for &bs in &args.batch_sizes {
+                for &method in &methods {
+                    let r = spawn_method(&args.setup, device, bs, method)?;
+                    print_row(&r);
+                    results.push(r);
+                }
+            }
         }
+    }
+    if methods.len() > 1 {
+        print_method_ratios(&results);
     }
 
     let torch = if args.torch.is_some() {

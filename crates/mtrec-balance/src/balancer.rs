@@ -1,6 +1,8 @@
 //! The balancer trait and the step interface it works through.
 
 use burn::tensor::{Gradients, Tensor};
+use mtrec_data::TaskKind;
+use mtrec_model::LastSharedLayer;
 
 /// A forward cut at the shared tensors.
 #[derive(Debug)]
@@ -12,6 +14,8 @@ pub struct CutForward {
     /// Each task's loss, built on `leaves` (branches share nothing but the leaves, so each can be
     /// backpropagated on its own).
     pub losses: Vec<Tensor<1>>,
+    /// The model's last shared layer, where it exposes one (GradNorm's `W`).
+    pub last_layer: Option<LastSharedLayer>,
 }
 
 /// One training step, as a balancer sees it.
@@ -37,14 +41,37 @@ pub struct BalancedGradients {
     pub task_losses: Vec<Tensor<1>>,
 }
 
+/// A balancing step that cannot go on; the message says why and which config key to change.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BalanceError(pub String);
+
+/// What a balancer is built for: the tasks, the network's learning rate and the run's seed.
+#[derive(Debug, Clone)]
+pub struct BalanceContext {
+    /// Each task's kind, in task order.
+    pub kinds: Vec<TaskKind>,
+    /// The network's learning rate (the default for learnable task weights).
+    pub lr: f64,
+    /// The run's seed (random loss weighting, PCGrad's task order).
+    pub seed: u64,
+}
+
+impl BalanceContext {
+    /// Number of tasks.
+    pub fn n_tasks(&self) -> usize {
+        self.kinds.len()
+    }
+}
+
 /// A loss-balancing method.
 pub trait LossBalancer {
-    /// The method's config name (`fixed`, …).
+    /// The method's config name (`fixed`, `gradnorm`, …).
     fn name(&self) -> &'static str;
 
     /// Runs the step's forward and backward passes and returns the model gradients. Methods with
     /// state of their own (learnable weights, initial losses) update it here.
-    fn backward(&mut self, graph: &mut dyn TaskGraph) -> BalancedGradients;
+    fn backward(&mut self, graph: &mut dyn TaskGraph) -> Result<BalancedGradients, BalanceError>;
 
     /// The current weight of each task's loss (for logging).
     fn task_weights(&self) -> Vec<f64>;
@@ -52,8 +79,57 @@ pub trait LossBalancer {
     /// Called after every epoch with each task's mean training loss (DWA needs them).
     fn end_epoch(&mut self, _mean_task_losses: &[f64]) {}
 
-    /// Per-task gradient norms of the last step, for methods that compute them.
+    /// Per-task gradient norms (mean over the last epoch's steps), for methods that compute them.
     fn task_gradient_norms(&self) -> Option<Vec<f64>> {
         None
+    }
+}
+
+/// The detached losses, for [`BalancedGradients::task_losses`].
+pub(crate) fn detached(losses: &[Tensor<1>]) -> Vec<Tensor<1>> {
+    losses.iter().map(|l| l.clone().detach()).collect()
+}
+
+/// `Σ_t w_t · L_t` on one graph.
+pub(crate) fn weighted_sum(losses: &[Tensor<1>], weights: &[f64]) -> Tensor<1> {
+    assert_eq!(losses.len(), weights.len(), "one weight per task");
+    losses.iter().zip(weights).map(|(l, &w)| l.clone().mul_scalar(w)).reduce(Tensor::add).expect("at least one task")
+}
+
+/// Reads small device tensors (losses, norms, dot products) to the host in one transfer.
+pub(crate) fn to_host(values: Vec<Tensor<1>>) -> Vec<f64> {
+    Tensor::cat(values, 0).into_data().try_into_vec_as::<f64>().expect("float tensors convert to f64")
+}
+
+/// Per-task values averaged over an epoch's steps (gradient norms for the logs).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct EpochMean {
+    sums: Vec<f64>,
+    steps: usize,
+    last_epoch: Option<Vec<f64>>,
+}
+
+impl EpochMean {
+    /// Adds one step's values.
+    pub(crate) fn add(&mut self, values: &[f64]) {
+        if self.sums.len() != values.len() {
+            self.sums = vec![0.0; values.len()];
+        }
+        self.sums.iter_mut().zip(values).for_each(|(s, v)| *s += v);
+        self.steps += 1;
+    }
+
+    /// Closes the epoch: its mean becomes [`Self::last_epoch`].
+    pub(crate) fn end_epoch(&mut self) {
+        if self.steps > 0 {
+            self.last_epoch = Some(self.sums.iter().map(|s| s / self.steps as f64).collect());
+        }
+        self.sums.iter_mut().for_each(|s| *s = 0.0);
+        self.steps = 0;
+    }
+
+    /// The last closed epoch's mean.
+    pub(crate) fn last_epoch(&self) -> Option<Vec<f64>> {
+        self.last_epoch.clone()
     }
 }

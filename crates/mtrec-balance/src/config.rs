@@ -2,7 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{FixedWeights, LossBalancer};
+use crate::{
+    BalanceContext, CaGrad, DynamicWeightAverage, FixedWeights, GradNorm, GradNormLayer, GradientCombination, ImtlG,
+    InitialLoss, LossBalancer, Mgda, PcGrad, RandomLossWeighting, UncertaintyConvention, UncertaintyWeighting,
+};
 
 /// Which balancing method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -11,9 +14,43 @@ pub enum BalanceMethod {
     /// Constant per-task weights.
     #[default]
     Fixed,
+    /// Learnable homoscedastic uncertainty (Kendall et al. 2018).
+    Uncertainty,
+    /// GradNorm (Chen et al. 2018).
+    Gradnorm,
+    /// Dynamic weight average (Liu et al. 2019).
+    Dwa,
+    /// Random loss weighting (Lin et al. 2022).
+    Rlw,
+    /// PCGrad gradient surgery (Yu et al. 2020).
+    Pcgrad,
+    /// MGDA-UB (Sener & Koltun 2018).
+    Mgda,
+    /// CAGrad (Liu et al. 2021).
+    Cagrad,
+    /// IMTL-G (Liu et al. 2021).
+    ImtlG,
 }
 
-/// The `[balance]` section.
+impl BalanceMethod {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fixed => "fixed",
+            Self::Uncertainty => "uncertainty",
+            Self::Gradnorm => "gradnorm",
+            Self::Dwa => "dwa",
+            Self::Rlw => "rlw",
+            Self::Pcgrad => "pcgrad",
+            Self::Mgda => "mgda",
+            Self::Cagrad => "cagrad",
+            Self::ImtlG => "imtl_g",
+        }
+    }
+}
+
+/// The `[balance]` section. Options belong to one method each; setting one for another method is
+/// an error naming the key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct BalanceConfig {
@@ -21,12 +58,61 @@ pub struct BalanceConfig {
     pub method: BalanceMethod,
     /// `fixed`: one weight per task, in task order (default: all 1).
     pub weights: Option<Vec<f64>>,
+    /// `uncertainty`: `kendall` (c = 1 classification, ½ regression; default) or `all_regression`.
+    pub convention: Option<UncertaintyConvention>,
+    /// `uncertainty`, `gradnorm`: learning rate of the task weights (default: the network's).
+    pub weight_lr: Option<f64>,
+    /// `gradnorm`: asymmetry α (default 1.5).
+    pub alpha: Option<f64>,
+    /// `gradnorm`: `first_step` (default) or `first_epoch_mean`.
+    pub initial_loss: Option<InitialLoss>,
+    /// `gradnorm`: `last_shared` (default) or `representation`.
+    pub gradnorm_layer: Option<GradNormLayer>,
+    /// `dwa`: temperature τ (default 2).
+    pub temperature: Option<f64>,
+    /// `cagrad`: conflict-aversion radius c in [0, 1) (default 0.5).
+    pub cagrad_c: Option<f64>,
+}
+
+fn positive(key: &str, value: f64) -> Result<f64, String> {
+    if value.is_finite() && value > 0.0 {
+        Ok(value)
+    } else {
+        Err(format!("balance.{key} must be positive, got {value}"))
+    }
 }
 
 impl BalanceConfig {
-    /// Builds the balancer for `n_tasks` tasks; the error names the offending key.
-    pub fn init(&self, n_tasks: usize) -> Result<Box<dyn LossBalancer>, String> {
-        match self.method {
+    /// Every option that is set, with the methods it belongs to.
+    fn options(&self) -> [(&'static str, bool, &'static [BalanceMethod]); 8] {
+        use BalanceMethod::*;
+        [
+            ("weights", self.weights.is_some(), &[Fixed]),
+            ("convention", self.convention.is_some(), &[Uncertainty]),
+            ("weight_lr", self.weight_lr.is_some(), &[Uncertainty, Gradnorm]),
+            ("alpha", self.alpha.is_some(), &[Gradnorm]),
+            ("initial_loss", self.initial_loss.is_some(), &[Gradnorm]),
+            ("gradnorm_layer", self.gradnorm_layer.is_some(), &[Gradnorm]),
+            ("temperature", self.temperature.is_some(), &[Dwa]),
+            ("cagrad_c", self.cagrad_c.is_some(), &[Cagrad]),
+        ]
+    }
+
+    /// Builds the balancer; the error names the offending key.
+    pub fn init(&self, ctx: &BalanceContext) -> Result<Box<dyn LossBalancer>, String> {
+        for (key, set, methods) in self.options() {
+            if set && !methods.contains(&self.method) {
+                let owners: Vec<&str> = methods.iter().map(|m| m.as_str()).collect();
+                return Err(format!(
+                    "balance.{key} applies to method = {}, not \"{}\"",
+                    owners.iter().map(|m| format!("\"{m}\"")).collect::<Vec<_>>().join(" or "),
+                    self.method.as_str()
+                ));
+            }
+        }
+        let n_tasks = ctx.n_tasks();
+        let weight_lr = positive("weight_lr", self.weight_lr.unwrap_or(ctx.lr))?;
+        Ok(match self.method {
             BalanceMethod::Fixed => {
                 let weights = self.weights.clone().unwrap_or_else(|| vec![1.0; n_tasks]);
                 if weights.len() != n_tasks {
@@ -35,8 +121,63 @@ impl BalanceConfig {
                 if weights.iter().any(|w| !w.is_finite() || *w < 0.0) {
                     return Err(format!("balance.weights must be finite and non-negative, got {weights:?}"));
                 }
-                Ok(Box::new(FixedWeights::new(weights)))
+                Box::new(FixedWeights::new(weights))
             }
+            BalanceMethod::Uncertainty => {
+                Box::new(UncertaintyWeighting::new(&ctx.kinds, self.convention.unwrap_or_default(), weight_lr))
+            }
+            BalanceMethod::Gradnorm => {
+                let alpha = self.alpha.unwrap_or(1.5);
+                if !alpha.is_finite() || alpha < 0.0 {
+                    return Err(format!("balance.alpha must be finite and non-negative, got {alpha}"));
+                }
+                Box::new(GradNorm::new(
+                    n_tasks,
+                    alpha,
+                    weight_lr,
+                    self.gradnorm_layer.unwrap_or_default(),
+                    self.initial_loss.unwrap_or_default(),
+                ))
+            }
+            BalanceMethod::Dwa => {
+                Box::new(DynamicWeightAverage::new(n_tasks, positive("temperature", self.temperature.unwrap_or(2.0))?))
+            }
+            BalanceMethod::Rlw => Box::new(RandomLossWeighting::new(n_tasks, ctx.seed)),
+            BalanceMethod::Pcgrad => Box::new(GradientCombination::new(PcGrad::new(ctx.seed), n_tasks)),
+            BalanceMethod::Mgda => Box::new(GradientCombination::new(Mgda, n_tasks)),
+            BalanceMethod::Cagrad => {
+                let c = self.cagrad_c.unwrap_or(0.5);
+                if !(0.0..1.0).contains(&c) {
+                    return Err(format!("balance.cagrad_c must be in [0, 1), got {c}"));
+                }
+                Box::new(GradientCombination::new(CaGrad::new(c), n_tasks))
+            }
+            BalanceMethod::ImtlG => Box::new(GradientCombination::new(ImtlG, n_tasks)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::context;
+
+    #[test]
+    fn options_of_another_method_name_the_key() {
+        let cfg = BalanceConfig { method: BalanceMethod::Fixed, alpha: Some(1.0), ..Default::default() };
+        let err = cfg.init(&context(2)).err().unwrap();
+        assert!(err.contains("balance.alpha") && err.contains("gradnorm"), "{err}");
+        let cfg = BalanceConfig { method: BalanceMethod::Cagrad, cagrad_c: Some(1.5), ..Default::default() };
+        assert!(cfg.init(&context(2)).err().unwrap().contains("balance.cagrad_c"));
+    }
+
+    #[test]
+    fn every_method_builds_with_its_name() {
+        use BalanceMethod::*;
+        for method in [Fixed, Uncertainty, Gradnorm, Dwa, Rlw, Pcgrad, Mgda, Cagrad, ImtlG] {
+            let b = BalanceConfig { method, ..Default::default() }.init(&context(3)).unwrap();
+            assert_eq!(b.name(), method.as_str());
+            assert_eq!(b.task_weights().len(), 3);
         }
     }
 }

@@ -1,8 +1,9 @@
 //! Fixed weights: minimise `Σ_t w_t · L_t` with constant `w_t` (default 1, equal weighting).
 
-use burn::tensor::Tensor;
-
-use crate::{BalancedGradients, LossBalancer, TaskGraph};
+use crate::{
+    BalanceError, BalancedGradients, LossBalancer, TaskGraph,
+    balancer::{detached, weighted_sum},
+};
 
 /// Constant per-task loss weights.
 #[derive(Debug, Clone)]
@@ -22,17 +23,10 @@ impl LossBalancer for FixedWeights {
         "fixed"
     }
 
-    fn backward(&mut self, graph: &mut dyn TaskGraph) -> BalancedGradients {
+    fn backward(&mut self, graph: &mut dyn TaskGraph) -> Result<BalancedGradients, BalanceError> {
         let losses = graph.task_losses();
-        assert_eq!(losses.len(), self.weights.len(), "one weight per task");
-        let total = losses
-            .iter()
-            .zip(&self.weights)
-            .map(|(l, &w)| l.clone().mul_scalar(w))
-            .reduce(Tensor::add)
-            .expect("at least one task");
-        let grads = total.backward();
-        BalancedGradients { parts: vec![grads], task_losses: losses.into_iter().map(|l| l.detach()).collect() }
+        let grads = weighted_sum(&losses, &self.weights).backward();
+        Ok(BalancedGradients { parts: vec![grads], task_losses: detached(&losses) })
     }
 
     fn task_weights(&self) -> Vec<f64> {
@@ -43,8 +37,8 @@ impl LossBalancer for FixedWeights {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{BalanceConfig, CutForward};
-    use burn::tensor::{Device, TensorData};
+    use crate::{BalanceConfig, CutForward, test_support::context};
+    use burn::tensor::{Device, Tensor, TensorData};
 
     /// L1 = x², L2 = 3·x on a single leaf x.
     struct Toy {
@@ -68,8 +62,9 @@ mod tests {
         let device = Device::flex().autodiff();
         let x = Tensor::<1>::from_data(TensorData::new(vec![1.5f32], [1]), &device).require_grad();
         let mut toy = Toy { x: x.clone() };
-        let mut fixed = BalanceConfig { weights: Some(vec![2.0, 0.5]), ..Default::default() }.init(2).unwrap();
-        let out = fixed.backward(&mut toy);
+        let mut fixed =
+            BalanceConfig { weights: Some(vec![2.0, 0.5]), ..Default::default() }.init(&context(2)).unwrap();
+        let out = fixed.backward(&mut toy).unwrap();
         let g = x.grad(&out.parts[0]).unwrap().into_scalar::<f32>();
         // d/dx (2·x² + 0.5·3x) = 4x + 1.5 = 7.5 at x = 1.5
         assert!((g - 7.5).abs() < 1e-5, "{g}");
@@ -80,7 +75,7 @@ mod tests {
 
     #[test]
     fn wrong_weight_count_names_the_key() {
-        let err = BalanceConfig { weights: Some(vec![1.0]), ..Default::default() }.init(2).err().unwrap();
+        let err = BalanceConfig { weights: Some(vec![1.0]), ..Default::default() }.init(&context(2)).err().unwrap();
         assert!(err.contains("balance.weights"), "{err}");
     }
 }

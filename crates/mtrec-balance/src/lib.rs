@@ -1,16 +1,50 @@
 //! Loss balancing for multi-task learning, behind one trait.
 //!
 //! A [`LossBalancer`] turns one training step into gradients. It asks the step for what it needs
-//! through [`TaskGraph`]: either the per-task losses of one forward (loss-weighting methods such as
-//! [`FixedWeights`]), or a forward cut at the shared tensors ([`CutForward`]) from which it can take
-//! per-task gradients of the shared representation (GradNorm, PCGrad, MGDA…) without the second
-//! backward through a shared node that burn's autodiff does not allow. The training loop calls the
-//! trait and never asks which method it runs.
+//! through [`TaskGraph`]: either the per-task losses of one forward (loss-weighting methods:
+//! [`FixedWeights`], [`UncertaintyWeighting`], [`DynamicWeightAverage`], [`RandomLossWeighting`]),
+//! or a forward cut at the shared tensors ([`CutForward`]) from which it takes per-task gradients
+//! of the shared representation ([`TaskGradients`]: [`GradNorm`], and the [`GradientCombiner`]s
+//! [`PcGrad`], [`Mgda`], [`CaGrad`], [`ImtlG`]) without the second backward through a shared node that burn's
+//! autodiff does not allow. The training loop calls the trait and never asks which method it runs.
 
 mod balancer;
+mod cagrad;
+mod combination;
 mod config;
+mod dwa;
 mod fixed;
+mod gradnorm;
+mod imtl;
+mod learnable;
+mod mgda;
+mod pcgrad;
+mod rlw;
+pub mod simplex;
+mod task_gradients;
+mod uncertainty;
 
-pub use balancer::{BalancedGradients, CutForward, LossBalancer, TaskGraph};
+pub use balancer::{BalanceContext, BalanceError, BalancedGradients, CutForward, LossBalancer, TaskGraph};
+pub use cagrad::CaGrad;
+pub use combination::{GradientCombination, GradientCombiner};
 pub use config::{BalanceConfig, BalanceMethod};
+pub use dwa::DynamicWeightAverage;
 pub use fixed::FixedWeights;
+pub use gradnorm::{GradNorm, GradNormLayer, InitialLoss};
+pub use imtl::ImtlG;
+pub use mgda::Mgda;
+pub use pcgrad::PcGrad;
+pub use rlw::RandomLossWeighting;
+pub use task_gradients::TaskGradients;
+pub use uncertainty::{UncertaintyConvention, UncertaintyWeighting};
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use crate::BalanceContext;
+    use mtrec_data::TaskKind;
+
+    /// A context of `n` binary tasks.
+    pub(crate) fn context(n: usize) -> BalanceContext {
+        BalanceContext { kinds: vec![TaskKind::Binary; n], lr: 1e-3, seed: 1 }
+    }
+}

@@ -338,7 +338,12 @@ mod tests {
     use flate2::{Compression, write::GzEncoder};
     use std::io::Write;
 
-    const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/census-small");
+    /// The committed fixture, found from the package directory at run time: a test binary reused
+    /// from a shared target directory may have been compiled in another checkout.
+    fn fixture() -> std::path::PathBuf {
+        let dir = std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+        std::path::Path::new(&dir).join("tests/fixtures/census-small")
+    }
 
     fn write_gz(path: &Path, text: &str) {
         let mut gz = GzEncoder::new(File::create(path).unwrap(), Compression::fast());
@@ -348,7 +353,7 @@ mod tests {
 
     #[test]
     fn fixture_rows_parse_into_the_protocol_layout() {
-        let ds = CensusIncome::new(FIXTURE, CensusGroup::Income).load().unwrap();
+        let ds = CensusIncome::new(fixture(), CensusGroup::Income).load().unwrap();
         assert_eq!(ds.schema.categorical.len(), 31);
         assert_eq!(ds.schema.dense.len(), 7);
         assert_eq!(ds.train.n_rows, 200);
@@ -390,7 +395,7 @@ mod tests {
     #[test]
     fn malformed_line_names_file_and_line() {
         let dir = tempfile::tempdir().unwrap();
-        let good = std::fs::read(Path::new(FIXTURE).join(CENSUS_FILES[0].0)).unwrap();
+        let good = std::fs::read(fixture().join(CENSUS_FILES[0].0)).unwrap();
         let mut text = String::new();
         GzDecoder::new(&good[..]).read_to_string(&mut text).unwrap();
         let mut lines: Vec<String> = text.lines().take(5).map(String::from).collect();

@@ -5,6 +5,7 @@
 //! same input), deeper layers are one batched matmul over the expert axis; the result equals `E`
 //! separate MLPs with PyTorch's default `Linear` initialisation.
 
+use crate::LastSharedLayer;
 use burn::{
     config::Config,
     module::{Module, Param},
@@ -82,7 +83,17 @@ impl ExpertBank {
     /// - input: `[B, d_in]`
     /// - output: `[B, E, h_last]`
     pub fn forward(&self, x: Tensor<2>) -> Tensor<3> {
+        self.forward_with_last_layer(x, 0).0
+    }
+
+    /// [`Self::forward`], also exposing the experts' last layer as a [`LastSharedLayer`] whose
+    /// value is the output flattened to `[B, E·h_last]` (shared-tensor index `output`).
+    ///
+    /// The first layer is one group (one fused matrix); a deeper last layer is one group per
+    /// expert. `None` with batch normalisation.
+    pub fn forward_with_last_layer(&self, x: Tensor<2>, output: usize) -> (Tensor<3>, Option<LastSharedLayer>) {
         let e = self.n_experts;
+        let mut input = x.clone().unsqueeze_dim::<3>(0);
         let mut h = self.first.forward(x);
         if let Some(norm) = self.norms.first() {
             h = norm.forward(h);
@@ -91,7 +102,8 @@ impl ExpertBank {
         let mut h = relu(h).reshape([b, e, width / e]);
         for (k, (w, bias)) in self.weights.iter().zip(&self.biases).enumerate() {
             // [E, B, h_k] · [E, h_k, h_{k+1}] + [E, 1, h_{k+1}]
-            let z = h.swap_dims(0, 1).matmul(w.val()) + bias.val().unsqueeze_dim::<3>(1);
+            input = h.swap_dims(0, 1);
+            let z = input.clone().matmul(w.val()) + bias.val().unsqueeze_dim::<3>(1);
             let mut z = z.swap_dims(0, 1);
             if let Some(norm) = self.norms.get(k + 1) {
                 let [b, e, d] = z.dims();
@@ -99,7 +111,11 @@ impl ExpertBank {
             }
             h = relu(z);
         }
-        h
+        let [b, e, d] = h.dims();
+        let flat = h.clone().reshape([b, e * d]);
+        let last =
+            self.norms.is_empty().then(|| LastSharedLayer { output, input, activated: flat.clone(), value: flat });
+        (h, last)
     }
 }
 

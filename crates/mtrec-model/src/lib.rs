@@ -7,6 +7,7 @@
 
 mod embedding;
 mod experts;
+mod last_layer;
 mod mlp;
 mod mmoe;
 mod model;
@@ -15,6 +16,7 @@ mod tower;
 
 pub use embedding::{FeatureEmbedding, FeatureEmbeddingConfig};
 pub use experts::{ExpertBank, ExpertBankConfig, ExpertGate, ExpertGateConfig};
+pub use last_layer::LastSharedLayer;
 pub use mlp::{Mlp, MlpConfig};
 pub use mmoe::{Mmoe, MmoeConfig};
 pub use model::{Architecture, ModelConfig, MultiTaskModel, MultiTaskNet, SharedTensors, TaskOutput};

@@ -1,5 +1,6 @@
 //! A stack of `Linear → [BatchNorm] → ReLU → [Dropout]` layers.
 
+use crate::LastSharedLayer;
 use burn::{
     config::Config,
     module::Module,
@@ -67,6 +68,31 @@ impl Mlp {
             x = self.dropout.forward(relu(x));
         }
         x
+    }
+
+    /// Applies every layer and keeps the last layer's input and activation, for
+    /// [`LastSharedLayer`] (`output` is the shared-tensor index to record).
+    ///
+    /// `None` when the MLP has no layer or uses batch normalisation.
+    pub fn forward_with_last_layer(&self, x: Tensor<2>, output: usize) -> (Tensor<2>, Option<LastSharedLayer>) {
+        let last = self.forward_exposing_last(x, output);
+        let exposed = (!self.layers.is_empty() && self.norms.is_empty()).then(|| last.clone());
+        (last.value, exposed)
+    }
+
+    fn forward_exposing_last(&self, mut x: Tensor<2>, output: usize) -> LastSharedLayer {
+        let mut input = x.clone();
+        let mut activated = x.clone();
+        for (i, layer) in self.layers.iter().enumerate() {
+            input = x.clone();
+            x = layer.forward(x);
+            if let Some(norm) = self.norms.get(i) {
+                x = norm.forward(x);
+            }
+            activated = relu(x);
+            x = self.dropout.forward(activated.clone());
+        }
+        LastSharedLayer { output, input: input.unsqueeze_dim::<3>(0), activated, value: x }
     }
 }
 

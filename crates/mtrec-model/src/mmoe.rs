@@ -3,7 +3,7 @@
 
 use burn::{
     config::Config,
-    module::Module,
+    module::{Module, ParamGroup},
     tensor::{Device, Int, Tensor},
 };
 
@@ -71,11 +71,15 @@ impl MultiTaskModel for Mmoe {
     }
 
     /// Shared tensors: `[input x [B, d_in], experts [B, E·h]]` (the gates read `x`).
+    ///
+    /// The last shared layer is the experts' last layer (all experts together): the layer every
+    /// task's mixture reads, as GradNorm's "last shared layer" prescribes. The input `x` is shared
+    /// too (embeddings) but the gates are task-specific and read it directly.
     fn forward_shared(&self, categorical: Option<Tensor<2, Int>>, dense: Option<Tensor<2>>) -> SharedTensors {
         let x = self.input.forward(categorical, dense);
-        let experts = self.experts.forward(x.clone());
+        let (experts, last_layer) = self.experts.forward_with_last_layer(x.clone(), 1);
         let [b, e, h] = experts.dims();
-        SharedTensors { tensors: vec![x, experts.reshape([b, e * h])] }
+        SharedTensors { tensors: vec![x, experts.reshape([b, e * h])], last_layer }
     }
 
     fn forward_task(&self, task: usize, shared: &SharedTensors) -> TaskOutput {
@@ -86,5 +90,9 @@ impl MultiTaskModel for Mmoe {
         let weights = self.gates[task].forward(x);
         let mixed = ExpertGate::mix(weights.clone(), flat.reshape([b, e, width / e]));
         TaskOutput { output: self.towers[task].forward(mixed), gate: Some(weights) }
+    }
+
+    fn task_parameters(&self, task: usize) -> ParamGroup {
+        ParamGroup::ids_from_module((self.gates[task].clone(), self.towers[task].clone()))
     }
 }

@@ -2,13 +2,13 @@
 //! architecture an experiment chose, and the experiment-level model configuration.
 
 use burn::{
-    module::Module,
+    module::{Module, ParamGroup},
     tensor::{Device, Int, Tensor},
 };
 use mtrec_data::Schema;
 use serde::{Deserialize, Serialize};
 
-use crate::{FeatureEmbeddingConfig, Mmoe, MmoeConfig, SharedBottom, SharedBottomConfig};
+use crate::{FeatureEmbeddingConfig, LastSharedLayer, Mmoe, MmoeConfig, SharedBottom, SharedBottomConfig};
 
 /// What the shared part of a model yields: every tensor the task branches read.
 ///
@@ -18,12 +18,17 @@ use crate::{FeatureEmbeddingConfig, Mmoe, MmoeConfig, SharedBottom, SharedBottom
 pub struct SharedTensors {
     /// The shared tensors, each `[B, width]`.
     pub tensors: Vec<Tensor<2>>,
+    /// The last shared layer (GradNorm's `W`), where the architecture can expose it.
+    pub last_layer: Option<LastSharedLayer>,
 }
 
 impl SharedTensors {
     /// Detached copies that require gradients: the cut point for per-task gradients.
     pub fn detached_leaves(&self) -> SharedTensors {
-        SharedTensors { tensors: self.tensors.iter().map(|t| t.clone().detach().require_grad()).collect() }
+        SharedTensors {
+            tensors: self.tensors.iter().map(|t| t.clone().detach().require_grad()).collect(),
+            last_layer: self.last_layer.clone(),
+        }
     }
 }
 
@@ -49,6 +54,10 @@ pub trait MultiTaskModel {
 
     /// Task `task`'s branch (gate, tower, head), reading only `shared`.
     fn forward_task(&self, task: usize, shared: &SharedTensors) -> TaskOutput;
+
+    /// The parameters that belong to task `task` alone (its gate, tower, head): the group a
+    /// per-task learning-rate scale applies to.
+    fn task_parameters(&self, task: usize) -> ParamGroup;
 
     /// Both phases, all tasks.
     fn forward(&self, categorical: Option<Tensor<2, Int>>, dense: Option<Tensor<2>>) -> Vec<TaskOutput> {
@@ -177,6 +186,9 @@ impl MultiTaskModel for MultiTaskNet {
     }
     fn forward_task(&self, task: usize, shared: &SharedTensors) -> TaskOutput {
         self.inner().forward_task(task, shared)
+    }
+    fn task_parameters(&self, task: usize) -> ParamGroup {
+        self.inner().task_parameters(task)
     }
 }
 

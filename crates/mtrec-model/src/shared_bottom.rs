@@ -2,7 +2,7 @@
 
 use burn::{
     config::Config,
-    module::Module,
+    module::{Module, ParamGroup},
     tensor::{Device, Int, Tensor},
 };
 
@@ -64,12 +64,17 @@ impl MultiTaskModel for SharedBottom {
         self.towers.len()
     }
 
-    /// Shared tensors: `[bottom output [B, h]]`.
+    /// Shared tensors: `[bottom output [B, h]]`; the last shared layer is the bottom's last layer.
     fn forward_shared(&self, categorical: Option<Tensor<2, Int>>, dense: Option<Tensor<2>>) -> SharedTensors {
-        SharedTensors { tensors: vec![self.bottom.forward(self.input.forward(categorical, dense))] }
+        let (bottom, last_layer) = self.bottom.forward_with_last_layer(self.input.forward(categorical, dense), 0);
+        SharedTensors { tensors: vec![bottom], last_layer }
     }
 
     fn forward_task(&self, task: usize, shared: &SharedTensors) -> TaskOutput {
         TaskOutput { output: self.towers[task].forward(shared.tensors[0].clone()), gate: None }
+    }
+
+    fn task_parameters(&self, task: usize) -> ParamGroup {
+        ParamGroup::ids_from_module(self.towers[task].clone())
     }
 }

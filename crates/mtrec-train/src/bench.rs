@@ -28,6 +28,9 @@ pub struct BenchResult {
     pub device: String,
     /// Batch size.
     pub batch_size: usize,
+    /// The balancing method of the measured steps.
+    #[serde(default)]
+    pub balance: String,
     /// Steady-state training throughput: samples per second over `measure_steps` steps after warm-up
     /// (batch assembly, forward, backward and Adam update included).
     pub train_samples_per_sec: f64,
@@ -71,7 +74,7 @@ pub fn bench(
     let schema = &dataset.schema;
     let kinds = schema.task_kinds();
     let widths = schema.widths();
-    let mut balancer = config.balance.init(schema.n_tasks()).map_err(TrainError::Config)?;
+    let mut balancer = config.balancer(schema)?;
     let ad = device.clone().autodiff();
     let sync = || ad.sync().map_err(|e| TrainError::Config(format!("device sync: {e:?}")));
     let mut device_bytes: Option<u64> = None;
@@ -90,9 +93,9 @@ pub fn bench(
         .flat_map(|epoch| batches(&dataset.train, widths, opts.batch_size, BatchOrder::Shuffled(epoch), &ad))
         .filter(|b| b.size == opts.batch_size)
         .take(total);
-    let lr = config.train.lr;
+    let lr = config.learning_rates(schema, &model)?;
     for batch in stream.by_ref().take(opts.warmup_steps) {
-        (model, _) = train_step(model, &mut optim, balancer.as_mut(), &batch, &kinds, lr);
+        (model, _) = train_step(model, &mut optim, balancer.as_mut(), &batch, &kinds, lr.clone())?;
     }
     sync()?;
     let warmup_seconds = warm_start.elapsed().as_secs_f64();
@@ -101,7 +104,7 @@ pub fn bench(
     // Throughput: steps back to back, one synchronisation at the end.
     let start = Instant::now();
     for batch in stream.by_ref().take(opts.measure_steps) {
-        (model, _) = train_step(model, &mut optim, balancer.as_mut(), &batch, &kinds, lr);
+        (model, _) = train_step(model, &mut optim, balancer.as_mut(), &batch, &kinds, lr.clone())?;
     }
     sync()?;
     let train_secs = start.elapsed().as_secs_f64();
@@ -111,7 +114,7 @@ pub fn bench(
     let mut step_ms = Vec::with_capacity(opts.measure_steps);
     for batch in stream.by_ref().take(opts.measure_steps) {
         let t = Instant::now();
-        (model, _) = train_step(model, &mut optim, balancer.as_mut(), &batch, &kinds, lr);
+        (model, _) = train_step(model, &mut optim, balancer.as_mut(), &batch, &kinds, lr.clone())?;
         sync()?;
         step_ms.push(t.elapsed().as_secs_f64() * 1e3);
     }
@@ -144,6 +147,7 @@ pub fn bench(
     Ok(BenchResult {
         device: device_name.to_string(),
         batch_size: opts.batch_size,
+        balance: config.balance.method.as_str().to_string(),
         train_samples_per_sec: (opts.measure_steps * opts.batch_size) as f64 / train_secs,
         inference_samples_per_sec: rows as f64 / infer.as_secs_f64(),
         step_ms_p50: percentile(&step_ms, 0.5),

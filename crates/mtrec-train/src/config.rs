@@ -2,11 +2,21 @@
 //! sections. Unknown keys are errors that name the key; `--set section.key=value` overrides any
 //! value before the file is checked.
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
-use mtrec_balance::BalanceConfig;
+use burn::{
+    lr_scheduler::{
+        LrSchedulerConfig,
+        module_lr_scheduler::{ModuleLearningRate, ModuleLrSchedulerConfig},
+    },
+    module::ParamGroup,
+};
+use mtrec_balance::{BalanceConfig, BalanceContext, LossBalancer};
 use mtrec_data::{CensusGroup, CensusIncome, MtlDataset, Schema, Synthetic, SyntheticConfig, TaskKind};
-use mtrec_model::ModelConfig;
+use mtrec_model::{ModelConfig, MultiTaskModel};
 use serde::{Deserialize, Serialize};
 
 use crate::{DeviceChoice, TrainError};
@@ -29,6 +39,22 @@ pub struct ExperimentConfig {
     pub balance: BalanceConfig,
     /// Optimisation and model selection.
     pub train: TrainConfig,
+    /// Per-task options, `[tasks.<task name>]`.
+    pub tasks: BTreeMap<String, TaskOptions>,
+}
+
+/// A `[tasks.<name>]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TaskOptions {
+    /// Scale of the learning rate of the task's own parameters (its gate, tower and head).
+    pub lr_scale: f64,
+}
+
+impl Default for TaskOptions {
+    fn default() -> Self {
+        Self { lr_scale: 1.0 }
+    }
 }
 
 impl Default for ExperimentConfig {
@@ -41,6 +67,7 @@ impl Default for ExperimentConfig {
             model: ModelConfig::default(),
             balance: BalanceConfig::default(),
             train: TrainConfig::default(),
+            tasks: BTreeMap::new(),
         }
     }
 }
@@ -254,7 +281,35 @@ impl ExperimentConfig {
         if !(t.adam_epsilon.is_finite() && t.adam_epsilon > 0.0) {
             return err("train.adam_epsilon must be positive");
         }
+        if let Some((name, o)) = self.tasks.iter().find(|(_, o)| !(o.lr_scale.is_finite() && o.lr_scale > 0.0)) {
+            return Err(TrainError::Config(format!("tasks.{name}.lr_scale must be positive, got {}", o.lr_scale)));
+        }
         self.model.validate().map_err(TrainError::Config)
+    }
+
+    /// The balancer of `[balance]` for a dataset's tasks.
+    pub fn balancer(&self, schema: &Schema) -> Result<Box<dyn LossBalancer>, TrainError> {
+        let ctx = BalanceContext { kinds: schema.task_kinds(), lr: self.train.lr, seed: self.seed };
+        self.balance.init(&ctx).map_err(TrainError::Config)
+    }
+
+    /// The learning rate of every parameter: `train.lr`, times `tasks.<name>.lr_scale` for each
+    /// task's own parameters. Unknown task names are errors naming the key.
+    pub fn learning_rates(
+        &self,
+        schema: &Schema,
+        model: &impl MultiTaskModel,
+    ) -> Result<ModuleLearningRate, TrainError> {
+        let mut policy = ModuleLrSchedulerConfig::new(LrSchedulerConfig::Constant(self.train.lr));
+        for (name, options) in &self.tasks {
+            let task = schema.task_index(name).ok_or_else(|| {
+                let names: Vec<&str> = schema.tasks.iter().map(|t| t.name.as_str()).collect();
+                TrainError::Config(format!("tasks.{name}: no task of that name (tasks: {})", names.join(", ")))
+            })?;
+            let group: ParamGroup = model.task_parameters(task);
+            policy = policy.with_group(group, LrSchedulerConfig::Constant(self.train.lr * options.lr_scale));
+        }
+        Ok(policy.init().map_err(TrainError::Config)?.step())
     }
 }
 
@@ -319,7 +374,8 @@ mod tests {
 
     #[test]
     fn shipped_configs_parse() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+        let manifest = std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+        let dir = Path::new(&manifest).join("../../configs");
         let mut n = 0;
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();

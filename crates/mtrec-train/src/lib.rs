@@ -18,7 +18,7 @@ mod step;
 mod trainer;
 
 pub use bench::{BenchOptions, BenchResult, bench, peak_rss_mib};
-pub use config::{DataConfig, DataSource, EarlyStoppingConfig, ExperimentConfig, TrainConfig};
+pub use config::{DataConfig, DataSource, EarlyStoppingConfig, ExperimentConfig, TaskOptions, TrainConfig};
 pub use device::DeviceChoice;
 pub use early_stopping::EarlyStopping;
 pub use error::TrainError;

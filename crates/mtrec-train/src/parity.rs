@@ -61,7 +61,7 @@ struct Side {
     gradients: Vec<(String, Vec<f32>)>,
 }
 
-fn run_side(model: &MultiTaskNet, dataset: &MtlDataset, device: &Device, rows: usize) -> Side {
+fn run_side(model: &MultiTaskNet, dataset: &MtlDataset, device: &Device, rows: usize) -> Result<Side, TrainError> {
     let schema = &dataset.schema;
     let kinds = schema.task_kinds();
     let widths = schema.widths();
@@ -75,10 +75,10 @@ fn run_side(model: &MultiTaskNet, dataset: &MtlDataset, device: &Device, rows: u
     let ad = device.clone().autodiff();
     let batch = batches(&dataset.train, widths, rows, BatchOrder::Sequential, &ad).next().expect("non-empty split");
     let mut balancer = FixedWeights::new(vec![1.0; kinds.len()]);
-    let (grads, _) = step_gradients(model, &mut balancer, &batch, &kinds);
+    let (grads, _) = step_gradients(model, &mut balancer, &batch, &kinds)?;
     let mut collector = GradientCollector { grads: &grads, path: vec![], out: vec![] };
     model.visit(&mut collector);
-    Side { outputs, gradients: collector.out }
+    Ok(Side { outputs, gradients: collector.out })
 }
 
 /// Compares `other` against `reference` on the first `rows` training rows of `dataset`, for the
@@ -100,8 +100,8 @@ pub fn check_parity(
         .init(schema, &other.clone().autodiff())
         .try_load_record(ModuleRecord::from_bytes(bytes).map_err(record_error)?)
         .map_err(record_error)?;
-    let a = run_side(&model_ref, dataset, reference, rows);
-    let b = run_side(&model_other, dataset, other, rows);
+    let a = run_side(&model_ref, dataset, reference, rows)?;
+    let b = run_side(&model_other, dataset, other, rows)?;
     let max_diff = |x: &[f32], y: &[f32]| -> f64 {
         assert_eq!(x.len(), y.len(), "shapes differ across backends");
         x.iter().zip(y).map(|(p, q)| (*p as f64 - *q as f64).abs()).fold(0.0, f64::max)
@@ -133,7 +133,12 @@ mod tests {
     use crate::{DataConfig, DataSource, DeviceChoice};
     use mtrec_model::Architecture;
 
-    const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../mtrec-data/tests/fixtures/census-small");
+    /// The committed fixture, found from the package directory at run time: a test binary reused
+    /// from a shared target directory may have been compiled in another checkout.
+    fn fixture() -> std::path::PathBuf {
+        let dir = std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+        std::path::Path::new(&dir).join("../mtrec-data/tests/fixtures/census-small")
+    }
 
     /// Same record → same outputs (|Δ| ≤ 1e-4) and same gradients (|Δ| ≤ 1e-4 · max |g| + 1e-6)
     /// on ndarray and (with `MTREC_TEST_WGPU`) wgpu as on flex, for each architecture, on real
@@ -146,7 +151,7 @@ mod tests {
         } else {
             eprintln!("SKIP wgpu parity: set MTREC_TEST_WGPU=1 with a Vulkan driver (e.g. Mesa lavapipe) to run it");
         }
-        let data = DataConfig { source: DataSource::Census, dir: FIXTURE.into(), ..Default::default() };
+        let data = DataConfig { source: DataSource::Census, dir: fixture(), ..Default::default() };
         let dataset = data.load().unwrap();
         for arch in [Architecture::Mmoe, Architecture::SharedBottom] {
             let mut config = ExperimentConfig { data: data.clone(), ..Default::default() };
@@ -169,14 +174,14 @@ mod tests {
     /// The comparison is not vacuous: two independently initialised models give clearly different outputs.
     #[test]
     fn different_weights_are_detected() {
-        let data = DataConfig { source: DataSource::Census, dir: FIXTURE.into(), ..Default::default() };
+        let data = DataConfig { source: DataSource::Census, dir: fixture(), ..Default::default() };
         let dataset = data.load().unwrap();
         let config = ExperimentConfig { data, ..Default::default() };
         let device = DeviceChoice::Flex.device();
         let model_a = config.model.init(&dataset.schema, &device.clone().autodiff());
         let model_b = config.model.init(&dataset.schema, &device.clone().autodiff());
-        let a = run_side(&model_a, &dataset, &device, 64);
-        let b = run_side(&model_b, &dataset, &device, 64);
+        let a = run_side(&model_a, &dataset, &device, 64).unwrap();
+        let b = run_side(&model_b, &dataset, &device, 64).unwrap();
         let diff: f64 = a.outputs[0].iter().zip(&b.outputs[0]).map(|(x, y)| (x - y).abs() as f64).sum();
         assert!(diff > 1e-3, "independently initialised models gave equal outputs");
     }

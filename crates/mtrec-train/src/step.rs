@@ -2,6 +2,7 @@
 //! balancer runs the forward and backward passes through [`TaskGraph`], Adam applies the result.
 
 use burn::{
+    lr_scheduler::module_lr_scheduler::ModuleLearningRate,
     optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer},
     tensor::{Gradients, Tensor},
 };
@@ -9,7 +10,7 @@ use mtrec_balance::{CutForward, LossBalancer, TaskGraph};
 use mtrec_data::{MtlBatch, TaskKind};
 use mtrec_model::{MultiTaskModel, MultiTaskNet, SharedTensors};
 
-use crate::task_loss;
+use crate::{TrainError, task_loss};
 
 /// One training step as the balancer sees it: the model, the batch, the task kinds.
 pub(crate) struct StepGraph<'a> {
@@ -47,7 +48,7 @@ impl TaskGraph for StepGraph<'_> {
         let shared = self.shared();
         let leaves = shared.detached_leaves();
         let losses = self.losses_from(&leaves);
-        CutForward { shared: shared.tensors, leaves: leaves.tensors, losses }
+        CutForward { shared: shared.tensors, leaves: leaves.tensors, losses, last_layer: shared.last_layer }
     }
 }
 
@@ -72,13 +73,14 @@ pub(crate) fn step_gradients(
     balancer: &mut dyn LossBalancer,
     batch: &MtlBatch,
     kinds: &[TaskKind],
-) -> (GradientsParams, Vec<Tensor<1>>) {
+) -> Result<(GradientsParams, Vec<Tensor<1>>), TrainError> {
     let mut graph = StepGraph { model, batch, kinds };
-    let out = balancer.backward(&mut graph);
-    (merge_gradients(out.parts, model), out.task_losses)
+    let out = balancer.backward(&mut graph).map_err(|e| TrainError::Config(e.to_string()))?;
+    Ok((merge_gradients(out.parts, model), out.task_losses))
 }
 
-/// One step: balanced gradients of `batch`, then the optimiser's update with learning rate `lr`.
+/// One step: balanced gradients of `batch`, then the optimiser's update with learning rate `lr`
+/// (one rate, or per-parameter rates from [`ExperimentConfig::learning_rates`](crate::ExperimentConfig::learning_rates)).
 ///
 /// Returns the updated model and each task's (detached) loss on the batch.
 pub fn train_step(
@@ -87,8 +89,8 @@ pub fn train_step(
     balancer: &mut dyn LossBalancer,
     batch: &MtlBatch,
     kinds: &[TaskKind],
-    lr: f64,
-) -> (MultiTaskNet, Vec<Tensor<1>>) {
-    let (grads, losses) = step_gradients(&model, balancer, batch, kinds);
-    (optim.step(lr, model, grads), losses)
+    lr: impl Into<ModuleLearningRate>,
+) -> Result<(MultiTaskNet, Vec<Tensor<1>>), TrainError> {
+    let (grads, losses) = step_gradients(&model, balancer, batch, kinds)?;
+    Ok((optim.step(lr, model, grads), losses))
 }

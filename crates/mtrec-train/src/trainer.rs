@@ -82,7 +82,7 @@ impl<'a> Trainer<'a> {
         let n_tasks = schema.n_tasks();
         let kinds = schema.task_kinds();
         let monitored = cfg.train.early_stopping.monitored_tasks(schema)?;
-        let mut balancer = cfg.balance.init(n_tasks).map_err(TrainError::Config)?;
+        let mut balancer = cfg.balancer(schema)?;
         let start = Instant::now();
 
         let device = self.device.clone();
@@ -90,6 +90,7 @@ impl<'a> Trainer<'a> {
         device.seed(cfg.seed);
         let mut model = cfg.model.init(schema, &ad);
         let mut optim = cfg.train.optimizer();
+        let lr = cfg.learning_rates(schema, &model)?;
 
         let widths = schema.widths();
         let n_batches = ds.train.n_rows.div_ceil(cfg.train.batch_size);
@@ -119,7 +120,7 @@ impl<'a> Trainer<'a> {
             let mut loss_sums: Vec<Tensor<1>> = (0..n_tasks).map(|_| Tensor::zeros([1], &device)).collect();
             for batch in batches(&ds.train, widths, cfg.train.batch_size, order, &ad) {
                 let task_losses;
-                (model, task_losses) = train_step(model, &mut optim, balancer.as_mut(), &batch, &kinds, cfg.train.lr);
+                (model, task_losses) = train_step(model, &mut optim, balancer.as_mut(), &batch, &kinds, lr.clone())?;
                 for (sum, loss) in loss_sums.iter_mut().zip(task_losses) {
                     *sum = sum.clone() + loss.without_autodiff().mul_scalar(batch.size as f64);
                 }
@@ -318,5 +319,104 @@ mod tests {
         let ds = cfg.data.load().unwrap();
         let err = Trainer::new(&cfg, &ds, Device::flex()).verbose(false).run().err().unwrap().to_string();
         assert!(err.contains("train.early_stopping.task"), "{err}");
+    }
+
+    /// Every balancer with every architecture: the loss falls, the weights are logged every epoch,
+    /// gradient methods log per-task gradient norms.
+    #[test]
+    fn every_balancer_trains_every_architecture() {
+        use mtrec_balance::BalanceMethod::*;
+        for arch in [mtrec_model::Architecture::Mmoe, mtrec_model::Architecture::SharedBottom] {
+            for method in [Fixed, Uncertainty, Gradnorm, Dwa, Rlw, Pcgrad, Mgda, Cagrad, ImtlG] {
+                let mut cfg = tiny_config(arch);
+                cfg.train.epochs = 4;
+                cfg.balance.method = method;
+                let ds = cfg.data.load().unwrap();
+                let dir = tempfile::tempdir().unwrap();
+                let run = RunDirectory::create(dir.path().join("run"), &cfg).unwrap();
+                let (summary, records, _) =
+                    Trainer::new(&cfg, &ds, Device::flex()).with_run_dir(run).verbose(false).run().unwrap();
+                assert_eq!(summary.balance, method.as_str());
+                for task in ["task1", "task2"] {
+                    let (first, last) = (records[0].train_loss[task], records[3].train_loss[task]);
+                    assert!(last < 0.8 * first, "{arch:?} {method:?} {task}: {first} → {last}");
+                }
+                let lines = std::fs::read_to_string(dir.path().join("run/metrics.jsonl")).unwrap();
+                for line in lines.lines() {
+                    let r: serde_json::Value = serde_json::from_str(line).unwrap();
+                    assert!(r["task_weights"]["task2"].as_f64().unwrap().is_finite(), "{method:?}: {line}");
+                    let gradient_based = matches!(method, Gradnorm | Pcgrad | Mgda | Cagrad | ImtlG);
+                    assert_eq!(r["task_gradient_norms"]["task1"].is_f64(), gradient_based, "{method:?}: {line}");
+                }
+                if method == Gradnorm {
+                    let w = &records[3].task_weights;
+                    assert!((w["task1"] + w["task2"] - 2.0).abs() < 1e-9, "Σw = T: {w:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gradnorm_on_a_batch_norm_model_is_a_config_error_naming_the_keys() {
+        let mut cfg = tiny_config(mtrec_model::Architecture::SharedBottom);
+        cfg.model.batch_norm = true;
+        cfg.balance.method = mtrec_balance::BalanceMethod::Gradnorm;
+        let ds = cfg.data.load().unwrap();
+        let err = Trainer::new(&cfg, &ds, Device::flex()).verbose(false).run().err().unwrap().to_string();
+        assert!(err.contains("balance.gradnorm_layer") && err.contains("model.batch_norm"), "{err}");
+        cfg.balance.gradnorm_layer = Some(mtrec_balance::GradNormLayer::Representation);
+        cfg.train.epochs = 1;
+        Trainer::new(&cfg, &ds, Device::flex()).verbose(false).run().unwrap();
+    }
+
+    /// `tasks.task2.lr_scale` scales the learning rate of task 2's own parameters only.
+    #[test]
+    fn per_task_lr_scale_reaches_only_that_tasks_parameters() {
+        use burn::module::{ModuleVisitor, Param, ParamId};
+        use mtrec_model::MultiTaskModel;
+        struct Values(Vec<(ParamId, Vec<f32>)>);
+        impl ModuleVisitor for Values {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                self.0.push((param.id, param.val().into_data().try_into_vec::<f32>().unwrap()));
+            }
+        }
+        let values = |m: &MultiTaskNet| {
+            let mut v = Values(vec![]);
+            m.visit(&mut v);
+            v.0
+        };
+        let mut cfg = tiny_config(mtrec_model::Architecture::Mmoe);
+        cfg.tasks.insert("task2".into(), crate::TaskOptions { lr_scale: 1e-3 });
+        let ds = cfg.data.load().unwrap();
+        let ad = Device::flex().autodiff();
+        let mut model = cfg.model.init(&ds.schema, &ad);
+        let before = values(&model); // materialises the lazily initialised parameters
+        let lr = cfg.learning_rates(&ds.schema, &model).unwrap();
+        let mut optim = cfg.train.optimizer();
+        let mut balancer = cfg.balancer(&ds.schema).unwrap();
+        let kinds = ds.schema.task_kinds();
+        for batch in batches(&ds.train, ds.schema.widths(), 64, BatchOrder::Sequential, &ad).take(10) {
+            (model, _) = crate::train_step(model, &mut optim, balancer.as_mut(), &batch, &kinds, lr.clone()).unwrap();
+        }
+        let groups = [model.task_parameters(0), model.task_parameters(1)];
+        let after = values(&model);
+        let mut moved = [0.0f64; 3]; // task 1, task 2, shared: largest |Δ|
+        assert_eq!(before.len(), after.len());
+        for ((id0, a), (id, b)) in before.iter().zip(&after) {
+            assert_eq!(id0, id);
+            let slot = if groups[0].matches(id, None) {
+                0
+            } else if groups[1].matches(id, None) {
+                1
+            } else {
+                2
+            };
+            let delta = a.iter().zip(b).map(|(x, y)| (x - y).abs() as f64).fold(0.0, f64::max);
+            moved[slot] = moved[slot].max(delta);
+        }
+        assert!(moved[1] < 0.02 * moved[0] && moved[1] < 0.02 * moved[2] && moved[1] > 0.0, "{moved:?}");
+        cfg.tasks.insert("task9".into(), crate::TaskOptions::default());
+        let err = Trainer::new(&cfg, &ds, Device::flex()).verbose(false).run().err().unwrap().to_string();
+        assert!(err.contains("tasks.task9"), "{err}");
     }
 }

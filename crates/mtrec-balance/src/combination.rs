@@ -1,0 +1,62 @@
+//! Methods that combine the tasks' gradients at the shared tensors (PCGrad, MGDA-UB, CAGrad, IMTL-G) share
+//! one step: per-task gradients from a cut forward ([`TaskGradients`]), their Gram matrix on the
+//! host, coefficients `c_t` from it, and `Σ_t c_t·g_t` into the shared part. Every such method
+//! returns a linear combination of the task gradients, so a [`GradientCombiner`] only maps the
+//! `T × T` Gram matrix to the `T` coefficients. Task-specific parameters get their own task's
+//! gradient, unscaled (as in the papers and LibMTL).
+
+use crate::{BalanceError, BalancedGradients, LossBalancer, TaskGradients, TaskGraph, balancer::EpochMean};
+
+/// Maps the Gram matrix of the task gradients to the coefficients of their combination.
+pub trait GradientCombiner {
+    /// The method's config name.
+    fn name(&self) -> &'static str;
+
+    /// `gram[i][j] = ⟨g_i, g_j⟩`; returns `c` with the shared update `Σ_t c_t·g_t`.
+    fn coefficients(&mut self, gram: &[Vec<f64>]) -> Vec<f64>;
+}
+
+/// A [`LossBalancer`] from a [`GradientCombiner`].
+pub struct GradientCombination<C> {
+    combiner: C,
+    coefficients: Vec<f64>,
+    norms: EpochMean,
+}
+
+impl<C: GradientCombiner> GradientCombination<C> {
+    /// Wraps `combiner` for `n_tasks` tasks.
+    pub fn new(combiner: C, n_tasks: usize) -> Self {
+        Self { combiner, coefficients: vec![1.0; n_tasks], norms: EpochMean::default() }
+    }
+}
+
+impl<C: GradientCombiner> LossBalancer for GradientCombination<C> {
+    fn name(&self) -> &'static str {
+        self.combiner.name()
+    }
+
+    fn backward(&mut self, graph: &mut dyn TaskGraph) -> Result<BalancedGradients, BalanceError> {
+        let grads = TaskGradients::compute(graph.cut_forward(), &vec![1.0; graph.n_tasks()]);
+        let gram = grads.gram();
+        if gram.iter().flatten().any(|v| !v.is_finite()) {
+            return Err(BalanceError(format!("{}: non-finite task gradients", self.name())));
+        }
+        self.coefficients = self.combiner.coefficients(&gram);
+        self.norms.add(&(0..gram.len()).map(|t| gram[t][t].sqrt()).collect::<Vec<_>>());
+        Ok(grads.finish(&self.coefficients))
+    }
+
+    /// The last step's coefficients of the shared update.
+    fn task_weights(&self) -> Vec<f64> {
+        self.coefficients.clone()
+    }
+
+    fn end_epoch(&mut self, _mean_task_losses: &[f64]) {
+        self.norms.end_epoch();
+    }
+
+    /// Mean ‖g_t‖ at the shared tensors over the last epoch.
+    fn task_gradient_norms(&self) -> Option<Vec<f64>> {
+        self.norms.last_epoch()
+    }
+}

@@ -1,0 +1,69 @@
+//! Dynamic weight average (Liu, Johns & Davison, CVPR 2019).
+//!
+//! `w_t(k) = T·exp(r_t(k−1)/τ) / Σ_i exp(r_i(k−1)/τ)` with `r_t(k−1) = L_t(k−1) / L_t(k−2)` the
+//! ratio of the task's mean training losses over the two previous epochs; `w_t = 1` for the first
+//! two epochs. Temperature `τ` (`balance.temperature`, default 2).
+
+use crate::{
+    BalanceError, BalancedGradients, LossBalancer, TaskGraph,
+    balancer::{detached, weighted_sum},
+};
+
+/// Dynamic weight average.
+pub struct DynamicWeightAverage {
+    temperature: f64,
+    weights: Vec<f64>,
+    history: Vec<Vec<f64>>,
+}
+
+impl DynamicWeightAverage {
+    /// Equal weights until two epochs have been seen.
+    pub fn new(n_tasks: usize, temperature: f64) -> Self {
+        Self { temperature, weights: vec![1.0; n_tasks], history: Vec::new() }
+    }
+}
+
+impl LossBalancer for DynamicWeightAverage {
+    fn name(&self) -> &'static str {
+        "dwa"
+    }
+
+    fn backward(&mut self, graph: &mut dyn TaskGraph) -> Result<BalancedGradients, BalanceError> {
+        let losses = graph.task_losses();
+        Ok(BalancedGradients {
+            parts: vec![weighted_sum(&losses, &self.weights).backward()],
+            task_losses: detached(&losses),
+        })
+    }
+
+    fn task_weights(&self) -> Vec<f64> {
+        self.weights.clone()
+    }
+
+    fn end_epoch(&mut self, mean_task_losses: &[f64]) {
+        self.history.push(mean_task_losses.to_vec());
+        if let [.., before, last] = self.history.as_slice() {
+            let e: Vec<f64> = last.iter().zip(before).map(|(l, b)| (l / b / self.temperature).exp()).collect();
+            let total: f64 = e.iter().sum();
+            self.weights = e.iter().map(|v| v * e.len() as f64 / total).collect();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_follow_the_loss_ratios() {
+        let mut dwa = DynamicWeightAverage::new(2, 2.0);
+        dwa.end_epoch(&[1.0, 1.0]);
+        assert_eq!(dwa.task_weights(), vec![1.0, 1.0]);
+        // task 0 stalled (ratio 1), task 1 halved (ratio 0.5)
+        dwa.end_epoch(&[1.0, 0.5]);
+        let (a, b) = ((1.0f64 / 2.0).exp(), (0.5f64 / 2.0).exp());
+        let w = dwa.task_weights();
+        assert!((w[0] - 2.0 * a / (a + b)).abs() < 1e-12 && (w[1] - 2.0 * b / (a + b)).abs() < 1e-12, "{w:?}");
+        assert!(w[0] > w[1]);
+    }
+}

@@ -1,0 +1,307 @@
+//! GradNorm (Chen, Badrinarayanan, Lee & Rabinovich, ICML 2018), as published.
+//!
+//! Task weights `w_t` start at 1 with `Σw = T`. Each step, with `W` the last shared layer:
+//! - `G_t = ‖∇_W (w_t·L_t)‖₂`, `Ḡ = mean_t G_t`;
+//! - `L̃_t = L_t / L_t(0)` (`L_t(0)` from the first step, or the mean of the first epoch), the
+//!   inverse training rate `r_t = L̃_t / mean(L̃)`, the target `Ḡ·r_t^α` (held constant);
+//! - `L_grad = Σ_t |G_t − Ḡ·r_t^α|` updates only `w`, with its own Adam (`balance.weight_lr`):
+//!   `∂L_grad/∂w_t = sign(G_t − target_t)·‖∇_W L_t‖` exactly, because `G_t` is linear in `w_t` —
+//!   no second-order autodiff; then the weights are floored at 1e-3 and renormalised to `Σw = T`;
+//! - the network gets the gradient of `Σ_t w_t·L_t`.
+//!
+//! `W` is the model's [`LastSharedLayer`](mtrec_model::LastSharedLayer): the last bottom layer of
+//! shared-bottom, the experts' last layer (all experts) of MMoE. `∇_W L_t` is computed from the
+//! task's gradient at the layer's output (one small matrix product per task; see `last_layer.rs`
+//! in `mtrec-model`, whose tests check it against autodiff). `balance.gradnorm_layer =
+//! "representation"` uses the gradient at the shared tensors instead (cheaper, and it works with
+//! batch normalisation, where the last layer is not exposed).
+
+use burn::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    BalanceError, BalancedGradients, LossBalancer, TaskGradients, TaskGraph,
+    balancer::{EpochMean, to_host},
+    learnable::{LearnableTaskValues, vector},
+};
+
+/// Where GradNorm measures the task gradient norms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum GradNormLayer {
+    /// The weights of the last shared layer (the paper's choice).
+    #[default]
+    LastShared,
+    /// The shared tensors themselves (the representation).
+    Representation,
+}
+
+/// Which loss is `L_t(0)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum InitialLoss {
+    /// The loss of the first training step (the paper's).
+    #[default]
+    FirstStep,
+    /// The mean training loss of the first epoch (the first step's is used during that epoch).
+    FirstEpochMean,
+}
+
+/// GradNorm's learnable task weights.
+pub struct GradNorm {
+    alpha: f64,
+    layer: GradNormLayer,
+    initial: InitialLoss,
+    weights: LearnableTaskValues,
+    initial_losses: Option<Vec<f64>>,
+    epochs_seen: usize,
+    norms: EpochMean,
+}
+
+impl GradNorm {
+    /// `n_tasks` weights, asymmetry `alpha`, weight learning rate `lr`.
+    pub fn new(n_tasks: usize, alpha: f64, lr: f64, layer: GradNormLayer, initial: InitialLoss) -> Self {
+        Self {
+            alpha,
+            layer,
+            initial,
+            weights: LearnableTaskValues::new(vec![1.0; n_tasks], lr),
+            initial_losses: None,
+            epochs_seen: 0,
+            norms: EpochMean::default(),
+        }
+    }
+
+    /// The gradient of `L_grad` w.r.t. each `w_t` given the step's `G_t`, losses and weights.
+    ///
+    /// Returns `(∂L_grad/∂w, targets)`.
+    pub fn weight_gradient(&self, g: &[f64], losses: &[f64], initial: &[f64], w: &[f64]) -> (Vec<f64>, Vec<f64>) {
+        let t = g.len() as f64;
+        let g_mean = g.iter().sum::<f64>() / t;
+        let ratios: Vec<f64> = losses.iter().zip(initial).map(|(l, l0)| l / l0).collect();
+        let ratio_mean = ratios.iter().sum::<f64>() / t;
+        let targets: Vec<f64> = ratios.iter().map(|r| g_mean * (r / ratio_mean).powf(self.alpha)).collect();
+        // ∂G_t/∂w_t = ‖∇_W L_t‖ = G_t / w_t
+        let grad = (0..g.len()).map(|i| (g[i] - targets[i]).signum() * g[i] / w[i]).collect();
+        (grad, targets)
+    }
+
+    /// The step's `G_t`, one tensor `[1]` each.
+    fn gradient_norms(&self, grads: &TaskGradients) -> Result<Vec<Tensor<1>>, BalanceError> {
+        match self.layer {
+            GradNormLayer::LastShared => {
+                let last = grads.last_layer.as_ref().ok_or_else(|| {
+                    BalanceError(
+                        "balance.gradnorm_layer = \"last_shared\": this model does not expose its last shared layer \
+                         (layers with batch normalisation are not; set model.batch_norm = false, or \
+                         balance.gradnorm_layer = \"representation\")"
+                            .into(),
+                    )
+                })?;
+                let jacobian = last.jacobian();
+                Ok(grads
+                    .per_task
+                    .iter()
+                    .map(|g| last.weight_gradient_norm(g[last.output].clone(), jacobian.clone()))
+                    .collect())
+            }
+            GradNormLayer::Representation => Ok(grads
+                .per_task
+                .iter()
+                .map(|g| g.iter().map(|x| x.clone().powi_scalar(2).sum()).reduce(Tensor::add).unwrap().sqrt())
+                .collect()),
+        }
+    }
+}
+
+impl LossBalancer for GradNorm {
+    fn name(&self) -> &'static str {
+        "gradnorm"
+    }
+
+    fn backward(&mut self, graph: &mut dyn TaskGraph) -> Result<BalancedGradients, BalanceError> {
+        let n = graph.n_tasks();
+        let w = self.weights.values().to_vec();
+        let grads = TaskGradients::compute(graph.cut_forward(), &w);
+        let device = grads.losses[0].device();
+        let norms = self.gradient_norms(&grads)?;
+        let host = to_host(grads.losses.iter().cloned().chain(norms).collect());
+        let (losses, g) = host.split_at(n);
+        if let Some(t) = host.iter().position(|v| !v.is_finite()) {
+            return Err(BalanceError(format!("gradnorm: non-finite loss or gradient norm of task {}", t % n)));
+        }
+        let initial = self.initial_losses.get_or_insert_with(|| losses.to_vec()).clone();
+        let (dw, _) = self.weight_gradient(g, losses, &initial, &w);
+        self.weights.step(vector(&dw, &device), &device);
+        let floored: Vec<f64> = self.weights.values().iter().map(|v| v.max(1e-3)).collect();
+        let total: f64 = floored.iter().sum();
+        self.weights.set(floored.iter().map(|v| v * n as f64 / total).collect());
+        self.norms.add(g);
+        // the branches were backpropagated with w_t·L_t already: combine with coefficient 1
+        Ok(grads.finish(&vec![1.0; n]))
+    }
+
+    fn task_weights(&self) -> Vec<f64> {
+        self.weights.values().to_vec()
+    }
+
+    fn end_epoch(&mut self, mean_task_losses: &[f64]) {
+        self.epochs_seen += 1;
+        if self.initial == InitialLoss::FirstEpochMean && self.epochs_seen == 1 {
+            self.initial_losses = Some(mean_task_losses.to_vec());
+        }
+        self.norms.end_epoch();
+    }
+
+    /// Mean `G_t = ‖∇_W (w_t·L_t)‖` over the last epoch.
+    fn task_gradient_norms(&self) -> Option<Vec<f64>> {
+        self.norms.last_epoch()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::CutForward;
+    use burn::{
+        module::Module,
+        nn::{Linear, LinearConfig},
+        optim::{AdamConfig, GradientsAccumulator, GradientsParams},
+        tensor::{Device, activation::relu},
+    };
+    use mtrec_model::LastSharedLayer;
+    use rand::{SeedableRng, rngs::StdRng};
+    use rand_distr::{Distribution as _, Normal};
+
+    #[test]
+    fn weight_gradient_by_hand() {
+        let gn = GradNorm::new(2, 1.0, 0.01, GradNormLayer::LastShared, InitialLoss::FirstStep);
+        // G = (2, 1), equal loss ratios: both targets Ḡ = 1.5; ∂G_t/∂w_t = G_t / w_t
+        let (dw, targets) = gn.weight_gradient(&[2.0, 1.0], &[0.5, 0.5], &[1.0, 1.0], &[1.0, 1.0]);
+        assert_eq!(targets, vec![1.5, 1.5]);
+        assert_eq!(dw, vec![2.0, -1.0]);
+        // task 0 trained slower (L̃ = 1 vs 0.5): r = (4/3, 2/3), α = 1: targets 2 and 1 — both met
+        let (dw, targets) = gn.weight_gradient(&[4.0, 1.0], &[1.0, 0.25], &[1.0, 0.5], &[2.0, 0.5]);
+        assert!((targets[0] - 10.0 / 3.0).abs() < 1e-12 && (targets[1] - 5.0 / 3.0).abs() < 1e-12);
+        assert_eq!(dw, vec![2.0, -2.0]);
+    }
+
+    /// The toy of §4 of the paper: shared 4-layer ReLU trunk of 100 units, one affine head per task.
+    #[derive(Module, Debug)]
+    struct Toy {
+        trunk: Vec<Linear>,
+        heads: Vec<Linear>,
+    }
+
+    struct ToyStep<'a> {
+        model: &'a Toy,
+        x: Tensor<2>,
+        targets: Vec<Tensor<2>>,
+    }
+
+    impl ToyStep<'_> {
+        fn trunk(&self) -> (Tensor<2>, LastSharedLayer) {
+            let mut h = self.x.clone();
+            let mut input = h.clone();
+            for layer in &self.model.trunk {
+                input = h.clone();
+                h = relu(layer.forward(h));
+            }
+            let last =
+                LastSharedLayer { output: 0, input: input.unsqueeze_dim(0), activated: h.clone(), value: h.clone() };
+            (h, last)
+        }
+        fn losses(&self, z: &Tensor<2>) -> Vec<Tensor<1>> {
+            self.model
+                .heads
+                .iter()
+                .zip(&self.targets)
+                .map(|(head, y)| (head.forward(z.clone()) - y.clone()).powi_scalar(2).mean())
+                .collect()
+        }
+    }
+
+    impl TaskGraph for ToyStep<'_> {
+        fn n_tasks(&self) -> usize {
+            self.targets.len()
+        }
+        fn task_losses(&mut self) -> Vec<Tensor<1>> {
+            self.losses(&self.trunk().0)
+        }
+        fn cut_forward(&mut self) -> CutForward {
+            let (z, last) = self.trunk();
+            let leaf = z.clone().detach().require_grad();
+            let losses = self.losses(&leaf);
+            CutForward { shared: vec![z], leaves: vec![leaf], losses, last_layer: Some(last) }
+        }
+    }
+
+    fn coefficient_of_variation(v: &[f64]) -> f64 {
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / v.len() as f64).sqrt() / mean
+    }
+
+    /// Paper §4: targets `σ_i·tanh((B + ε_i)·x)`, `B ~ N(0, 10)`, `ε_i ~ N(0, 3.5)` (variances),
+    /// x ∈ R²⁵⁰ (entries N(0, 1/250) so that the tanh is not saturated), 100 outputs, σ spread over an
+    /// order of magnitude. GradNorm must equalise the gradient norms and weight the tasks inversely
+    /// to their scales, keeping Σw = T at every step.
+    #[test]
+    fn gradnorm_balances_the_papers_toy_problem() {
+        let device = Device::flex().autodiff();
+        device.seed(7);
+        let sigmas = [1.0, 3.0, 10.0];
+        let (n, d_in, d_out) = (400, 250, 100);
+        let mut rng = StdRng::seed_from_u64(11);
+        let mut sample = |std: f64, len: usize| -> Vec<f32> {
+            let dist = Normal::new(0.0, std).unwrap();
+            (0..len).map(|_| dist.sample(&mut rng) as f32).collect()
+        };
+        let matrix =
+            |v: Vec<f32>, rows, cols| Tensor::<2>::from_data(burn::tensor::TensorData::new(v, [rows, cols]), &device);
+        let b = matrix(sample(10f64.sqrt(), d_out * d_in), d_out, d_in);
+        let x = matrix(sample((1.0f64 / d_in as f64).sqrt(), n * d_in), n, d_in);
+        let targets: Vec<Tensor<2>> = sigmas
+            .iter()
+            .map(|&s| {
+                let e = matrix(sample(3.5f64.sqrt(), d_out * d_in), d_out, d_in);
+                x.clone().matmul((b.clone() + e).transpose()).tanh().mul_scalar(s)
+            })
+            .collect();
+        let widths = [d_in, 100, 100, 100, 100];
+        let mut model = Toy {
+            trunk: widths.windows(2).map(|w| LinearConfig::new(w[0], w[1]).init(&device)).collect(),
+            heads: sigmas.iter().map(|_| LinearConfig::new(100, d_out).init(&device)).collect(),
+        };
+        let mut optim = AdamConfig::new().init();
+        let mut gn = GradNorm::new(3, 0.12, 0.02, GradNormLayer::LastShared, InitialLoss::FirstStep);
+        let mut first_norms = None;
+        let batch = 100;
+        for step in 0..400 {
+            let rows = (step % (n / batch)) * batch;
+            let mut graph = ToyStep {
+                model: &model,
+                x: x.clone().slice([rows..rows + batch, 0..d_in]),
+                targets: targets.iter().map(|y| y.clone().slice([rows..rows + batch, 0..d_out])).collect(),
+            };
+            let out = gn.backward(&mut graph).unwrap();
+            let w = gn.task_weights();
+            assert!((w.iter().sum::<f64>() - 3.0).abs() < 1e-9, "Σw = {} at step {step}", w.iter().sum::<f64>());
+            let mut acc = GradientsAccumulator::<Toy>::new();
+            for part in out.parts {
+                acc.accumulate(&model, GradientsParams::from_grads(part, &model));
+            }
+            model = optim.step(1e-3, model, acc.grads());
+            if step == 0 || step == 349 {
+                // epochs of the log: step 0 alone, then steps 1–349, then the last 50
+                gn.end_epoch(&[0.0; 3]);
+                first_norms = first_norms.or(gn.task_gradient_norms());
+            }
+        }
+        gn.end_epoch(&[0.0; 3]);
+        let (start, end) = (first_norms.unwrap(), gn.task_gradient_norms().unwrap());
+        let w = gn.task_weights();
+        assert!(w[0] > w[1] && w[1] > w[2], "weights must order inversely to σ: {w:?}");
+        let (cv_start, cv_end) = (coefficient_of_variation(&start), coefficient_of_variation(&end));
+        assert!(cv_end < 0.25 * cv_start, "gradient norms {start:?} → {end:?} (CV {cv_start:.3} → {cv_end:.3})");
+    }
+}

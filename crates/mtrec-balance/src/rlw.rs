@@ -1,0 +1,49 @@
+//! Random loss weighting (Lin, Ye, Xu, Shi & Zhang, TMLR 2022).
+//!
+//! Every step draws fresh weights `w = softmax(λ̃)`, `λ̃_t ~ N(0, 1)` (summing to 1), from a
+//! generator seeded by the run's seed.
+
+use rand::{SeedableRng, rngs::StdRng};
+use rand_distr::{Distribution, StandardNormal};
+
+use crate::{
+    BalanceError, BalancedGradients, LossBalancer, TaskGraph,
+    balancer::{detached, weighted_sum},
+};
+
+/// Random loss weighting.
+pub struct RandomLossWeighting {
+    rng: StdRng,
+    weights: Vec<f64>,
+}
+
+impl RandomLossWeighting {
+    /// `n_tasks` tasks, weights drawn from a generator seeded with `seed`.
+    pub fn new(n_tasks: usize, seed: u64) -> Self {
+        Self { rng: StdRng::seed_from_u64(seed ^ 0x524c_5700), weights: vec![1.0 / n_tasks as f64; n_tasks] }
+    }
+}
+
+impl LossBalancer for RandomLossWeighting {
+    fn name(&self) -> &'static str {
+        "rlw"
+    }
+
+    fn backward(&mut self, graph: &mut dyn TaskGraph) -> Result<BalancedGradients, BalanceError> {
+        let raw: Vec<f64> = self.weights.iter().map(|_| StandardNormal.sample(&mut self.rng)).collect();
+        let max = raw.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = raw.iter().map(|v| (v - max).exp()).collect();
+        let total: f64 = e.iter().sum();
+        self.weights = e.iter().map(|v| v / total).collect();
+        let losses = graph.task_losses();
+        Ok(BalancedGradients {
+            parts: vec![weighted_sum(&losses, &self.weights).backward()],
+            task_losses: detached(&losses),
+        })
+    }
+
+    /// The last step's weights.
+    fn task_weights(&self) -> Vec<f64> {
+        self.weights.clone()
+    }
+}
