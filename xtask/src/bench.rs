@@ -230,11 +230,6 @@ fn print_row(r: &BenchResult) {
 
 /// Median step time of each method relative to the first method, per device and batch size.
 fn print_method_ratios(results: &[BenchResult]) {
-    println!(
-        "
-step time relative to {} (median over rounds of the p50 step, and of 1/throughput):",
-        results[0].balance
-    );
     let mut keys: Vec<(String, usize)> = Vec::new();
     let mut methods: Vec<&str> = Vec::new();
     for r in results {

@@ -11,13 +11,17 @@
 //!
 //! `W` is the model's [`LastSharedLayer`](mtrec_model::LastSharedLayer): the last bottom layer of
 //! shared-bottom, the experts' last layer (all experts) of MMoE. `∇_W L_t` is computed from the
-//! task's gradient at the layer's output (one small matrix product per task; see `last_layer.rs`
-//! in `mtrec-model`, whose tests check it against autodiff). `balance.gradnorm_layer =
+//! task's gradient at the layer's output (one small matrix product; see `last_layer.rs` in
+//! `mtrec-model`, whose tests check it against autodiff) for all tasks but the last, whose share is
+//! the combined weight gradient of the shared backward minus the others' — `T − 1` extra products
+//! a step. `balance.gradnorm_layer =
 //! "representation"` uses the gradient at the shared tensors instead (cheaper, and it works with
 //! batch normalisation, where the last layer is not exposed).
 
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
+
+use mtrec_model::frobenius;
 
 use crate::{
     BalanceError, BalancedGradients, LossBalancer, TaskGradients, TaskGraph,
@@ -86,11 +90,18 @@ impl GradNorm {
         (grad, targets)
     }
 
-    /// The step's `G_t`, one tensor `[1]` each.
-    fn gradient_norms(&self, grads: &TaskGradients) -> Result<Vec<Tensor<1>>, BalanceError> {
+    /// Finishes the step (the network's gradient of `Σ w_t·L_t`) and returns it with the step's
+    /// `G_t`, one tensor `[1]` each.
+    ///
+    /// On the last shared layer, `∇_W (w_t·L_t)` of the first `T − 1` tasks are computed from their
+    /// gradients at the layer's output (one matrix product each); the last task's is the combined
+    /// weight gradient, which the shared backward computes anyway, minus theirs.
+    fn finish_with_norms(&self, grads: TaskGradients) -> Result<(BalancedGradients, Vec<Tensor<1>>), BalanceError> {
+        let n = grads.n_tasks();
+        let ones = vec![1.0; n];
         match self.layer {
             GradNormLayer::LastShared => {
-                let last = grads.last_layer.as_ref().ok_or_else(|| {
+                let last = grads.last_layer.clone().ok_or_else(|| {
                     BalanceError(
                         "balance.gradnorm_layer = \"last_shared\": this model does not expose its last shared layer \
                          (layers with batch normalisation are not; set model.batch_norm = false, or \
@@ -99,17 +110,25 @@ impl GradNorm {
                     )
                 })?;
                 let jacobian = last.jacobian();
-                Ok(grads
+                let partial: Vec<Tensor<3>> = grads.per_task[..n - 1]
+                    .iter()
+                    .map(|g| last.weight_gradient(g[last.output].clone(), &jacobian))
+                    .collect();
+                let out = grads.finish(&ones);
+                let combined = out.parts.last().and_then(|g| last.weight.grad(g, last.groups())).ok_or_else(|| {
+                    BalanceError("gradnorm: the last shared layer received no gradient from the shared backward".into())
+                })?;
+                let rest = partial.iter().fold(combined, |acc, p| acc - p.clone());
+                Ok((out, partial.into_iter().chain([rest]).map(frobenius).collect()))
+            }
+            GradNormLayer::Representation => {
+                let norms = grads
                     .per_task
                     .iter()
-                    .map(|g| last.weight_gradient_norm(g[last.output].clone(), jacobian.clone()))
-                    .collect())
+                    .map(|g| g.iter().map(|x| x.clone().powi_scalar(2).sum()).reduce(Tensor::add).unwrap().sqrt())
+                    .collect();
+                Ok((grads.finish(&ones), norms))
             }
-            GradNormLayer::Representation => Ok(grads
-                .per_task
-                .iter()
-                .map(|g| g.iter().map(|x| x.clone().powi_scalar(2).sum()).reduce(Tensor::add).unwrap().sqrt())
-                .collect()),
         }
     }
 }
@@ -122,10 +141,11 @@ impl LossBalancer for GradNorm {
     fn backward(&mut self, graph: &mut dyn TaskGraph) -> Result<BalancedGradients, BalanceError> {
         let n = graph.n_tasks();
         let w = self.weights.values().to_vec();
+        // the branches are backpropagated with w_t·L_t: the network gets ∇ Σ w_t·L_t
         let grads = TaskGradients::compute(graph.cut_forward(), &w);
         let device = grads.losses[0].device();
-        let norms = self.gradient_norms(&grads)?;
-        let host = to_host(grads.losses.iter().cloned().chain(norms).collect());
+        let (out, norms) = self.finish_with_norms(grads)?;
+        let host = to_host(out.task_losses.iter().cloned().chain(norms).collect());
         let (losses, g) = host.split_at(n);
         if let Some(t) = host.iter().position(|v| !v.is_finite()) {
             return Err(BalanceError(format!("gradnorm: non-finite loss or gradient norm of task {}", t % n)));
@@ -137,8 +157,7 @@ impl LossBalancer for GradNorm {
         let total: f64 = floored.iter().sum();
         self.weights.set(floored.iter().map(|v| v * n as f64 / total).collect());
         self.norms.add(g);
-        // the branches were backpropagated with w_t·L_t already: combine with coefficient 1
-        Ok(grads.finish(&vec![1.0; n]))
+        Ok(out)
     }
 
     fn task_weights(&self) -> Vec<f64> {
@@ -169,7 +188,7 @@ mod tests {
         optim::{AdamConfig, GradientsAccumulator, GradientsParams},
         tensor::{Device, activation::relu},
     };
-    use mtrec_model::LastSharedLayer;
+    use mtrec_model::{LastLayerWeight, LastSharedLayer};
     use rand::{SeedableRng, rngs::StdRng};
     use rand_distr::{Distribution as _, Normal};
 
@@ -207,8 +226,15 @@ mod tests {
                 input = h.clone();
                 h = relu(layer.forward(h));
             }
-            let last =
-                LastSharedLayer { output: 0, input: input.unsqueeze_dim(0), activated: h.clone(), value: h.clone() };
+            let weight = LastLayerWeight::Matrix(self.model.trunk.last().unwrap().weight.val());
+            let last = LastSharedLayer {
+                output: 0,
+                input: input.unsqueeze_dim(0),
+                activated: h.clone(),
+                value: h.clone(),
+                weight,
+                dropout: false,
+            };
             (h, last)
         }
         fn losses(&self, z: &Tensor<2>) -> Vec<Tensor<1>> {

@@ -82,7 +82,7 @@ impl TaskGradients {
                     .per_task
                     .iter()
                     .zip(coefficients)
-                    .map(|(g, &c)| g[k].clone().mul_scalar(c))
+                    .map(|(g, &c)| if c == 1.0 { g[k].clone() } else { g[k].clone().mul_scalar(c) })
                     .reduce(Tensor::add)
                     .expect("at least one task");
                 (z.clone() * combined).sum()

@@ -5,7 +5,7 @@
 //! same input), deeper layers are one batched matmul over the expert axis; the result equals `E`
 //! separate MLPs with PyTorch's default `Linear` initialisation.
 
-use crate::LastSharedLayer;
+use crate::{LastLayerWeight, LastSharedLayer};
 use burn::{
     config::Config,
     module::{Module, Param},
@@ -113,8 +113,18 @@ impl ExpertBank {
         }
         let [b, e, d] = h.dims();
         let flat = h.clone().reshape([b, e * d]);
-        let last =
-            self.norms.is_empty().then(|| LastSharedLayer { output, input, activated: flat.clone(), value: flat });
+        let weight = match self.weights.last() {
+            Some(w) => LastLayerWeight::Batched(w.val()),
+            None => LastLayerWeight::Matrix(self.first.weight.val()),
+        };
+        let last = self.norms.is_empty().then(|| LastSharedLayer {
+            output,
+            input,
+            activated: flat.clone(),
+            value: flat,
+            weight,
+            dropout: false,
+        });
         (h, last)
     }
 }

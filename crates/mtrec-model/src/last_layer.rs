@@ -9,7 +9,31 @@
 //! scale `1/(1−p)` or `0` where it is on). Layers with batch normalisation mix the batch in `∂h/∂z`
 //! and are not exposed (`None`).
 
-use burn::tensor::Tensor;
+use burn::tensor::{Bool, Gradients, Tensor};
+
+/// The last shared layer's weight parameter (its current value), to read its gradient.
+#[derive(Debug, Clone)]
+pub enum LastLayerWeight {
+    /// One matrix `[d_in, G·d_out]` (a linear layer, or the fused first layer of all experts).
+    Matrix(Tensor<2>),
+    /// One matrix per group, `[G, d_in, d_out]` (the batched deeper layers of an expert bank).
+    Batched(Tensor<3>),
+}
+
+impl LastLayerWeight {
+    /// This weight's gradient in `grads`, shaped `[G, d_in, d_out]` like
+    /// [`LastSharedLayer::weight_gradient`].
+    pub fn grad(&self, grads: &Gradients, groups: usize) -> Option<Tensor<3>> {
+        match self {
+            Self::Matrix(w) => {
+                let [d_in, width] = w.dims();
+                // [d_in, G·d_out] → [G, d_in, d_out]
+                w.grad(grads).map(|g| g.reshape([d_in, groups, width / groups]).swap_dims(0, 1))
+            }
+            Self::Batched(w) => w.grad(grads),
+        }
+    }
+}
 
 /// The last shared layer: `output = dropout(relu(input_g · W_g + b_g))` for every group `g`.
 ///
@@ -26,31 +50,84 @@ pub struct LastSharedLayer {
     pub activated: Tensor<2>,
     /// The layer's output (after dropout), `[B, G·d_out]`; the shared tensor at `output`.
     pub value: Tensor<2>,
+    /// The layer's weight parameter.
+    pub weight: LastLayerWeight,
+    /// Whether dropout follows the activation (otherwise `value` is `activated`).
+    pub dropout: bool,
+}
+
+/// `∂output/∂z` of a [`LastSharedLayer`], elementwise.
+#[derive(Debug, Clone)]
+pub enum Jacobian {
+    /// ReLU alone: 1 where the unit is on; holds the units that are off.
+    Relu(Tensor<2, Bool>),
+    /// ReLU then dropout: `0`, or the dropout scale `1/(1−p)`.
+    Scaled(Tensor<2>),
+}
+
+impl Jacobian {
+    /// `d ⊙ J`.
+    pub fn apply(&self, d: Tensor<2>) -> Tensor<2> {
+        match self {
+            Self::Relu(off) => d.mask_fill(off.clone(), 0.0),
+            Self::Scaled(j) => d * j.clone(),
+        }
+    }
 }
 
 impl LastSharedLayer {
-    /// `J = ∂output/∂z` elementwise, detached: `output / relu(z)` where the unit is on, else 0.
+    /// `J = ∂output/∂z` elementwise, detached: 1 where the unit is on (times the dropout scale
+    /// `output / relu(z)` under dropout), else 0.
     ///
     /// # Shapes
-    /// - output: `[B, G·d_out]`
-    pub fn jacobian(&self) -> Tensor<2> {
+    /// - `[B, G·d_out]`
+    pub fn jacobian(&self) -> Jacobian {
         let activated = self.activated.clone().detach();
         let off = activated.clone().lower_equal_elem(0.0);
-        (self.value.clone().detach() / activated.clamp_min(f32::MIN_POSITIVE)).mask_fill(off, 0.0)
+        if !self.dropout {
+            return Jacobian::Relu(off);
+        }
+        Jacobian::Scaled((self.value.clone().detach() / activated.clamp_min(f32::MIN_POSITIVE)).mask_fill(off, 0.0))
     }
 
-    /// `‖∇_W L‖₂` over all groups' weight matrices, given `∂L/∂output` and [`Self::jacobian`].
+    /// Number of groups `G`.
+    pub fn groups(&self) -> usize {
+        self.input.dims()[0]
+    }
+
+    /// `∇_W L` of every group, given `∂L/∂output` and [`Self::jacobian`].
     ///
     /// # Shapes
-    /// - d_output, jacobian: `[B, G·d_out]`
-    /// - output: `[1]`
-    pub fn weight_gradient_norm(&self, d_output: Tensor<2>, jacobian: Tensor<2>) -> Tensor<1> {
-        let [g, b, _] = self.input.dims();
+    /// - d_output: `[B, G·d_out]`
+    /// - output: `[G, d_in, d_out]`
+    pub fn weight_gradient(&self, d_output: Tensor<2>, jacobian: &Jacobian) -> Tensor<3> {
+        let [g, b, d_in] = self.input.dims();
         let [_, width] = d_output.dims();
-        let dz = (d_output * jacobian).reshape([b, g, width / g]).swap_dims(0, 1);
-        let grad = self.input.clone().detach().swap_dims(1, 2).matmul(dz);
-        grad.powi_scalar(2).sum().sqrt()
+        let dz = jacobian.apply(d_output);
+        if g == 1 {
+            // one matrix: a 2-D product is faster than the batched one on CPU backends
+            let a = self.input.clone().detach().reshape([b, d_in]);
+            return a.transpose().matmul(dz).unsqueeze_dim(0);
+        }
+        let dz = dz.reshape([b, g, width / g]).swap_dims(0, 1);
+        self.input.clone().detach().swap_dims(1, 2).matmul(dz)
     }
+
+    /// `‖∇_W L‖₂` over all groups' weight matrices (see [`Self::weight_gradient`]).
+    ///
+    /// # Shapes
+    /// - output: `[1]`
+    pub fn weight_gradient_norm(&self, d_output: Tensor<2>, jacobian: &Jacobian) -> Tensor<1> {
+        frobenius(self.weight_gradient(d_output, jacobian))
+    }
+}
+
+/// `‖x‖₂` over all entries.
+///
+/// # Shapes
+/// - output: `[1]`
+pub fn frobenius<const D: usize>(x: Tensor<D>) -> Tensor<1> {
+    x.powi_scalar(2).sum().sqrt()
 }
 
 #[cfg(test)]
@@ -75,12 +152,16 @@ mod tests {
         let loss = (output - 0.5).powi_scalar(2).mean();
         let mut grads = loss.backward();
         let d_out = leaves.tensors[last.output].grad_remove(&mut grads).expect("leaf gradient");
-        let norm = last.weight_gradient_norm(d_out.clone(), last.jacobian()).into_scalar::<f32>();
+        let norm = last.weight_gradient_norm(d_out.clone(), &last.jacobian()).into_scalar::<f32>();
         let SharedTensors { tensors, .. } = shared;
         let surrogate = (tensors[last.output].clone() * d_out).sum();
-        let reference = weight(&surrogate.backward()).into_scalar::<f32>();
+        let grads = surrogate.backward();
+        let reference = weight(&grads).into_scalar::<f32>();
         assert!(reference > 1e-6, "degenerate check: {reference}");
         assert!((norm - reference).abs() <= 1e-4 * reference, "{norm} vs autodiff {reference}");
+        // the weight handle reads the same gradient, grouped like `weight_gradient`
+        let via_handle = frobenius(last.weight.grad(&grads, last.groups()).unwrap()).into_scalar::<f32>();
+        assert!((via_handle - reference).abs() <= 1e-5 * reference, "{via_handle} vs {reference}");
     }
 
     fn norm_of<const D: usize>(g: Tensor<D>) -> Tensor<1> {

@@ -16,7 +16,7 @@ mod tower;
 
 pub use embedding::{FeatureEmbedding, FeatureEmbeddingConfig};
 pub use experts::{ExpertBank, ExpertBankConfig, ExpertGate, ExpertGateConfig};
-pub use last_layer::LastSharedLayer;
+pub use last_layer::{Jacobian, LastLayerWeight, LastSharedLayer, frobenius};
 pub use mlp::{Mlp, MlpConfig};
 pub use mmoe::{Mmoe, MmoeConfig};
 pub use model::{Architecture, ModelConfig, MultiTaskModel, MultiTaskNet, SharedTensors, TaskOutput};

@@ -1,6 +1,6 @@
 //! A stack of `Linear → [BatchNorm] → ReLU → [Dropout]` layers.
 
-use crate::LastSharedLayer;
+use crate::{LastLayerWeight, LastSharedLayer};
 use burn::{
     config::Config,
     module::Module,
@@ -83,6 +83,7 @@ impl Mlp {
     fn forward_exposing_last(&self, mut x: Tensor<2>, output: usize) -> LastSharedLayer {
         let mut input = x.clone();
         let mut activated = x.clone();
+        let weight = LastLayerWeight::Matrix(self.layers.last().map_or_else(|| x.clone(), |l| l.weight.val()));
         for (i, layer) in self.layers.iter().enumerate() {
             input = x.clone();
             x = layer.forward(x);
@@ -92,7 +93,14 @@ impl Mlp {
             activated = relu(x);
             x = self.dropout.forward(activated.clone());
         }
-        LastSharedLayer { output, input: input.unsqueeze_dim::<3>(0), activated, value: x }
+        LastSharedLayer {
+            output,
+            input: input.unsqueeze_dim::<3>(0),
+            activated,
+            value: x,
+            weight,
+            dropout: self.dropout.prob > 0.0,
+        }
     }
 }
 
