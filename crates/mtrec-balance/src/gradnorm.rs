@@ -104,8 +104,8 @@ impl GradNorm {
                 let last = grads.last_layer.clone().ok_or_else(|| {
                     BalanceError(
                         "balance.gradnorm_layer = \"last_shared\": this model does not expose its last shared layer \
-                         (layers with batch normalisation are not; set model.batch_norm = false, or \
-                         balance.gradnorm_layer = \"representation\")"
+                         (shared_bottom and mmoe do, without batch normalisation: model.batch_norm = false); \
+                         set balance.gradnorm_layer = \"representation\" to measure the gradients at the shared tensors"
                             .into(),
                     )
                 })?;

@@ -79,6 +79,7 @@ const EDUCATION: usize = 4;
 const MARITAL: usize = 7;
 const INSTANCE_WEIGHT: usize = 24;
 const LABEL: usize = 41;
+const SEX: usize = 12;
 const DENSE: [usize; 7] = [0, 5, 16, 17, 18, 30, 39];
 const COLLEGE: [&str; 7] = [
     "Some college but no degree",
@@ -106,24 +107,36 @@ pub enum CensusGroup {
 pub struct CensusIncome {
     dir: PathBuf,
     group: CensusGroup,
+    adversarial_sex: bool,
 }
 
 impl CensusIncome {
     /// A loader reading `census-income.data.gz` and `census-income.test.gz` from `dir`.
     pub fn new(dir: impl Into<PathBuf>, group: CensusGroup) -> Self {
-        Self { dir: dir.into(), group }
+        Self { dir: dir.into(), group, adversarial_sex: false }
+    }
+
+    /// Adds the adversarial task `sex` (1 = female, field 12) after the two tasks, and removes `sex`
+    /// from the inputs (30 categorical fields): the fairness use, where the shared representation
+    /// should not let a head recover it.
+    pub fn with_adversarial_sex(mut self, on: bool) -> Self {
+        self.adversarial_sex = on;
+        self
     }
 
     /// The categorical input columns (field indices), in encoding order.
-    fn categorical_columns() -> Vec<usize> {
-        (0..42).filter(|c| ![EDUCATION, MARITAL, INSTANCE_WEIGHT, LABEL].contains(c) && !DENSE.contains(c)).collect()
+    fn categorical_columns(without_sex: bool) -> Vec<usize> {
+        (0..42)
+            .filter(|c| ![EDUCATION, MARITAL, INSTANCE_WEIGHT, LABEL].contains(c) && !DENSE.contains(c))
+            .filter(|&c| !(without_sex && c == SEX))
+            .collect()
     }
 
     /// Reads, encodes and splits the data.
     pub fn load(&self) -> Result<MtlDataset, DataError> {
         let train_path = self.dir.join(CENSUS_FILES[0].0);
         let test_path = self.dir.join(CENSUS_FILES[1].0);
-        let mut encoder = Encoder::new(self.group);
+        let mut encoder = Encoder::new(self.group, self.adversarial_sex);
         let mut train = EncodedTable::default();
         let mut raw_dense_train = Vec::new();
         for_each_record(&train_path, |fields, line| {
@@ -140,7 +153,7 @@ impl CensusIncome {
         let (lo, hi) = min_max(&raw_dense_train, DENSE.len());
         train.dense = scale(&raw_dense_train, &lo, &hi);
         test.dense = scale(&raw_dense_test, &lo, &hi);
-        let (n_cat, n_dense, n_tasks) = (encoder.vocabs.len(), DENSE.len(), 2);
+        let (n_cat, n_dense, n_tasks) = (encoder.vocabs.len(), DENSE.len(), 2 + usize::from(self.adversarial_sex));
         let valid = test.filter_rows(n_cat, n_dense, n_tasks, |i| i % 2 == 0);
         let test = test.filter_rows(n_cat, n_dense, n_tasks, |i| i % 2 == 1);
         let first_task = match self.group {
@@ -148,7 +161,7 @@ impl CensusIncome {
             CensusGroup::College => "college",
         };
         let schema = Schema {
-            categorical: Self::categorical_columns()
+            categorical: Self::categorical_columns(self.adversarial_sex)
                 .iter()
                 .zip(&encoder.vocabs)
                 .map(|(&c, v)| CategoricalField { name: COLUMNS[c].to_string(), vocab_size: v.len() + 1 })
@@ -156,7 +169,11 @@ impl CensusIncome {
             dense: DENSE.iter().map(|&c| COLUMNS[c].to_string()).collect(),
             tasks: [first_task, "never_married"]
                 .iter()
-                .map(|n| TaskSpec { name: n.to_string(), kind: TaskKind::Binary })
+                .map(|n| TaskSpec::new(*n, TaskKind::Binary))
+                .chain(
+                    self.adversarial_sex
+                        .then(|| TaskSpec { adversarial: true, ..TaskSpec::new("sex", TaskKind::Binary) }),
+                )
                 .collect(),
         };
         let name = match self.group {
@@ -245,15 +262,16 @@ fn for_each_record(
 /// Builds the train vocabularies while encoding train, then encodes test with them frozen.
 struct Encoder {
     group: CensusGroup,
+    sex_label: bool,
     columns: Vec<usize>,
     vocabs: Vec<HashMap<String, u32>>,
 }
 
 impl Encoder {
-    fn new(group: CensusGroup) -> Self {
-        let columns = CensusIncome::categorical_columns();
+    fn new(group: CensusGroup, sex_label: bool) -> Self {
+        let columns = CensusIncome::categorical_columns(sex_label);
         let vocabs = vec![HashMap::new(); columns.len()];
-        Self { group, columns, vocabs }
+        Self { group, sex_label, columns, vocabs }
     }
 
     fn encode(
@@ -304,6 +322,16 @@ impl Encoder {
         };
         table.labels.push(first);
         table.labels.push(f32::from(&fields[MARITAL] == "Never married"));
+        if self.sex_label {
+            let female = match &fields[SEX] {
+                "Female" => 1.0,
+                "Male" => 0.0,
+                other => {
+                    return Err(malformed(format!("field 12 (sex) is {other:?}, expected \"Female\" or \"Male\"")));
+                }
+            };
+            table.labels.push(female);
+        }
         table.n_rows += 1;
         Ok(())
     }
@@ -376,6 +404,32 @@ mod tests {
             let max = ds.train.categorical.iter().skip(f).step_by(31).max().unwrap();
             assert_eq!(*max as usize + 1, field.vocab_size, "{}", field.name);
         }
+    }
+
+    /// The adversarial variant: `sex` leaves the inputs and becomes a third, adversarial task; the
+    /// other labels are unchanged; `cascade` turns task 2 into income AND never married.
+    #[test]
+    fn adversarial_sex_and_cascade_variants() {
+        let plain = CensusIncome::new(fixture(), CensusGroup::Income).load().unwrap();
+        let ds = CensusIncome::new(fixture(), CensusGroup::Income).with_adversarial_sex(true).load().unwrap();
+        assert_eq!(ds.schema.categorical.len(), 30);
+        assert!(ds.schema.categorical.iter().all(|f| f.name != "sex"));
+        assert_eq!(ds.schema.tasks.len(), 3);
+        assert!(ds.schema.tasks[2].adversarial && ds.schema.tasks[2].name == "sex");
+        assert_eq!(ds.train.label_column(0, 3), plain.train.label_column(0, 2));
+        assert_eq!(ds.train.label_column(1, 3), plain.train.label_column(1, 2));
+        // the first train row is a woman
+        assert_eq!(ds.train.labels[2], 1.0);
+        let female = ds.train.label_column(2, 3).iter().sum::<f32>() / 200.0;
+        assert!((0.3..0.7).contains(&female), "female share {female}");
+
+        let cascade = ds.into_cascade().unwrap();
+        assert_eq!(cascade.schema.tasks[1].name, "income_and_never_married");
+        assert_eq!(cascade.schema.tasks[2].name, "sex");
+        let (y0, y1) = (plain.test.label_column(0, 2), plain.test.label_column(1, 2));
+        let both: Vec<f32> = y0.iter().zip(&y1).map(|(a, b)| a * b).collect();
+        assert_eq!(cascade.test.label_column(1, 3), both);
+        assert_eq!(cascade.test.label_column(0, 3), y0);
     }
 
     #[test]

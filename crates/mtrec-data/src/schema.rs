@@ -20,6 +20,17 @@ pub struct TaskSpec {
     pub name: String,
     /// Classification or regression.
     pub kind: TaskKind,
+    /// An adversarial task: its head sits behind gradient reversal and the shared representation
+    /// learns to make it unpredictable; it is reported but never monitored for model selection.
+    #[serde(default)]
+    pub adversarial: bool,
+}
+
+impl TaskSpec {
+    /// A main task.
+    pub fn new(name: impl Into<String>, kind: TaskKind) -> Self {
+        Self { name: name.into(), kind, adversarial: false }
+    }
 }
 
 /// One categorical input field.

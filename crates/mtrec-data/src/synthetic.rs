@@ -136,10 +136,7 @@ impl Synthetic {
         let schema = Schema {
             categorical: vec![],
             dense: (0..self.config.dim).map(|i| format!("x{i}")).collect(),
-            tasks: ["task1", "task2"]
-                .iter()
-                .map(|n| TaskSpec { name: n.to_string(), kind: TaskKind::Regression })
-                .collect(),
+            tasks: ["task1", "task2"].iter().map(|n| TaskSpec::new(*n, TaskKind::Regression)).collect(),
         };
         MtlDataset { name: format!("synthetic-p{}", self.config.correlation), schema, train, valid, test }
     }

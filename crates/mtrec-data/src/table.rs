@@ -35,6 +35,37 @@ impl EncodedTable {
     }
 }
 
+impl MtlDataset {
+    /// Turns the main binary tasks into a funnel (impression → step 1 → step 2 …): task `t`'s label
+    /// becomes `Π_{s≤t} y_s`, renamed `<first>_and_<…>` — the labels ESMM and AITM train on over the
+    /// entire space. Adversarial tasks are left alone.
+    pub fn into_cascade(mut self) -> Result<Self, crate::DataError> {
+        let n_tasks = self.schema.n_tasks();
+        let main: Vec<usize> = (0..n_tasks).filter(|&t| !self.schema.tasks[t].adversarial).collect();
+        if let Some(t) = main.iter().find(|&&t| self.schema.tasks[t].kind != crate::TaskKind::Binary) {
+            return Err(crate::DataError::Invalid(format!(
+                "data.cascade needs binary tasks; `{}` is not",
+                self.schema.tasks[*t].name
+            )));
+        }
+        for table in [&mut self.train, &mut self.valid, &mut self.test] {
+            for row in table.labels.chunks_exact_mut(n_tasks) {
+                let mut reached = 1.0;
+                for &t in &main {
+                    reached *= row[t];
+                    row[t] = reached;
+                }
+            }
+        }
+        for k in 1..main.len() {
+            let name = format!("{}_and_{}", self.schema.tasks[main[k - 1]].name, self.schema.tasks[main[k]].name);
+            self.schema.tasks[main[k]].name = name;
+        }
+        self.name = format!("{}-cascade", self.name);
+        Ok(self)
+    }
+}
+
 /// A dataset ready for training: its schema and its train, validation and test splits.
 #[derive(Debug, Clone)]
 pub struct MtlDataset {

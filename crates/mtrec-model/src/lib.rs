@@ -5,20 +5,34 @@
 //! them. A loss balancer can therefore cut the graph at the shared tensors and get per-task
 //! gradients there without a second backward through the shared part.
 
+mod adversarial;
+mod aitm;
+mod cross_stitch;
 mod embedding;
+mod esmm;
 mod experts;
 mod last_layer;
 mod mlp;
 mod mmoe;
 mod model;
+mod omoe;
+mod ple;
 mod shared_bottom;
+mod single_task;
 mod tower;
 
+pub use adversarial::{AdversarialHead, AdversarialHeadConfig, gradient_reversal};
+pub use aitm::{AitAttention, Aitm, AitmConfig};
+pub use cross_stitch::{CrossStitch, CrossStitchConfig};
 pub use embedding::{FeatureEmbedding, FeatureEmbeddingConfig};
+pub use esmm::{Esmm, EsmmConfig, log_sigmoid};
 pub use experts::{ExpertBank, ExpertBankConfig, ExpertGate, ExpertGateConfig};
 pub use last_layer::{Jacobian, LastLayerWeight, LastSharedLayer, frobenius};
 pub use mlp::{Mlp, MlpConfig};
 pub use mmoe::{Mmoe, MmoeConfig};
-pub use model::{Architecture, ModelConfig, MultiTaskModel, MultiTaskNet, SharedTensors, TaskOutput};
+pub use model::{Architecture, ArchitectureNet, ModelConfig, MultiTaskModel, MultiTaskNet, SharedTensors, TaskOutput};
+pub use omoe::Omoe;
+pub use ple::{CgcLevel, Ple, PleConfig};
 pub use shared_bottom::{SharedBottom, SharedBottomConfig};
+pub use single_task::SingleTask;
 pub use tower::{TaskTower, TaskTowerConfig};

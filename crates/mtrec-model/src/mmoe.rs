@@ -9,7 +9,7 @@ use burn::{
 
 use crate::{
     ExpertBank, ExpertBankConfig, ExpertGate, ExpertGateConfig, FeatureEmbedding, FeatureEmbeddingConfig,
-    MultiTaskModel, SharedTensors, TaskOutput, TaskTower, TaskTowerConfig,
+    MultiTaskModel, Omoe, SharedTensors, TaskOutput, TaskTower, TaskTowerConfig,
 };
 
 /// Configuration of an [`Mmoe`] model.
@@ -34,21 +34,38 @@ pub struct MmoeConfig {
 }
 
 impl MmoeConfig {
+    fn experts(&self) -> ExpertBankConfig {
+        ExpertBankConfig::new(self.input.output_dim(), self.n_experts, self.expert_hidden.clone())
+            .with_batch_norm(self.batch_norm)
+    }
+
+    fn towers(&self, device: &Device) -> Vec<TaskTower> {
+        TaskTowerConfig::new(self.experts().output_dim(), self.tower_hidden.clone())
+            .with_batch_norm(self.batch_norm)
+            .with_dropout(self.dropout)
+            .init_many(self.n_tasks, device)
+    }
+
     /// Initialise the model.
     pub fn init(&self, device: &Device) -> Mmoe {
         let d_in = self.input.output_dim();
-        let experts =
-            ExpertBankConfig::new(d_in, self.n_experts, self.expert_hidden.clone()).with_batch_norm(self.batch_norm);
         let gates = (0..self.n_tasks).map(|_| ExpertGateConfig::new(d_in, self.n_experts).init(device)).collect();
-        let towers = (0..self.n_tasks)
-            .map(|_| {
-                TaskTowerConfig::new(experts.output_dim(), self.tower_hidden.clone())
-                    .with_batch_norm(self.batch_norm)
-                    .with_dropout(self.dropout)
-                    .init(device)
-            })
-            .collect();
-        Mmoe { input: self.input.init(device), experts: experts.init(device), gates, towers }
+        Mmoe {
+            input: self.input.init(device),
+            experts: self.experts().init(device),
+            gates,
+            towers: self.towers(device),
+        }
+    }
+
+    /// The same experts and towers with one gate shared by all tasks: [`Omoe`].
+    pub fn init_omoe(&self, device: &Device) -> Omoe {
+        Omoe {
+            input: self.input.init(device),
+            experts: self.experts().init(device),
+            gate: ExpertGateConfig::new(self.input.output_dim(), self.n_experts).init(device),
+            towers: self.towers(device),
+        }
     }
 }
 
@@ -79,7 +96,7 @@ impl MultiTaskModel for Mmoe {
         let x = self.input.forward(categorical, dense);
         let (experts, last_layer) = self.experts.forward_with_last_layer(x.clone(), 1);
         let [b, e, h] = experts.dims();
-        SharedTensors { tensors: vec![x, experts.reshape([b, e * h])], last_layer }
+        SharedTensors::new(vec![x, experts.reshape([b, e * h])], vec![1]).with_last_layer(last_layer)
     }
 
     fn forward_task(&self, task: usize, shared: &SharedTensors) -> TaskOutput {
@@ -89,7 +106,7 @@ impl MultiTaskModel for Mmoe {
         let e = self.experts.n_experts;
         let weights = self.gates[task].forward(x);
         let mixed = ExpertGate::mix(weights.clone(), flat.reshape([b, e, width / e]));
-        TaskOutput { output: self.towers[task].forward(mixed), gate: Some(weights) }
+        TaskOutput::new(self.towers[task].forward(mixed)).with_gate(weights)
     }
 
     fn task_parameters(&self, task: usize) -> ParamGroup {

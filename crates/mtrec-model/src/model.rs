@@ -5,10 +5,14 @@ use burn::{
     module::{Module, ParamGroup},
     tensor::{Device, Int, Tensor},
 };
-use mtrec_data::Schema;
+use mtrec_data::{Schema, TaskKind};
 use serde::{Deserialize, Serialize};
 
-use crate::{FeatureEmbeddingConfig, LastSharedLayer, Mmoe, MmoeConfig, SharedBottom, SharedBottomConfig};
+use crate::{
+    AdversarialHead, AdversarialHeadConfig, Aitm, AitmConfig, CrossStitch, CrossStitchConfig, Esmm, EsmmConfig,
+    FeatureEmbeddingConfig, LastSharedLayer, Mmoe, MmoeConfig, Omoe, Ple, PleConfig, SharedBottom, SharedBottomConfig,
+    SingleTask,
+};
 
 /// What the shared part of a model yields: every tensor the task branches read.
 ///
@@ -20,14 +24,35 @@ pub struct SharedTensors {
     pub tensors: Vec<Tensor<2>>,
     /// The last shared layer (GradNorm's `W`), where the architecture can expose it.
     pub last_layer: Option<LastSharedLayer>,
+    /// Indices of the tensors whose concatenation is the model's shared representation (what an
+    /// adversarial head reads).
+    pub representation: Vec<usize>,
 }
 
 impl SharedTensors {
+    /// Shared tensors whose representation is `representation` (indices into `tensors`).
+    pub fn new(tensors: Vec<Tensor<2>>, representation: Vec<usize>) -> Self {
+        Self { tensors, last_layer: None, representation }
+    }
+
+    /// With the last shared layer exposed.
+    pub fn with_last_layer(mut self, last_layer: Option<LastSharedLayer>) -> Self {
+        self.last_layer = last_layer;
+        self
+    }
+
+    /// The shared representation: the representation tensors side by side, `[B, Σ width]`.
+    pub fn representation(&self) -> Tensor<2> {
+        let parts: Vec<Tensor<2>> = self.representation.iter().map(|&i| self.tensors[i].clone()).collect();
+        if parts.len() == 1 { parts.into_iter().next().expect("one part") } else { Tensor::cat(parts, 1) }
+    }
+
     /// Detached copies that require gradients: the cut point for per-task gradients.
     pub fn detached_leaves(&self) -> SharedTensors {
         SharedTensors {
             tensors: self.tensors.iter().map(|t| t.clone().detach().require_grad()).collect(),
             last_layer: self.last_layer.clone(),
+            representation: self.representation.clone(),
         }
     }
 }
@@ -39,6 +64,27 @@ pub struct TaskOutput {
     pub output: Tensor<2>,
     /// The branch's gate weights over experts, `[B, E]`, for gated architectures.
     pub gate: Option<Tensor<2>>,
+    /// A loss term the architecture adds to this task's loss (AITM's calibrator), `[1]`.
+    pub auxiliary_loss: Option<Tensor<1>>,
+}
+
+impl TaskOutput {
+    /// An output without gate or auxiliary loss.
+    pub fn new(output: Tensor<2>) -> Self {
+        Self { output, gate: None, auxiliary_loss: None }
+    }
+
+    /// With the branch's gate weights.
+    pub fn with_gate(mut self, gate: Tensor<2>) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// With an auxiliary loss term.
+    pub fn with_auxiliary_loss(mut self, loss: Tensor<1>) -> Self {
+        self.auxiliary_loss = Some(loss);
+        self
+    }
 }
 
 /// A multi-task architecture with a shared part and per-task branches.
@@ -75,28 +121,79 @@ pub enum Architecture {
     /// Multi-gate mixture of experts (Ma et al., KDD 2018).
     #[default]
     Mmoe,
+    /// One-gate mixture of experts (the MMoE paper's baseline).
+    Omoe,
+    /// Progressive layered extraction / CGC (Tang et al., RecSys 2020).
+    Ple,
+    /// One independent network per task.
+    SingleTask,
+    /// Cross-stitch columns (Misra et al., CVPR 2016).
+    CrossStitch,
+    /// Entire-space multi-task model, serial (Ma et al., SIGIR 2018).
+    Esmm,
+    /// Adaptive information transfer (Xi et al., KDD 2021).
+    Aitm,
+}
+
+impl Architecture {
+    /// The config spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::SharedBottom => "shared_bottom",
+            Self::Mmoe => "mmoe",
+            Self::Omoe => "omoe",
+            Self::Ple => "ple",
+            Self::SingleTask => "single_task",
+            Self::CrossStitch => "cross_stitch",
+            Self::Esmm => "esmm",
+            Self::Aitm => "aitm",
+        }
+    }
+
+    /// Every architecture.
+    pub const ALL: [Architecture; 8] = [
+        Self::SharedBottom,
+        Self::Mmoe,
+        Self::Omoe,
+        Self::Ple,
+        Self::SingleTask,
+        Self::CrossStitch,
+        Self::Esmm,
+        Self::Aitm,
+    ];
 }
 
 /// The `[model]` section of an experiment config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
-    /// `shared_bottom` or `mmoe`.
+    /// `shared_bottom`, `mmoe`, `omoe`, `ple`, `single_task`, `cross_stitch`, `esmm` or `aitm`.
     pub architecture: Architecture,
     /// Embedding width per categorical field.
     pub embedding_dim: usize,
-    /// MMoE: number of experts.
+    /// MMoE, OMoE: number of experts.
     pub n_experts: usize,
-    /// MMoE: hidden widths of each expert.
+    /// MMoE, OMoE, PLE: hidden widths of each expert.
     pub expert_hidden: Vec<usize>,
-    /// Shared-bottom: hidden widths of the shared bottom.
+    /// PLE: task-specific experts per task and level.
+    pub n_task_experts: usize,
+    /// PLE: shared experts per level.
+    pub n_shared_experts: usize,
+    /// PLE: number of CGC levels (1 = CGC).
+    pub levels: usize,
+    /// Shared-bottom: the shared bottom; single-task: each task's bottom; cross-stitch: each
+    /// column; AITM: each task's representation tower; ESMM: each tower's first layers.
     pub bottom_hidden: Vec<usize>,
-    /// Hidden widths of each task tower.
+    /// Hidden widths of each task tower (and of an adversarial head).
     pub tower_hidden: Vec<usize>,
     /// Batch normalisation in every hidden layer (experts, bottom, towers).
     pub batch_norm: bool,
     /// Dropout after every hidden activation.
     pub dropout: f64,
+    /// AITM: weight α of the calibrator loss.
+    pub calibrator_weight: f64,
+    /// λ of the gradient-reversal layer of adversarial tasks.
+    pub adversarial_weight: f64,
 }
 
 impl Default for ModelConfig {
@@ -106,10 +203,15 @@ impl Default for ModelConfig {
             embedding_dim: 4,
             n_experts: 8,
             expert_hidden: vec![16],
+            n_task_experts: 2,
+            n_shared_experts: 4,
+            levels: 1,
             bottom_hidden: vec![128],
             tower_hidden: vec![8],
             batch_norm: false,
             dropout: 0.0,
+            calibrator_weight: 0.6,
+            adversarial_weight: 1.0,
         }
     }
 }
@@ -123,72 +225,206 @@ impl ModelConfig {
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(format!("model.dropout = {} must be in [0, 1)", self.dropout));
         }
+        if !(self.calibrator_weight.is_finite() && self.calibrator_weight >= 0.0) {
+            return Err(format!("model.calibrator_weight = {} must be ≥ 0", self.calibrator_weight));
+        }
+        if !(self.adversarial_weight.is_finite() && self.adversarial_weight >= 0.0) {
+            return Err(format!("model.adversarial_weight = {} must be ≥ 0", self.adversarial_weight));
+        }
         let zero = |v: &[usize]| v.contains(&0);
         if zero(&self.expert_hidden) || zero(&self.bottom_hidden) || zero(&self.tower_hidden) {
             return Err("model.*_hidden widths must be positive".into());
         }
+        use Architecture::*;
         match self.architecture {
-            Architecture::Mmoe if self.n_experts == 0 || self.expert_hidden.is_empty() => {
-                Err("model.n_experts must be positive and model.expert_hidden non-empty for mmoe".into())
+            Mmoe | Omoe if self.n_experts == 0 || self.expert_hidden.is_empty() => {
+                Err("model.n_experts must be positive and model.expert_hidden non-empty for mmoe and omoe".into())
             }
-            Architecture::SharedBottom if self.bottom_hidden.is_empty() => {
-                Err("model.bottom_hidden must be non-empty for shared_bottom".into())
+            Ple if self.n_task_experts == 0 || self.levels == 0 || self.expert_hidden.is_empty() => {
+                Err("model.n_task_experts and model.levels must be positive and model.expert_hidden non-empty for ple"
+                    .into())
+            }
+            SharedBottom | SingleTask | CrossStitch | Aitm if self.bottom_hidden.is_empty() => {
+                Err(format!("model.bottom_hidden must be non-empty for {}", self.architecture_name()))
+            }
+            CrossStitch | Esmm | Aitm if self.batch_norm => {
+                Err(format!("model.batch_norm is not supported by {}", self.architecture_name()))
             }
             _ => Ok(()),
         }
     }
 
-    /// Builds the chosen architecture for a dataset's schema.
+    fn architecture_name(&self) -> &'static str {
+        self.architecture.name()
+    }
+
+    /// Checks the architecture against a dataset's tasks: adversarial tasks come last; ESMM and
+    /// AITM need binary tasks in funnel order.
+    pub fn check_schema(&self, schema: &Schema) -> Result<(), String> {
+        let main = schema.tasks.iter().filter(|t| !t.adversarial).count();
+        if schema.tasks[..main].iter().any(|t| t.adversarial) || main == 0 {
+            return Err("the dataset's adversarial tasks must come after its main tasks".into());
+        }
+        if matches!(self.architecture, Architecture::Esmm | Architecture::Aitm)
+            && schema.tasks[..main].iter().any(|t| t.kind != TaskKind::Binary)
+        {
+            return Err(format!("model.architecture = {:?} needs binary tasks", self.architecture_name()));
+        }
+        Ok(())
+    }
+
+    /// Width of the shared representation an adversarial head reads.
+    fn representation_width(&self, d_input: usize, n_main: usize) -> usize {
+        let last = |v: &[usize]| v.last().copied().unwrap_or(d_input);
+        match self.architecture {
+            Architecture::SharedBottom => last(&self.bottom_hidden),
+            Architecture::Mmoe => self.n_experts * last(&self.expert_hidden),
+            Architecture::Omoe => last(&self.expert_hidden),
+            Architecture::Ple if self.n_shared_experts > 0 => self.n_shared_experts * last(&self.expert_hidden),
+            Architecture::Ple => n_main * self.n_task_experts * last(&self.expert_hidden),
+            Architecture::SingleTask | Architecture::CrossStitch => n_main * last(&self.bottom_hidden),
+            Architecture::Esmm | Architecture::Aitm => d_input,
+        }
+    }
+
+    /// Builds the chosen architecture for a dataset's schema (see [`Self::check_schema`]); every
+    /// adversarial task gets an [`AdversarialHead`] on the shared representation.
     pub fn init(&self, schema: &Schema, device: &Device) -> MultiTaskNet {
         let input = FeatureEmbeddingConfig::new(schema.vocab_sizes(), schema.dense.len()).with_dim(self.embedding_dim);
-        let n_tasks = schema.n_tasks();
-        match self.architecture {
-            Architecture::SharedBottom => MultiTaskNet::SharedBottom(
-                SharedBottomConfig::new(input, self.bottom_hidden.clone(), self.tower_hidden.clone(), n_tasks)
-                    .with_batch_norm(self.batch_norm)
-                    .with_dropout(self.dropout)
+        let d_input = input.output_dim();
+        let n = schema.tasks.iter().filter(|t| !t.adversarial).count();
+        let (bn, dropout, towers) = (self.batch_norm, self.dropout, self.tower_hidden.clone());
+        let body = match self.architecture {
+            Architecture::SharedBottom => ArchitectureNet::SharedBottom(
+                SharedBottomConfig::new(input, self.bottom_hidden.clone(), towers, n)
+                    .with_batch_norm(bn)
+                    .with_dropout(dropout)
                     .init(device),
             ),
-            Architecture::Mmoe => MultiTaskNet::Mmoe(
-                MmoeConfig::new(input, self.n_experts, self.expert_hidden.clone(), self.tower_hidden.clone(), n_tasks)
-                    .with_batch_norm(self.batch_norm)
-                    .with_dropout(self.dropout)
+            Architecture::Mmoe => ArchitectureNet::Mmoe(
+                MmoeConfig::new(input, self.n_experts, self.expert_hidden.clone(), towers, n)
+                    .with_batch_norm(bn)
+                    .with_dropout(dropout)
                     .init(device),
             ),
-        }
+            Architecture::Omoe => ArchitectureNet::Omoe(
+                MmoeConfig::new(input, self.n_experts, self.expert_hidden.clone(), towers, n)
+                    .with_batch_norm(bn)
+                    .with_dropout(dropout)
+                    .init_omoe(device),
+            ),
+            Architecture::Ple => ArchitectureNet::Ple(
+                PleConfig::new(
+                    input,
+                    self.n_task_experts,
+                    self.n_shared_experts,
+                    self.expert_hidden.clone(),
+                    towers,
+                    n,
+                )
+                .with_levels(self.levels)
+                .with_batch_norm(bn)
+                .with_dropout(dropout)
+                .init(device),
+            ),
+            Architecture::SingleTask => ArchitectureNet::SingleTask(
+                SharedBottomConfig::new(input, self.bottom_hidden.clone(), towers, n)
+                    .with_batch_norm(bn)
+                    .with_dropout(dropout)
+                    .init_single_task(device),
+            ),
+            Architecture::CrossStitch => ArchitectureNet::CrossStitch(
+                CrossStitchConfig::new(input, self.bottom_hidden.clone(), towers, n).with_dropout(dropout).init(device),
+            ),
+            Architecture::Esmm => ArchitectureNet::Esmm(
+                EsmmConfig::new(input, [self.bottom_hidden.clone(), towers].concat(), n)
+                    .with_dropout(dropout)
+                    .init(device),
+            ),
+            Architecture::Aitm => ArchitectureNet::Aitm(
+                AitmConfig::new(input, self.bottom_hidden.clone(), towers, n)
+                    .with_calibrator_weight(self.calibrator_weight)
+                    .init(device),
+            ),
+        };
+        let d_repr = self.representation_width(d_input, n);
+        let adversaries = schema.tasks[n..]
+            .iter()
+            .map(|_| {
+                AdversarialHeadConfig::new(d_repr, self.tower_hidden.clone())
+                    .with_weight(self.adversarial_weight)
+                    .init(device)
+            })
+            .collect();
+        MultiTaskNet { body, adversaries }
     }
 }
 
 /// Whichever architecture an experiment runs.
 #[derive(Module, Debug)]
-pub enum MultiTaskNet {
+pub enum ArchitectureNet {
     /// See [`SharedBottom`].
     SharedBottom(SharedBottom),
     /// See [`Mmoe`].
     Mmoe(Mmoe),
+    /// See [`Omoe`].
+    Omoe(Omoe),
+    /// See [`Ple`].
+    Ple(Ple),
+    /// See [`SingleTask`].
+    SingleTask(SingleTask),
+    /// See [`CrossStitch`].
+    CrossStitch(CrossStitch),
+    /// See [`Esmm`].
+    Esmm(Esmm),
+    /// See [`Aitm`].
+    Aitm(Aitm),
 }
 
-impl MultiTaskNet {
+impl ArchitectureNet {
     fn inner(&self) -> &dyn MultiTaskModel {
         match self {
-            MultiTaskNet::SharedBottom(m) => m,
-            MultiTaskNet::Mmoe(m) => m,
+            Self::SharedBottom(m) => m,
+            Self::Mmoe(m) => m,
+            Self::Omoe(m) => m,
+            Self::Ple(m) => m,
+            Self::SingleTask(m) => m,
+            Self::CrossStitch(m) => m,
+            Self::Esmm(m) => m,
+            Self::Aitm(m) => m,
         }
     }
 }
 
+/// An experiment's model: the architecture's main tasks, then the adversarial heads.
+#[derive(Module, Debug)]
+pub struct MultiTaskNet {
+    /// The architecture (main tasks).
+    pub body: ArchitectureNet,
+    /// One head per adversarial task, on the shared representation behind gradient reversal.
+    pub adversaries: Vec<AdversarialHead>,
+}
+
 impl MultiTaskModel for MultiTaskNet {
     fn n_tasks(&self) -> usize {
-        self.inner().n_tasks()
+        self.body.inner().n_tasks() + self.adversaries.len()
     }
     fn forward_shared(&self, categorical: Option<Tensor<2, Int>>, dense: Option<Tensor<2>>) -> SharedTensors {
-        self.inner().forward_shared(categorical, dense)
+        self.body.inner().forward_shared(categorical, dense)
     }
     fn forward_task(&self, task: usize, shared: &SharedTensors) -> TaskOutput {
-        self.inner().forward_task(task, shared)
+        let main = self.body.inner().n_tasks();
+        match task.checked_sub(main) {
+            None => self.body.inner().forward_task(task, shared),
+            Some(a) => self.adversaries[a].forward(shared),
+        }
     }
     fn task_parameters(&self, task: usize) -> ParamGroup {
-        self.inner().task_parameters(task)
+        let main = self.body.inner().n_tasks();
+        match task.checked_sub(main) {
+            None => self.body.inner().task_parameters(task),
+            Some(a) => ParamGroup::ids_from_module(self.adversaries[a].clone()),
+        }
     }
 }
 
@@ -205,7 +441,7 @@ mod tests {
                 CategoricalField { name: "b".into(), vocab_size: 3 },
             ],
             dense: vec!["x".into(), "y".into(), "z".into()],
-            tasks: (0..n_tasks).map(|t| TaskSpec { name: format!("t{t}"), kind: TaskKind::Binary }).collect(),
+            tasks: (0..n_tasks).map(|t| TaskSpec::new(format!("t{t}"), TaskKind::Binary)).collect(),
         }
     }
 
@@ -214,40 +450,82 @@ mod tests {
         (Tensor::from_data(TensorData::new(ids, [b, 2]), device), Tensor::random([b, 3], Distribution::Default, device))
     }
 
+    fn small(arch: Architecture) -> ModelConfig {
+        ModelConfig {
+            architecture: arch,
+            n_experts: 4,
+            n_task_experts: 2,
+            n_shared_experts: 3,
+            expert_hidden: vec![6],
+            bottom_hidden: vec![8],
+            tower_hidden: vec![4],
+            ..Default::default()
+        }
+    }
+
+    /// The gate width each task's branch reports, or `None` for ungated architectures.
+    fn gate_width(arch: Architecture) -> Option<usize> {
+        match arch {
+            Architecture::Mmoe | Architecture::Omoe => Some(4),
+            Architecture::Ple => Some(5),
+            _ => None,
+        }
+    }
+
     #[test]
     fn output_shapes_for_each_architecture_and_task_count() {
         let device = Device::flex();
-        for arch in [Architecture::SharedBottom, Architecture::Mmoe] {
+        for arch in Architecture::ALL {
             for n_tasks in [1, 2, 3] {
-                let cfg = ModelConfig { architecture: arch, n_experts: 4, ..Default::default() };
-                let model = cfg.init(&schema(n_tasks), &device);
+                let model = small(arch).init(&schema(n_tasks), &device);
                 let (c, d) = inputs(7, &device);
                 let outs = model.forward(Some(c), Some(d));
-                assert_eq!(outs.len(), n_tasks);
+                assert_eq!(outs.len(), n_tasks, "{arch:?}");
                 for out in outs {
-                    assert_eq!(out.output.dims(), [7, 1]);
-                    match arch {
-                        Architecture::Mmoe => assert_eq!(out.gate.unwrap().dims(), [7, 4]),
-                        Architecture::SharedBottom => assert!(out.gate.is_none()),
+                    assert_eq!(out.output.dims(), [7, 1], "{arch:?}");
+                    assert_eq!(out.gate.as_ref().map(|g| g.dims()[1]), gate_width(arch), "{arch:?}");
+                    if let Some(g) = out.gate {
+                        for row in g.sum_dim(1).into_data().try_into_vec::<f32>().unwrap() {
+                            assert!((row - 1.0).abs() < 1e-5, "{arch:?}: gate row sums to {row}");
+                        }
                     }
                 }
             }
         }
     }
 
-    /// Branches built on detached leaves give the same outputs as the attached forward.
+    /// Branches built on detached leaves give the same outputs as the attached forward, for every
+    /// architecture, with an adversarial task behind them.
     #[test]
     fn task_branches_read_only_the_shared_tensors() {
         let device = Device::flex().autodiff();
-        let model = ModelConfig::default().init(&schema(2), &device);
-        let (c, d) = inputs(4, &device);
-        let shared = model.forward_shared(Some(c.clone()), Some(d.clone()));
-        let leaves = shared.detached_leaves();
-        let full = model.forward(Some(c), Some(d));
-        for (t, out) in full.iter().enumerate() {
-            let cut = model.forward_task(t, &leaves).output.into_data().try_into_vec::<f32>().unwrap();
-            assert_eq!(out.output.clone().into_data().try_into_vec::<f32>().unwrap(), cut);
+        let mut schema = schema(3);
+        schema.tasks[2].adversarial = true;
+        for arch in Architecture::ALL {
+            let model = small(arch).init(&schema, &device);
+            assert_eq!(model.n_tasks(), 3);
+            assert_eq!(model.adversaries.len(), 1);
+            let (c, d) = inputs(4, &device);
+            let shared = model.forward_shared(Some(c.clone()), Some(d.clone()));
+            let leaves = shared.detached_leaves();
+            let full = model.forward(Some(c), Some(d));
+            for (t, out) in full.iter().enumerate() {
+                let cut = model.forward_task(t, &leaves).output.into_data().try_into_vec::<f32>().unwrap();
+                assert_eq!(out.output.clone().into_data().try_into_vec::<f32>().unwrap(), cut, "{arch:?} task {t}");
+            }
         }
+    }
+
+    #[test]
+    fn adversarial_tasks_must_come_last_and_funnels_need_binary_tasks() {
+        let mut s = schema(3);
+        s.tasks[0].adversarial = true;
+        assert!(ModelConfig::default().check_schema(&s).unwrap_err().contains("adversarial"));
+        let mut s = schema(2);
+        s.tasks[1].kind = TaskKind::Regression;
+        let esmm = ModelConfig { architecture: Architecture::Esmm, ..Default::default() };
+        assert!(esmm.check_schema(&s).unwrap_err().contains("binary"));
+        assert!(ModelConfig::default().check_schema(&s).is_ok());
     }
 
     #[test]

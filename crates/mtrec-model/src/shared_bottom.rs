@@ -7,8 +7,8 @@ use burn::{
 };
 
 use crate::{
-    FeatureEmbedding, FeatureEmbeddingConfig, Mlp, MlpConfig, MultiTaskModel, SharedTensors, TaskOutput, TaskTower,
-    TaskTowerConfig,
+    FeatureEmbedding, FeatureEmbeddingConfig, Mlp, MlpConfig, MultiTaskModel, SharedTensors, SingleTask, TaskOutput,
+    TaskTower, TaskTowerConfig,
 };
 
 /// Configuration of a [`SharedBottom`] model.
@@ -31,20 +31,31 @@ pub struct SharedBottomConfig {
 }
 
 impl SharedBottomConfig {
+    fn bottom(&self) -> MlpConfig {
+        MlpConfig::new(self.input.output_dim(), self.bottom_hidden.clone())
+            .with_batch_norm(self.batch_norm)
+            .with_dropout(self.dropout)
+    }
+
+    fn towers(&self, device: &Device) -> Vec<TaskTower> {
+        TaskTowerConfig::new(self.bottom().output_dim(), self.tower_hidden.clone())
+            .with_batch_norm(self.batch_norm)
+            .with_dropout(self.dropout)
+            .init_many(self.n_tasks, device)
+    }
+
     /// Initialise the model.
     pub fn init(&self, device: &Device) -> SharedBottom {
-        let bottom = MlpConfig::new(self.input.output_dim(), self.bottom_hidden.clone())
-            .with_batch_norm(self.batch_norm)
-            .with_dropout(self.dropout);
-        let towers = (0..self.n_tasks)
-            .map(|_| {
-                TaskTowerConfig::new(bottom.output_dim(), self.tower_hidden.clone())
-                    .with_batch_norm(self.batch_norm)
-                    .with_dropout(self.dropout)
-                    .init(device)
-            })
-            .collect();
-        SharedBottom { input: self.input.init(device), bottom: bottom.init(device), towers }
+        SharedBottom { input: self.input.init(device), bottom: self.bottom().init(device), towers: self.towers(device) }
+    }
+
+    /// One independent copy of the input layer, bottom and tower per task: [`SingleTask`].
+    pub fn init_single_task(&self, device: &Device) -> SingleTask {
+        SingleTask {
+            inputs: (0..self.n_tasks).map(|_| self.input.init(device)).collect(),
+            bottoms: (0..self.n_tasks).map(|_| self.bottom().init(device)).collect(),
+            towers: self.towers(device),
+        }
     }
 }
 
@@ -67,11 +78,11 @@ impl MultiTaskModel for SharedBottom {
     /// Shared tensors: `[bottom output [B, h]]`; the last shared layer is the bottom's last layer.
     fn forward_shared(&self, categorical: Option<Tensor<2, Int>>, dense: Option<Tensor<2>>) -> SharedTensors {
         let (bottom, last_layer) = self.bottom.forward_with_last_layer(self.input.forward(categorical, dense), 0);
-        SharedTensors { tensors: vec![bottom], last_layer }
+        SharedTensors::new(vec![bottom], vec![0]).with_last_layer(last_layer)
     }
 
     fn forward_task(&self, task: usize, shared: &SharedTensors) -> TaskOutput {
-        TaskOutput { output: self.towers[task].forward(shared.tensors[0].clone()), gate: None }
+        TaskOutput::new(self.towers[task].forward(shared.tensors[0].clone()))
     }
 
     fn task_parameters(&self, task: usize) -> ParamGroup {

@@ -34,6 +34,11 @@ impl TaskTowerConfig {
         let head = LinearConfig::new(mlp.output_dim(), 1).init(device);
         TaskTower { mlp: mlp.init(device), head }
     }
+
+    /// `n` independently initialised towers (one per task).
+    pub fn init_many(&self, n: usize, device: &Device) -> Vec<TaskTower> {
+        (0..n).map(|_| self.init(device)).collect()
+    }
 }
 
 /// One task's tower.

@@ -86,7 +86,7 @@ pub fn bench(
 
     let warm_start = Instant::now();
     device.seed(config.seed);
-    let mut model = config.model.init(schema, &ad);
+    let mut model = config.build_model(schema, &ad)?;
     let mut optim = config.train.optimizer();
     let total = opts.warmup_steps + 2 * opts.measure_steps;
     let mut stream = (0u64..)

@@ -16,7 +16,7 @@ use burn::{
 };
 use mtrec_balance::{BalanceConfig, BalanceContext, LossBalancer};
 use mtrec_data::{CensusGroup, CensusIncome, MtlDataset, Schema, Synthetic, SyntheticConfig, TaskKind};
-use mtrec_model::{ModelConfig, MultiTaskModel};
+use mtrec_model::{ModelConfig, MultiTaskModel, MultiTaskNet};
 use serde::{Deserialize, Serialize};
 
 use crate::{DeviceChoice, TrainError};
@@ -95,6 +95,10 @@ pub struct DataConfig {
     pub group: CensusGroup,
     /// Synthetic: the generator's parameters.
     pub synthetic: SyntheticConfig,
+    /// Census: add an adversarial task, `"sex"` (removed from the inputs).
+    pub adversarial: Option<String>,
+    /// Turn the binary tasks into a funnel: task t's label is the AND of tasks 0..=t (ESMM, AITM).
+    pub cascade: bool,
 }
 
 impl Default for DataConfig {
@@ -104,6 +108,8 @@ impl Default for DataConfig {
             dir: PathBuf::from("data/census-income"),
             group: CensusGroup::Income,
             synthetic: SyntheticConfig::default(),
+            adversarial: None,
+            cascade: false,
         }
     }
 }
@@ -111,7 +117,7 @@ impl Default for DataConfig {
 impl DataConfig {
     /// Loads (census) or generates (synthetic) the dataset.
     pub fn load(&self) -> Result<MtlDataset, TrainError> {
-        Ok(match self.source {
+        let dataset = match self.source {
             DataSource::Census => {
                 if !self.dir.join(mtrec_data::CENSUS_FILES[0].0).exists() {
                     return Err(TrainError::Config(format!(
@@ -120,10 +126,25 @@ impl DataConfig {
                         mtrec_data::CENSUS_FILES[0].0
                     )));
                 }
-                CensusIncome::new(&self.dir, self.group).load()?
+                let sex = match self.adversarial.as_deref() {
+                    None => false,
+                    Some("sex") => true,
+                    Some(other) => {
+                        return Err(TrainError::Config(format!(
+                            "data.adversarial = {other:?}: the census data offers \"sex\""
+                        )));
+                    }
+                };
+                CensusIncome::new(&self.dir, self.group).with_adversarial_sex(sex).load()?
             }
-            DataSource::Synthetic => Synthetic::new(self.synthetic.clone())?.generate(),
-        })
+            DataSource::Synthetic => {
+                if let Some(a) = &self.adversarial {
+                    return Err(TrainError::Config(format!("data.adversarial = {a:?}: synthetic data has none")));
+                }
+                Synthetic::new(self.synthetic.clone())?.generate()
+            }
+        };
+        if self.cascade { Ok(dataset.into_cascade()?) } else { Ok(dataset) }
     }
 }
 
@@ -208,7 +229,7 @@ impl EarlyStoppingConfig {
             }
         };
         let tasks: Vec<usize> = if self.task == "mean" {
-            (0..schema.n_tasks()).filter(|&t| schema.tasks[t].kind == kind).collect()
+            (0..schema.n_tasks()).filter(|&t| schema.tasks[t].kind == kind && !schema.tasks[t].adversarial).collect()
         } else {
             let t = schema.task_index(&self.task).ok_or_else(|| {
                 let names: Vec<&str> = schema.tasks.iter().map(|t| t.name.as_str()).collect();
@@ -285,6 +306,12 @@ impl ExperimentConfig {
             return Err(TrainError::Config(format!("tasks.{name}.lr_scale must be positive, got {}", o.lr_scale)));
         }
         self.model.validate().map_err(TrainError::Config)
+    }
+
+    /// The model of `[model]` for a dataset's schema, on `device`; the schema is checked first.
+    pub fn build_model(&self, schema: &Schema, device: &burn::tensor::Device) -> Result<MultiTaskNet, TrainError> {
+        self.model.check_schema(schema).map_err(TrainError::Config)?;
+        Ok(self.model.init(schema, device))
     }
 
     /// The balancer of `[balance]` for a dataset's tasks.

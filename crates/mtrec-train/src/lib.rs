@@ -16,6 +16,7 @@ mod parity;
 mod run_dir;
 mod step;
 mod trainer;
+mod utilisation;
 
 pub use bench::{BenchOptions, BenchResult, bench, peak_rss_mib};
 pub use config::{DataConfig, DataSource, EarlyStoppingConfig, ExperimentConfig, TaskOptions, TrainConfig};
@@ -28,3 +29,4 @@ pub use parity::{ParityReport, check_parity};
 pub use run_dir::{EpochRecord, RunDirectory, Summary};
 pub use step::train_step;
 pub use trainer::{Trainer, evaluate};
+pub use utilisation::{COLLAPSE_THRESHOLD, GateUtilisation, collapse_warnings, expert_utilisation};

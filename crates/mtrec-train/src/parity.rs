@@ -93,7 +93,7 @@ pub fn check_parity(
     let schema = &dataset.schema;
     let record_error = |e: burn::store::RecordError| TrainError::Config(format!("model record: {e}"));
     reference.seed(config.seed);
-    let model_ref = config.model.init(schema, &reference.clone().autodiff());
+    let model_ref = config.build_model(schema, &reference.clone().autodiff())?;
     let bytes = model_ref.clone().into_record().into_bytes().map_err(record_error)?;
     let model_other = config
         .model
@@ -141,8 +141,8 @@ mod tests {
     }
 
     /// Same record → same outputs (|Δ| ≤ 1e-4) and same gradients (|Δ| ≤ 1e-4 · max |g| + 1e-6)
-    /// on ndarray and (with `MTREC_TEST_WGPU`) wgpu as on flex, for each architecture, on real
-    /// census rows (categorical embeddings and dense features).
+    /// on ndarray and (with `MTREC_TEST_WGPU`) wgpu as on flex, for every architecture with an
+    /// adversarial head, on real census rows (categorical embeddings and dense features).
     #[test]
     fn backends_agree_on_outputs_and_gradients() {
         let mut others = vec![DeviceChoice::Ndarray];
@@ -151,12 +151,20 @@ mod tests {
         } else {
             eprintln!("SKIP wgpu parity: set MTREC_TEST_WGPU=1 with a Vulkan driver (e.g. Mesa lavapipe) to run it");
         }
-        let data = DataConfig { source: DataSource::Census, dir: fixture(), ..Default::default() };
+        // with the adversarial `sex` head, so that the gradient-reversal path is compared too
+        let data = DataConfig {
+            source: DataSource::Census,
+            dir: fixture(),
+            adversarial: Some("sex".into()),
+            ..Default::default()
+        };
         let dataset = data.load().unwrap();
-        for arch in [Architecture::Mmoe, Architecture::SharedBottom] {
+        for arch in Architecture::ALL {
             let mut config = ExperimentConfig { data: data.clone(), ..Default::default() };
             config.model.architecture = arch;
-            config.model.batch_norm = true; // covers batch statistics in training, running ones in evaluation
+            // covers batch statistics in training, running ones in evaluation, where supported
+            config.model.batch_norm =
+                !matches!(arch, Architecture::CrossStitch | Architecture::Esmm | Architecture::Aitm);
             for other in &others {
                 let r = check_parity(&config, &dataset, &DeviceChoice::Flex.device(), &other.device(), 128).unwrap();
                 eprintln!("{arch:?} flex vs {other:?}: {r:?}");

@@ -67,6 +67,9 @@ pub struct Summary {
     pub valid: BTreeMap<String, TaskMetrics>,
     /// Test metrics of the selected model, per task (evaluated once).
     pub test: BTreeMap<String, TaskMetrics>,
+    /// Gated models: each task's gate statistics on the validation split (selected model).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub expert_utilisation: BTreeMap<String, crate::GateUtilisation>,
 }
 
 /// The output folder of one run.

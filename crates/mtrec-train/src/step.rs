@@ -23,9 +23,13 @@ impl StepGraph<'_> {
     fn losses_from(&self, shared: &SharedTensors) -> Vec<Tensor<1>> {
         (0..self.kinds.len())
             .map(|t| {
-                let out = self.model.forward_task(t, shared).output;
+                let out = self.model.forward_task(t, shared);
                 let target = self.batch.labels.clone().slice([0..self.batch.size, t..t + 1]);
-                task_loss(self.kinds[t], out, target)
+                let loss = task_loss(self.kinds[t], out.output, target);
+                match out.auxiliary_loss {
+                    Some(extra) => loss + extra,
+                    None => loss,
+                }
             })
             .collect()
     }

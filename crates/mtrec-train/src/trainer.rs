@@ -15,8 +15,8 @@ use mtrec_data::{BatchOrder, EncodedTable, MtlDataset, Schema, batches};
 use mtrec_model::{MultiTaskModel, MultiTaskNet};
 
 use crate::{
-    EarlyStopping, EpochRecord, ExperimentConfig, RunDirectory, Summary, TaskMetrics, TrainError,
-    metrics::task_metrics, train_step,
+    EarlyStopping, EpochRecord, ExperimentConfig, RunDirectory, Summary, TaskMetrics, TrainError, collapse_warnings,
+    expert_utilisation, metrics::task_metrics, train_step,
 };
 
 /// Trains one experiment on one dataset and device.
@@ -88,7 +88,7 @@ impl<'a> Trainer<'a> {
         let device = self.device.clone();
         let ad = device.clone().autodiff();
         device.seed(cfg.seed);
-        let mut model = cfg.model.init(schema, &ad);
+        let mut model = cfg.build_model(schema, &ad)?;
         let mut optim = cfg.train.optimizer();
         let lr = cfg.learning_rates(schema, &model)?;
 
@@ -185,6 +185,14 @@ impl<'a> Trainer<'a> {
             }
         };
         let test = evaluate(&best_model, &ds.test, schema, &device, cfg.train.eval_batch_size);
+        let utilisation = expert_utilisation(&best_model, &ds.valid, schema, &device, cfg.train.eval_batch_size);
+        for line in collapse_warnings(&utilisation) {
+            if self.verbose {
+                println!("{line}");
+            } else {
+                tracing::warn!("{line}");
+            }
+        }
         let epochs_run = records.len();
         let summary = Summary {
             name: cfg.name.clone(),
@@ -201,6 +209,7 @@ impl<'a> Trainer<'a> {
             wall_seconds: start.elapsed().as_secs_f64(),
             valid: by_task(schema, &best_valid),
             test: by_task(schema, &test),
+            expert_utilisation: utilisation,
         };
         if let Some(dir) = &self.run_dir {
             dir.write_summary(&summary)?;

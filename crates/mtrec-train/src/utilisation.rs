@@ -1,0 +1,127 @@
+//! Expert utilisation of gated models (MMoE, OMoE, PLE): on a split, each task's mean gate weight
+//! per expert and the mean gate entropy. A gate that puts nearly all its weight on one expert has
+//! collapsed: the mixture is then a single expert and the model a hard-shared one in disguise.
+
+use std::collections::BTreeMap;
+
+use burn::tensor::{Device, Tensor};
+use mtrec_data::{BatchOrder, EncodedTable, Schema, batches};
+use mtrec_model::{MultiTaskModel, MultiTaskNet};
+use serde::{Deserialize, Serialize};
+
+/// Mean weight at or above which one expert is said to take all of a task's gate.
+pub const COLLAPSE_THRESHOLD: f64 = 0.9;
+
+/// One task's gate statistics over a split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateUtilisation {
+    /// Mean gate weight of each expert (sums to 1).
+    pub mean_weight: Vec<f64>,
+    /// Mean over examples of the gate's entropy `−Σ w log w` (nats; `ln E` is uniform).
+    pub mean_entropy: f64,
+    /// Whether one expert takes at least [`COLLAPSE_THRESHOLD`] of the weight on average.
+    pub collapsed: bool,
+}
+
+/// Gate statistics of every gated task of `model` on `table`; empty for ungated models.
+pub fn expert_utilisation(
+    model: &MultiTaskNet,
+    table: &EncodedTable,
+    schema: &Schema,
+    device: &Device,
+    batch_size: usize,
+) -> BTreeMap<String, GateUtilisation> {
+    let mut sums: Vec<Option<(Tensor<1>, Tensor<1>)>> = vec![None; schema.n_tasks()];
+    for batch in batches(table, schema.widths(), batch_size, BatchOrder::Sequential, device) {
+        for (t, out) in model.forward(batch.categorical, batch.dense).into_iter().enumerate() {
+            let Some(w) = out.gate else { continue };
+            let [_, e] = w.dims();
+            let weight = w.clone().sum_dim(0).reshape([e]);
+            let entropy = (w.clone() * w.clamp_min(1e-12).log()).sum().neg();
+            sums[t] = Some(match sums[t].take() {
+                Some((a, b)) => (a + weight, b + entropy),
+                None => (weight, entropy),
+            });
+        }
+    }
+    let n = table.n_rows.max(1) as f64;
+    sums.into_iter()
+        .enumerate()
+        .filter_map(|(t, s)| {
+            let (weight, entropy) = s?;
+            let mean_weight: Vec<f64> =
+                weight.into_data().try_into_vec_as::<f64>().ok()?.into_iter().map(|v| v / n).collect();
+            let mean_entropy = entropy.into_scalar::<f32>() as f64 / n;
+            let collapsed = mean_weight.iter().any(|&w| w >= COLLAPSE_THRESHOLD);
+            Some((schema.tasks[t].name.clone(), GateUtilisation { mean_weight, mean_entropy, collapsed }))
+        })
+        .collect()
+}
+
+/// One warning line per collapsed gate.
+pub fn collapse_warnings(utilisation: &BTreeMap<String, GateUtilisation>) -> Vec<String> {
+    utilisation
+        .iter()
+        .filter(|(_, u)| u.collapsed)
+        .map(|(task, u)| {
+            let (k, w) = u.mean_weight.iter().enumerate().fold((0, 0.0), |m, (k, &w)| if w > m.1 { (k, w) } else { m });
+            format!(
+                "warning: experts collapsed for task `{task}`: expert {k} takes {:.0}% of its gate weight \
+                 (gate entropy {:.3} nats)",
+                100.0 * w,
+                u.mean_entropy
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mtrec_data::{CategoricalField, EncodedTable, TaskKind, TaskSpec};
+    use mtrec_model::{Architecture, ModelConfig};
+
+    #[test]
+    fn gate_statistics_are_means_over_the_split_and_collapse_is_flagged() {
+        let device = Device::flex();
+        let schema = Schema {
+            categorical: vec![CategoricalField { name: "a".into(), vocab_size: 4 }],
+            dense: vec!["x".into()],
+            tasks: vec![TaskSpec::new("t0", TaskKind::Binary), TaskSpec::new("t1", TaskKind::Binary)],
+        };
+        let table = EncodedTable {
+            n_rows: 5,
+            categorical: vec![1, 2, 3, 1, 2],
+            dense: vec![0.1, 0.5, 0.9, 0.3, 0.7],
+            labels: vec![0.0; 10],
+        };
+        let cfg = ModelConfig { n_experts: 3, ..Default::default() };
+        let model = cfg.init(&schema, &device);
+        let u = expert_utilisation(&model, &table, &schema, &device, 2);
+        // reference: the gates over all rows at once
+        let batch = batches(&table, schema.widths(), 5, BatchOrder::Sequential, &device).next().unwrap();
+        let outs = model.forward(batch.categorical, batch.dense);
+        for (t, name) in ["t0", "t1"].iter().enumerate() {
+            let w = outs[t].gate.clone().unwrap().into_data().try_into_vec::<f32>().unwrap();
+            for e in 0..3 {
+                let mean = (0..5).map(|b| w[b * 3 + e] as f64).sum::<f64>() / 5.0;
+                assert!((u[*name].mean_weight[e] - mean).abs() < 1e-6);
+            }
+            let entropy = (0..5)
+                .map(|b| -(0..3).map(|e| w[b * 3 + e] as f64 * (w[b * 3 + e] as f64).ln()).sum::<f64>())
+                .sum::<f64>()
+                / 5.0;
+            assert!((u[*name].mean_entropy - entropy).abs() < 1e-5);
+            assert!(!u[*name].collapsed, "a fresh gate is near uniform");
+        }
+        let mut collapsed = u.clone();
+        collapsed.get_mut("t1").unwrap().mean_weight = vec![0.95, 0.03, 0.02];
+        collapsed.get_mut("t1").unwrap().collapsed = true;
+        let lines = collapse_warnings(&collapsed);
+        assert_eq!(lines.len(), 1);
+        assert!(lines[0].contains("`t1`") && lines[0].contains("expert 0") && lines[0].contains("95%"), "{}", lines[0]);
+        let ungated =
+            ModelConfig { architecture: Architecture::SharedBottom, ..Default::default() }.init(&schema, &device);
+        assert!(expert_utilisation(&ungated, &table, &schema, &device, 2).is_empty());
+    }
+}
