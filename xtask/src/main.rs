@@ -6,10 +6,13 @@
 //!   tasks, offline).
 //! - `cargo xtask bench [--config FILE] [--devices flex,ndarray,wgpu] [--batch-sizes 256,1024,4096]
 //!   [--json FILE] [--torch SCRIPT]` measures training/inference speed per backend and batch size.
+//! - `cargo xtask compare --configs A.toml,B.toml [--seeds 3] [--out DIR]` trains every config with
+//!   every seed and writes `compare.md` / `compare.json` (mean ± std, Δm against single-task).
 //! - `cargo xtask data census [--from DIR] [--dir DIR]` fetches the UCI Census-Income (KDD) files
 //!   (or copies them from a folder) and checks their md5s.
 
 mod bench;
+mod compare;
 mod data;
 mod train;
 
@@ -36,6 +39,8 @@ enum Command {
     Data(data::DataArgs),
     /// Measure training and inference speed per backend and batch size.
     Bench(bench::BenchArgs),
+    /// Train several configs over several seeds and tabulate mean ± std (and Δm).
+    Compare(compare::CompareArgs),
     /// One bench measurement (run by `bench` in a child process).
     #[command(hide = true)]
     BenchOne(bench::BenchOneArgs),
@@ -51,6 +56,7 @@ fn main() -> std::process::ExitCode {
         Command::Train(args) => train::run(args),
         Command::Data(args) => data::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Compare(args) => compare::run(args),
         Command::BenchOne(args) => bench::run_one(args),
     };
     match result {

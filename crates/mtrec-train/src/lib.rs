@@ -6,6 +6,7 @@
 //! two-phase forward and the balancer for gradients, and never branches on which one it runs.
 
 mod bench;
+mod compare;
 mod config;
 mod device;
 mod early_stopping;
@@ -19,6 +20,7 @@ mod trainer;
 mod utilisation;
 
 pub use bench::{BenchOptions, BenchResult, bench, peak_rss_mib};
+pub use compare::{ConfigResult, delta_m, fill_delta_m, higher_is_better, markdown, mean_std};
 pub use config::{DataConfig, DataSource, EarlyStoppingConfig, ExperimentConfig, TaskOptions, TrainConfig};
 pub use device::DeviceChoice;
 pub use early_stopping::EarlyStopping;

@@ -1,0 +1,147 @@
+//! Multi-seed comparisons: per config and task, the mean ± sample standard deviation of the test
+//! metric over seeds, and Δm — the mean relative gain over the single-task baseline across tasks
+//! (Maninis et al. 2019; Vandenhende et al. 2021), the summary number of the MTL literature:
+//! `Δm = (1/T) Σ_t (−1)^{l_t} (M_t − M_single,t) / M_single,t`, with `l_t = 1` where lower is better.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Mean and sample standard deviation (`n − 1`; 0 for one value).
+pub fn mean_std(values: &[f64]) -> (f64, f64) {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    if values.len() < 2 {
+        return (mean, 0.0);
+    }
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (mean, var.sqrt())
+}
+
+/// Whether a larger value of `metric` is better (`auc`), or a smaller one (`logloss`, `mse`, `mae`).
+pub fn higher_is_better(metric: &str) -> bool {
+    metric == "auc"
+}
+
+/// Δm of `config` against `baseline`, both per task `(metric, mean)`, over the tasks they share.
+pub fn delta_m(config: &BTreeMap<String, (String, f64)>, baseline: &BTreeMap<String, (String, f64)>) -> Option<f64> {
+    let gains: Vec<f64> = config
+        .iter()
+        .filter_map(|(task, (metric, m))| {
+            let (_, b) = baseline.get(task)?;
+            let sign = if higher_is_better(metric) { 1.0 } else { -1.0 };
+            Some(sign * (m - b) / b)
+        })
+        .collect();
+    (!gains.is_empty()).then(|| gains.iter().sum::<f64>() / gains.len() as f64)
+}
+
+/// One config's results over seeds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConfigResult {
+    /// The config's name.
+    pub name: String,
+    /// Its architecture.
+    pub model: String,
+    /// Its balancer.
+    pub balance: String,
+    /// Per task: the metric compared and its value for each seed.
+    pub tasks: BTreeMap<String, (String, Vec<f64>)>,
+    /// Δm against the single-task config, where one is compared.
+    pub delta_m: Option<f64>,
+}
+
+impl ConfigResult {
+    /// Per task `(metric, mean over seeds)`.
+    pub fn means(&self) -> BTreeMap<String, (String, f64)> {
+        self.tasks.iter().map(|(t, (m, v))| (t.clone(), (m.clone(), mean_std(v).0))).collect()
+    }
+}
+
+/// Fills in Δm of every config against the first single-task one.
+pub fn fill_delta_m(results: &mut [ConfigResult]) {
+    let Some(baseline) = results.iter().find(|r| r.model == "single_task").map(ConfigResult::means) else {
+        return;
+    };
+    for r in results.iter_mut() {
+        r.delta_m = delta_m(&r.means(), &baseline);
+    }
+}
+
+/// The comparison as a Markdown table: config × task metric (mean ± std over `seeds`), and Δm.
+pub fn markdown(results: &[ConfigResult], seeds: &[u64]) -> String {
+    let tasks: Vec<(String, String)> =
+        results.first().map(|r| r.tasks.iter().map(|(t, (m, _))| (t.clone(), m.clone())).collect()).unwrap_or_default();
+    let has_delta = results.iter().any(|r| r.delta_m.is_some());
+    let mut out = format!("Test metrics, mean ± std over {} seeds ({seeds:?}).\n\n", seeds.len());
+    out += "| config | model | balance |";
+    for (t, m) in &tasks {
+        out += &format!(" {t} {m} |");
+    }
+    if has_delta {
+        out += " Δm vs single-task |";
+    }
+    out += "\n|---|---|---|";
+    out += &"---|".repeat(tasks.len() + usize::from(has_delta));
+    out += "\n";
+    for r in results {
+        out += &format!("| {} | {} | {} |", r.name, r.model, r.balance);
+        for (t, _) in &tasks {
+            match r.tasks.get(t) {
+                Some((_, v)) => {
+                    let (mean, std) = mean_std(v);
+                    out += &format!(" {mean:.4} ± {std:.4} |");
+                }
+                None => out += " – |",
+            }
+        }
+        if has_delta {
+            // + 0.0 turns −0.0 into 0.0
+            out += &r.delta_m.map_or(" – |".to_string(), |d| format!(" {:+.2} % |", 100.0 * d + 0.0));
+        }
+        out += "\n";
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mean_and_sample_std_by_hand() {
+        let (m, s) = mean_std(&[1.0, 2.0, 3.0, 6.0]);
+        assert_eq!(m, 3.0);
+        // Σ(x − 3)² = 4 + 1 + 0 + 9 = 14; 14 / 3
+        assert!((s - (14.0f64 / 3.0).sqrt()).abs() < 1e-12);
+        assert_eq!(mean_std(&[0.5]), (0.5, 0.0));
+    }
+
+    #[test]
+    fn delta_m_by_hand() {
+        let task = |m: &str, v: f64| (m.to_string(), v);
+        let single = BTreeMap::from([("a".to_string(), task("auc", 0.80)), ("b".to_string(), task("mse", 2.0))]);
+        let mtl = BTreeMap::from([("a".to_string(), task("auc", 0.84)), ("b".to_string(), task("mse", 2.2))]);
+        // a: +0.04/0.80 = +5 %; b: lower is better, −0.2/2.0 = −10 %; mean −2.5 %
+        let d = delta_m(&mtl, &single).unwrap();
+        assert!((d + 0.025).abs() < 1e-12, "{d}");
+        assert_eq!(delta_m(&single, &single), Some(0.0));
+    }
+
+    #[test]
+    fn markdown_table_and_baseline() {
+        let result = |name: &str, model: &str, a: Vec<f64>| ConfigResult {
+            name: name.into(),
+            model: model.into(),
+            balance: "fixed".into(),
+            tasks: BTreeMap::from([("income".to_string(), ("auc".to_string(), a))]),
+            delta_m: None,
+        };
+        let mut rs = vec![result("st", "single_task", vec![0.90, 0.92]), result("mmoe", "mmoe", vec![0.93, 0.95])];
+        fill_delta_m(&mut rs);
+        assert_eq!(rs[0].delta_m, Some(0.0));
+        assert!((rs[1].delta_m.unwrap() - 0.03 / 0.91).abs() < 1e-12);
+        let md = markdown(&rs, &[1, 2]);
+        assert!(md.contains("| mmoe | mmoe | fixed | 0.9400 ± 0.0141 | +3.30 % |"), "{md}");
+    }
+}

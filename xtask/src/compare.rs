@@ -1,0 +1,105 @@
+//! `cargo xtask compare`: every config with every seed, then a table of mean ± std over seeds
+//! (and Δm against a single-task config among them) as `compare.md` and `compare.json`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use mtrec_data::{MtlDataset, TaskKind};
+use mtrec_train::{ConfigResult, DataConfig, ExperimentConfig, RunDirectory, Trainer, fill_delta_m, markdown};
+use serde::Serialize;
+
+/// Arguments of `cargo xtask compare`.
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    /// Experiment configs, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    configs: Vec<PathBuf>,
+    /// Seeds per config: the config's seed, +1, +2, …
+    #[arg(long, default_value_t = 3)]
+    seeds: u64,
+    /// Dataset folder (overrides `data.dir` of every config).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Output folder (runs in `<out>/<config name>/seed<k>`).
+    #[arg(long, default_value = "runs/compare")]
+    out: PathBuf,
+    /// Override a value in every config, as in `train`.
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    sets: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct Report {
+    seeds: Vec<u64>,
+    results: Vec<ConfigResult>,
+}
+
+pub fn run(args: CompareArgs) -> anyhow::Result<()> {
+    let mut sets = args.sets.clone();
+    if let Some(dir) = &args.data_dir {
+        sets.push(format!("data.dir={}", toml::Value::String(dir.display().to_string())));
+    }
+    let configs: Vec<ExperimentConfig> =
+        args.configs.iter().map(|p| ExperimentConfig::from_file(p, &sets)).collect::<Result<_, _>>()?;
+    for (i, c) in configs.iter().enumerate() {
+        if configs[..i].iter().any(|d| d.name == c.name) {
+            anyhow::bail!("two configs are named {:?}: give each its own `name` (runs go to <out>/<name>)", c.name);
+        }
+    }
+    if args.seeds == 0 {
+        anyhow::bail!("--seeds must be at least 1");
+    }
+    let total = configs.len() as u64 * args.seeds;
+    let mut datasets: Vec<(DataConfig, MtlDataset)> = Vec::new();
+    let mut results = Vec::new();
+    let mut seeds_used = Vec::new();
+    for (c, base) in configs.iter().enumerate() {
+        let dataset = match datasets.iter().position(|(d, _)| *d == base.data) {
+            Some(i) => &datasets[i].1,
+            None => {
+                datasets.push((base.data.clone(), base.data.load()?));
+                &datasets.last().expect("pushed").1
+            }
+        };
+        let mut result = ConfigResult {
+            name: base.name.clone(),
+            model: base.model.architecture.name().to_string(),
+            balance: base.balance.method.as_str().to_string(),
+            tasks: Default::default(),
+            delta_m: None,
+        };
+        for k in 0..args.seeds {
+            let mut config = base.clone();
+            config.seed = base.seed + k;
+            if c == 0 {
+                seeds_used.push(config.seed);
+            }
+            let run = c as u64 * args.seeds + k + 1;
+            println!("run {run}/{total}: {} seed {}", config.name, config.seed);
+            let dir = RunDirectory::create(args.out.join(&config.name).join(format!("seed{}", config.seed)), &config)?;
+            let device = config.device.open().map_err(anyhow::Error::msg)?;
+            let (summary, _, _) = Trainer::new(&config, dataset, device).with_run_dir(dir).verbose(false).run()?;
+            for task in &dataset.schema.tasks {
+                let metric = match task.kind {
+                    TaskKind::Binary => "auc",
+                    TaskKind::Regression => "mse",
+                };
+                let value = summary.test[&task.name][metric];
+                println!("  test {} {metric} {value:.4}", task.name);
+                let entry = result.tasks.entry(task.name.clone()).or_insert_with(|| (metric.to_string(), vec![]));
+                entry.1.push(value);
+            }
+        }
+        results.push(result);
+    }
+    fill_delta_m(&mut results);
+    let md = markdown(&results, &seeds_used);
+    println!("\n{md}");
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::write(args.out.join("compare.md"), &md)?;
+    let report = Report { seeds: seeds_used, results };
+    std::fs::write(args.out.join("compare.json"), serde_json::to_string_pretty(&report)?)?;
+    println!("wrote {} and compare.json", args.out.join("compare.md").display());
+    Ok(())
+}
