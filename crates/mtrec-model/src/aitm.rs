@@ -71,10 +71,15 @@ impl AitAttention {
     /// - p, q: `[B, k]`; output `[B, k]`
     pub fn forward(&self, p: Tensor<2>, q: Tensor<2>) -> Tensor<2> {
         let [b, k] = q.dims();
-        let u = Tensor::stack::<3>(vec![p, q], 1); // [B, 2, k]
-        let score = (self.h1.forward(u.clone()) * self.h2.forward(u.clone())).sum_dim(2).div_scalar((k as f64).sqrt());
-        let w = softmax(score, 1); // [B, 2, 1]
-        (w * self.h3.forward(u)).sum_dim(1).reshape([b, k])
+        let scale = (k as f64).sqrt();
+        // each item's score is the dot of its own query and key; 2-D products only (a 3-D input
+        // to a linear layer becomes B tiny matrix products on CPU backends)
+        let score =
+            |u: &Tensor<2>| (self.h1.forward(u.clone()) * self.h2.forward(u.clone())).sum_dim(1).div_scalar(scale);
+        let w = softmax(Tensor::cat(vec![score(&p), score(&q)], 1), 1); // [B, 2]
+        let wp = w.clone().slice([0..b, 0..1]);
+        let wq = w.slice([0..b, 1..2]);
+        self.h3.forward(p) * wp + self.h3.forward(q) * wq
     }
 }
 
