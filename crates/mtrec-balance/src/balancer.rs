@@ -96,6 +96,12 @@ pub(crate) fn weighted_sum(losses: &[Tensor<1>], weights: &[f64]) -> Tensor<1> {
     losses.iter().zip(weights).map(|(l, &w)| l.clone().mul_scalar(w)).reduce(Tensor::add).expect("at least one task")
 }
 
+/// The step of a loss-weighting method: one forward, one backward of `Σ_t w_t · L_t`.
+pub(crate) fn weighted_backward(graph: &mut dyn TaskGraph, weights: &[f64]) -> BalancedGradients {
+    let losses = graph.task_losses();
+    BalancedGradients { parts: vec![weighted_sum(&losses, weights).backward()], task_losses: detached(&losses) }
+}
+
 /// Reads small device tensors (losses, norms, dot products) to the host in one transfer.
 pub(crate) fn to_host(values: Vec<Tensor<1>>) -> Vec<f64> {
     Tensor::cat(values, 0).into_data().try_into_vec_as::<f64>().expect("float tensors convert to f64")

@@ -4,10 +4,7 @@
 //! ratio of the task's mean training losses over the two previous epochs; `w_t = 1` for the first
 //! two epochs. Temperature `τ` (`balance.temperature`, default 2).
 
-use crate::{
-    BalanceError, BalancedGradients, LossBalancer, TaskGraph,
-    balancer::{detached, weighted_sum},
-};
+use crate::{BalanceError, BalancedGradients, LossBalancer, TaskGraph, balancer::weighted_backward};
 
 /// Dynamic weight average.
 pub struct DynamicWeightAverage {
@@ -29,11 +26,7 @@ impl LossBalancer for DynamicWeightAverage {
     }
 
     fn backward(&mut self, graph: &mut dyn TaskGraph) -> Result<BalancedGradients, BalanceError> {
-        let losses = graph.task_losses();
-        Ok(BalancedGradients {
-            parts: vec![weighted_sum(&losses, &self.weights).backward()],
-            task_losses: detached(&losses),
-        })
+        Ok(weighted_backward(graph, &self.weights))
     }
 
     fn task_weights(&self) -> Vec<f64> {

@@ -1,9 +1,6 @@
 //! Fixed weights: minimise `Σ_t w_t · L_t` with constant `w_t` (default 1, equal weighting).
 
-use crate::{
-    BalanceError, BalancedGradients, LossBalancer, TaskGraph,
-    balancer::{detached, weighted_sum},
-};
+use crate::{BalanceError, BalancedGradients, LossBalancer, TaskGraph, balancer::weighted_backward};
 
 /// Constant per-task loss weights.
 #[derive(Debug, Clone)]
@@ -24,9 +21,7 @@ impl LossBalancer for FixedWeights {
     }
 
     fn backward(&mut self, graph: &mut dyn TaskGraph) -> Result<BalancedGradients, BalanceError> {
-        let losses = graph.task_losses();
-        let grads = weighted_sum(&losses, &self.weights).backward();
-        Ok(BalancedGradients { parts: vec![grads], task_losses: detached(&losses) })
+        Ok(weighted_backward(graph, &self.weights))
     }
 
     fn task_weights(&self) -> Vec<f64> {

@@ -6,10 +6,7 @@
 use rand::{SeedableRng, rngs::StdRng};
 use rand_distr::{Distribution, StandardNormal};
 
-use crate::{
-    BalanceError, BalancedGradients, LossBalancer, TaskGraph,
-    balancer::{detached, weighted_sum},
-};
+use crate::{BalanceError, BalancedGradients, LossBalancer, TaskGraph, balancer::weighted_backward};
 
 /// Random loss weighting.
 pub struct RandomLossWeighting {
@@ -35,11 +32,7 @@ impl LossBalancer for RandomLossWeighting {
         let e: Vec<f64> = raw.iter().map(|v| (v - max).exp()).collect();
         let total: f64 = e.iter().sum();
         self.weights = e.iter().map(|v| v / total).collect();
-        let losses = graph.task_losses();
-        Ok(BalancedGradients {
-            parts: vec![weighted_sum(&losses, &self.weights).backward()],
-            task_losses: detached(&losses),
-        })
+        Ok(weighted_backward(graph, &self.weights))
     }
 
     /// The last step's weights.
