@@ -8,12 +8,14 @@
 //!   [--json FILE] [--torch SCRIPT]` measures training/inference speed per backend and batch size.
 //! - `cargo xtask compare --configs A.toml,B.toml [--seeds 3] [--out DIR]` trains every config with
 //!   every seed and writes `compare.md` / `compare.json` (mean ± std, Δm against single-task).
+//! - `cargo xtask eval RUN_DIR [--split valid|test]` re-evaluates a run's selected model.
 //! - `cargo xtask data census [--from DIR] [--dir DIR]` fetches the UCI Census-Income (KDD) files
 //!   (or copies them from a folder) and checks their md5s.
 
 mod bench;
 mod compare;
 mod data;
+mod eval;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -41,6 +43,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Train several configs over several seeds and tabulate mean ± std (and Δm).
     Compare(compare::CompareArgs),
+    /// Re-evaluate a run's selected model on a split.
+    Eval(eval::EvalArgs),
     /// One bench measurement (run by `bench` in a child process).
     #[command(hide = true)]
     BenchOne(bench::BenchOneArgs),
@@ -57,6 +61,7 @@ fn main() -> std::process::ExitCode {
         Command::Data(args) => data::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Compare(args) => compare::run(args),
+        Command::Eval(args) => eval::run(args),
         Command::BenchOne(args) => bench::run_one(args),
     };
     match result {

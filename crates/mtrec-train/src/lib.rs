@@ -30,5 +30,5 @@ pub use metrics::{TaskMetrics, binary_logloss, mae, mse, roc_auc};
 pub use parity::{ParityReport, check_parity};
 pub use run_dir::{EpochRecord, RunDirectory, Summary};
 pub use step::train_step;
-pub use trainer::{Trainer, evaluate};
+pub use trainer::{Split, Trainer, evaluate, evaluate_run};
 pub use utilisation::{COLLAPSE_THRESHOLD, GateUtilisation, collapse_warnings, expert_utilisation};

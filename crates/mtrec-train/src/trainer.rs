@@ -47,6 +47,43 @@ pub fn evaluate(
     (0..n_tasks).map(|t| task_metrics(schema.tasks[t].kind, &outputs[t], &table.label_column(t, n_tasks))).collect()
 }
 
+/// Which split to evaluate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    /// The validation split (model selection).
+    Valid,
+    /// The test split.
+    Test,
+}
+
+/// Re-evaluates the selected model of a run folder (`config.toml` + `best_model.bpk`) on `split`;
+/// `overrides` are applied to the recorded config first (e.g. `data.dir=...`). Returns the config and
+/// each task's metrics, in task order.
+pub fn evaluate_run(
+    dir: &std::path::Path,
+    split: Split,
+    overrides: &[String],
+) -> Result<(ExperimentConfig, MtlDataset, Vec<TaskMetrics>), TrainError> {
+    let config = ExperimentConfig::from_file(&dir.join("config.toml"), overrides)?;
+    let dataset = config.data.load()?;
+    let device = config.device.open().map_err(TrainError::Config)?;
+    let path = dir.join("best_model.bpk");
+    if !path.exists() {
+        return Err(TrainError::Io { path, source: std::io::Error::from(std::io::ErrorKind::NotFound) });
+    }
+    let model = config
+        .build_model(&dataset.schema, &device)?
+        .try_load_file(dir.join("best_model"))
+        .map_err(|e| TrainError::Io { path: path.clone(), source: std::io::Error::other(e.to_string()) })?
+        .valid();
+    let table = match split {
+        Split::Valid => &dataset.valid,
+        Split::Test => &dataset.test,
+    };
+    let metrics = evaluate(&model, table, &dataset.schema, &device, config.train.eval_batch_size);
+    Ok((config, dataset, metrics))
+}
+
 fn by_task<T: Clone>(schema: &Schema, values: &[T]) -> BTreeMap<String, T> {
     schema.tasks.iter().map(|t| t.name.clone()).zip(values.iter().cloned()).collect()
 }
@@ -319,6 +356,26 @@ mod tests {
             assert!(dir.path().join("run/best_model.bpk").exists());
             assert!(dir.path().join("run/config.toml").exists());
         }
+    }
+
+    /// The saved model re-evaluates to the metrics the run reported.
+    #[test]
+    fn evaluate_run_reproduces_the_summary() {
+        let mut cfg = tiny_config(mtrec_model::Architecture::Mmoe);
+        cfg.train.epochs = 3;
+        let ds = cfg.data.load().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDirectory::create(dir.path().join("run"), &cfg).unwrap();
+        let (summary, _, _) = Trainer::new(&cfg, &ds, Device::flex()).with_run_dir(run).verbose(false).run().unwrap();
+        for (split, reported) in [(Split::Test, &summary.test), (Split::Valid, &summary.valid)] {
+            let (_, dataset, metrics) = evaluate_run(&dir.path().join("run"), split, &[]).unwrap();
+            for (t, task) in dataset.schema.tasks.iter().enumerate() {
+                let (a, b) = (metrics[t]["mse"], reported[&task.name]["mse"]);
+                assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "{split:?} {}: {a} vs {b}", task.name);
+            }
+        }
+        let err = evaluate_run(&dir.path().join("nothing"), Split::Test, &[]).unwrap_err().to_string();
+        assert!(err.contains("config.toml"), "{err}");
     }
 
     #[test]

@@ -1,0 +1,43 @@
+//! `cargo xtask eval RUN_DIR [--split valid|test] [--data-dir DIR]`: re-evaluates a run's selected
+//! model (`best_model.bpk`) with the run's recorded `config.toml`.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use mtrec_train::{Split, evaluate_run};
+
+/// Which split.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum SplitArg {
+    Valid,
+    Test,
+}
+
+/// Arguments of `cargo xtask eval`.
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// A run folder written by `train` or `compare`.
+    run_dir: PathBuf,
+    /// The split to evaluate.
+    #[arg(long, value_enum, default_value = "test")]
+    split: SplitArg,
+    /// Dataset folder (overrides the recorded `data.dir`).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+pub fn run(args: EvalArgs) -> anyhow::Result<()> {
+    let sets: Vec<String> =
+        args.data_dir.iter().map(|d| format!("data.dir={}", toml::Value::String(d.display().to_string()))).collect();
+    let split = match args.split {
+        SplitArg::Valid => Split::Valid,
+        SplitArg::Test => Split::Test,
+    };
+    let (config, dataset, metrics) = evaluate_run(&args.run_dir, split, &sets)?;
+    println!("{} ({}), {:?} split:", config.name, dataset.name, args.split);
+    for (task, m) in dataset.schema.tasks.iter().zip(&metrics) {
+        let values: Vec<String> = m.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+        println!("  {}: {}", task.name, values.join(", "));
+    }
+    Ok(())
+}
