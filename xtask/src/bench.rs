@@ -40,7 +40,7 @@ impl BenchSetup {
     fn load_config(&self) -> anyhow::Result<ExperimentConfig> {
         let mut sets = self.sets.clone();
         if let Some(dir) = &self.data_dir {
-            sets.push(format!("data.dir={}", toml::Value::String(dir.display().to_string())));
+            sets.push(crate::data_dir_override(dir));
         }
         Ok(ExperimentConfig::from_file(&self.config, &sets)?)
     }

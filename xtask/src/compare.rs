@@ -38,7 +38,7 @@ struct Report {
 pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     let mut sets = args.sets.clone();
     if let Some(dir) = &args.data_dir {
-        sets.push(format!("data.dir={}", toml::Value::String(dir.display().to_string())));
+        sets.push(crate::data_dir_override(dir));
     }
     let configs: Vec<ExperimentConfig> =
         args.configs.iter().map(|p| ExperimentConfig::from_file(p, &sets)).collect::<Result<_, _>>()?;

@@ -27,8 +27,7 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
-    let sets: Vec<String> =
-        args.data_dir.iter().map(|d| format!("data.dir={}", toml::Value::String(d.display().to_string()))).collect();
+    let sets: Vec<String> = args.data_dir.iter().map(|d| crate::data_dir_override(d)).collect();
     let split = match args.split {
         SplitArg::Valid => Split::Valid,
         SplitArg::Test => Split::Test,

@@ -18,12 +18,19 @@ mod data;
 mod eval;
 mod train;
 
+use std::path::Path;
+
 use clap::{Parser, Subcommand};
 
 /// mimalloc keeps freed pages for reuse: burn allocates and frees a buffer per tensor op, and with
 /// glibc's allocator each large buffer is a fresh mmap whose pages fault in again on every step.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The `--set` override that points `data.dir` at `dir` (what every `--data-dir` flag means).
+fn data_dir_override(dir: &Path) -> String {
+    format!("data.dir={}", toml::Value::String(dir.display().to_string()))
+}
 
 /// mtrec tasks.
 #[derive(Parser, Debug)]

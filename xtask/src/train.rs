@@ -40,7 +40,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         sets.push(format!("device=\"{}\"", d.name()));
     }
     if let Some(dir) = &args.data_dir {
-        sets.push(format!("data.dir={}", toml::Value::String(dir.display().to_string())));
+        sets.push(crate::data_dir_override(dir));
     }
     if let Some(e) = args.epochs {
         sets.push(format!("train.epochs={e}"));

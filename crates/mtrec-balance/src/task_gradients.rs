@@ -12,7 +12,10 @@
 use burn::tensor::{Gradients, Tensor};
 use mtrec_model::LastSharedLayer;
 
-use crate::{BalancedGradients, CutForward, balancer::to_host};
+use crate::{
+    BalancedGradients, CutForward,
+    balancer::{detached, to_host},
+};
 
 /// Each task's gradient at each shared tensor, and its branch gradients.
 pub struct TaskGradients {
@@ -33,7 +36,7 @@ impl TaskGradients {
         assert_eq!(losses.len(), scales.len(), "one scale per task");
         let mut per_task = Vec::with_capacity(losses.len());
         let mut branches = Vec::with_capacity(losses.len());
-        let detached = losses.iter().map(|l| l.clone().detach()).collect();
+        let detached = detached(&losses);
         for (loss, &scale) in losses.into_iter().zip(scales) {
             let mut grads = if scale == 1.0 { loss.backward() } else { loss.mul_scalar(scale).backward() };
             let at_leaves = leaves
@@ -62,11 +65,6 @@ impl TaskGradients {
         let t = self.n_tasks();
         let gram = to_host(vec![m.clone().matmul(m.transpose()).reshape([t * t])]);
         gram.chunks(t).map(<[f64]>::to_vec).collect()
-    }
-
-    /// The task losses on the host, in task order.
-    pub fn host_losses(&self) -> Vec<f64> {
-        to_host(self.losses.clone())
     }
 
     /// Finishes the step: the shared part receives `Σ_t c_t · g_t` (one surrogate backward); each

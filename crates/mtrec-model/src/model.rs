@@ -245,17 +245,13 @@ impl ModelConfig {
                     .into())
             }
             SharedBottom | SingleTask | CrossStitch | Aitm if self.bottom_hidden.is_empty() => {
-                Err(format!("model.bottom_hidden must be non-empty for {}", self.architecture_name()))
+                Err(format!("model.bottom_hidden must be non-empty for {}", self.architecture.name()))
             }
             CrossStitch | Esmm | Aitm if self.batch_norm => {
-                Err(format!("model.batch_norm is not supported by {}", self.architecture_name()))
+                Err(format!("model.batch_norm is not supported by {}", self.architecture.name()))
             }
             _ => Ok(()),
         }
-    }
-
-    fn architecture_name(&self) -> &'static str {
-        self.architecture.name()
     }
 
     /// Checks the architecture against a dataset's tasks: adversarial tasks come last; ESMM and
@@ -268,7 +264,7 @@ impl ModelConfig {
         if matches!(self.architecture, Architecture::Esmm | Architecture::Aitm)
             && schema.tasks[..main].iter().any(|t| t.kind != TaskKind::Binary)
         {
-            return Err(format!("model.architecture = {:?} needs binary tasks", self.architecture_name()));
+            return Err(format!("model.architecture = {:?} needs binary tasks", self.architecture.name()));
         }
         Ok(())
     }

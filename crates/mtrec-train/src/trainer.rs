@@ -88,10 +88,6 @@ fn by_task<T: Clone>(schema: &Schema, values: &[T]) -> BTreeMap<String, T> {
     schema.tasks.iter().map(|t| t.name.clone()).zip(values.iter().cloned()).collect()
 }
 
-fn serde_name<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
-}
-
 impl<'a> Trainer<'a> {
     /// A trainer for `config` on `dataset`, computing on `device` (autodiff is added for training).
     pub fn new(config: &'a ExperimentConfig, dataset: &'a MtlDataset, device: Device) -> Self {
@@ -234,7 +230,7 @@ impl<'a> Trainer<'a> {
         let summary = Summary {
             name: cfg.name.clone(),
             dataset: ds.name.clone(),
-            model: serde_name(&cfg.model.architecture),
+            model: cfg.model.architecture.name().to_string(),
             balance: balancer.name().to_string(),
             device: cfg.device.name().to_string(),
             seed: cfg.seed,
