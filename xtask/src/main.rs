@@ -3,12 +3,13 @@
 //! - `cargo xtask train [--config FILE] [--device flex|ndarray|wgpu] [--data-dir DIR] [--out DIR]
 //!   [--epochs N] [--seed N] [--set section.key=value]...` trains one experiment; without `--config`
 //!   it runs the built-in default (`configs/synthetic_mmoe.toml`: MMoE on the correlated synthetic
-//!   tasks, offline).
+//!   tasks, offline). Every epoch is checkpointed; `cargo xtask train --resume RUN_DIR` continues.
 //! - `cargo xtask bench [--config FILE] [--devices flex,ndarray,wgpu] [--batch-sizes 256,1024,4096]
 //!   [--json FILE] [--torch SCRIPT]` measures training/inference speed per backend and batch size.
 //! - `cargo xtask compare --configs A.toml,B.toml [--seeds 3] [--out DIR]` trains every config with
 //!   every seed and writes `compare.md` / `compare.json` (mean ± std, Δm against single-task).
-//! - `cargo xtask eval RUN_DIR [--split valid|test]` re-evaluates a run's selected model.
+//! - `cargo xtask eval RUN_DIR [--split valid|test]` re-evaluates a run's selected model;
+//!   `cargo xtask export RUN_DIR [--out FILE]` writes it as safetensors.
 //! - `cargo xtask data census [--from DIR] [--dir DIR]` fetches the UCI Census-Income (KDD) files
 //!   (or copies them from a folder) and checks their md5s.
 
@@ -16,6 +17,7 @@ mod bench;
 mod compare;
 mod data;
 mod eval;
+mod export;
 mod train;
 
 use std::path::Path;
@@ -52,6 +54,8 @@ enum Command {
     Compare(compare::CompareArgs),
     /// Re-evaluate a run's selected model on a split.
     Eval(eval::EvalArgs),
+    /// Write a run's selected model as safetensors.
+    Export(export::ExportArgs),
     /// One bench measurement (run by `bench` in a child process).
     #[command(hide = true)]
     BenchOne(bench::BenchOneArgs),
@@ -69,6 +73,7 @@ fn main() -> std::process::ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Compare(args) => compare::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Export(args) => export::run(args),
         Command::BenchOne(args) => bench::run_one(args),
     };
     match result {

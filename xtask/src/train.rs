@@ -14,6 +14,10 @@ pub struct TrainArgs {
     /// Experiment config (TOML). Default: the built-in synthetic MMoE experiment.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Continue the run in this folder from its last checkpoint (its `config.toml`; `--epochs`,
+    /// `--data-dir` and `--set data.dir=…` may change). Ends as the uninterrupted run would.
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["config", "out", "seed", "device"])]
+    resume: Option<PathBuf>,
     /// Backend: flex, ndarray or wgpu (overrides the config's `device`).
     #[arg(long)]
     device: Option<DeviceChoice>,
@@ -48,11 +52,18 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     if let Some(s) = args.seed {
         sets.push(format!("seed={s}"));
     }
-    let config = match &args.config {
-        Some(path) => ExperimentConfig::from_file(path, &sets)?,
-        None => ExperimentConfig::from_toml(DEFAULT_CONFIG, "built-in default (configs/synthetic_mmoe.toml)", &sets)?,
+    let config = match (&args.resume, &args.config) {
+        (Some(run), _) => ExperimentConfig::from_file(&run.join("config.toml"), &sets)?,
+        (None, Some(path)) => ExperimentConfig::from_file(path, &sets)?,
+        (None, None) => {
+            ExperimentConfig::from_toml(DEFAULT_CONFIG, "built-in default (configs/synthetic_mmoe.toml)", &sets)?
+        }
     };
-    let out = args.out.clone().unwrap_or_else(|| fresh_dir(PathBuf::from("runs").join(&config.name)));
+    let out = match (&args.resume, &args.out) {
+        (Some(run), _) => run.clone(),
+        (None, Some(out)) => out.clone(),
+        (None, None) => fresh_dir(PathBuf::from("runs").join(&config.name)),
+    };
     println!(
         "mtrec: {} — {:?} on {:?} data, balance {:?}, device {}, seed {}",
         config.name,
@@ -75,9 +86,13 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         dataset.schema.tasks.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
         load_start.elapsed().as_secs_f64()
     );
-    let run_dir = RunDirectory::create(&out, &config)?;
+    let run_dir = match args.resume {
+        Some(_) => RunDirectory::open(&out)?,
+        None => RunDirectory::create(&out, &config)?,
+    };
     let (summary, _, _) = Trainer::new(&config, &dataset, config.device.open().map_err(anyhow::Error::msg)?)
         .with_run_dir(run_dir)
+        .resume(args.resume.is_some())
         .run()?;
     println!(
         "best epoch {} of {} ({:.0} train samples/s, {:.1}s)",

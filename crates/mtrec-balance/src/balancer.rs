@@ -83,6 +83,47 @@ pub trait LossBalancer {
     fn task_gradient_norms(&self) -> Option<Vec<f64>> {
         None
     }
+
+    /// What the method carries from one epoch to the next (learned weights and their optimiser's
+    /// moments, initial losses, loss history, the epoch its random draws are seeded from), for
+    /// checkpoints; `Null` for methods without state. Taken after [`Self::end_epoch`].
+    fn state(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+
+    /// Restores what [`Self::state`] returned.
+    fn load_state(&mut self, state: serde_json::Value) -> Result<(), BalanceError> {
+        restore_stateless(self.name(), state)
+    }
+}
+
+/// [`LossBalancer::load_state`] of a method without state: only `Null` is its state.
+pub(crate) fn restore_stateless(name: &str, state: serde_json::Value) -> Result<(), BalanceError> {
+    if state.is_null() {
+        Ok(())
+    } else {
+        Err(BalanceError(format!("checkpoint: {name} keeps no state, but the checkpoint holds {state}")))
+    }
+}
+
+/// Parses a method's checkpointed state.
+pub(crate) fn parse_state<T: serde::de::DeserializeOwned>(
+    name: &str,
+    state: serde_json::Value,
+) -> Result<T, BalanceError> {
+    serde_json::from_value(state).map_err(|e| BalanceError(format!("checkpoint: the {name} state does not parse: {e}")))
+}
+
+/// Serialises a method's state.
+pub(crate) fn state_value<T: serde::Serialize>(state: &T) -> serde_json::Value {
+    serde_json::to_value(state).expect("balancer states serialise")
+}
+
+/// A generator for the random draws of epoch `epoch` (0-based), so that a run resumed from a
+/// checkpoint draws what the uninterrupted run would have.
+pub(crate) fn epoch_rng(seed: u64, salt: u64, epoch: u64) -> rand::rngs::StdRng {
+    use rand::SeedableRng;
+    rand::rngs::StdRng::seed_from_u64(seed ^ salt ^ epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15))
 }
 
 /// The detached losses, for [`BalancedGradients::task_losses`].

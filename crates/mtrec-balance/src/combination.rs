@@ -5,7 +5,10 @@
 //! `T × T` Gram matrix to the `T` coefficients. Task-specific parameters get their own task's
 //! gradient, unscaled (as in the papers and LibMTL).
 
-use crate::{BalanceError, BalancedGradients, LossBalancer, TaskGradients, TaskGraph, balancer::EpochMean};
+use crate::{
+    BalanceError, BalancedGradients, LossBalancer, TaskGradients, TaskGraph,
+    balancer::{EpochMean, restore_stateless},
+};
 
 /// Maps the Gram matrix of the task gradients to the coefficients of their combination.
 pub trait GradientCombiner {
@@ -14,6 +17,19 @@ pub trait GradientCombiner {
 
     /// `gram[i][j] = ⟨g_i, g_j⟩`; returns `c` with the shared update `Σ_t c_t·g_t`.
     fn coefficients(&mut self, gram: &[Vec<f64>]) -> Vec<f64>;
+
+    /// Called after every epoch.
+    fn end_epoch(&mut self) {}
+
+    /// The state a checkpoint keeps (see [`LossBalancer::state`]); `Null` when there is none.
+    fn state(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+
+    /// Restores what [`Self::state`] returned.
+    fn load_state(&mut self, state: serde_json::Value) -> Result<(), BalanceError> {
+        restore_stateless(self.name(), state)
+    }
 }
 
 /// A [`LossBalancer`] from a [`GradientCombiner`].
@@ -53,6 +69,15 @@ impl<C: GradientCombiner> LossBalancer for GradientCombination<C> {
 
     fn end_epoch(&mut self, _mean_task_losses: &[f64]) {
         self.norms.end_epoch();
+        self.combiner.end_epoch();
+    }
+
+    fn state(&self) -> serde_json::Value {
+        self.combiner.state()
+    }
+
+    fn load_state(&mut self, state: serde_json::Value) -> Result<(), BalanceError> {
+        self.combiner.load_state(state)
     }
 
     /// Mean ‖g_t‖ at the shared tensors over the last epoch.

@@ -4,9 +4,15 @@
 //! ratio of the task's mean training losses over the two previous epochs; `w_t = 1` for the first
 //! two epochs. Temperature `τ` (`balance.temperature`, default 2).
 
-use crate::{BalanceError, BalancedGradients, LossBalancer, TaskGraph, balancer::weighted_backward};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    BalanceError, BalancedGradients, LossBalancer, TaskGraph,
+    balancer::{parse_state, state_value, weighted_backward},
+};
 
 /// Dynamic weight average.
+#[derive(Serialize, Deserialize)]
 pub struct DynamicWeightAverage {
     temperature: f64,
     weights: Vec<f64>,
@@ -40,6 +46,24 @@ impl LossBalancer for DynamicWeightAverage {
             let total: f64 = e.iter().sum();
             self.weights = e.iter().map(|v| v * e.len() as f64 / total).collect();
         }
+    }
+
+    /// The weights and the epochs' mean losses.
+    fn state(&self) -> serde_json::Value {
+        state_value(self)
+    }
+
+    fn load_state(&mut self, state: serde_json::Value) -> Result<(), BalanceError> {
+        let state: Self = parse_state(self.name(), state)?;
+        if state.weights.len() != self.weights.len() {
+            return Err(BalanceError(format!(
+                "checkpoint: dwa holds {} weights, the run has {} tasks",
+                state.weights.len(),
+                self.weights.len()
+            )));
+        }
+        *self = Self { temperature: self.temperature, ..state };
+        Ok(())
     }
 }
 

@@ -25,8 +25,8 @@ use mtrec_model::frobenius;
 
 use crate::{
     BalanceError, BalancedGradients, LossBalancer, TaskGradients, TaskGraph,
-    balancer::{EpochMean, to_host},
-    learnable::{LearnableTaskValues, vector},
+    balancer::{EpochMean, parse_state, state_value, to_host},
+    learnable::LearnableTaskValues,
 };
 
 /// Where GradNorm measures the task gradient norms.
@@ -143,7 +143,6 @@ impl LossBalancer for GradNorm {
         let w = self.weights.values().to_vec();
         // the branches are backpropagated with w_t·L_t: the network gets ∇ Σ w_t·L_t
         let grads = TaskGradients::compute(graph.cut_forward(), &w);
-        let device = grads.losses[0].device();
         let (out, norms) = self.finish_with_norms(grads)?;
         let host = to_host(out.task_losses.iter().cloned().chain(norms).collect());
         let (losses, g) = host.split_at(n);
@@ -152,7 +151,7 @@ impl LossBalancer for GradNorm {
         }
         let initial = self.initial_losses.get_or_insert_with(|| losses.to_vec()).clone();
         let (dw, _) = self.weight_gradient(g, losses, &initial, &w);
-        self.weights.step(vector(&dw, &device), &device);
+        self.weights.step(&dw);
         let floored: Vec<f64> = self.weights.values().iter().map(|v| v.max(1e-3)).collect();
         let total: f64 = floored.iter().sum();
         self.weights.set(floored.iter().map(|v| v * n as f64 / total).collect());
@@ -176,6 +175,31 @@ impl LossBalancer for GradNorm {
     fn task_gradient_norms(&self) -> Option<Vec<f64>> {
         self.norms.last_epoch()
     }
+
+    /// The weights with their Adam moments, `L_t(0)` and the epochs seen.
+    fn state(&self) -> serde_json::Value {
+        state_value(&GradNormState {
+            weights: self.weights.clone(),
+            initial_losses: self.initial_losses.clone(),
+            epochs_seen: self.epochs_seen,
+        })
+    }
+
+    fn load_state(&mut self, state: serde_json::Value) -> Result<(), BalanceError> {
+        let state: GradNormState = parse_state(self.name(), state)?;
+        self.weights.restore(state.weights, "gradnorm weights")?;
+        self.initial_losses = state.initial_losses;
+        self.epochs_seen = state.epochs_seen;
+        Ok(())
+    }
+}
+
+/// What a GradNorm checkpoint holds.
+#[derive(Serialize, Deserialize)]
+struct GradNormState {
+    weights: LearnableTaskValues,
+    initial_losses: Option<Vec<f64>>,
+    epochs_seen: usize,
 }
 
 #[cfg(test)]

@@ -1,68 +1,105 @@
-//! Learnable task weights (uncertainty weighting's log-variances, GradNorm's weights): a small
-//! module with its own Adam, created lazily on the device of the first step's losses.
+//! Learnable task weights (uncertainty weighting's log-variances, GradNorm's weights): one value
+//! per task with its own Adam, kept on the host.
+//!
+//! The values are a handful of numbers, so Adam runs on the host in f64 — no extra device module or
+//! optimiser, and the whole state (values and moments) serialises into a checkpoint as it is. The
+//! update is burn's `Adam` (β₁ 0.9, β₂ 0.999, bias-corrected moments, `ε` added to `√v̂`).
 
-use burn::{
-    module::{Module, Param},
-    optim::{AdamConfig, GradientsParams, ModuleOptimizer},
-    tensor::{Device, Tensor, TensorData},
-};
+use burn::tensor::{Device, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
 
-/// The parameter vector, one value per task.
-#[derive(Module, Debug)]
-struct TaskValues {
-    values: Param<Tensor<1>>,
-}
+const BETA_1: f64 = 0.9;
+const BETA_2: f64 = 0.999;
+const EPSILON: f64 = 1e-8;
 
-/// One learnable value per task with its own optimiser and learning rate.
+/// One learnable value per task with its own Adam and learning rate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct LearnableTaskValues {
-    module: Option<TaskValues>,
-    host: Vec<f64>,
-    optim: ModuleOptimizer,
+    values: Vec<f64>,
+    moment_1: Vec<f64>,
+    moment_2: Vec<f64>,
+    steps: i32,
     lr: f64,
 }
 
 impl LearnableTaskValues {
-    /// Starts at `initial`, trained by Adam (ε = 1e-8) with learning rate `lr`.
+    /// Starts at `initial`, trained by Adam with learning rate `lr`.
     pub(crate) fn new(initial: Vec<f64>, lr: f64) -> Self {
-        Self { module: None, host: initial, optim: AdamConfig::new().with_epsilon(1e-8).init(), lr }
+        let n = initial.len();
+        Self { values: initial, moment_1: vec![0.0; n], moment_2: vec![0.0; n], steps: 0, lr }
     }
 
-    /// The values as a tracked tensor on `device` (autodiff), for building an objective.
-    pub(crate) fn tensor(&mut self, device: &Device) -> Tensor<1> {
-        let host = &self.host;
-        self.module.get_or_insert_with(|| TaskValues { values: Param::from_tensor(vector(host, device)) }).values.val()
+    /// The values as a tensor on `device` that requires gradients, for building an objective.
+    pub(crate) fn tensor(&self, device: &Device) -> Tensor<1> {
+        vector(&self.values, device).require_grad()
     }
 
     /// The current values.
     pub(crate) fn values(&self) -> &[f64] {
-        &self.host
+        &self.values
     }
 
-    /// One optimiser step with `grad` (`[T]`); `device` is where the values live.
-    pub(crate) fn step(&mut self, grad: Tensor<1>, device: &Device) {
-        self.tensor(device);
-        let module = self.module.take().expect("created above");
-        let mut grads = GradientsParams::new();
-        grads.register(module.values.id, grad.detach());
-        let module = self.optim.step(self.lr, module, grads);
-        self.host = module.values.val().into_data().try_into_vec_as::<f64>().expect("float values");
-        self.module = Some(module);
-    }
-
-    /// Replaces the values (keeping the parameter and its optimiser state).
-    pub(crate) fn set(&mut self, values: Vec<f64>) {
-        if let Some(module) = self.module.take() {
-            let device = module.values.val().device();
-            let tensor = vector(&values, &device);
-            let mut values = Param::from_tensor(tensor);
-            values.id = module.values.id;
-            self.module = Some(TaskValues { values });
+    /// One Adam step with the gradient `grad` (one value per task).
+    pub(crate) fn step(&mut self, grad: &[f64]) {
+        assert_eq!(grad.len(), self.values.len(), "one gradient per task value");
+        self.steps += 1;
+        let (c1, c2) = (1.0 - BETA_1.powi(self.steps), 1.0 - BETA_2.powi(self.steps));
+        for (t, &g) in grad.iter().enumerate() {
+            self.moment_1[t] = BETA_1 * self.moment_1[t] + (1.0 - BETA_1) * g;
+            self.moment_2[t] = BETA_2 * self.moment_2[t] + (1.0 - BETA_2) * g * g;
+            self.values[t] -= self.lr * (self.moment_1[t] / c1) / ((self.moment_2[t] / c2).sqrt() + EPSILON);
         }
-        self.host = values;
+    }
+
+    /// Replaces the values (keeping the optimiser's moments).
+    pub(crate) fn set(&mut self, values: Vec<f64>) {
+        assert_eq!(values.len(), self.values.len(), "one value per task");
+        self.values = values;
+    }
+
+    /// Restores a checkpointed state, checking it is one for as many tasks.
+    pub(crate) fn restore(&mut self, state: Self, what: &str) -> Result<(), crate::BalanceError> {
+        let n = self.values.len();
+        if [state.values.len(), state.moment_1.len(), state.moment_2.len()] != [n; 3] {
+            return Err(crate::BalanceError(format!(
+                "checkpoint: {what} holds {} values, the run has {n} tasks",
+                state.values.len()
+            )));
+        }
+        *self = Self { lr: self.lr, ..state };
+        Ok(())
     }
 }
 
 /// A `[T]` float tensor from host values.
 pub(crate) fn vector(values: &[f64], device: &Device) -> Tensor<1> {
     Tensor::from_data(TensorData::new(values.iter().map(|&v| v as f32).collect(), [values.len()]), device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two Adam steps by hand: the first moves each value by `lr·sign(g)`; the second by
+    /// `lr·m̂/(√v̂ + ε)` with the bias-corrected moments.
+    #[test]
+    fn adam_steps_by_hand() {
+        let mut v = LearnableTaskValues::new(vec![1.0, -2.0], 0.1);
+        v.step(&[0.5, -3.0]);
+        assert!((v.values()[0] - 0.9).abs() < 1e-7 && (v.values()[1] + 1.9).abs() < 1e-7, "{:?}", v.values());
+        v.step(&[-1.0, -3.0]);
+        let m = 0.9 * 0.1 * 0.5 - 0.1 * 1.0;
+        let s = 0.999 * 0.001 * 0.25 + 0.001 * 1.0;
+        let expected = 0.9 - 0.1 * (m / (1.0 - 0.81)) / ((s / (1.0 - 0.999f64.powi(2))).sqrt() + 1e-8);
+        assert!((v.values()[0] - expected).abs() < 1e-8, "{} vs {expected}", v.values()[0]);
+        // a constant gradient keeps moving by lr a step
+        assert!((v.values()[1] + 1.8).abs() < 1e-7, "{}", v.values()[1]);
+    }
+
+    #[test]
+    fn restore_rejects_a_state_for_another_task_count() {
+        let mut v = LearnableTaskValues::new(vec![0.0; 2], 0.1);
+        let err = v.restore(LearnableTaskValues::new(vec![0.0; 3], 0.1), "gradnorm weights").unwrap_err();
+        assert!(err.to_string().contains("3 values") && err.to_string().contains("2 tasks"), "{err}");
+    }
 }

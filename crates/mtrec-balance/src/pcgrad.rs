@@ -3,21 +3,28 @@
 //! For each task `i`, in a random order over the other tasks `j`: if `⟨g_i^PC, g_j⟩ < 0`, remove the
 //! conflicting component, `g_i^PC ← g_i^PC − ⟨g_i^PC, g_j⟩/‖g_j‖²·g_j`. The update is `Σ_i g_i^PC`.
 //! Every `g_i^PC` stays a combination of the original gradients, so the surgery runs on the Gram
-//! matrix; the order is drawn from a generator seeded by the run's seed.
+//! matrix; the order is drawn from a generator seeded by the run's seed and the epoch.
 
-use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
+use rand::{rngs::StdRng, seq::SliceRandom};
 
-use crate::GradientCombiner;
+use crate::{
+    BalanceError, GradientCombiner,
+    balancer::{epoch_rng, parse_state, state_value},
+};
+
+const SALT: u64 = 0x5043_4752;
 
 /// PCGrad's projection, applied to the gradients at the shared tensors.
 pub struct PcGrad {
+    seed: u64,
+    epoch: u64,
     rng: StdRng,
 }
 
 impl PcGrad {
-    /// Task orders drawn from a generator seeded with `seed`.
+    /// Task orders drawn from a generator seeded with `seed` (and the epoch).
     pub fn new(seed: u64) -> Self {
-        Self { rng: StdRng::seed_from_u64(seed ^ 0x5043_4752) }
+        Self { seed, epoch: 0, rng: epoch_rng(seed, SALT, 0) }
     }
 
     /// The projected gradients as rows of coefficients over the original ones (`A[i][k]`:
@@ -56,6 +63,22 @@ impl GradientCombiner for PcGrad {
             .collect();
         let a = Self::projected(gram, &orders);
         (0..t).map(|k| a.iter().map(|row| row[k]).sum()).collect()
+    }
+
+    fn end_epoch(&mut self) {
+        self.epoch += 1;
+        self.rng = epoch_rng(self.seed, SALT, self.epoch);
+    }
+
+    /// The epoch the task orders are seeded from.
+    fn state(&self) -> serde_json::Value {
+        state_value(&self.epoch)
+    }
+
+    fn load_state(&mut self, state: serde_json::Value) -> Result<(), BalanceError> {
+        self.epoch = parse_state(self.name(), state)?;
+        self.rng = epoch_rng(self.seed, SALT, self.epoch);
+        Ok(())
     }
 }
 

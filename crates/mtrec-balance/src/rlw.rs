@@ -1,23 +1,30 @@
 //! Random loss weighting (Lin, Ye, Xu, Shi & Zhang, TMLR 2022).
 //!
 //! Every step draws fresh weights `w = softmax(λ̃)`, `λ̃_t ~ N(0, 1)` (summing to 1), from a
-//! generator seeded by the run's seed.
+//! generator seeded by the run's seed and the epoch.
 
-use rand::{SeedableRng, rngs::StdRng};
+use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
 
-use crate::{BalanceError, BalancedGradients, LossBalancer, TaskGraph, balancer::weighted_backward};
+use crate::{
+    BalanceError, BalancedGradients, LossBalancer, TaskGraph,
+    balancer::{epoch_rng, parse_state, state_value, weighted_backward},
+};
+
+const SALT: u64 = 0x524c_5700;
 
 /// Random loss weighting.
 pub struct RandomLossWeighting {
+    seed: u64,
+    epoch: u64,
     rng: StdRng,
     weights: Vec<f64>,
 }
 
 impl RandomLossWeighting {
-    /// `n_tasks` tasks, weights drawn from a generator seeded with `seed`.
+    /// `n_tasks` tasks, weights drawn from a generator seeded with `seed` (and the epoch).
     pub fn new(n_tasks: usize, seed: u64) -> Self {
-        Self { rng: StdRng::seed_from_u64(seed ^ 0x524c_5700), weights: vec![1.0 / n_tasks as f64; n_tasks] }
+        Self { seed, epoch: 0, rng: epoch_rng(seed, SALT, 0), weights: vec![1.0 / n_tasks as f64; n_tasks] }
     }
 }
 
@@ -38,5 +45,21 @@ impl LossBalancer for RandomLossWeighting {
     /// The last step's weights.
     fn task_weights(&self) -> Vec<f64> {
         self.weights.clone()
+    }
+
+    fn end_epoch(&mut self, _mean_task_losses: &[f64]) {
+        self.epoch += 1;
+        self.rng = epoch_rng(self.seed, SALT, self.epoch);
+    }
+
+    /// The epoch the draws are seeded from.
+    fn state(&self) -> serde_json::Value {
+        state_value(&self.epoch)
+    }
+
+    fn load_state(&mut self, state: serde_json::Value) -> Result<(), BalanceError> {
+        self.epoch = parse_state(self.name(), state)?;
+        self.rng = epoch_rng(self.seed, SALT, self.epoch);
+        Ok(())
     }
 }

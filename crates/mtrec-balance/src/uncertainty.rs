@@ -12,8 +12,9 @@ use mtrec_data::TaskKind;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    BalanceError, BalancedGradients, LossBalancer, TaskGraph, balancer::detached, learnable::LearnableTaskValues,
-    learnable::vector,
+    BalanceError, BalancedGradients, LossBalancer, TaskGraph,
+    balancer::{detached, parse_state, state_value, to_host},
+    learnable::{LearnableTaskValues, vector},
 };
 
 /// Which `c_t` the objective uses.
@@ -77,13 +78,22 @@ impl LossBalancer for UncertaintyWeighting {
         let ds = s
             .grad_remove(&mut grads)
             .ok_or_else(|| BalanceError("uncertainty weighting needs an autodiff device".into()))?;
-        self.log_variances.step(ds, &device);
+        self.log_variances.step(&to_host(vec![ds]));
         Ok(BalancedGradients { parts: vec![grads], task_losses: detached(&losses) })
     }
 
     /// The effective weights `c_t·exp(−s_t)`.
     fn task_weights(&self) -> Vec<f64> {
         self.coefficients.iter().zip(self.log_variances()).map(|(c, s)| c * (-s).exp()).collect()
+    }
+
+    /// The log-variances and their Adam moments.
+    fn state(&self) -> serde_json::Value {
+        state_value(&self.log_variances)
+    }
+
+    fn load_state(&mut self, state: serde_json::Value) -> Result<(), BalanceError> {
+        self.log_variances.restore(parse_state(self.name(), state)?, "uncertainty log-variances")
     }
 }
 

@@ -278,6 +278,18 @@ impl ExperimentConfig {
         Self::from_toml(&text, &path.display().to_string(), overrides)
     }
 
+    /// Whether a checkpoint written under `other` can continue under `self`: everything equal but
+    /// `train.epochs` (a resumed run may go on for longer) and `data.dir` (the data may have moved).
+    pub fn same_run_as(&self, other: &Self) -> bool {
+        let normalise = |c: &Self| {
+            let mut c = c.clone();
+            c.train.epochs = 1;
+            c.data.dir = PathBuf::new();
+            c
+        };
+        normalise(self) == normalise(other)
+    }
+
     /// The config as TOML (what a run records as `config.toml`).
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("configs serialise")

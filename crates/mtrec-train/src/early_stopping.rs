@@ -1,7 +1,7 @@
 //! Early stopping on one validation metric, with patience.
 
 /// Tracks the best value of the monitored validation metric.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EarlyStopping {
     higher_is_better: bool,
     patience: usize,

@@ -19,6 +19,22 @@ pub enum TrainError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// A checkpoint file is damaged, truncated or from another run.
+    #[error("checkpoint {}: {reason}", path.display())]
+    Checkpoint {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Training stopped on request after checkpointing an epoch ([`crate::Trainer::interrupt_after`]).
+    #[error("training interrupted after epoch {epoch}; continue with `cargo xtask train --resume {}`", dir.display())]
+    Interrupted {
+        /// The last epoch completed and checkpointed.
+        epoch: usize,
+        /// The run folder.
+        dir: PathBuf,
+    },
     /// A loss became NaN or infinite.
     #[error("training diverged at epoch {epoch}: the training loss of task `{task}` is {value} (try a lower train.lr)")]
     Diverged {

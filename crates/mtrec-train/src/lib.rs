@@ -6,6 +6,7 @@
 //! two-phase forward and the balancer for gradients, and never branches on which one it runs.
 
 mod bench;
+mod checkpoint;
 mod compare;
 mod config;
 mod device;
@@ -15,11 +16,13 @@ mod loss;
 mod metrics;
 mod parity;
 mod run_dir;
+mod safetensors;
 mod step;
 mod trainer;
 mod utilisation;
 
 pub use bench::{BenchOptions, BenchResult, bench, peak_rss_mib};
+pub use checkpoint::{CHECKPOINT_FILE, Checkpoint, TrainingState};
 pub use compare::{ConfigResult, delta_m, fill_delta_m, higher_is_better, markdown, mean_std};
 pub use config::{DataConfig, DataSource, EarlyStoppingConfig, ExperimentConfig, TaskOptions, TrainConfig};
 pub use device::DeviceChoice;
@@ -29,6 +32,7 @@ pub use loss::task_loss;
 pub use metrics::{TaskMetrics, binary_logloss, mae, mse, roc_auc};
 pub use parity::{ParityReport, check_parity};
 pub use run_dir::{EpochRecord, RunDirectory, Summary};
+pub use safetensors::{safetensors_bytes, save_safetensors};
 pub use step::train_step;
-pub use trainer::{Split, Trainer, evaluate, evaluate_run};
+pub use trainer::{Split, Trainer, evaluate, evaluate_run, load_run};
 pub use utilisation::{COLLAPSE_THRESHOLD, GateUtilisation, collapse_warnings, expert_utilisation};

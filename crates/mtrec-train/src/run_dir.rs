@@ -90,6 +90,59 @@ impl RunDirectory {
         Ok(dir)
     }
 
+    /// An existing run folder (to resume it); it must hold `config.toml`.
+    pub fn open(path: impl Into<PathBuf>) -> Result<Self, TrainError> {
+        let path = path.into();
+        let config = path.join("config.toml");
+        if !config.is_file() {
+            return Err(TrainError::Io { path: config, source: std::io::Error::from(std::io::ErrorKind::NotFound) });
+        }
+        Ok(Self { path })
+    }
+
+    /// Removes what interrupted atomic writes left behind (temporary files named `.tmp…`, never
+    /// renamed into place).
+    pub fn remove_partial_writes(&self) -> Result<(), TrainError> {
+        let io = |source| TrainError::Io { path: self.path.clone(), source };
+        for entry in std::fs::read_dir(&self.path).map_err(io)? {
+            let entry = entry.map_err(io)?;
+            if entry.file_name().to_string_lossy().starts_with(".tmp") && entry.path().is_file() {
+                std::fs::remove_file(entry.path()).map_err(io)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Where the run's checkpoint is.
+    pub fn checkpoint_path(&self) -> PathBuf {
+        self.path.join(crate::CHECKPOINT_FILE)
+    }
+
+    /// The first `epochs` records of `metrics.jsonl`; later lines (epochs after the checkpoint
+    /// that is being resumed) are dropped from the file.
+    pub fn truncate_epochs(&self, epochs: usize) -> Result<Vec<EpochRecord>, TrainError> {
+        let path = self.path.join("metrics.jsonl");
+        let text = std::fs::read_to_string(&path).map_err(|source| TrainError::Io { path: path.clone(), source })?;
+        let lines: Vec<&str> = text.lines().take(epochs).collect();
+        let records = lines
+            .iter()
+            .enumerate()
+            .map(|(i, line)| {
+                serde_json::from_str::<EpochRecord>(line)
+                    .map_err(|e| TrainError::Checkpoint { path: path.clone(), reason: format!("line {}: {e}", i + 1) })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if records.len() < epochs {
+            return Err(TrainError::Checkpoint {
+                path,
+                reason: format!("holds {} epochs, the checkpoint {epochs}", records.len()),
+            });
+        }
+        let kept: String = lines.iter().map(|line| format!("{line}\n")).collect();
+        self.write("metrics.jsonl", kept.as_bytes())?;
+        Ok(records)
+    }
+
     /// The folder.
     pub fn path(&self) -> &Path {
         &self.path

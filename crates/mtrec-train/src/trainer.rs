@@ -8,15 +8,18 @@ use std::{
 
 use burn::{
     module::Module,
-    tensor::{Device, Tensor},
+    optim::{ModuleOptimizer, OptimizerRecord},
+    store::ModuleRecord,
+    tensor::{Bytes, Device, Tensor},
 };
 use indicatif::{ProgressBar, ProgressStyle};
+use mtrec_balance::LossBalancer;
 use mtrec_data::{BatchOrder, EncodedTable, MtlDataset, Schema, batches};
 use mtrec_model::{MultiTaskModel, MultiTaskNet};
 
 use crate::{
-    EarlyStopping, EpochRecord, ExperimentConfig, RunDirectory, Summary, TaskMetrics, TrainError, collapse_warnings,
-    expert_utilisation, metrics::task_metrics, train_step,
+    Checkpoint, EarlyStopping, EpochRecord, ExperimentConfig, RunDirectory, Summary, TaskMetrics, TrainError,
+    TrainingState, checkpoint::epoch_seed, collapse_warnings, expert_utilisation, metrics::task_metrics, train_step,
 };
 
 /// Trains one experiment on one dataset and device.
@@ -26,6 +29,8 @@ pub struct Trainer<'a> {
     device: Device,
     run_dir: Option<RunDirectory>,
     verbose: bool,
+    resume: bool,
+    interrupt_after: Option<usize>,
 }
 
 /// Runs `model` (in evaluation mode) over `table` and computes every metric of every task.
@@ -56,14 +61,13 @@ pub enum Split {
     Test,
 }
 
-/// Re-evaluates the selected model of a run folder (`config.toml` + `best_model.bpk`) on `split`;
-/// `overrides` are applied to the recorded config first (e.g. `data.dir=...`). Returns the config and
-/// each task's metrics, in task order.
-pub fn evaluate_run(
+/// The selected model of a run folder (`config.toml` + `best_model.bpk`), in evaluation mode, with
+/// its config and dataset (the schema sizes the model); `overrides` are applied to the recorded
+/// config first (e.g. `data.dir=...`).
+pub fn load_run(
     dir: &std::path::Path,
-    split: Split,
     overrides: &[String],
-) -> Result<(ExperimentConfig, MtlDataset, Vec<TaskMetrics>), TrainError> {
+) -> Result<(ExperimentConfig, MtlDataset, MultiTaskNet, Device), TrainError> {
     let config = ExperimentConfig::from_file(&dir.join("config.toml"), overrides)?;
     let dataset = config.data.load()?;
     let device = config.device.open().map_err(TrainError::Config)?;
@@ -76,6 +80,17 @@ pub fn evaluate_run(
         .try_load_file(dir.join("best_model"))
         .map_err(|e| TrainError::Io { path: path.clone(), source: std::io::Error::other(e.to_string()) })?
         .valid();
+    Ok((config, dataset, model, device))
+}
+
+/// Re-evaluates the selected model of a run folder ([`load_run`]) on `split`. Returns the config,
+/// the dataset and each task's metrics, in task order.
+pub fn evaluate_run(
+    dir: &std::path::Path,
+    split: Split,
+    overrides: &[String],
+) -> Result<(ExperimentConfig, MtlDataset, Vec<TaskMetrics>), TrainError> {
+    let (config, dataset, model, device) = load_run(dir, overrides)?;
     let table = match split {
         Split::Valid => &dataset.valid,
         Split::Test => &dataset.test,
@@ -91,7 +106,7 @@ fn by_task<T: Clone>(schema: &Schema, values: &[T]) -> BTreeMap<String, T> {
 impl<'a> Trainer<'a> {
     /// A trainer for `config` on `dataset`, computing on `device` (autodiff is added for training).
     pub fn new(config: &'a ExperimentConfig, dataset: &'a MtlDataset, device: Device) -> Self {
-        Self { config, dataset, device, run_dir: None, verbose: true }
+        Self { config, dataset, device, run_dir: None, verbose: true, resume: false, interrupt_after: None }
     }
 
     /// Write the run's files into `dir`.
@@ -106,7 +121,23 @@ impl<'a> Trainer<'a> {
         self
     }
 
+    /// Continue the run in the run folder from its checkpoint (see [`crate::Checkpoint`]) instead
+    /// of starting afresh. The result is the one the uninterrupted run would have given.
+    pub fn resume(mut self, resume: bool) -> Self {
+        self.resume = resume;
+        self
+    }
+
+    /// Stop with [`TrainError::Interrupted`] once epoch `epoch` is checkpointed, as an interrupted
+    /// run would (time-boxed sessions; testing resume).
+    pub fn interrupt_after(mut self, epoch: usize) -> Self {
+        self.interrupt_after = Some(epoch);
+        self
+    }
+
     /// Trains, selects the best validation epoch, evaluates it once on test.
+    ///
+    /// With a run folder, every epoch is checkpointed ([`crate::Checkpoint`]).
     ///
     /// Returns the summary, the per-epoch records and the selected model (evaluation mode).
     pub fn run(self) -> Result<(Summary, Vec<EpochRecord>, MultiTaskNet), TrainError> {
@@ -121,9 +152,8 @@ impl<'a> Trainer<'a> {
         let device = self.device.clone();
         let ad = device.clone().autodiff();
         device.seed(cfg.seed);
-        let mut model = cfg.build_model(schema, &ad)?;
+        let mut model = cfg.build_model(schema, &ad)?.materialize();
         let mut optim = cfg.train.optimizer();
-        let lr = cfg.learning_rates(schema, &model)?;
 
         let widths = schema.widths();
         let n_batches = ds.train.n_rows.div_ceil(cfg.train.batch_size);
@@ -131,12 +161,32 @@ impl<'a> Trainer<'a> {
         let mut stopper = EarlyStopping::new(es_cfg.higher_is_better(), es_cfg.patience, es_cfg.min_delta);
         let mut records = Vec::new();
         let mut best: Option<(MultiTaskNet, Vec<TaskMetrics>)> = None;
+        let mut best_bytes = Vec::new();
         let mut train_time = Duration::ZERO;
         let mut samples = 0usize;
+        let mut earlier_wall = 0.0;
+        let mut done = 0;
+        if self.resume {
+            let dir =
+                self.run_dir.as_ref().ok_or_else(|| TrainError::Config("resuming needs the run folder".into()))?;
+            let restored = restore(dir, cfg, schema, &device, model, optim, balancer.as_mut())?;
+            (model, optim, stopper, best, best_bytes) =
+                (restored.model, restored.optim, restored.stopper, restored.best, restored.best_bytes);
+            let state = restored.state;
+            (done, samples, earlier_wall) = (state.epoch, state.samples, state.wall_seconds);
+            train_time = Duration::from_secs_f64(state.train_seconds);
+            records = dir.truncate_epochs(done)?;
+            if self.verbose {
+                println!("resuming {} after epoch {done}", dir.path().display());
+            }
+        }
+        let lr = cfg.learning_rates(schema, &model)?;
         let show_bar = self.verbose && std::io::stderr().is_terminal();
+        let first = if stopper.should_stop() { cfg.train.epochs + 1 } else { done + 1 };
 
-        for epoch in 1..=cfg.train.epochs {
+        for epoch in first..=cfg.train.epochs {
             let epoch_start = Instant::now();
+            device.seed(epoch_seed(cfg.seed, epoch));
             let bar = if show_bar {
                 let bar = ProgressBar::new(n_batches as u64);
                 bar.set_style(
@@ -178,11 +228,8 @@ impl<'a> Trainer<'a> {
             let improved = stopper.update(epoch, monitor);
             if improved {
                 if let Some(dir) = &self.run_dir {
-                    let path = dir.best_model_path();
-                    eval_model.clone().save_file(&path).map_err(|e| TrainError::Io {
-                        path: path.with_extension("bpk"),
-                        source: std::io::Error::other(e.to_string()),
-                    })?;
+                    best_bytes = record_bytes(eval_model.clone().into_record(), &dir.best_model_path())?;
+                    save_record(&best_bytes, &dir.best_model_path())?;
                 }
                 best = Some((eval_model, valid.clone()));
             }
@@ -202,6 +249,27 @@ impl<'a> Trainer<'a> {
             }
             if let Some(dir) = &self.run_dir {
                 dir.append_epoch(&record)?;
+                let path = dir.checkpoint_path();
+                let optimizer = optim.to_record().into_bytes().map_err(|e| checkpoint_error(&path, e))?;
+                Checkpoint {
+                    state: TrainingState {
+                        epoch,
+                        config: cfg.to_toml(),
+                        balancer: balancer.state(),
+                        early_stopping: stopper.clone(),
+                        best_valid: best.as_ref().map(|(_, v)| v.clone()),
+                        train_seconds: train_time.as_secs_f64(),
+                        samples,
+                        wall_seconds: earlier_wall + start.elapsed().as_secs_f64(),
+                    },
+                    model: record_bytes(model.clone().into_record(), &path)?,
+                    optimizer: optimizer.to_vec(),
+                    best_model: best_bytes.clone(),
+                }
+                .save(&path)?;
+                if self.interrupt_after == Some(epoch) {
+                    return Err(TrainError::Interrupted { epoch, dir: dir.path().to_path_buf() });
+                }
             }
             records.push(record);
             if stopper.should_stop() {
@@ -239,7 +307,7 @@ impl<'a> Trainer<'a> {
             epochs_run,
             stopped_early: epochs_run < cfg.train.epochs,
             train_samples_per_sec: samples as f64 / train_time.as_secs_f64(),
-            wall_seconds: start.elapsed().as_secs_f64(),
+            wall_seconds: earlier_wall + start.elapsed().as_secs_f64(),
             valid: by_task(schema, &best_valid),
             test: by_task(schema, &test),
             expert_utilisation: utilisation,
@@ -249,6 +317,88 @@ impl<'a> Trainer<'a> {
         }
         Ok((summary, records, best_model))
     }
+}
+
+/// What a checkpoint restores.
+struct Restored {
+    state: TrainingState,
+    model: MultiTaskNet,
+    optim: ModuleOptimizer,
+    stopper: EarlyStopping,
+    best: Option<(MultiTaskNet, Vec<TaskMetrics>)>,
+    best_bytes: Vec<u8>,
+}
+
+/// Loads the run folder's checkpoint into a freshly built `model`, `optim` and `balancer`; rewrites
+/// `best_model.bpk` from it (a process killed after saving a new best model but before its
+/// checkpoint leaves a newer file there).
+fn restore(
+    dir: &RunDirectory,
+    cfg: &ExperimentConfig,
+    schema: &Schema,
+    device: &Device,
+    model: MultiTaskNet,
+    optim: ModuleOptimizer,
+    balancer: &mut dyn LossBalancer,
+) -> Result<Restored, TrainError> {
+    dir.remove_partial_writes()?;
+    let path = dir.checkpoint_path();
+    let checkpoint = Checkpoint::load(&path)?;
+    let state = checkpoint.state;
+    let recorded = ExperimentConfig::from_toml(&state.config, "the checkpoint's config", &[])
+        .map_err(|e| TrainError::Checkpoint { path: path.clone(), reason: format!("its config: {e}") })?;
+    if !recorded.same_run_as(cfg) {
+        return Err(TrainError::Checkpoint {
+            path,
+            reason: "it was written by a different config (only train.epochs and data.dir may change on resume)".into(),
+        });
+    }
+    let load = |model: MultiTaskNet, bytes: Vec<u8>| {
+        ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
+            .and_then(|record| model.try_load_record(record))
+            .map_err(|e| checkpoint_error(&path, e))
+    };
+    let model = load(model, checkpoint.model)?;
+    let optim = optim.load_record(
+        OptimizerRecord::from_bytes(Bytes::from_bytes_vec(checkpoint.optimizer))
+            .map_err(|e| checkpoint_error(&path, e))?,
+    );
+    balancer
+        .load_state(state.balancer.clone())
+        .map_err(|e| TrainError::Checkpoint { path: path.clone(), reason: e.0 })?;
+    let best = match &state.best_valid {
+        Some(valid) if !checkpoint.best_model.is_empty() => {
+            save_record(&checkpoint.best_model, &dir.best_model_path())?;
+            Some((load(cfg.build_model(schema, device)?, checkpoint.best_model.clone())?.valid(), valid.clone()))
+        }
+        Some(_) => {
+            return Err(TrainError::Checkpoint {
+                path,
+                reason: "it records a best epoch but holds no best model".into(),
+            });
+        }
+        None => None,
+    };
+    Ok(Restored { stopper: state.early_stopping.clone(), state, model, optim, best, best_bytes: checkpoint.best_model })
+}
+
+fn checkpoint_error(path: &std::path::Path, e: impl std::fmt::Display) -> TrainError {
+    TrainError::Checkpoint { path: path.to_path_buf(), reason: e.to_string() }
+}
+
+fn record_bytes(record: ModuleRecord, path: &std::path::Path) -> Result<Vec<u8>, TrainError> {
+    Ok(record.into_bytes().map_err(|e| checkpoint_error(path, e))?.to_vec())
+}
+
+/// Writes a model record as `<path>.bpk`, atomically.
+fn save_record(bytes: &[u8], path: &std::path::Path) -> Result<(), TrainError> {
+    let path = path.with_extension("bpk");
+    let io = |source| TrainError::Io { path: path.clone(), source };
+    let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(folder).map_err(io)?;
+    std::io::Write::write_all(&mut tmp, bytes).map_err(io)?;
+    tmp.persist(&path).map_err(|e| io(e.error))?;
+    Ok(())
 }
 
 fn epoch_line(r: &EpochRecord, epochs: usize, metric: &str) -> String {

@@ -1,0 +1,35 @@
+//! `cargo xtask export RUN_DIR [--out FILE] [--data-dir DIR]`: writes a run's selected model
+//! (`best_model.bpk`) as safetensors, with the run's config in the file's metadata.
+
+use std::{collections::BTreeMap, path::PathBuf};
+
+use clap::Args;
+use mtrec_train::{load_run, save_safetensors};
+
+/// Arguments of `cargo xtask export`.
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// A run folder written by `train` or `compare`.
+    run_dir: PathBuf,
+    /// Output file. Default: `RUN_DIR/best_model.safetensors`.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Dataset folder (overrides the recorded `data.dir`; the data sizes the embedding tables).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+pub fn run(args: ExportArgs) -> anyhow::Result<()> {
+    let sets: Vec<String> = args.data_dir.iter().map(|d| crate::data_dir_override(d)).collect();
+    let (config, dataset, model, _) = load_run(&args.run_dir, &sets)?;
+    let metadata = BTreeMap::from([
+        ("format".to_string(), "mtrec".to_string()),
+        ("architecture".to_string(), config.model.architecture.name().to_string()),
+        ("tasks".to_string(), dataset.schema.tasks.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(",")),
+        ("config".to_string(), config.to_toml()),
+    ]);
+    let out = args.out.unwrap_or_else(|| args.run_dir.join("best_model.safetensors"));
+    save_safetensors(&model, &metadata, &out)?;
+    println!("wrote {} ({} parameters)", out.display(), burn::module::Module::num_params(&model));
+    Ok(())
+}
