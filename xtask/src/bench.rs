@@ -38,7 +38,12 @@ pub struct BenchSetup {
 
 impl BenchSetup {
     fn load_config(&self) -> anyhow::Result<ExperimentConfig> {
-        let mut sets = self.sets.clone();
+        self.load_config_with(&self.sets)
+    }
+
+    /// The config with `sets` as its overrides (and `--data-dir`).
+    fn load_config_with(&self, sets: &[String]) -> anyhow::Result<ExperimentConfig> {
+        let mut sets = sets.to_vec();
         if let Some(dir) = &self.data_dir {
             sets.push(crate::data_dir_override(dir));
         }
@@ -79,6 +84,11 @@ pub struct BenchArgs {
     /// step time of each is reported relative to the first. Default: the config's method.
     #[arg(long, value_delimiter = ',')]
     methods: Vec<String>,
+    /// With `--methods`: run the methods in one process, taking turns every `--steps` steps over
+    /// `--rounds` rounds on the first device and batch size, and print each round's step-time ratio
+    /// to the first method (robust to the machine's speed drifting between processes).
+    #[arg(long, requires = "methods")]
+    interleave: bool,
     /// Write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -109,6 +119,52 @@ pub struct BenchOneArgs {
     device: DeviceChoice,
     #[arg(long)]
     batch_size: usize,
+}
+
+/// `--interleave`: the methods take turns in this process.
+fn run_interleaved(args: &BenchArgs, config: &ExperimentConfig) -> anyhow::Result<()> {
+    let device = *args.devices.first().context("--devices is empty")?;
+    let batch_size = *args.batch_sizes.first().context("--batch-sizes is empty")?;
+    let configs: Vec<ExperimentConfig> = args
+        .methods
+        .iter()
+        .map(|m| {
+            let mut sets = args.setup.sets.clone();
+            sets.push(format!("balance.method=\"{m}\""));
+            args.setup.load_config_with(&sets)
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let dataset = config.data.load()?;
+    println!(
+        "interleaved in one process: {} on {}, batch {batch_size}, {} rounds of {} steps each (after {} warm-up steps)",
+        args.methods.join(", "),
+        device.name(),
+        args.rounds,
+        args.setup.steps,
+        args.setup.warmup_steps
+    );
+    let dev = device.open().map_err(anyhow::Error::msg)?;
+    let times = mtrec_train::interleaved_step_ms(
+        &configs,
+        &dataset,
+        &dev,
+        batch_size,
+        args.setup.warmup_steps,
+        args.setup.steps,
+        args.rounds,
+    )?;
+    for (m, t) in args.methods.iter().zip(&times) {
+        let ratios: Vec<f64> = t.iter().zip(&times[0]).map(|(a, b)| a / b).collect();
+        let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        println!(
+            "  {m:<12} step {:.2} ms (median of rounds)   ×{:.2} of {} (median over rounds; range {lo:.2}–{hi:.2})",
+            median(t),
+            median(&ratios),
+            args.methods[0]
+        );
+    }
+    Ok(())
 }
 
 /// Runs one measurement and prints it as one JSON line.
@@ -262,6 +318,9 @@ fn fmt_opt(v: Option<f64>) -> String {
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let config = args.setup.load_config()?;
+    if args.interleave {
+        return run_interleaved(&args, &config);
+    }
     println!(
         "bench: {} ({:?}) — warm-up {} steps, {} measured steps per configuration",
         config.name, config.model.architecture, args.setup.warmup_steps, args.setup.steps

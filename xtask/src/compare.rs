@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use mtrec_data::{MtlDataset, TaskKind};
-use mtrec_train::{ConfigResult, DataConfig, ExperimentConfig, RunDirectory, Trainer, fill_delta_m, markdown};
+use mtrec_train::{
+    ConfigResult, DataConfig, ExperimentConfig, RunDirectory, Trainer, compare_figure, fill_delta_m, markdown,
+};
 use serde::Serialize;
 
 /// Arguments of `cargo xtask compare`.
@@ -54,6 +56,8 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     let mut datasets: Vec<(DataConfig, MtlDataset)> = Vec::new();
     let mut results = Vec::new();
     let mut seeds_used = Vec::new();
+    let mut curves = Vec::new();
+    let mut panels: Vec<(String, String)> = Vec::new();
     for (c, base) in configs.iter().enumerate() {
         let dataset = match datasets.iter().position(|(d, _)| *d == base.data) {
             Some(i) => &datasets[i].1,
@@ -69,6 +73,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
             tasks: Default::default(),
             delta_m: None,
         };
+        let mut seed_records = Vec::new();
         for k in 0..args.seeds {
             let mut config = base.clone();
             config.seed = base.seed + k;
@@ -79,7 +84,9 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
             println!("run {run}/{total}: {} seed {}", config.name, config.seed);
             let dir = RunDirectory::create(args.out.join(&config.name).join(format!("seed{}", config.seed)), &config)?;
             let device = config.device.open().map_err(anyhow::Error::msg)?;
-            let (summary, _, _) = Trainer::new(&config, dataset, device).with_run_dir(dir).verbose(false).run()?;
+            let (summary, records, _) =
+                Trainer::new(&config, dataset, device).with_run_dir(dir).verbose(false).run()?;
+            seed_records.push(records);
             for task in &dataset.schema.tasks {
                 let metric = match task.kind {
                     TaskKind::Binary => "auc",
@@ -89,9 +96,14 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
                 println!("  test {} {metric} {value:.4}", task.name);
                 let entry = result.tasks.entry(task.name.clone()).or_insert_with(|| (metric.to_string(), vec![]));
                 entry.1.push(value);
+                let panel = (task.name.clone(), metric.to_string());
+                if !panels.contains(&panel) {
+                    panels.push(panel);
+                }
             }
         }
         results.push(result);
+        curves.push((base.name.clone(), seed_records));
     }
     fill_delta_m(&mut results);
     let md = markdown(&results, &seeds_used);
@@ -100,6 +112,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     std::fs::write(args.out.join("compare.md"), &md)?;
     let report = Report { seeds: seeds_used, results };
     std::fs::write(args.out.join("compare.json"), serde_json::to_string_pretty(&report)?)?;
-    println!("wrote {} and compare.json", args.out.join("compare.md").display());
+    compare_figure(&curves, &panels).save(&args.out.join("compare"))?;
+    println!("wrote {}, compare.json, compare.svg and compare.png", args.out.join("compare.md").display());
     Ok(())
 }

@@ -7,7 +7,11 @@
 //! - `cargo xtask bench [--config FILE] [--devices flex,ndarray,wgpu] [--batch-sizes 256,1024,4096]
 //!   [--json FILE] [--torch SCRIPT]` measures training/inference speed per backend and batch size.
 //! - `cargo xtask compare --configs A.toml,B.toml [--seeds 3] [--out DIR]` trains every config with
-//!   every seed and writes `compare.md` / `compare.json` (mean ± std, Δm against single-task).
+//!   every seed and writes `compare.md` / `compare.json` (mean ± std, Δm against single-task) and
+//!   `compare.svg`/`.png` (mean validation curves).
+//! - `cargo xtask synthetic-study [--correlations 1.0,0.9,0.5] [--seeds 5] [--epochs 50]`: the MMoE
+//!   paper's synthetic study (`study.md`, `study.json`, `study.svg`/`.png`).
+//! - `cargo xtask plot RUN_DIR...` redraws a run's figures (training writes them too).
 //! - `cargo xtask eval RUN_DIR [--split valid|test]` re-evaluates a run's selected model;
 //!   `cargo xtask export RUN_DIR [--out FILE]` writes it as safetensors.
 //! - `cargo xtask data census [--from DIR] [--dir DIR]` fetches the UCI Census-Income (KDD) files
@@ -18,6 +22,8 @@ mod compare;
 mod data;
 mod eval;
 mod export;
+mod plot;
+mod synthetic_study;
 mod train;
 
 use std::path::Path;
@@ -56,6 +62,10 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Write a run's selected model as safetensors.
     Export(export::ExportArgs),
+    /// Redraw a run's figures (SVG and PNG).
+    Plot(plot::PlotArgs),
+    /// The MMoE paper's synthetic study: shared-bottom, OMoE and MMoE over task correlations.
+    SyntheticStudy(synthetic_study::StudyArgs),
     /// One bench measurement (run by `bench` in a child process).
     #[command(hide = true)]
     BenchOne(bench::BenchOneArgs),
@@ -74,6 +84,8 @@ fn main() -> std::process::ExitCode {
         Command::Compare(args) => compare::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Export(args) => export::run(args),
+        Command::Plot(args) => plot::run(args),
+        Command::SyntheticStudy(args) => synthetic_study::run(args),
         Command::BenchOne(args) => bench::run_one(args),
     };
     match result {

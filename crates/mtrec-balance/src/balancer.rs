@@ -18,6 +18,22 @@ pub struct CutForward {
     pub last_layer: Option<LastSharedLayer>,
 }
 
+/// A forward with each task branch reading the shared tensors through its own probes (see
+/// [`TaskGraph::probed_forward`]).
+#[derive(Debug)]
+pub struct ProbedForward {
+    /// Each task's loss, on one graph through the shared part.
+    pub losses: Vec<Tensor<1>>,
+    /// The shared tensors probed (indices, ascending): the representation's and the last shared
+    /// layer's output ([`mtrec_model::SharedTensors::probe_points`]).
+    pub points: Vec<usize>,
+    /// `probes[t][j]`: task `t`'s zero-valued leaf added to shared tensor `points[j]`; after a
+    /// backward its gradient is task `t`'s share of the gradient at that tensor.
+    pub probes: Vec<Vec<Tensor<2>>>,
+    /// The model's last shared layer, where it exposes one (GradNorm's `W`).
+    pub last_layer: Option<LastSharedLayer>,
+}
+
 /// One training step, as a balancer sees it.
 pub trait TaskGraph {
     /// Number of tasks.
@@ -31,6 +47,13 @@ pub trait TaskGraph {
     /// To push gradients into the shared part afterwards, backpropagate the surrogate
     /// `Σ_k (shared_k · g_k).sum()` with `g_k` the combined gradient at leaf `k`.
     fn cut_forward(&mut self) -> CutForward;
+
+    /// Forward the whole model once, each task branch reading the shared tensors plus zero-valued
+    /// probe leaves of its own. One backward of any weighted sum of the losses then yields the
+    /// model's gradient of that sum and, at each task's probes, that task's (weighted) gradient at
+    /// the shared tensors — for methods that measure per-task gradients but update the network with
+    /// a fixed combination (GradNorm), at the cost of one ordinary step.
+    fn probed_forward(&mut self) -> ProbedForward;
 }
 
 /// What a balancer hands back to the optimiser.

@@ -50,6 +50,9 @@ mod tests {
         fn cut_forward(&mut self) -> CutForward {
             unreachable!("fixed weights need no cut")
         }
+        fn probed_forward(&mut self) -> crate::ProbedForward {
+            unreachable!("fixed weights need no probes")
+        }
     }
 
     #[test]

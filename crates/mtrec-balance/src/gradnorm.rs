@@ -9,14 +9,18 @@
 //!   no second-order autodiff; then the weights are floored at 1e-3 and renormalised to `Σw = T`;
 //! - the network gets the gradient of `Σ_t w_t·L_t`.
 //!
+//! The step is an ordinary one — one forward, one backward of `Σ_t w_t·L_t` — with each task
+//! branch reading the shared tensors through zero-valued probe leaves of its own
+//! ([`TaskGraph::probed_forward`]): the backward leaves each task's gradient at the shared tensors
+//! on its probes. No cut, no second backward.
+//!
 //! `W` is the model's [`LastSharedLayer`](mtrec_model::LastSharedLayer): the last bottom layer of
 //! shared-bottom, the experts' last layer (all experts) of MMoE. `∇_W L_t` is computed from the
 //! task's gradient at the layer's output (one small matrix product; see `last_layer.rs` in
 //! `mtrec-model`, whose tests check it against autodiff) for all tasks but the last, whose share is
-//! the combined weight gradient of the shared backward minus the others' — `T − 1` extra products
-//! a step. `balance.gradnorm_layer =
-//! "representation"` uses the gradient at the shared tensors instead (cheaper, and it works with
-//! batch normalisation, where the last layer is not exposed).
+//! the combined weight gradient of the backward minus the others' — `T − 1` extra products a step.
+//! `balance.gradnorm_layer = "representation"` uses the gradient at the shared tensors instead
+//! (cheaper, and it works with batch normalisation, where the last layer is not exposed).
 
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
@@ -24,8 +28,8 @@ use serde::{Deserialize, Serialize};
 use mtrec_model::frobenius;
 
 use crate::{
-    BalanceError, BalancedGradients, LossBalancer, TaskGradients, TaskGraph,
-    balancer::{EpochMean, parse_state, state_value, to_host},
+    BalanceError, BalancedGradients, LossBalancer, ProbedForward, TaskGraph,
+    balancer::{EpochMean, detached, parse_state, state_value, to_host, weighted_sum},
     learnable::LearnableTaskValues,
 };
 
@@ -90,18 +94,24 @@ impl GradNorm {
         (grad, targets)
     }
 
-    /// Finishes the step (the network's gradient of `Σ w_t·L_t`) and returns it with the step's
-    /// `G_t`, one tensor `[1]` each.
+    /// Each task's `G_t = ‖∇_W (w_t·L_t)‖` from its gradients at the probed shared tensors
+    /// (`per_task[t][j]` at tensor `points[j]`) and the step's gradients `grads` (of `Σ w_t·L_t`),
+    /// one tensor `[1]` each.
     ///
     /// On the last shared layer, `∇_W (w_t·L_t)` of the first `T − 1` tasks are computed from their
     /// gradients at the layer's output (one matrix product each); the last task's is the combined
-    /// weight gradient, which the shared backward computes anyway, minus theirs.
-    fn finish_with_norms(&self, grads: TaskGradients) -> Result<(BalancedGradients, Vec<Tensor<1>>), BalanceError> {
-        let n = grads.n_tasks();
-        let ones = vec![1.0; n];
+    /// weight gradient, which the backward computed anyway, minus theirs.
+    fn norms(
+        &self,
+        points: &[usize],
+        per_task: &[Vec<Tensor<2>>],
+        last_layer: Option<&mtrec_model::LastSharedLayer>,
+        grads: &burn::tensor::Gradients,
+    ) -> Result<Vec<Tensor<1>>, BalanceError> {
+        let n = per_task.len();
         match self.layer {
             GradNormLayer::LastShared => {
-                let last = grads.last_layer.clone().ok_or_else(|| {
+                let last = last_layer.ok_or_else(|| {
                     BalanceError(
                         "balance.gradnorm_layer = \"last_shared\": this model does not expose its last shared layer \
                          (shared_bottom and mmoe do, without batch normalisation: model.batch_norm = false); \
@@ -109,26 +119,23 @@ impl GradNorm {
                             .into(),
                     )
                 })?;
-                let jacobian = last.jacobian();
-                let partial: Vec<Tensor<3>> = grads.per_task[..n - 1]
+                let at = points
                     .iter()
-                    .map(|g| last.weight_gradient(g[last.output].clone(), &jacobian))
-                    .collect();
-                let out = grads.finish(&ones);
-                let combined = out.parts.last().and_then(|g| last.weight.grad(g, last.groups())).ok_or_else(|| {
-                    BalanceError("gradnorm: the last shared layer received no gradient from the shared backward".into())
+                    .position(|&k| k == last.output)
+                    .ok_or_else(|| BalanceError("gradnorm: the last shared layer's output carries no probe".into()))?;
+                let jacobian = last.jacobian();
+                let partial: Vec<Tensor<3>> =
+                    per_task[..n - 1].iter().map(|g| last.weight_gradient(g[at].clone(), &jacobian)).collect();
+                let combined = last.weight.grad(grads, last.groups()).ok_or_else(|| {
+                    BalanceError("gradnorm: the last shared layer received no gradient from the backward".into())
                 })?;
                 let rest = partial.iter().fold(combined, |acc, p| acc - p.clone());
-                Ok((out, partial.into_iter().chain([rest]).map(frobenius).collect()))
+                Ok(partial.into_iter().chain([rest]).map(frobenius).collect())
             }
-            GradNormLayer::Representation => {
-                let norms = grads
-                    .per_task
-                    .iter()
-                    .map(|g| g.iter().map(|x| x.clone().powi_scalar(2).sum()).reduce(Tensor::add).unwrap().sqrt())
-                    .collect();
-                Ok((grads.finish(&ones), norms))
-            }
+            GradNormLayer::Representation => Ok(per_task
+                .iter()
+                .map(|g| g.iter().map(|x| x.clone().powi_scalar(2).sum()).reduce(Tensor::add).unwrap().sqrt())
+                .collect()),
         }
     }
 }
@@ -141,9 +148,18 @@ impl LossBalancer for GradNorm {
     fn backward(&mut self, graph: &mut dyn TaskGraph) -> Result<BalancedGradients, BalanceError> {
         let n = graph.n_tasks();
         let w = self.weights.values().to_vec();
-        // the branches are backpropagated with w_t·L_t: the network gets ∇ Σ w_t·L_t
-        let grads = TaskGradients::compute(graph.cut_forward(), &w);
-        let (out, norms) = self.finish_with_norms(grads)?;
+        // one forward and one backward of Σ w_t·L_t, as a fixed-weight step; the probes give each
+        // task's gradient at the shared tensors
+        let ProbedForward { losses, points, probes, last_layer } = graph.probed_forward();
+        let mut grads = weighted_sum(&losses, &w).backward();
+        let per_task: Vec<Vec<Tensor<2>>> = probes
+            .iter()
+            .map(|task| {
+                task.iter().map(|p| p.grad_remove(&mut grads).unwrap_or_else(|| p.zeros_like().detach())).collect()
+            })
+            .collect();
+        let norms = self.norms(&points, &per_task, last_layer.as_ref(), &grads)?;
+        let out = BalancedGradients { parts: vec![grads], task_losses: detached(&losses) };
         let host = to_host(out.task_losses.iter().cloned().chain(norms).collect());
         let (losses, g) = host.split_at(n);
         if let Some(t) = host.iter().position(|v| !v.is_finite()) {
@@ -205,7 +221,7 @@ struct GradNormState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::CutForward;
+    use crate::{CutForward, ProbedForward};
     use burn::{
         module::Module,
         nn::{Linear, LinearConfig},
@@ -279,10 +295,17 @@ mod tests {
             self.losses(&self.trunk().0)
         }
         fn cut_forward(&mut self) -> CutForward {
+            unreachable!("gradnorm probes, it does not cut")
+        }
+        fn probed_forward(&mut self) -> ProbedForward {
             let (z, last) = self.trunk();
-            let leaf = z.clone().detach().require_grad();
-            let losses = self.losses(&leaf);
-            CutForward { shared: vec![z], leaves: vec![leaf], losses, last_layer: Some(last) }
+            let (losses, probes) = (0..self.targets.len())
+                .map(|t| {
+                    let probe = z.zeros_like().detach().require_grad();
+                    (self.losses(&(z.clone() + probe.clone())).swap_remove(t), vec![probe])
+                })
+                .unzip();
+            ProbedForward { losses, points: vec![0], probes, last_layer: Some(last) }
         }
     }
 

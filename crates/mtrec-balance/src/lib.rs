@@ -24,7 +24,9 @@ pub mod simplex;
 mod task_gradients;
 mod uncertainty;
 
-pub use balancer::{BalanceContext, BalanceError, BalancedGradients, CutForward, LossBalancer, TaskGraph};
+pub use balancer::{
+    BalanceContext, BalanceError, BalancedGradients, CutForward, LossBalancer, ProbedForward, TaskGraph,
+};
 pub use cagrad::CaGrad;
 pub use combination::{GradientCombination, GradientCombiner};
 pub use config::{BalanceConfig, BalanceMethod};

@@ -150,6 +150,9 @@ mod tests {
         fn cut_forward(&mut self) -> CutForward {
             unreachable!("uncertainty weighting needs no cut")
         }
+        fn probed_forward(&mut self) -> crate::ProbedForward {
+            unreachable!("uncertainty weighting needs no probes")
+        }
     }
 
     /// With fixed losses the log-variances reach `log(2·c·L)`: the effective weight of the task with

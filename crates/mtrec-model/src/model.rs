@@ -47,6 +47,40 @@ impl SharedTensors {
         if parts.len() == 1 { parts.into_iter().next().expect("one part") } else { Tensor::cat(parts, 1) }
     }
 
+    /// The tensors a gradient probe goes on: the representation's and the last shared layer's
+    /// output, ascending (what GradNorm measures; the other shared tensors — e.g. MMoE's gate
+    /// input — pass unprobed).
+    pub fn probe_points(&self) -> Vec<usize> {
+        let mut points = self.representation.clone();
+        points.extend(self.last_layer.as_ref().map(|l| l.output));
+        points.sort_unstable();
+        points.dedup();
+        points
+    }
+
+    /// The same tensors, those at [`Self::probe_points`] plus a zero-valued leaf that requires
+    /// gradients (returned beside, in that order).
+    ///
+    /// A task branch built on the probed tensors computes exactly what it would on `self`, and
+    /// the gradient a backward pass leaves at each probe is that branch's gradient at the shared
+    /// tensor — without cutting the graph: the same backward also reaches the shared part.
+    pub fn probed(&self) -> (SharedTensors, Vec<Tensor<2>>) {
+        let points = self.probe_points();
+        let mut tensors = self.tensors.clone();
+        let probes = points
+            .iter()
+            .map(|&k| {
+                let probe = tensors[k].zeros_like().detach().require_grad();
+                tensors[k] = tensors[k].clone() + probe.clone();
+                probe
+            })
+            .collect();
+        (
+            SharedTensors { tensors, last_layer: self.last_layer.clone(), representation: self.representation.clone() },
+            probes,
+        )
+    }
+
     /// Detached copies that require gradients: the cut point for per-task gradients.
     pub fn detached_leaves(&self) -> SharedTensors {
         SharedTensors {
@@ -509,6 +543,52 @@ mod tests {
                 let cut = model.forward_task(t, &leaves).output.into_data().try_into_vec::<f32>().unwrap();
                 assert_eq!(out.output.clone().into_data().try_into_vec::<f32>().unwrap(), cut, "{arch:?} task {t}");
             }
+        }
+    }
+
+    /// Probed branches: one backward of `Σ_t w_t·L_t` leaves on task t's probes exactly the
+    /// gradient that a backward of `w_t·L_t` alone leaves on detached leaves, for every
+    /// architecture (with an adversarial task).
+    #[test]
+    fn probes_give_each_tasks_gradient_at_the_shared_tensors() {
+        let device = Device::flex().autodiff();
+        let mut schema = schema(3);
+        schema.tasks[2].adversarial = true;
+        let weights = [0.5, 2.0, 1.5];
+        let values = |g: Option<Tensor<2>>, like: &Tensor<2>| {
+            g.unwrap_or_else(|| like.zeros_like()).into_data().try_into_vec::<f32>().unwrap()
+        };
+        for arch in Architecture::ALL {
+            let model = small(arch).init(&schema, &device);
+            let (c, d) = inputs(4, &device);
+            let shared = model.forward_shared(Some(c), Some(d));
+            let mut probes = Vec::new();
+            let mut total: Option<Tensor<1>> = None;
+            for (t, w) in weights.iter().enumerate() {
+                let (probed, p) = shared.probed();
+                let loss = model.forward_task(t, &probed).output.powi_scalar(2).sum().mul_scalar(*w);
+                total = Some(match total {
+                    Some(sum) => sum + loss,
+                    None => loss,
+                });
+                probes.push(p);
+            }
+            let grads = total.unwrap().backward();
+            let mut reached = 0;
+            for (t, w) in weights.iter().enumerate() {
+                let leaves = shared.detached_leaves();
+                let alone = model.forward_task(t, &leaves).output.powi_scalar(2).sum().mul_scalar(*w).backward();
+                for (j, &k) in shared.probe_points().iter().enumerate() {
+                    let leaf = &leaves.tensors[k];
+                    let expected = values(leaf.grad(&alone), leaf);
+                    let got = values(probes[t][j].grad(&grads), leaf);
+                    let scale = expected.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+                    let diff = expected.iter().zip(&got).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+                    assert!(diff <= 1e-5 * scale, "{arch:?} task {t} tensor {k}: {diff} (scale {scale})");
+                    reached += usize::from(expected.iter().any(|v| *v != 0.0));
+                }
+            }
+            assert!(reached >= 2, "{arch:?}: the tasks read the probed tensors");
         }
     }
 

@@ -159,6 +159,54 @@ pub fn bench(
     })
 }
 
+/// Step times of several configs (usually one per balancer) taking turns in one process.
+///
+/// Each config trains its own model on the same batches; every round, each runs `steps`
+/// synchronised steps in turn (after `warmup` steps each), so a slow spell of the machine hits all
+/// of them alike. Returns, per config, the mean step time (ms) of each round.
+pub fn interleaved_step_ms(
+    configs: &[ExperimentConfig],
+    dataset: &MtlDataset,
+    device: &Device,
+    batch_size: usize,
+    warmup: usize,
+    steps: usize,
+    rounds: usize,
+) -> Result<Vec<Vec<f64>>, TrainError> {
+    let schema = &dataset.schema;
+    let kinds = schema.task_kinds();
+    let ad = device.clone().autodiff();
+    let sync = || ad.sync().map_err(|e| TrainError::Config(format!("device sync: {e:?}")));
+    let batches: Vec<_> = batches(&dataset.train, schema.widths(), batch_size, BatchOrder::Shuffled(0), &ad)
+        .filter(|b| b.size == batch_size)
+        .take(steps.max(warmup))
+        .collect();
+    let mut runs = Vec::new();
+    for config in configs {
+        device.seed(config.seed);
+        let model = config.build_model(schema, &ad)?;
+        let lr = config.learning_rates(schema, &model)?;
+        runs.push((model, config.train.optimizer(), config.balancer(schema)?, lr));
+    }
+    let mut times = vec![Vec::with_capacity(rounds); configs.len()];
+    for round in 0..=rounds {
+        for (run, (model, optim, balancer, lr)) in runs.iter_mut().enumerate() {
+            let n = if round == 0 { warmup } else { steps };
+            sync()?;
+            let start = Instant::now();
+            for batch in batches.iter().cycle().take(n) {
+                let m = model.clone();
+                (*model, _) = train_step(m, optim, balancer.as_mut(), batch, &kinds, lr.clone())?;
+                sync()?;
+            }
+            if round > 0 {
+                times[run].push(start.elapsed().as_secs_f64() * 1e3 / n as f64);
+            }
+        }
+    }
+    Ok(times)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

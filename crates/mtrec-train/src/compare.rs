@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::{EpochRecord, Figure, Panel, PanelKind, Series};
+
 /// Mean and sample standard deviation (`n − 1`; 0 for one value).
 pub fn mean_std(values: &[f64]) -> (f64, f64) {
     let n = values.len() as f64;
@@ -104,9 +106,71 @@ pub fn markdown(results: &[ConfigResult], seeds: &[u64]) -> String {
     out
 }
 
+/// Validation curves side by side: one panel per `(task, metric)`, one line per config — the
+/// mean over seeds of the validation metric at each epoch every seed reached.
+pub fn compare_figure(runs: &[(String, Vec<Vec<EpochRecord>>)], tasks: &[(String, String)]) -> Figure {
+    Figure {
+        panels: tasks
+            .iter()
+            .map(|(task, metric)| Panel {
+                title: format!("{task}: validation {metric}"),
+                x_label: "epoch".into(),
+                y_label: format!("{metric}, mean over seeds"),
+                kind: PanelKind::Lines(
+                    runs.iter()
+                        .map(|(name, seeds)| {
+                            let epochs = seeds.iter().map(Vec::len).min().unwrap_or(0);
+                            let points = (0..epochs)
+                                .map(|e| {
+                                    let values: Vec<f64> = seeds
+                                        .iter()
+                                        .map(|r| {
+                                            r[e].valid
+                                                .get(task)
+                                                .and_then(|m| m.get(metric))
+                                                .copied()
+                                                .unwrap_or(f64::NAN)
+                                        })
+                                        .collect();
+                                    ((e + 1) as f64, mean_std(&values).0)
+                                })
+                                .collect();
+                            Series { label: name.clone(), points }
+                        })
+                        .collect(),
+                ),
+            })
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compare_figure_averages_seeds_over_the_common_epochs() {
+        let record = |epoch: usize, auc: f64| EpochRecord {
+            epoch,
+            train_loss: BTreeMap::new(),
+            valid: BTreeMap::from([("ctr".to_string(), BTreeMap::from([("auc".to_string(), auc)]))]),
+            task_weights: BTreeMap::new(),
+            task_gradient_norms: None,
+            monitor: auc,
+            best: false,
+            seconds: 0.0,
+            samples_per_sec: 0.0,
+        };
+        let runs = vec![(
+            "mmoe".to_string(),
+            vec![vec![record(1, 0.6), record(2, 0.7), record(3, 0.8)], vec![record(1, 0.8), record(2, 0.9)]],
+        )];
+        let figure = compare_figure(&runs, &[("ctr".into(), "auc".into())]);
+        let PanelKind::Lines(series) = &figure.panels[0].kind else { panic!("lines") };
+        assert_eq!(series[0].label, "mmoe");
+        assert_eq!(series[0].points.len(), 2, "only the epochs both seeds reached");
+        assert!((series[0].points[0].1 - 0.7).abs() < 1e-12 && (series[0].points[1].1 - 0.8).abs() < 1e-12);
+    }
 
     #[test]
     fn mean_and_sample_std_by_hand() {

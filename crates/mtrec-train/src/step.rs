@@ -6,7 +6,7 @@ use burn::{
     optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer},
     tensor::{Gradients, Tensor},
 };
-use mtrec_balance::{CutForward, LossBalancer, TaskGraph};
+use mtrec_balance::{CutForward, LossBalancer, ProbedForward, TaskGraph};
 use mtrec_data::{MtlBatch, TaskKind};
 use mtrec_model::{MultiTaskModel, MultiTaskNet, SharedTensors};
 
@@ -20,18 +20,18 @@ pub(crate) struct StepGraph<'a> {
 }
 
 impl StepGraph<'_> {
+    fn loss_of(&self, t: usize, shared: &SharedTensors) -> Tensor<1> {
+        let out = self.model.forward_task(t, shared);
+        let target = self.batch.labels.clone().slice([0..self.batch.size, t..t + 1]);
+        let loss = task_loss(self.kinds[t], out.output, target);
+        match out.auxiliary_loss {
+            Some(extra) => loss + extra,
+            None => loss,
+        }
+    }
+
     fn losses_from(&self, shared: &SharedTensors) -> Vec<Tensor<1>> {
-        (0..self.kinds.len())
-            .map(|t| {
-                let out = self.model.forward_task(t, shared);
-                let target = self.batch.labels.clone().slice([0..self.batch.size, t..t + 1]);
-                let loss = task_loss(self.kinds[t], out.output, target);
-                match out.auxiliary_loss {
-                    Some(extra) => loss + extra,
-                    None => loss,
-                }
-            })
-            .collect()
+        (0..self.kinds.len()).map(|t| self.loss_of(t, shared)).collect()
     }
 
     fn shared(&self) -> SharedTensors {
@@ -53,6 +53,17 @@ impl TaskGraph for StepGraph<'_> {
         let leaves = shared.detached_leaves();
         let losses = self.losses_from(&leaves);
         CutForward { shared: shared.tensors, leaves: leaves.tensors, losses, last_layer: shared.last_layer }
+    }
+
+    fn probed_forward(&mut self) -> ProbedForward {
+        let shared = self.shared();
+        let (losses, probes) = (0..self.kinds.len())
+            .map(|t| {
+                let (probed, probes) = shared.probed();
+                (self.loss_of(t, &probed), probes)
+            })
+            .unzip();
+        ProbedForward { losses, points: shared.probe_points(), probes, last_layer: shared.last_layer }
     }
 }
 

@@ -314,6 +314,10 @@ impl<'a> Trainer<'a> {
         };
         if let Some(dir) = &self.run_dir {
             dir.write_summary(&summary)?;
+            // a figure that cannot be drawn does not fail the run; `cargo xtask plot` redraws them
+            if let Err(e) = crate::plot_run(dir.path()) {
+                tracing::warn!("plots of {}: {e}", dir.path().display());
+            }
         }
         Ok((summary, records, best_model))
     }
