@@ -151,6 +151,7 @@ where
         .build_cartesian_2d(x0..x1, y0..y1)?;
     chart
         .configure_mesh()
+        .x_label_formatter(&|x: &f64| if x.fract() == 0.0 { format!("{x:.0}") } else { format!("{x:.1}") })
         .x_desc(panel.x_label.as_str())
         .y_desc(panel.y_label.as_str())
         .label_style(("sans-serif", 13))
@@ -253,6 +254,22 @@ pub fn read_epochs(dir: &Path) -> Result<Vec<EpochRecord>, TrainError> {
         .collect()
 }
 
+/// Losses spanning more than a factor of 20 are drawn as log10 (the late epochs would otherwise
+/// be a flat line at the bottom); returns the series and the y label.
+fn loss_scale(series: Vec<Series>, label: &str) -> (Vec<Series>, String) {
+    let values = series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).filter(|v| v.is_finite());
+    let (lo, hi) = values.fold((f64::INFINITY, 0.0f64), |(a, b), v| (a.min(v), b.max(v)));
+    if lo > 0.0 && hi / lo > 20.0 {
+        let logged = series
+            .into_iter()
+            .map(|s| Series { points: s.points.into_iter().map(|(x, y)| (x, y.log10())).collect(), ..s })
+            .collect();
+        (logged, format!("log10 {label}"))
+    } else {
+        (series, label.to_string())
+    }
+}
+
 /// One series per task from each record's per-task values.
 fn per_task(records: &[EpochRecord], value: impl Fn(&EpochRecord, &str) -> Option<f64>) -> Vec<Series> {
     let tasks: Vec<String> = records.first().map(|r| r.train_loss.keys().cloned().collect()).unwrap_or_default();
@@ -274,11 +291,12 @@ pub fn run_figures(records: &[EpochRecord], metric: &str, summary: Option<&Summa
         y_label: y.into(),
         kind: PanelKind::Lines(series),
     };
+    let (losses, loss_label) = loss_scale(per_task(records, |r, t| r.train_loss.get(t).copied()), "mean training loss");
     figures.insert(
         "learning_curves".to_string(),
         Figure {
             panels: vec![
-                lines("training loss", "mean training loss", per_task(records, |r, t| r.train_loss.get(t).copied())),
+                lines("training loss", &loss_label, losses),
                 lines(
                     &format!("validation {metric}"),
                     metric,
@@ -366,9 +384,16 @@ mod tests {
         assert_eq!(loss[0], Series { label: "ctr".into(), points: vec![(1.0, 0.9), (2.0, 0.7)] });
         let PanelKind::Lines(valid) = &figures["learning_curves"].panels[1].kind else { panic!("lines") };
         assert_eq!(valid[0].points, vec![(1.0, 0.61), (2.0, 0.62)]);
+        assert_eq!(figures["learning_curves"].panels[0].y_label, "mean training loss");
         let PanelKind::Lines(w) = &figures["task_weights"].panels[0].kind else { panic!("lines") };
         assert_eq!(w[1].points, vec![(1.0, 0.8), (2.0, 0.9)]);
         assert_eq!(figures["task_weights"].panels.len(), 1, "no gradient-norm panel without norms");
+        // a loss falling by more than 20× is drawn as log10
+        let falling = vec![record(1, [5.0, 0.5], [1.0, 1.0]), record(2, [0.1, 0.05], [1.0, 1.0])];
+        let panel = &run_figures(&falling, "auc", None)["learning_curves"].panels[0];
+        assert_eq!(panel.y_label, "log10 mean training loss");
+        let PanelKind::Lines(loss) = &panel.kind else { panic!("lines") };
+        assert_eq!(loss[0].points, vec![(1.0, 5f64.log10()), (2.0, 0.1f64.log10())]);
     }
 
     /// SVG: one polyline per series with one vertex per point, the legend labels, the titles; PNG:

@@ -113,6 +113,11 @@ impl RunDirectory {
         Ok(())
     }
 
+    /// Rewrites `config.toml` (a resumed run may have a new epoch budget or data folder).
+    pub fn write_config(&self, config: &ExperimentConfig) -> Result<(), TrainError> {
+        self.write("config.toml", config.to_toml().as_bytes())
+    }
+
     /// Where the run's checkpoint is.
     pub fn checkpoint_path(&self) -> PathBuf {
         self.path.join(crate::CHECKPOINT_FILE)

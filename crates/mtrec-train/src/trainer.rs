@@ -176,6 +176,7 @@ impl<'a> Trainer<'a> {
             (done, samples, earlier_wall) = (state.epoch, state.samples, state.wall_seconds);
             train_time = Duration::from_secs_f64(state.train_seconds);
             records = dir.truncate_epochs(done)?;
+            dir.write_config(cfg)?;
             if self.verbose {
                 println!("resuming {} after epoch {done}", dir.path().display());
             }

@@ -172,6 +172,8 @@ fn a_checkpoint_of_another_config_is_refused() {
         .run()
         .unwrap();
     assert_eq!((summary.epochs_run, records.len(), records[2].epoch), (3, 3, 3));
+    let recorded = ExperimentConfig::from_file(&dir.join("config.toml"), &[]).unwrap();
+    assert_eq!(recorded.train.epochs, 3, "config.toml records the new budget");
     let missing = RunDirectory::open(root.path().join("none")).unwrap_err().to_string();
     assert!(missing.contains("config.toml"), "{missing}");
 }
