@@ -166,12 +166,16 @@ where
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2)));
     }
     if !series.is_empty() {
+        // the legend goes to the corner the curves' ends leave free
+        let ends: Vec<f64> =
+            series.iter().filter_map(|s| s.points.iter().rev().find(|p| p.1.is_finite())).map(|p| p.1).collect();
+        let high = !ends.is_empty() && ends.iter().sum::<f64>() / ends.len() as f64 > (y0 + y1) / 2.0;
         chart
             .configure_series_labels()
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK.mix(0.4))
             .label_font(("sans-serif", 13))
-            .position(SeriesLabelPosition::UpperRight)
+            .position(if high { SeriesLabelPosition::LowerRight } else { SeriesLabelPosition::UpperRight })
             .draw()?;
     }
     Ok(())
