@@ -28,7 +28,8 @@ pub struct ProbedForward {
     /// layer's output ([`mtrec_model::SharedTensors::probe_points`]).
     pub points: Vec<usize>,
     /// `probes[t][j]`: task `t`'s zero-valued leaf added to shared tensor `points[j]`; after a
-    /// backward its gradient is task `t`'s share of the gradient at that tensor.
+    /// backward its gradient is task `t`'s share of the gradient at that tensor. Empty for the
+    /// tasks not asked for.
     pub probes: Vec<Vec<Tensor<2>>>,
     /// The model's last shared layer, where it exposes one (GradNorm's `W`).
     pub last_layer: Option<LastSharedLayer>,
@@ -52,8 +53,9 @@ pub trait TaskGraph {
     /// probe leaves of its own. One backward of any weighted sum of the losses then yields the
     /// model's gradient of that sum and, at each task's probes, that task's (weighted) gradient at
     /// the shared tensors — for methods that measure per-task gradients but update the network with
-    /// a fixed combination (GradNorm), at the cost of one ordinary step.
-    fn probed_forward(&mut self) -> ProbedForward;
+    /// a fixed combination (GradNorm), at the cost of one ordinary step. Only the tasks with
+    /// `probe[t]` get probes; the others read the shared tensors directly.
+    fn probed_forward(&mut self, probe: &[bool]) -> ProbedForward;
 }
 
 /// What a balancer hands back to the optimiser.

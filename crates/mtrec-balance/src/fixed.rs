@@ -50,7 +50,7 @@ mod tests {
         fn cut_forward(&mut self) -> CutForward {
             unreachable!("fixed weights need no cut")
         }
-        fn probed_forward(&mut self) -> crate::ProbedForward {
+        fn probed_forward(&mut self, _probe: &[bool]) -> crate::ProbedForward {
             unreachable!("fixed weights need no probes")
         }
     }

@@ -149,8 +149,10 @@ impl LossBalancer for GradNorm {
         let n = graph.n_tasks();
         let w = self.weights.values().to_vec();
         // one forward and one backward of Σ w_t·L_t, as a fixed-weight step; the probes give each
-        // task's gradient at the shared tensors
-        let ProbedForward { losses, points, probes, last_layer } = graph.probed_forward();
+        // task's gradient at the shared tensors (on the last shared layer, the last task's norm
+        // comes from the combined weight gradient, so it needs none)
+        let probe: Vec<bool> = (0..n).map(|t| self.layer == GradNormLayer::Representation || t + 1 < n).collect();
+        let ProbedForward { losses, points, probes, last_layer } = graph.probed_forward(&probe);
         let mut grads = weighted_sum(&losses, &w).backward();
         let per_task: Vec<Vec<Tensor<2>>> = probes
             .iter()
@@ -297,10 +299,13 @@ mod tests {
         fn cut_forward(&mut self) -> CutForward {
             unreachable!("gradnorm probes, it does not cut")
         }
-        fn probed_forward(&mut self) -> ProbedForward {
+        fn probed_forward(&mut self, probe: &[bool]) -> ProbedForward {
             let (z, last) = self.trunk();
             let (losses, probes) = (0..self.targets.len())
                 .map(|t| {
+                    if !probe[t] {
+                        return (self.losses(&z).swap_remove(t), vec![]);
+                    }
                     let probe = z.zeros_like().detach().require_grad();
                     (self.losses(&(z.clone() + probe.clone())).swap_remove(t), vec![probe])
                 })

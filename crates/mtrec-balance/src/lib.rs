@@ -1,12 +1,16 @@
 //! Loss balancing for multi-task learning, behind one trait.
 //!
 //! A [`LossBalancer`] turns one training step into gradients. It asks the step for what it needs
-//! through [`TaskGraph`]: either the per-task losses of one forward (loss-weighting methods:
-//! [`FixedWeights`], [`UncertaintyWeighting`], [`DynamicWeightAverage`], [`RandomLossWeighting`]),
-//! or a forward cut at the shared tensors ([`CutForward`]) from which it takes per-task gradients
-//! of the shared representation ([`TaskGradients`]: [`GradNorm`], and the [`GradientCombiner`]s
-//! [`PcGrad`], [`Mgda`], [`CaGrad`], [`ImtlG`]) without the second backward through a shared node that burn's
-//! autodiff does not allow. The training loop calls the trait and never asks which method it runs.
+//! through [`TaskGraph`]: the per-task losses of one forward (loss-weighting methods:
+//! [`FixedWeights`], [`UncertaintyWeighting`], [`DynamicWeightAverage`], [`RandomLossWeighting`]);
+//! one forward whose task branches read the shared tensors through per-task probes
+//! ([`ProbedForward`]: [`GradNorm`], which measures per-task gradients but updates the network with
+//! a fixed combination); or a forward cut at the shared tensors ([`CutForward`]) from which it takes
+//! per-task gradients of the shared representation ([`TaskGradients`]: the [`GradientCombiner`]s
+//! [`PcGrad`], [`Mgda`], [`CaGrad`], [`ImtlG`]) without the second backward through a shared node
+//! that burn's autodiff does not allow. The training loop calls the trait and never asks which
+//! method it runs. Every method's state between epochs serialises for checkpoints
+//! ([`LossBalancer::state`]).
 
 mod balancer;
 mod cagrad;

@@ -150,7 +150,7 @@ mod tests {
         fn cut_forward(&mut self) -> CutForward {
             unreachable!("uncertainty weighting needs no cut")
         }
-        fn probed_forward(&mut self) -> crate::ProbedForward {
+        fn probed_forward(&mut self, _probe: &[bool]) -> crate::ProbedForward {
             unreachable!("uncertainty weighting needs no probes")
         }
     }

@@ -16,8 +16,10 @@ use crate::{
 
 /// What the shared part of a model yields: every tensor the task branches read.
 ///
-/// A balancer that needs per-task gradients detaches these into leaves, builds each task branch
-/// from the leaves, and pushes the combined gradient back with one surrogate backward.
+/// A balancer that needs per-task gradients either detaches these into leaves, builds each task
+/// branch from the leaves and pushes the combined gradient back with one surrogate backward
+/// ([`Self::detached_leaves`]), or lets each branch read them through probes of its own and runs
+/// one ordinary backward ([`Self::probed`]).
 #[derive(Debug, Clone)]
 pub struct SharedTensors {
     /// The shared tensors, each `[B, width]`.

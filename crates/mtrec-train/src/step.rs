@@ -55,12 +55,15 @@ impl TaskGraph for StepGraph<'_> {
         CutForward { shared: shared.tensors, leaves: leaves.tensors, losses, last_layer: shared.last_layer }
     }
 
-    fn probed_forward(&mut self) -> ProbedForward {
+    fn probed_forward(&mut self, probe: &[bool]) -> ProbedForward {
         let shared = self.shared();
         let (losses, probes) = (0..self.kinds.len())
-            .map(|t| {
-                let (probed, probes) = shared.probed();
-                (self.loss_of(t, &probed), probes)
+            .map(|t| match probe.get(t) {
+                Some(true) => {
+                    let (probed, probes) = shared.probed();
+                    (self.loss_of(t, &probed), probes)
+                }
+                _ => (self.loss_of(t, &shared), Vec::new()),
             })
             .unzip();
         ProbedForward { losses, points: shared.probe_points(), probes, last_layer: shared.last_layer }

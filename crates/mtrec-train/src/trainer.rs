@@ -123,6 +123,11 @@ impl<'a> Trainer<'a> {
 
     /// Continue the run in the run folder from its checkpoint (see [`crate::Checkpoint`]) instead
     /// of starting afresh. The result is the one the uninterrupted run would have given.
+    ///
+    /// burn's `ModuleOptimizer::load_record` creates Adam's state on `Device::default()` (moved to
+    /// the run's device at the next step), which is the GPU when the wgpu feature is compiled in:
+    /// set `BURN_DEVICE=flex` where no GPU should be touched (`.cargo/config.toml` does so for
+    /// `cargo xtask` and the tests).
     pub fn resume(mut self, resume: bool) -> Self {
         self.resume = resume;
         self
