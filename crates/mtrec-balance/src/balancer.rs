@@ -14,8 +14,6 @@ pub struct CutForward {
     /// Each task's loss, built on `leaves` (branches share nothing but the leaves, so each can be
     /// backpropagated on its own).
     pub losses: Vec<Tensor<1>>,
-    /// The model's last shared layer, where it exposes one (GradNorm's `W`).
-    pub last_layer: Option<LastSharedLayer>,
 }
 
 /// A forward with each task branch reading the shared tensors through its own probes (see
@@ -144,11 +142,51 @@ pub(crate) fn state_value<T: serde::Serialize>(state: &T) -> serde_json::Value {
     serde_json::to_value(state).expect("balancer states serialise")
 }
 
-/// A generator for the random draws of epoch `epoch` (0-based), so that a run resumed from a
-/// checkpoint draws what the uninterrupted run would have.
-pub(crate) fn epoch_rng(seed: u64, salt: u64, epoch: u64) -> rand::rngs::StdRng {
-    use rand::SeedableRng;
-    rand::rngs::StdRng::seed_from_u64(seed ^ salt ^ epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+/// A generator reseeded from the run's seed at every epoch, so that a run resumed from a checkpoint
+/// draws what the uninterrupted run would have; its checkpoint state is the epoch.
+pub(crate) struct EpochRng {
+    seed: u64,
+    epoch: u64,
+    rng: rand::rngs::StdRng,
+}
+
+impl EpochRng {
+    /// Epoch 0's generator; `salt` separates the methods' streams.
+    pub(crate) fn new(seed: u64, salt: u64) -> Self {
+        let seed = seed ^ salt;
+        Self { seed, epoch: 0, rng: Self::seeded(seed, 0) }
+    }
+
+    fn seeded(seed: u64, epoch: u64) -> rand::rngs::StdRng {
+        use rand::SeedableRng;
+        rand::rngs::StdRng::seed_from_u64(seed ^ epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+    }
+
+    /// This epoch's generator.
+    pub(crate) fn rng(&mut self) -> &mut rand::rngs::StdRng {
+        &mut self.rng
+    }
+
+    /// Moves to the next epoch's generator.
+    pub(crate) fn next_epoch(&mut self) {
+        self.restart_at(self.epoch + 1);
+    }
+
+    fn restart_at(&mut self, epoch: u64) {
+        self.epoch = epoch;
+        self.rng = Self::seeded(self.seed, epoch);
+    }
+
+    /// The checkpoint state: the epoch.
+    pub(crate) fn state(&self) -> serde_json::Value {
+        state_value(&self.epoch)
+    }
+
+    /// Restores [`Self::state`] for method `name`.
+    pub(crate) fn load_state(&mut self, name: &str, state: serde_json::Value) -> Result<(), BalanceError> {
+        self.restart_at(parse_state(name, state)?);
+        Ok(())
+    }
 }
 
 /// The detached losses, for [`BalancedGradients::task_losses`].

@@ -5,26 +5,21 @@
 //! Every `g_i^PC` stays a combination of the original gradients, so the surgery runs on the Gram
 //! matrix; the order is drawn from a generator seeded by the run's seed and the epoch.
 
-use rand::{rngs::StdRng, seq::SliceRandom};
+use rand::seq::SliceRandom;
 
-use crate::{
-    BalanceError, GradientCombiner,
-    balancer::{epoch_rng, parse_state, state_value},
-};
+use crate::{BalanceError, GradientCombiner, balancer::EpochRng};
 
 const SALT: u64 = 0x5043_4752;
 
 /// PCGrad's projection, applied to the gradients at the shared tensors.
 pub struct PcGrad {
-    seed: u64,
-    epoch: u64,
-    rng: StdRng,
+    rng: EpochRng,
 }
 
 impl PcGrad {
     /// Task orders drawn from a generator seeded with `seed` (and the epoch).
     pub fn new(seed: u64) -> Self {
-        Self { seed, epoch: 0, rng: epoch_rng(seed, SALT, 0) }
+        Self { rng: EpochRng::new(seed, SALT) }
     }
 
     /// The projected gradients as rows of coefficients over the original ones (`A[i][k]`:
@@ -57,7 +52,7 @@ impl GradientCombiner for PcGrad {
         let orders: Vec<Vec<usize>> = (0..t)
             .map(|i| {
                 let mut others: Vec<usize> = (0..t).filter(|&j| j != i).collect();
-                others.shuffle(&mut self.rng);
+                others.shuffle(self.rng.rng());
                 others
             })
             .collect();
@@ -66,19 +61,16 @@ impl GradientCombiner for PcGrad {
     }
 
     fn end_epoch(&mut self) {
-        self.epoch += 1;
-        self.rng = epoch_rng(self.seed, SALT, self.epoch);
+        self.rng.next_epoch();
     }
 
     /// The epoch the task orders are seeded from.
     fn state(&self) -> serde_json::Value {
-        state_value(&self.epoch)
+        self.rng.state()
     }
 
     fn load_state(&mut self, state: serde_json::Value) -> Result<(), BalanceError> {
-        self.epoch = parse_state(self.name(), state)?;
-        self.rng = epoch_rng(self.seed, SALT, self.epoch);
-        Ok(())
+        self.rng.load_state(self.name(), state)
     }
 }
 

@@ -3,28 +3,25 @@
 //! Every step draws fresh weights `w = softmax(λ̃)`, `λ̃_t ~ N(0, 1)` (summing to 1), from a
 //! generator seeded by the run's seed and the epoch.
 
-use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
 
 use crate::{
     BalanceError, BalancedGradients, LossBalancer, TaskGraph,
-    balancer::{epoch_rng, parse_state, state_value, weighted_backward},
+    balancer::{EpochRng, weighted_backward},
 };
 
 const SALT: u64 = 0x524c_5700;
 
 /// Random loss weighting.
 pub struct RandomLossWeighting {
-    seed: u64,
-    epoch: u64,
-    rng: StdRng,
+    rng: EpochRng,
     weights: Vec<f64>,
 }
 
 impl RandomLossWeighting {
     /// `n_tasks` tasks, weights drawn from a generator seeded with `seed` (and the epoch).
     pub fn new(n_tasks: usize, seed: u64) -> Self {
-        Self { seed, epoch: 0, rng: epoch_rng(seed, SALT, 0), weights: vec![1.0 / n_tasks as f64; n_tasks] }
+        Self { rng: EpochRng::new(seed, SALT), weights: vec![1.0 / n_tasks as f64; n_tasks] }
     }
 }
 
@@ -34,7 +31,7 @@ impl LossBalancer for RandomLossWeighting {
     }
 
     fn backward(&mut self, graph: &mut dyn TaskGraph) -> Result<BalancedGradients, BalanceError> {
-        let raw: Vec<f64> = self.weights.iter().map(|_| StandardNormal.sample(&mut self.rng)).collect();
+        let raw: Vec<f64> = self.weights.iter().map(|_| StandardNormal.sample(self.rng.rng())).collect();
         let max = raw.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let e: Vec<f64> = raw.iter().map(|v| (v - max).exp()).collect();
         let total: f64 = e.iter().sum();
@@ -48,18 +45,15 @@ impl LossBalancer for RandomLossWeighting {
     }
 
     fn end_epoch(&mut self, _mean_task_losses: &[f64]) {
-        self.epoch += 1;
-        self.rng = epoch_rng(self.seed, SALT, self.epoch);
+        self.rng.next_epoch();
     }
 
     /// The epoch the draws are seeded from.
     fn state(&self) -> serde_json::Value {
-        state_value(&self.epoch)
+        self.rng.state()
     }
 
     fn load_state(&mut self, state: serde_json::Value) -> Result<(), BalanceError> {
-        self.epoch = parse_state(self.name(), state)?;
-        self.rng = epoch_rng(self.seed, SALT, self.epoch);
-        Ok(())
+        self.rng.load_state(self.name(), state)
     }
 }

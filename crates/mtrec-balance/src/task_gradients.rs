@@ -10,7 +10,6 @@
 //! and one shared backward per step.
 
 use burn::tensor::{Gradients, Tensor};
-use mtrec_model::LastSharedLayer;
 
 use crate::{
     BalancedGradients, CutForward,
@@ -25,14 +24,12 @@ pub struct TaskGradients {
     branches: Vec<Gradients>,
     /// The tasks' losses, detached.
     pub losses: Vec<Tensor<1>>,
-    /// The model's last shared layer, where exposed.
-    pub last_layer: Option<LastSharedLayer>,
 }
 
 impl TaskGradients {
     /// Backpropagates `scales[t] · L_t` of each task through its branch to the leaves.
     pub fn compute(cut: CutForward, scales: &[f64]) -> Self {
-        let CutForward { shared, leaves, losses, last_layer } = cut;
+        let CutForward { shared, leaves, losses } = cut;
         assert_eq!(losses.len(), scales.len(), "one scale per task");
         let mut per_task = Vec::with_capacity(losses.len());
         let mut branches = Vec::with_capacity(losses.len());
@@ -46,7 +43,7 @@ impl TaskGradients {
             per_task.push(at_leaves);
             branches.push(grads);
         }
-        Self { shared, per_task, branches, losses: detached, last_layer }
+        Self { shared, per_task, branches, losses: detached }
     }
 
     /// Number of tasks.

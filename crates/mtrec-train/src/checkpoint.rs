@@ -16,7 +16,7 @@
 //! Layout: `MTRECCK1`, then four sections (state JSON, model, optimizer, best model — the last may
 //! be empty), each a little-endian `u64` length and its bytes, then the 16-byte MD5.
 
-use std::{io::Write, path::Path};
+use std::path::Path;
 
 use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
@@ -116,13 +116,7 @@ impl Checkpoint {
 
     /// Writes the checkpoint to `path` atomically (temporary file, flush to disk, rename).
     pub fn save(&self, path: &Path) -> Result<(), TrainError> {
-        let io = |source| TrainError::Io { path: path.to_path_buf(), source };
-        let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let mut tmp = tempfile::NamedTempFile::new_in(folder).map_err(io)?;
-        tmp.write_all(&self.to_bytes()).map_err(io)?;
-        tmp.as_file().sync_all().map_err(io)?;
-        tmp.persist(path).map_err(|e| io(e.error))?;
-        Ok(())
+        crate::run_dir::write_atomically(path, &self.to_bytes())
     }
 
     /// Reads the checkpoint at `path`.

@@ -33,7 +33,7 @@ pub use error::TrainError;
 pub use loss::task_loss;
 pub use metrics::{TaskMetrics, binary_logloss, mae, mse, roc_auc};
 pub use parity::{ParityReport, check_parity};
-pub use plots::{Figure, Panel, PanelKind, Series, plot_run, read_epochs, run_figures};
+pub use plots::{Figure, Panel, PanelKind, Series, plot_run, read_epochs, run_figures, save_run_figures};
 pub use run_dir::{EpochRecord, RunDirectory, Summary};
 pub use safetensors::{safetensors_bytes, save_safetensors};
 pub use step::train_step;

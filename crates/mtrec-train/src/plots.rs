@@ -352,8 +352,18 @@ pub fn plot_run(dir: &Path) -> Result<Vec<PathBuf>, TrainError> {
         Ok(text) => Some(serde_json::from_str(&text).map_err(|e| plot_error(&summary_path, e))?),
         Err(_) => None, // an interrupted run has no summary yet
     };
+    save_run_figures(dir, &records, &config.train.early_stopping.metric, summary.as_ref())
+}
+
+/// Draws [`run_figures`] into the run folder `dir`; returns the files written.
+pub fn save_run_figures(
+    dir: &Path,
+    records: &[EpochRecord],
+    metric: &str,
+    summary: Option<&Summary>,
+) -> Result<Vec<PathBuf>, TrainError> {
     let mut written = Vec::new();
-    for (name, figure) in run_figures(&records, &config.train.early_stopping.metric, summary.as_ref()) {
+    for (name, figure) in run_figures(records, metric, summary) {
         written.extend(figure.save(&dir.join(name))?);
     }
     Ok(written)

@@ -72,6 +72,19 @@ pub struct Summary {
     pub expert_utilisation: BTreeMap<String, crate::GateUtilisation>,
 }
 
+/// Writes `bytes` to `path` atomically: a temporary file in the same folder, flushed to disk and
+/// renamed over the target, so a reader — or a process resuming after a kill — never sees a
+/// half-written file.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
+    let io = |source| TrainError::Io { path: path.to_path_buf(), source };
+    let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(folder).map_err(io)?;
+    tmp.write_all(bytes).map_err(io)?;
+    tmp.as_file().sync_all().map_err(io)?;
+    tmp.persist(path).map_err(|e| io(e.error))?;
+    Ok(())
+}
+
 /// The output folder of one run.
 #[derive(Debug, Clone)]
 pub struct RunDirectory {
@@ -158,15 +171,14 @@ impl RunDirectory {
         self.path.join("best_model")
     }
 
-    /// Writes `name` atomically: a temporary file in the same folder, renamed over the target, so a
-    /// reader never sees a half-written file.
+    /// Writes the selected model's record (burnpack bytes) as `best_model.bpk`, atomically.
+    pub fn write_best_model(&self, bytes: &[u8]) -> Result<(), TrainError> {
+        self.write("best_model.bpk", bytes)
+    }
+
+    /// Writes `name` in the folder atomically ([`write_atomically`]).
     fn write(&self, name: &str, bytes: &[u8]) -> Result<(), TrainError> {
-        let path = self.path.join(name);
-        let io = |source| TrainError::Io { path: path.clone(), source };
-        let mut tmp = tempfile::NamedTempFile::new_in(&self.path).map_err(io)?;
-        tmp.write_all(bytes).map_err(io)?;
-        tmp.persist(&path).map_err(|e| io(e.error))?;
-        Ok(())
+        write_atomically(&self.path.join(name), bytes)
     }
 
     /// Appends one epoch to `metrics.jsonl`.

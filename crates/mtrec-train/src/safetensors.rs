@@ -77,13 +77,7 @@ pub fn save_safetensors(
     metadata: &BTreeMap<String, String>,
     path: &Path,
 ) -> Result<(), TrainError> {
-    use std::io::Write;
-    let io = |source| TrainError::Io { path: path.to_path_buf(), source };
-    let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(folder).map_err(io)?;
-    tmp.write_all(&safetensors_bytes(module, metadata)).map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
+    crate::run_dir::write_atomically(path, &safetensors_bytes(module, metadata))
 }
 
 #[cfg(test)]

@@ -52,7 +52,7 @@ impl TaskGraph for StepGraph<'_> {
         let shared = self.shared();
         let leaves = shared.detached_leaves();
         let losses = self.losses_from(&leaves);
-        CutForward { shared: shared.tensors, leaves: leaves.tensors, losses, last_layer: shared.last_layer }
+        CutForward { shared: shared.tensors, leaves: leaves.tensors, losses }
     }
 
     fn probed_forward(&mut self, probe: &[bool]) -> ProbedForward {

@@ -189,6 +189,7 @@ impl<'a> Trainer<'a> {
         let lr = cfg.learning_rates(schema, &model)?;
         let show_bar = self.verbose && std::io::stderr().is_terminal();
         let first = if stopper.should_stop() { cfg.train.epochs + 1 } else { done + 1 };
+        let config_toml = cfg.to_toml(); // what every checkpoint records
 
         for epoch in first..=cfg.train.epochs {
             let epoch_start = Instant::now();
@@ -235,7 +236,7 @@ impl<'a> Trainer<'a> {
             if improved {
                 if let Some(dir) = &self.run_dir {
                     best_bytes = record_bytes(eval_model.clone().into_record(), &dir.best_model_path())?;
-                    save_record(&best_bytes, &dir.best_model_path())?;
+                    dir.write_best_model(&best_bytes)?;
                 }
                 best = Some((eval_model, valid.clone()));
             }
@@ -260,7 +261,7 @@ impl<'a> Trainer<'a> {
                 Checkpoint {
                     state: TrainingState {
                         epoch,
-                        config: cfg.to_toml(),
+                        config: config_toml.clone(),
                         balancer: balancer.state(),
                         early_stopping: stopper.clone(),
                         best_valid: best.as_ref().map(|(_, v)| v.clone()),
@@ -321,7 +322,7 @@ impl<'a> Trainer<'a> {
         if let Some(dir) = &self.run_dir {
             dir.write_summary(&summary)?;
             // a figure that cannot be drawn does not fail the run; `cargo xtask plot` redraws them
-            if let Err(e) = crate::plot_run(dir.path()) {
+            if let Err(e) = crate::save_run_figures(dir.path(), &records, &es_cfg.metric, Some(&summary)) {
                 tracing::warn!("plots of {}: {e}", dir.path().display());
             }
         }
@@ -378,7 +379,7 @@ fn restore(
         .map_err(|e| TrainError::Checkpoint { path: path.clone(), reason: e.0 })?;
     let best = match &state.best_valid {
         Some(valid) if !checkpoint.best_model.is_empty() => {
-            save_record(&checkpoint.best_model, &dir.best_model_path())?;
+            dir.write_best_model(&checkpoint.best_model)?;
             Some((load(cfg.build_model(schema, device)?, checkpoint.best_model.clone())?.valid(), valid.clone()))
         }
         Some(_) => {
@@ -398,17 +399,6 @@ fn checkpoint_error(path: &std::path::Path, e: impl std::fmt::Display) -> TrainE
 
 fn record_bytes(record: ModuleRecord, path: &std::path::Path) -> Result<Vec<u8>, TrainError> {
     Ok(record.into_bytes().map_err(|e| checkpoint_error(path, e))?.to_vec())
-}
-
-/// Writes a model record as `<path>.bpk`, atomically.
-fn save_record(bytes: &[u8], path: &std::path::Path) -> Result<(), TrainError> {
-    let path = path.with_extension("bpk");
-    let io = |source| TrainError::Io { path: path.clone(), source };
-    let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(folder).map_err(io)?;
-    std::io::Write::write_all(&mut tmp, bytes).map_err(io)?;
-    tmp.persist(&path).map_err(|e| io(e.error))?;
-    Ok(())
 }
 
 fn epoch_line(r: &EpochRecord, epochs: usize, metric: &str) -> String {
