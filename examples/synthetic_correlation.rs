@@ -6,7 +6,7 @@
 
 use mtrec_data::SyntheticConfig;
 use mtrec_model::Architecture;
-use mtrec_train::{DataConfig, DataSource, DeviceChoice, ExperimentConfig, TrainConfig, Trainer};
+use mtrec_train::{DataConfig, DataSource, ExperimentConfig, TrainConfig, Trainer};
 
 fn main() -> Result<(), mtrec_train::TrainError> {
     println!("{:>6} {:>14} {:>12} {:>12}", "p", "model", "task1 mse", "task2 mse");
@@ -25,7 +25,7 @@ fn main() -> Result<(), mtrec_train::TrainError> {
             config.model.bottom_hidden = vec![128];
             config.train.early_stopping.metric = "mse".into();
             let dataset = config.data.load()?;
-            let (summary, _, _) = Trainer::new(&config, &dataset, DeviceChoice::Flex.device()).verbose(false).run()?;
+            let (summary, _, _) = Trainer::new(&config, &dataset, burn::tensor::Device::flex()).verbose(false).run()?;
             println!(
                 "{p:>6} {:>14} {:>12.4} {:>12.4}",
                 summary.model, summary.test["task1"]["mse"], summary.test["task2"]["mse"]

@@ -360,7 +360,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let torch = if args.torch.is_some() {
         let threads = args.torch_threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         let cpu_devices: Vec<DeviceChoice> =
-            args.devices.iter().copied().filter(|d| *d != DeviceChoice::Wgpu).collect();
+            args.devices.iter().copied().filter(|d| matches!(d, DeviceChoice::Flex | DeviceChoice::Ndarray)).collect();
         let mut cmp = TorchComparison {
             batch_size: args.torch_batch_size,
             threads,

@@ -210,7 +210,7 @@ pub fn interleaved_step_ms(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{DataConfig, DataSource, DeviceChoice};
+    use crate::{DataConfig, DataSource};
     use mtrec_data::SyntheticConfig;
 
     #[test]
@@ -232,7 +232,7 @@ mod tests {
         };
         let ds = config.data.load().unwrap();
         let opts = BenchOptions { batch_size: 64, warmup_steps: 2, measure_steps: 10 };
-        let r = bench(&config, &ds, &DeviceChoice::Flex.device(), "flex", opts).unwrap();
+        let r = bench(&config, &ds, &Device::flex(), "flex", opts).unwrap();
         assert!(r.train_samples_per_sec > 0.0 && r.inference_samples_per_sec > 0.0);
         assert!(r.step_ms_p50 > 0.0 && r.step_ms_p50 <= r.step_ms_p95);
         // a synchronised step cannot be faster than the throughput implies by orders of magnitude

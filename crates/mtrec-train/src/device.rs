@@ -1,7 +1,13 @@
 //! The backends a run can choose. Every function of the crates takes a `&Device`; this is the one
 //! place that turns a name into one.
+//!
+//! The CPU backends (`flex`, `ndarray`) are always built. GPU backends are cargo features of
+//! `mtrec-train` (and of the xtask), off by default because their stack (wgpu, naga, CubeCL…)
+//! dominates a cold build that a CPU user never runs: `wgpu` (Vulkan, Metal, DX12, or a software
+//! Vulkan) and `cuda` (NVIDIA, through CubeCL). A name whose backend this build lacks is an error
+//! saying how to get it.
 
-use burn::tensor::{Device, DeviceKind};
+use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 /// A backend, by name.
@@ -13,27 +19,58 @@ pub enum DeviceChoice {
     Flex,
     /// burn-ndarray: the older CPU backend (deprecated upstream in burn 0.22).
     Ndarray,
-    /// burn-wgpu: the GPU through wgpu (Vulkan, Metal, DX12, or a software Vulkan such as lavapipe).
+    /// burn-wgpu: the GPU through wgpu (Vulkan, Metal, DX12, or a software Vulkan such as lavapipe);
+    /// needs the `wgpu` cargo feature.
     Wgpu,
+    /// burn-cuda: an NVIDIA GPU through CUDA; needs the `cuda` cargo feature.
+    Cuda,
 }
 
 impl DeviceChoice {
-    /// The device (without autodiff).
-    pub fn device(self) -> Device {
+    /// Every backend name, built in or not.
+    pub const ALL: [DeviceChoice; 4] = [Self::Flex, Self::Ndarray, Self::Wgpu, Self::Cuda];
+
+    /// Whether this build has the backend (GPU backends are cargo features).
+    pub fn is_built(self) -> bool {
         match self {
-            DeviceChoice::Flex => Device::flex(),
-            #[allow(deprecated)]
-            DeviceChoice::Ndarray => Device::ndarray(),
-            DeviceChoice::Wgpu => Device::wgpu(DeviceKind::DefaultDevice),
+            Self::Flex | Self::Ndarray => true,
+            Self::Wgpu => cfg!(feature = "wgpu"),
+            Self::Cuda => cfg!(feature = "cuda"),
         }
     }
 
-    /// The device, checked to be usable: a wgpu device whose adapter cannot be acquired (no GPU and
-    /// no software Vulkan driver, or no Vulkan loader) gives an error saying so instead of a panic
-    /// deep inside the runtime.
+    /// The device (without autodiff), or an error naming the cargo feature that adds the backend.
+    pub fn device(self) -> Result<Device, String> {
+        match self {
+            Self::Flex => Ok(Device::flex()),
+            #[allow(deprecated)]
+            Self::Ndarray => Ok(Device::ndarray()),
+            #[cfg(feature = "wgpu")]
+            Self::Wgpu => Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
+            #[cfg(feature = "cuda")]
+            Self::Cuda => Ok(Device::cuda(0)),
+            #[allow(unreachable_patterns)]
+            other => Err(other.not_built()),
+        }
+    }
+
+    /// The message for a backend this build lacks.
+    fn not_built(self) -> String {
+        let name = self.name();
+        format!(
+            "device {name:?}: this build of mtrec has no {name} backend. GPU backends are cargo features, off by \
+             default to keep the CPU build lean; build the xtask with it: `cargo xtask-{name} train --device {name} \
+             ...` (an alias of `cargo run -p xtask --features {name} -- ...`), or depend on mtrec-train with \
+             `features = [\"{name}\"]`. The first such build compiles burn's GPU stack (see README, Building)."
+        )
+    }
+
+    /// The device, checked to be usable: a backend this build lacks, or a GPU device whose adapter
+    /// cannot be acquired (no GPU and no software Vulkan driver, or no Vulkan loader), gives an error
+    /// saying so instead of a panic deep inside the runtime.
     pub fn open(self) -> Result<Device, String> {
-        let device = self.device();
-        if self != DeviceChoice::Wgpu {
+        let device = self.device()?;
+        if matches!(self, Self::Flex | Self::Ndarray) {
             return Ok(device);
         }
         let probe = device.clone();
@@ -42,8 +79,9 @@ impl DeviceChoice {
         let ok =
             std::panic::catch_unwind(move || burn::tensor::Tensor::<1>::ones([1], &probe).into_scalar::<f32>() == 1.0);
         std::panic::set_hook(hook);
-        match ok {
-            Ok(true) => Ok(device),
+        match (ok, self) {
+            (Ok(true), _) => Ok(device),
+            (_, Self::Cuda) => Err("cuda: no usable CUDA device (an NVIDIA GPU with its driver is needed)".into()),
             _ => Err("wgpu: no usable adapter. A GPU needs its Vulkan (or Metal/DX12) driver and the Vulkan \
                       loader (libvulkan1); without a GPU, install Mesa's software Vulkan (`apt-get install \
                       mesa-vulkan-drivers`) and set VK_ICD_FILENAMES=/usr/share/vulkan/icd.d/lvp_icd.x86_64.json"
@@ -54,9 +92,32 @@ impl DeviceChoice {
     /// The config name.
     pub fn name(self) -> &'static str {
         match self {
-            DeviceChoice::Flex => "flex",
-            DeviceChoice::Ndarray => "ndarray",
-            DeviceChoice::Wgpu => "wgpu",
+            Self::Flex => "flex",
+            Self::Ndarray => "ndarray",
+            Self::Wgpu => "wgpu",
+            Self::Cuda => "cuda",
+        }
+    }
+
+    /// The GPU backends a test run should exercise: `wgpu` where `MTREC_TEST_WGPU` is set (with a
+    /// Vulkan driver; `.ci/run` provides Mesa's lavapipe). Prints a SKIP line when it is not set, and
+    /// panics when it is set in a build without the `wgpu` feature (a silently skipped GPU test is
+    /// a false green).
+    pub fn gpu_backends_under_test(test: &str) -> Vec<DeviceChoice> {
+        let requested = std::env::var_os("MTREC_TEST_WGPU").is_some();
+        match (requested, Self::Wgpu.is_built()) {
+            (true, true) => vec![Self::Wgpu],
+            (true, false) => panic!(
+                "MTREC_TEST_WGPU is set but this test binary was built without the `wgpu` feature: \
+                 run `cargo test --features wgpu`"
+            ),
+            (false, built) => {
+                let how = if built { "set MTREC_TEST_WGPU=1 with a Vulkan driver (e.g. Mesa lavapipe)" } else {
+                    "build with `--features wgpu` and set MTREC_TEST_WGPU=1 with a Vulkan driver"
+                };
+                eprintln!("SKIP {test} on wgpu: {how}");
+                vec![]
+            }
         }
     }
 }
@@ -64,12 +125,9 @@ impl DeviceChoice {
 impl std::str::FromStr for DeviceChoice {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "flex" => Ok(Self::Flex),
-            "ndarray" => Ok(Self::Ndarray),
-            "wgpu" => Ok(Self::Wgpu),
-            other => Err(format!("unknown device {other:?}: expected flex, ndarray or wgpu")),
-        }
+        Self::ALL.into_iter().find(|c| c.name() == s).ok_or_else(|| {
+            format!("unknown device {s:?}: expected flex, ndarray, wgpu or cuda (wgpu and cuda are cargo features)")
+        })
     }
 }
 
@@ -84,11 +142,7 @@ mod tests {
     #[test]
     fn every_backend_trains_with_finite_falling_loss() {
         let mut choices = vec![DeviceChoice::Flex, DeviceChoice::Ndarray];
-        if std::env::var_os("MTREC_TEST_WGPU").is_some() {
-            choices.push(DeviceChoice::Wgpu);
-        } else {
-            eprintln!("SKIP wgpu backend: set MTREC_TEST_WGPU=1 with a Vulkan driver (e.g. Mesa lavapipe) to run it");
-        }
+        choices.extend(DeviceChoice::gpu_backends_under_test("every_backend_trains_with_finite_falling_loss"));
         for choice in choices {
             let config = ExperimentConfig {
                 device: choice,
@@ -113,7 +167,7 @@ mod tests {
                 ..Default::default()
             };
             let ds = config.data.load().unwrap();
-            let (summary, records, _) = Trainer::new(&config, &ds, choice.device()).verbose(false).run().unwrap();
+            let (summary, records, _) = Trainer::new(&config, &ds, choice.device().unwrap()).verbose(false).run().unwrap();
             assert_eq!(summary.device, choice.name());
             for task in ["task1", "task2"] {
                 let losses: Vec<f64> = records.iter().map(|r| r.train_loss[task]).collect();
@@ -125,9 +179,28 @@ mod tests {
 
     #[test]
     fn names_parse_back() {
-        for c in [DeviceChoice::Flex, DeviceChoice::Ndarray, DeviceChoice::Wgpu] {
+        for c in DeviceChoice::ALL {
             assert_eq!(c.name().parse::<DeviceChoice>().unwrap(), c);
         }
-        assert!("cuda".parse::<DeviceChoice>().unwrap_err().contains("flex, ndarray or wgpu"));
+        assert!("metal".parse::<DeviceChoice>().unwrap_err().contains("flex, ndarray, wgpu or cuda"));
+    }
+
+    /// A GPU backend this build lacks is an error that says which feature adds it and how to build
+    /// with it; one it has is a device.
+    #[test]
+    fn a_backend_not_built_in_says_how_to_get_it() {
+        for choice in [DeviceChoice::Wgpu, DeviceChoice::Cuda] {
+            match choice.device() {
+                Ok(_) => assert!(choice.is_built()),
+                Err(e) => {
+                    assert!(!choice.is_built());
+                    let name = choice.name();
+                    assert!(e.contains(&format!("cargo xtask-{name} train --device {name}")), "{e}");
+                    assert!(e.contains(&format!("--features {name}")), "{e}");
+                    assert_eq!(choice.open().unwrap_err(), e);
+                }
+            }
+        }
+        assert!(DeviceChoice::Flex.is_built() && DeviceChoice::Flex.open().is_ok());
     }
 }

@@ -146,11 +146,7 @@ mod tests {
     #[test]
     fn backends_agree_on_outputs_and_gradients() {
         let mut others = vec![DeviceChoice::Ndarray];
-        if std::env::var_os("MTREC_TEST_WGPU").is_some() {
-            others.push(DeviceChoice::Wgpu);
-        } else {
-            eprintln!("SKIP wgpu parity: set MTREC_TEST_WGPU=1 with a Vulkan driver (e.g. Mesa lavapipe) to run it");
-        }
+        others.extend(DeviceChoice::gpu_backends_under_test("backends_agree_on_outputs_and_gradients"));
         // with the adversarial `sex` head, so that the gradient-reversal path is compared too
         let data = DataConfig {
             source: DataSource::Census,
@@ -166,7 +162,7 @@ mod tests {
             config.model.batch_norm =
                 !matches!(arch, Architecture::CrossStitch | Architecture::Esmm | Architecture::Aitm);
             for other in &others {
-                let r = check_parity(&config, &dataset, &DeviceChoice::Flex.device(), &other.device(), 128).unwrap();
+                let r = check_parity(&config, &dataset, &Device::flex(), &other.device().unwrap(), 128).unwrap();
                 eprintln!("{arch:?} flex vs {other:?}: {r:?}");
                 assert!(r.gradient_entries > 1000, "{r:?}");
                 assert!(r.max_gradient_abs > 0.0, "{r:?}");
@@ -185,7 +181,7 @@ mod tests {
         let data = DataConfig { source: DataSource::Census, dir: fixture(), ..Default::default() };
         let dataset = data.load().unwrap();
         let config = ExperimentConfig { data, ..Default::default() };
-        let device = DeviceChoice::Flex.device();
+        let device = Device::flex();
         let model_a = config.model.init(&dataset.schema, &device.clone().autodiff());
         let model_b = config.model.init(&dataset.schema, &device.clone().autodiff());
         let a = run_side(&model_a, &dataset, &device, 64).unwrap();
