@@ -71,6 +71,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
             model: base.model.architecture.name().to_string(),
             balance: base.balance.method.as_str().to_string(),
             tasks: Default::default(),
+            adversarial: dataset.schema.tasks.iter().filter(|t| t.adversarial).map(|t| t.name.clone()).collect(),
             delta_m: None,
         };
         let mut seed_records = Vec::new();
@@ -92,8 +93,12 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
                     TaskKind::Binary => "auc",
                     TaskKind::Regression => "mse",
                 };
-                let value = summary.test[&task.name][metric];
-                println!("  test {} {metric} {value:.4}", task.name);
+                let value = summary.test.get(&task.name).and_then(|m| m.get(metric)).copied().unwrap_or(f64::NAN);
+                if value.is_finite() {
+                    println!("  test {} {metric} {value:.4}", task.name);
+                } else {
+                    println!("  test {} {metric} undefined (one class in the test split?)", task.name);
+                }
                 let entry = result.tasks.entry(task.name.clone()).or_insert_with(|| (metric.to_string(), vec![]));
                 entry.1.push(value);
                 let panel = (task.name.clone(), metric.to_string());

@@ -72,6 +72,8 @@ pub struct BalanceError(pub String);
 /// What a balancer is built for: the tasks, the network's learning rate and the run's seed.
 #[derive(Debug, Clone)]
 pub struct BalanceContext {
+    /// Each task's name, in task order (for error messages).
+    pub names: Vec<String>,
     /// Each task's kind, in task order.
     pub kinds: Vec<TaskKind>,
     /// The network's learning rate (the default for learnable task weights).

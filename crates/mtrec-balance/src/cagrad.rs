@@ -2,24 +2,50 @@
 //!
 //! With `g₀` the average gradient and `c ∈ [0, 1)` (`balance.cagrad_c`, default 0.5): solve
 //! `min_{w ∈ Δ} ⟨g_w, g₀⟩ + √φ·‖g_w‖` with `g_w = Σ_t w_t·g_t`, `φ = c²·‖g₀‖²`; the update is
-//! `(g₀ + √φ/‖g_w‖·g_w) / (1 + c²)` (the official code's default rescaling). `c = 0` gives the mean
-//! gradient. Applied to the gradients at the shared representation.
+//! `(g₀ + √φ/‖g_w‖·g_w) / (1 + c²)` (the official code's default rescaling). Applied to the
+//! gradients at the shared representation.
+//!
+//! `g₀` is the *mean* of the task gradients, so the update is on the scale of `mean_t L_t`, while
+//! fixed weights minimise `Σ_t L_t`. The official code multiplies the update by `T` "to match the sum
+//! loss" (`newgrad * 3` in its three-task NYUv2 code): `balance.cagrad_scale = "sum"` (the default)
+//! does the same, so that `c = 0` is exactly fixed weights and the learning rate means the same for
+//! both; `"mean"` keeps the update on the mean's scale.
+
+use serde::{Deserialize, Serialize};
 
 use crate::{
     GradientCombiner,
     simplex::{minimize_on_simplex, multiply, quadratic},
 };
 
+/// The scale of CAGrad's update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum CaGradScale {
+    /// `T ×` the update (the official code: the scale of `Σ_t L_t`, like fixed weights).
+    #[default]
+    Sum,
+    /// The update as derived (the scale of `mean_t L_t`).
+    Mean,
+}
+
 /// CAGrad's combination.
 #[derive(Debug)]
 pub struct CaGrad {
     c: f64,
+    scale: CaGradScale,
 }
 
 impl CaGrad {
-    /// Conflict-aversion radius `c`.
+    /// Conflict-aversion radius `c`, the official code's `T ×` scale.
     pub fn new(c: f64) -> Self {
-        Self { c }
+        Self { c, scale: CaGradScale::Sum }
+    }
+
+    /// With the update's scale.
+    pub fn with_scale(mut self, scale: CaGradScale) -> Self {
+        self.scale = scale;
+        self
     }
 }
 
@@ -28,7 +54,7 @@ impl GradientCombiner for CaGrad {
         "cagrad"
     }
 
-    fn coefficients(&mut self, gram: &[Vec<f64>]) -> Vec<f64> {
+    fn coefficients(&mut self, gram: &[Vec<f64>], _losses: &[f64]) -> Vec<f64> {
         let t = gram.len();
         let mean = vec![1.0 / t as f64; t];
         let g0_norm = (quadratic(gram, &mean, &mean) + 1e-8).sqrt();
@@ -42,7 +68,11 @@ impl GradientCombiner for CaGrad {
         });
         let lambda = radius / ((quadratic(gram, &w, &w) + 1e-8).sqrt() + 1e-8);
         let rescale = 1.0 + self.c * self.c;
-        (0..t).map(|i| (1.0 / t as f64 + lambda * w[i]) / rescale).collect()
+        let sum = match self.scale {
+            CaGradScale::Sum => t as f64,
+            CaGradScale::Mean => 1.0,
+        };
+        (0..t).map(|i| sum * (1.0 / t as f64 + lambda * w[i]) / rescale).collect()
     }
 }
 
@@ -54,10 +84,19 @@ mod tests {
         g.iter().map(|a| g.iter().map(|b| a[0] * b[0] + a[1] * b[1]).collect()).collect()
     }
 
+    /// `c = 0`: the sum of the gradients (fixed weights) with the official scale, their mean with
+    /// `mean`.
     #[test]
-    fn zero_radius_gives_the_mean_gradient() {
-        let c = CaGrad::new(0.0).coefficients(&gram(&[[1.0, 0.0], [-0.5, 2.0]]));
+    fn zero_radius_gives_fixed_weights_or_the_mean() {
+        let g = gram(&[[1.0, 0.0], [-0.5, 2.0]]);
+        let c = CaGrad::new(0.0).coefficients(&g, &[]);
+        assert!(c.iter().all(|v| (v - 1.0).abs() < 1e-12), "{c:?}");
+        let c = CaGrad::new(0.0).with_scale(CaGradScale::Mean).coefficients(&g, &[]);
         assert!(c.iter().all(|v| (v - 0.5).abs() < 1e-12), "{c:?}");
+        // the scale multiplies every coefficient by T, whatever c
+        let sum = CaGrad::new(0.4).coefficients(&g, &[]);
+        let mean = CaGrad::new(0.4).with_scale(CaGradScale::Mean).coefficients(&g, &[]);
+        assert!(sum.iter().zip(&mean).all(|(s, m)| (s - 2.0 * m).abs() < 1e-9), "{sum:?} {mean:?}");
     }
 
     /// With conflicting gradients of unequal size, the mean gradient barely helps the small task;
@@ -72,7 +111,7 @@ mod tests {
             g.iter().map(|gi| (gi[0] * d[0] + gi[1] * d[1]) / norm).fold(f64::INFINITY, f64::min)
         };
         let mean = [0.5, 0.5];
-        let ca = CaGrad::new(0.5).coefficients(&gm);
+        let ca = CaGrad::new(0.5).coefficients(&gm, &[]);
         assert!(worst(&mean) < 0.0, "the mean conflicts with task 2 here");
         assert!(worst(&ca) > worst(&mean), "CAGrad {} vs mean {}", worst(&ca), worst(&mean));
     }

@@ -15,8 +15,9 @@ pub trait GradientCombiner {
     /// The method's config name.
     fn name(&self) -> &'static str;
 
-    /// `gram[i][j] = ⟨g_i, g_j⟩`; returns `c` with the shared update `Σ_t c_t·g_t`.
-    fn coefficients(&mut self, gram: &[Vec<f64>]) -> Vec<f64>;
+    /// `gram[i][j] = ⟨g_i, g_j⟩` and each task's loss this step; returns `c` with the shared update
+    /// `Σ_t c_t·g_t`.
+    fn coefficients(&mut self, gram: &[Vec<f64>], losses: &[f64]) -> Vec<f64>;
 
     /// Called after every epoch.
     fn end_epoch(&mut self) {}
@@ -53,11 +54,14 @@ impl<C: GradientCombiner> LossBalancer for GradientCombination<C> {
 
     fn backward(&mut self, graph: &mut dyn TaskGraph) -> Result<BalancedGradients, BalanceError> {
         let grads = TaskGradients::compute(graph.cut_forward(), &vec![1.0; graph.n_tasks()]);
-        let gram = grads.gram();
-        if gram.iter().flatten().any(|v| !v.is_finite()) {
-            return Err(BalanceError(format!("{}: non-finite task gradients", self.name())));
+        let (gram, losses) = grads.gram_and_losses();
+        if gram.iter().flatten().chain(&losses).any(|v| !v.is_finite()) {
+            return Err(BalanceError(format!("{}: non-finite task gradients or losses", self.name())));
         }
-        self.coefficients = self.combiner.coefficients(&gram);
+        self.coefficients = self.combiner.coefficients(&gram, &losses);
+        if let Some(t) = self.coefficients.iter().position(|c| !c.is_finite()) {
+            return Err(BalanceError(format!("{}: the coefficient of task {t} is not finite", self.name())));
+        }
         self.norms.add(&(0..gram.len()).map(|t| gram[t][t].sqrt()).collect::<Vec<_>>());
         Ok(grads.finish(&self.coefficients))
     }

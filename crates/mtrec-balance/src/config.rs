@@ -3,8 +3,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    BalanceContext, CaGrad, DynamicWeightAverage, FixedWeights, GradNorm, GradNormLayer, GradientCombination, ImtlG,
-    InitialLoss, LossBalancer, Mgda, PcGrad, RandomLossWeighting, UncertaintyConvention, UncertaintyWeighting,
+    BalanceContext, CaGrad, CaGradScale, DynamicWeightAverage, FixedWeights, GradNorm, GradNormLayer,
+    GradientCombination, ImtlG, InitialLoss, LossBalancer, Mgda, MgdaNormalization, PcGrad, RandomLossWeighting,
+    UncertaintyConvention, UncertaintyWeighting,
 };
 
 /// Which balancing method.
@@ -72,6 +73,12 @@ pub struct BalanceConfig {
     pub temperature: Option<f64>,
     /// `cagrad`: conflict-aversion radius c in [0, 1) (default 0.5).
     pub cagrad_c: Option<f64>,
+    /// `cagrad`: `sum` (default: the official code's `T ×` update, the scale of fixed weights) or
+    /// `mean`.
+    pub cagrad_scale: Option<CaGradScale>,
+    /// `mgda`: gradient normalisation before the min-norm solve: `none` (default), `l2`, `loss` or
+    /// `loss+` (the official code's `normalization_type`).
+    pub mgda_normalization: Option<MgdaNormalization>,
 }
 
 fn positive(key: &str, value: f64) -> Result<f64, String> {
@@ -84,7 +91,7 @@ fn positive(key: &str, value: f64) -> Result<f64, String> {
 
 impl BalanceConfig {
     /// Every option that is set, with the methods it belongs to.
-    fn options(&self) -> [(&'static str, bool, &'static [BalanceMethod]); 8] {
+    fn options(&self) -> [(&'static str, bool, &'static [BalanceMethod]); 10] {
         use BalanceMethod::*;
         [
             ("weights", self.weights.is_some(), &[Fixed]),
@@ -95,6 +102,8 @@ impl BalanceConfig {
             ("gradnorm_layer", self.gradnorm_layer.is_some(), &[Gradnorm]),
             ("temperature", self.temperature.is_some(), &[Dwa]),
             ("cagrad_c", self.cagrad_c.is_some(), &[Cagrad]),
+            ("cagrad_scale", self.cagrad_scale.is_some(), &[Cagrad]),
+            ("mgda_normalization", self.mgda_normalization.is_some(), &[Mgda]),
         ]
     }
 
@@ -131,26 +140,32 @@ impl BalanceConfig {
                 if !alpha.is_finite() || alpha < 0.0 {
                     return Err(format!("balance.alpha must be finite and non-negative, got {alpha}"));
                 }
-                Box::new(GradNorm::new(
-                    n_tasks,
-                    alpha,
-                    weight_lr,
-                    self.gradnorm_layer.unwrap_or_default(),
-                    self.initial_loss.unwrap_or_default(),
-                ))
+                Box::new(
+                    GradNorm::new(
+                        n_tasks,
+                        alpha,
+                        weight_lr,
+                        self.gradnorm_layer.unwrap_or_default(),
+                        self.initial_loss.unwrap_or_default(),
+                    )
+                    .with_task_names(ctx.names.clone()),
+                )
             }
             BalanceMethod::Dwa => {
                 Box::new(DynamicWeightAverage::new(n_tasks, positive("temperature", self.temperature.unwrap_or(2.0))?))
             }
             BalanceMethod::Rlw => Box::new(RandomLossWeighting::new(n_tasks, ctx.seed)),
             BalanceMethod::Pcgrad => Box::new(GradientCombination::new(PcGrad::new(ctx.seed), n_tasks)),
-            BalanceMethod::Mgda => Box::new(GradientCombination::new(Mgda, n_tasks)),
+            BalanceMethod::Mgda => {
+                Box::new(GradientCombination::new(Mgda::new(self.mgda_normalization.unwrap_or_default()), n_tasks))
+            }
             BalanceMethod::Cagrad => {
                 let c = self.cagrad_c.unwrap_or(0.5);
                 if !(0.0..1.0).contains(&c) {
                     return Err(format!("balance.cagrad_c must be in [0, 1), got {c}"));
                 }
-                Box::new(GradientCombination::new(CaGrad::new(c), n_tasks))
+                let scale = self.cagrad_scale.unwrap_or_default();
+                Box::new(GradientCombination::new(CaGrad::new(c).with_scale(scale), n_tasks))
             }
             BalanceMethod::ImtlG => Box::new(GradientCombination::new(ImtlG, n_tasks)),
         })

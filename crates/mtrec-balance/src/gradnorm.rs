@@ -21,6 +21,12 @@
 //! the combined weight gradient of the backward minus the others' — `T − 1` extra products a step.
 //! `balance.gradnorm_layer = "representation"` uses the gradient at the shared tensors instead
 //! (cheaper, and it works with batch normalisation, where the last layer is not exposed).
+//!
+//! The subtraction leaves f32 rounding residue where the last task's true share is 0 (an
+//! adversarial task with λ = 0 passes no gradient): Adam would normalise that residue into a full
+//! step and drift the weight up. A last-task norm below [`RESIDUE_TOLERANCE`] of the largest norm
+//! in the subtraction is therefore taken as exactly 0. A task whose initial loss is 0 has no
+//! training rate `L/L(0)`: that is an error naming the task, as is a non-finite weight gradient.
 
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
@@ -55,8 +61,13 @@ pub enum InitialLoss {
     FirstEpochMean,
 }
 
+/// A last-task norm (from the subtraction) at or below this fraction of the largest norm involved
+/// is f32 rounding residue and counts as 0.
+pub const RESIDUE_TOLERANCE: f64 = 1e-4;
+
 /// GradNorm's learnable task weights.
 pub struct GradNorm {
+    names: Vec<String>,
     alpha: f64,
     layer: GradNormLayer,
     initial: InitialLoss,
@@ -70,6 +81,7 @@ impl GradNorm {
     /// `n_tasks` weights, asymmetry `alpha`, weight learning rate `lr`.
     pub fn new(n_tasks: usize, alpha: f64, lr: f64, layer: GradNormLayer, initial: InitialLoss) -> Self {
         Self {
+            names: (0..n_tasks).map(|t| format!("task {t}")).collect(),
             alpha,
             layer,
             initial,
@@ -78,6 +90,14 @@ impl GradNorm {
             epochs_seen: 0,
             norms: EpochMean::default(),
         }
+    }
+
+    /// With the tasks' names, for error messages.
+    pub fn with_task_names(mut self, names: Vec<String>) -> Self {
+        if names.len() == self.names.len() {
+            self.names = names;
+        }
+        self
     }
 
     /// The gradient of `L_grad` w.r.t. each `w_t` given the step's `G_t`, losses and weights.
@@ -100,7 +120,8 @@ impl GradNorm {
     ///
     /// On the last shared layer, `∇_W (w_t·L_t)` of the first `T − 1` tasks are computed from their
     /// gradients at the layer's output (one matrix product each); the last task's is the combined
-    /// weight gradient, which the backward computed anyway, minus theirs.
+    /// weight gradient, which the backward computed anyway, minus theirs — and the combined
+    /// gradient's norm follows as one more value, the scale of [`RESIDUE_TOLERANCE`].
     fn norms(
         &self,
         points: &[usize],
@@ -129,8 +150,8 @@ impl GradNorm {
                 let combined = last.weight.grad(grads, last.groups()).ok_or_else(|| {
                     BalanceError("gradnorm: the last shared layer received no gradient from the backward".into())
                 })?;
-                let rest = partial.iter().fold(combined, |acc, p| acc - p.clone());
-                Ok(partial.into_iter().chain([rest]).map(frobenius).collect())
+                let rest = partial.iter().fold(combined.clone(), |acc, p| acc - p.clone());
+                Ok(partial.into_iter().chain([rest, combined]).map(frobenius).collect())
             }
             GradNormLayer::Representation => Ok(per_task
                 .iter()
@@ -165,15 +186,41 @@ impl LossBalancer for GradNorm {
         let host = to_host(out.task_losses.iter().cloned().chain(norms).collect());
         let (losses, g) = host.split_at(n);
         if let Some(t) = host.iter().position(|v| !v.is_finite()) {
-            return Err(BalanceError(format!("gradnorm: non-finite loss or gradient norm of task {}", t % n)));
+            let what = if t < n { "loss" } else { "gradient norm" };
+            return Err(BalanceError(format!(
+                "gradnorm: non-finite {what} of task `{}`",
+                self.names[if t < n { t } else { (t - n).min(n - 1) }]
+            )));
+        }
+        let mut g = g[..n].to_vec();
+        if let Some(&combined) = host.get(2 * n) {
+            // the last task's norm came from a subtraction: below the tolerance it is residue
+            let scale = g[..n - 1].iter().copied().fold(combined, f64::max);
+            if g[n - 1] <= RESIDUE_TOLERANCE * scale {
+                g[n - 1] = 0.0;
+            }
         }
         let initial = self.initial_losses.get_or_insert_with(|| losses.to_vec()).clone();
-        let (dw, _) = self.weight_gradient(g, losses, &initial, &w);
+        if let Some(t) = initial.iter().position(|l| !(l.is_finite() && *l > 0.0)) {
+            return Err(BalanceError(format!(
+                "gradnorm: the initial loss L(0) of task `{}` is {}, so its training rate L/L(0) is undefined; \
+                 GradNorm needs positive task losses (is the task's loss exactly 0 — a constant label fitted \
+                 exactly?); use another balance.method for this data",
+                self.names[t], initial[t]
+            )));
+        }
+        let (dw, _) = self.weight_gradient(&g, losses, &initial, &w);
+        if let Some(t) = dw.iter().position(|d| !d.is_finite()) {
+            return Err(BalanceError(format!(
+                "gradnorm: the weight gradient of task `{}` is not finite (G = {}, L = {}, L(0) = {}, w = {})",
+                self.names[t], g[t], losses[t], initial[t], w[t]
+            )));
+        }
         self.weights.step(&dw);
         let floored: Vec<f64> = self.weights.values().iter().map(|v| v.max(1e-3)).collect();
         let total: f64 = floored.iter().sum();
         self.weights.set(floored.iter().map(|v| v * n as f64 / total).collect());
-        self.norms.add(g);
+        self.norms.add(&g);
         Ok(out)
     }
 
@@ -258,6 +305,10 @@ mod tests {
         model: &'a Toy,
         x: Tensor<2>,
         targets: Vec<Tensor<2>>,
+        /// A task whose head reads the trunk detached: its gradient at the trunk is exactly 0.
+        detached_task: Option<usize>,
+        /// A task whose loss is exactly 0.
+        zero_loss_task: Option<usize>,
     }
 
     impl ToyStep<'_> {
@@ -284,7 +335,12 @@ mod tests {
                 .heads
                 .iter()
                 .zip(&self.targets)
-                .map(|(head, y)| (head.forward(z.clone()) - y.clone()).powi_scalar(2).mean())
+                .enumerate()
+                .map(|(t, (head, y))| {
+                    let input = if self.detached_task == Some(t) { z.clone().detach() } else { z.clone() };
+                    let loss = (head.forward(input) - y.clone()).powi_scalar(2).mean();
+                    if self.zero_loss_task == Some(t) { loss.mul_scalar(0.0) } else { loss }
+                })
                 .collect()
         }
     }
@@ -360,6 +416,8 @@ mod tests {
                 model: &model,
                 x: x.clone().slice([rows..rows + batch, 0..d_in]),
                 targets: targets.iter().map(|y| y.clone().slice([rows..rows + batch, 0..d_out])).collect(),
+                detached_task: None,
+                zero_loss_task: None,
             };
             let out = gn.backward(&mut graph).unwrap();
             let w = gn.task_weights();
@@ -381,5 +439,51 @@ mod tests {
         assert!(w[0] > w[1] && w[1] > w[2], "weights must order inversely to σ: {w:?}");
         let (cv_start, cv_end) = (coefficient_of_variation(&start), coefficient_of_variation(&end));
         assert!(cv_end < 0.25 * cv_start, "gradient norms {start:?} → {end:?} (CV {cv_start:.3} → {cv_end:.3})");
+    }
+
+    /// A small toy: 2-layer trunk, three heads, random targets.
+    fn small_toy(device: &Device) -> (Toy, Tensor<2>, Vec<Tensor<2>>) {
+        let toy = Toy {
+            trunk: [12, 16, 16].windows(2).map(|w| LinearConfig::new(w[0], w[1]).init(device)).collect(),
+            heads: (0..3).map(|_| LinearConfig::new(16, 4).init(device)).collect(),
+        };
+        let x = Tensor::<2>::random([64, 12], burn::tensor::Distribution::Default, device);
+        let targets = (0..3).map(|_| Tensor::<2>::random([64, 4], burn::tensor::Distribution::Default, device)).collect();
+        (toy, x, targets)
+    }
+
+    /// The last task's share of the last layer's gradient comes from a subtraction; where its true
+    /// value is 0 (its head reads the trunk detached, like an adversary with λ = 0) the norm must be
+    /// exactly 0 — f32 residue would make Adam drift its weight up a full step each step (Adam
+    /// normalises the residue's size away).
+    #[test]
+    fn a_last_task_without_gradient_has_norm_zero_not_residue() {
+        let device = Device::flex().autodiff();
+        device.seed(3);
+        let (toy, x, targets) = small_toy(&device);
+        let mut gn = GradNorm::new(3, 1.5, 0.05, GradNormLayer::LastShared, InitialLoss::FirstStep);
+        for _ in 0..20 {
+            let mut graph =
+                ToyStep { model: &toy, x: x.clone(), targets: targets.clone(), detached_task: Some(2), zero_loss_task: None };
+            gn.backward(&mut graph).unwrap();
+        }
+        gn.end_epoch(&[0.0; 3]);
+        let norms = gn.task_gradient_norms().unwrap();
+        assert!(norms[0] > 0.0 && norms[1] > 0.0, "{norms:?}");
+        assert_eq!(norms[2], 0.0, "residue of the subtraction: {norms:?}");
+    }
+
+    /// A task whose initial loss is 0 has no training rate: an error naming the task, not silently
+    /// equal weights for the whole run (0/0 → NaN through Adam, then NaN.max(1e-3)).
+    #[test]
+    fn a_zero_initial_loss_is_an_error_naming_the_task() {
+        let device = Device::flex().autodiff();
+        let (toy, x, targets) = small_toy(&device);
+        let mut gn = GradNorm::new(3, 1.5, 0.05, GradNormLayer::LastShared, InitialLoss::FirstStep)
+            .with_task_names(vec!["ctr".into(), "cvr".into(), "rating".into()]);
+        let mut graph = ToyStep { model: &toy, x, targets, detached_task: None, zero_loss_task: Some(1) };
+        let err = gn.backward(&mut graph).err().expect("an error").0;
+        assert!(err.contains("`cvr`") && err.contains("L(0)"), "{err}");
+        assert!(gn.task_weights().iter().all(|w| w.is_finite()));
     }
 }

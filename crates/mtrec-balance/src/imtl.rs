@@ -41,7 +41,7 @@ impl GradientCombiner for ImtlG {
         "imtl_g"
     }
 
-    fn coefficients(&mut self, gram: &[Vec<f64>]) -> Vec<f64> {
+    fn coefficients(&mut self, gram: &[Vec<f64>], _losses: &[f64]) -> Vec<f64> {
         let t = gram.len();
         let uniform = vec![1.0 / t as f64; t];
         if t == 1 {
@@ -74,7 +74,7 @@ mod tests {
     /// g1 = (1, 0), g2 = (0, 2): equal projections need α₁ = 2α₂, so α = (2/3, 1/3).
     #[test]
     fn two_task_case_by_hand() {
-        let a = ImtlG.coefficients(&gram(&[vec![1.0, 0.0], vec![0.0, 2.0]]));
+        let a = ImtlG.coefficients(&gram(&[vec![1.0, 0.0], vec![0.0, 2.0]]), &[]);
         assert!((a[0] - 2.0 / 3.0).abs() < 1e-12 && (a[1] - 1.0 / 3.0).abs() < 1e-12, "{a:?}");
     }
 
@@ -82,7 +82,7 @@ mod tests {
     #[test]
     fn projections_on_unit_gradients_are_equal() {
         let g = vec![vec![1.0, 0.5, -0.3, 2.0], vec![-0.4, 1.5, 0.2, 0.1], vec![0.3, -0.2, 3.0, 0.5]];
-        let a = ImtlG.coefficients(&gram(&g));
+        let a = ImtlG.coefficients(&gram(&g), &[]);
         assert!((a.iter().sum::<f64>() - 1.0).abs() < 1e-12);
         let d: Vec<f64> = (0..4).map(|k| (0..3).map(|t| a[t] * g[t][k]).sum()).collect();
         let proj: Vec<f64> = g

@@ -31,14 +31,14 @@ mod uncertainty;
 pub use balancer::{
     BalanceContext, BalanceError, BalancedGradients, CutForward, LossBalancer, ProbedForward, TaskGraph,
 };
-pub use cagrad::CaGrad;
+pub use cagrad::{CaGrad, CaGradScale};
 pub use combination::{GradientCombination, GradientCombiner};
 pub use config::{BalanceConfig, BalanceMethod};
 pub use dwa::DynamicWeightAverage;
 pub use fixed::FixedWeights;
 pub use gradnorm::{GradNorm, GradNormLayer, InitialLoss};
 pub use imtl::ImtlG;
-pub use mgda::Mgda;
+pub use mgda::{Mgda, MgdaNormalization};
 pub use pcgrad::PcGrad;
 pub use rlw::RandomLossWeighting;
 pub use task_gradients::TaskGradients;
@@ -51,6 +51,6 @@ pub(crate) mod test_support {
 
     /// A context of `n` binary tasks.
     pub(crate) fn context(n: usize) -> BalanceContext {
-        BalanceContext { kinds: vec![TaskKind::Binary; n], lr: 1e-3, seed: 1 }
+        BalanceContext { names: (0..n).map(|t| format!("t{t}")).collect(), kinds: vec![TaskKind::Binary; n], lr: 1e-3, seed: 1 }
     }
 }

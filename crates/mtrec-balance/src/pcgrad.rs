@@ -47,7 +47,7 @@ impl GradientCombiner for PcGrad {
         "pcgrad"
     }
 
-    fn coefficients(&mut self, gram: &[Vec<f64>]) -> Vec<f64> {
+    fn coefficients(&mut self, gram: &[Vec<f64>], _losses: &[f64]) -> Vec<f64> {
         let t = gram.len();
         let orders: Vec<Vec<usize>> = (0..t)
             .map(|i| {
@@ -102,13 +102,13 @@ mod tests {
         assert_eq!(combine(&a[0], &g), [0.5, 0.5]);
         assert_eq!(combine(&a[1], &g), [0.0, 1.0]);
         assert!(quadratic(&gm, &a[0], &[0.0, 1.0]).abs() < 1e-12);
-        let c = PcGrad::new(1).coefficients(&gm);
+        let c = PcGrad::new(1).coefficients(&gm, &[]);
         assert_eq!(combine(&c, &g), [0.5, 1.5]);
     }
 
     #[test]
     fn agreeing_gradients_are_left_alone() {
         let g = [[1.0, 0.0], [1.0, 1.0]];
-        assert_eq!(PcGrad::new(1).coefficients(&gram(&g)), vec![1.0, 1.0]);
+        assert_eq!(PcGrad::new(1).coefficients(&gram(&g), &[]), vec![1.0, 1.0]);
     }
 }

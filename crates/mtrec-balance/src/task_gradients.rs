@@ -53,6 +53,11 @@ impl TaskGradients {
 
     /// The Gram matrix `G[i][j] = ⟨g_i, g_j⟩` over all shared tensors (one device-to-host read).
     pub fn gram(&self) -> Vec<Vec<f64>> {
+        self.gram_and_losses().0
+    }
+
+    /// The Gram matrix and the tasks' losses, in one device-to-host read.
+    pub fn gram_and_losses(&self) -> (Vec<Vec<f64>>, Vec<f64>) {
         let flat: Vec<Tensor<2>> = self
             .per_task
             .iter()
@@ -60,8 +65,9 @@ impl TaskGradients {
             .collect();
         let m = Tensor::cat(flat, 0);
         let t = self.n_tasks();
-        let gram = to_host(vec![m.clone().matmul(m.transpose()).reshape([t * t])]);
-        gram.chunks(t).map(<[f64]>::to_vec).collect()
+        let host = to_host(std::iter::once(m.clone().matmul(m.transpose()).reshape([t * t])).chain(self.losses.clone()).collect());
+        let (gram, losses) = host.split_at(t * t);
+        (gram.chunks(t).map(<[f64]>::to_vec).collect(), losses.to_vec())
     }
 
     /// Finishes the step: the shared part receives `Σ_t c_t · g_t` (one surrogate backward); each

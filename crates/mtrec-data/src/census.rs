@@ -175,6 +175,7 @@ impl CensusIncome {
                         .then(|| TaskSpec { adversarial: true, ..TaskSpec::new("sex", TaskKind::Binary) }),
                 )
                 .collect(),
+            funnel: false,
         };
         let name = match self.group {
             CensusGroup::Income => "census-mmoe",

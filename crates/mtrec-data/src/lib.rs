@@ -17,4 +17,4 @@ pub use census::{CENSUS_FILES, CensusGroup, CensusIncome, census_md5_hex};
 pub use error::DataError;
 pub use schema::{CategoricalField, Schema, TaskKind, TaskSpec};
 pub use synthetic::{Synthetic, SyntheticConfig};
-pub use table::{EncodedTable, MtlDataset};
+pub use table::{EncodedTable, FunnelViolation, MtlDataset};

@@ -51,6 +51,11 @@ pub struct Schema {
     pub dense: Vec<String>,
     /// The tasks, in label column order.
     pub tasks: Vec<TaskSpec>,
+    /// The main tasks are the steps of a funnel (impression → click → purchase): task `t`'s label
+    /// is positive only where task `t − 1`'s is, so each step also has a conditional metric on the
+    /// rows that reached the step before it (ESMM's CVR AUC).
+    #[serde(default)]
+    pub funnel: bool,
 }
 
 impl Schema {

@@ -137,6 +137,7 @@ impl Synthetic {
             categorical: vec![],
             dense: (0..self.config.dim).map(|i| format!("x{i}")).collect(),
             tasks: ["task1", "task2"].iter().map(|n| TaskSpec::new(*n, TaskKind::Regression)).collect(),
+            funnel: false,
         };
         MtlDataset { name: format!("synthetic-p{}", self.config.correlation), schema, train, valid, test }
     }

@@ -35,6 +35,37 @@ impl EncodedTable {
     }
 }
 
+/// Rows of a split where a funnel's step is positive although the step before it is not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunnelViolation {
+    /// The earlier step (task index).
+    pub previous: usize,
+    /// The later step (task index).
+    pub task: usize,
+    /// How many rows break `y_task ≤ y_previous`.
+    pub rows: usize,
+    /// The first such row (0-based).
+    pub first_row: usize,
+}
+
+impl EncodedTable {
+    /// The first pair of consecutive funnel steps `steps[k−1], steps[k]` (task indices) whose labels
+    /// break `y_k ≤ y_{k−1}` on some row, with the count and first row; `None` for a funnel.
+    pub fn funnel_violation(&self, steps: &[usize], n_tasks: usize) -> Option<FunnelViolation> {
+        steps.windows(2).find_map(|pair| {
+            let (previous, task) = (pair[0], pair[1]);
+            let bad: Vec<usize> = self
+                .labels
+                .chunks_exact(n_tasks)
+                .enumerate()
+                .filter(|(_, row)| row[task] > row[previous])
+                .map(|(i, _)| i)
+                .collect();
+            bad.first().map(|&first_row| FunnelViolation { previous, task, rows: bad.len(), first_row })
+        })
+    }
+}
+
 impl MtlDataset {
     /// Turns the main binary tasks into a funnel (impression → step 1 → step 2 …): task `t`'s label
     /// becomes `Π_{s≤t} y_s`, renamed `<first>_and_<…>` — the labels ESMM and AITM train on over the
@@ -62,6 +93,7 @@ impl MtlDataset {
             self.schema.tasks[main[k]].name = name;
         }
         self.name = format!("{}-cascade", self.name);
+        self.schema.funnel = true;
         Ok(self)
     }
 }

@@ -1,7 +1,9 @@
-//! An adversarial task (the seed's §2.1.3): a head on the shared representation behind a
-//! gradient-reversal layer (Ganin & Lempitsky, ICML 2015). The head learns to predict its target
-//! (e.g. census `sex`); the reversed gradient, scaled by λ, pushes the shared representation to
-//! make that target unpredictable — the fairness use.
+//! An adversarial task (the seed's §2.1.3): a head behind a gradient-reversal layer (Ganin &
+//! Lempitsky, ICML 2015) on the representation the model's towers read (MMoE's per-task mixtures,
+//! shared-bottom's bottom, …). The head learns to predict its target (e.g. census `sex`); the
+//! reversed gradient, scaled by λ, pushes that representation — and everything below it — to make
+//! the target unpredictable: the fairness use. λ may follow DANN's warm-up schedule
+//! [`dann_lambda`].
 
 use burn::{
     config::Config,
@@ -9,7 +11,7 @@ use burn::{
     tensor::{Device, Tensor},
 };
 
-use crate::{SharedTensors, TaskOutput, TaskTower, TaskTowerConfig};
+use crate::{TaskOutput, TaskTower, TaskTowerConfig};
 
 /// Identity forward, `−λ ×` the gradient backward: `−λ·x + (1 + λ)·detach(x)`.
 ///
@@ -17,6 +19,14 @@ use crate::{SharedTensors, TaskOutput, TaskTower, TaskTowerConfig};
 /// - input and output `[B, d]`
 pub fn gradient_reversal(x: Tensor<2>, lambda: f64) -> Tensor<2> {
     x.clone().mul_scalar(-lambda) + x.detach().mul_scalar(1.0 + lambda)
+}
+
+/// DANN's warm-up of the reversal weight (Ganin & Lempitsky 2015, §5.2.2):
+/// `λ_p = λ·(2 / (1 + exp(−γ·p)) − 1)` at training progress `p ∈ [0, 1]` (steps done / all steps),
+/// `γ = 10`: 0 at the start, λ·0.9866 half-way, λ·0.99991 at the end, so the adversary's noisy early gradient does not
+/// disturb the representation while it forms.
+pub fn dann_lambda(lambda: f64, progress: f64) -> f64 {
+    lambda * (2.0 / (1.0 + (-10.0 * progress.clamp(0.0, 1.0)).exp()) - 1.0)
 }
 
 /// Configuration of an [`AdversarialHead`].
@@ -52,9 +62,13 @@ pub struct AdversarialHead {
 }
 
 impl AdversarialHead {
-    /// The head's logit from the model's shared representation.
-    pub fn forward(&self, shared: &SharedTensors) -> TaskOutput {
-        TaskOutput::new(self.tower.forward(gradient_reversal(shared.representation(), self.weight)))
+    /// The head's logit from the representation the model's towers read
+    /// ([`MultiTaskNet::representation`](crate::MultiTaskNet::representation)).
+    ///
+    /// # Shapes
+    /// - representation: `[B, d_input]`; output `[B, 1]`
+    pub fn forward(&self, representation: Tensor<2>) -> TaskOutput {
+        TaskOutput::new(self.tower.forward(gradient_reversal(representation, self.weight)))
     }
 }
 
@@ -62,6 +76,18 @@ impl AdversarialHead {
 mod tests {
     use super::*;
     use burn::tensor::{Distribution, TensorData};
+
+    /// The schedule's values by hand: 0 at the start, λ·(2/(1+e⁻⁵) − 1) = λ·0.98661 half-way,
+    /// λ·(2/(1+e⁻¹⁰) − 1) at the end.
+    #[test]
+    fn dann_schedule_by_hand() {
+        assert_eq!(dann_lambda(2.0, 0.0), 0.0);
+        let half = 2.0 / (1.0 + (-5.0f64).exp()) - 1.0; // 0.986614…
+        assert!((dann_lambda(1.0, 0.5) - half).abs() < 1e-12 && (half - 0.986614).abs() < 1e-6);
+        assert!((dann_lambda(0.5, 1.0) - 0.5 * (2.0 / (1.0 + (-10.0f64).exp()) - 1.0)).abs() < 1e-12);
+        assert!(dann_lambda(1.0, 0.1) < dann_lambda(1.0, 0.2), "rises with progress");
+        assert_eq!(dann_lambda(1.0, 7.0), dann_lambda(1.0, 1.0), "progress is clamped to [0, 1]");
+    }
 
     /// Forward is the identity; the gradient is −λ times the gradient without the layer, checked
     /// against central finite differences of the loss without the layer.

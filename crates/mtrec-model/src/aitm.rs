@@ -34,12 +34,15 @@ pub struct AitmConfig {
     /// Weight α of the calibrator loss.
     #[config(default = 0.6)]
     pub calibrator_weight: f64,
+    /// Dropout after every hidden activation (representation towers and heads).
+    #[config(default = 0.0)]
+    pub dropout: f64,
 }
 
 impl AitmConfig {
     /// Initialise the model.
     pub fn init(&self, device: &Device) -> Aitm {
-        let bottom = MlpConfig::new(self.input.output_dim(), self.bottom_hidden.clone());
+        let bottom = MlpConfig::new(self.input.output_dim(), self.bottom_hidden.clone()).with_dropout(self.dropout);
         let k = bottom.output_dim();
         let linear = || LinearConfig::new(k, k).init(device);
         Aitm {
@@ -47,7 +50,9 @@ impl AitmConfig {
             towers: (0..self.n_tasks).map(|_| bottom.init(device)).collect(),
             transfers: (1..self.n_tasks).map(|_| linear()).collect(),
             attention: (1..self.n_tasks).map(|_| AitAttention { h1: linear(), h2: linear(), h3: linear() }).collect(),
-            heads: TaskTowerConfig::new(k, self.tower_hidden.clone()).init_many(self.n_tasks, device),
+            heads: TaskTowerConfig::new(k, self.tower_hidden.clone())
+                .with_dropout(self.dropout)
+                .init_many(self.n_tasks, device),
             calibrator_weight: self.calibrator_weight,
         }
     }
@@ -132,6 +137,11 @@ impl MultiTaskModel for Aitm {
         let previous = self.heads[task - 1].forward(z[task - 1].clone());
         let excess = (sigmoid(output.clone()) - sigmoid(previous)).clamp_min(0.0);
         TaskOutput::new(output).with_auxiliary_loss(excess.mean().mul_scalar(self.calibrator_weight))
+    }
+
+    /// Every task's fused representation `z_t` (what its head reads).
+    fn tower_inputs(&self, shared: &SharedTensors) -> Vec<Tensor<2>> {
+        self.fused(&shared.tensors[0], self.n_tasks() - 1)
     }
 
     fn task_parameters(&self, task: usize) -> ParamGroup {

@@ -1,11 +1,16 @@
 //! Cross-stitch networks (Misra, Shrivastava, Gupta & Hebert, CVPR 2016) on per-task MLP columns:
 //! after every hidden layer a learnable `T × T` cross-stitch unit mixes the columns,
 //! `h'_t = Σ_s α_ts · h_s`, initialised to 0.9 on the diagonal and 0.1/(T−1) elsewhere.
+//!
+//! Two-phase split: the shared part ends with the columns' last layer *before* its stitch — the
+//! tensors every task reads; task `t`'s branch applies row `α_t` of the last stitch and its tower.
+//! So a balancer sees each task's gradient on every column (cutting after the stitch would give
+//! task `t` a gradient on column `t` only, hiding every conflict from PCGrad, MGDA, CAGrad, IMTL-G).
 
 use burn::{
     config::Config,
     module::{Module, Param, ParamGroup},
-    nn::{Linear, LinearConfig},
+    nn::{Dropout, DropoutConfig, Linear, LinearConfig},
     tensor::{Device, Int, Tensor, TensorData, activation::relu},
 };
 
@@ -24,7 +29,7 @@ pub struct CrossStitchConfig {
     pub tower_hidden: Vec<usize>,
     /// Number of tasks (= columns).
     pub n_tasks: usize,
-    /// Dropout after tower activations.
+    /// Dropout after every hidden activation (columns and towers).
     #[config(default = 0.0)]
     pub dropout: f64,
 }
@@ -47,7 +52,13 @@ impl CrossStitchConfig {
         let towers = TaskTowerConfig::new(*widths.last().expect("input width"), self.tower_hidden.clone())
             .with_dropout(self.dropout)
             .init_many(t, device);
-        CrossStitch { input: self.input.init(device), columns, stitches, towers }
+        CrossStitch {
+            input: self.input.init(device),
+            columns,
+            stitches,
+            towers,
+            dropout: DropoutConfig::new(self.dropout).init(),
+        }
     }
 }
 
@@ -62,6 +73,8 @@ pub struct CrossStitch {
     pub stitches: Vec<Param<Tensor<2>>>,
     /// One tower per task.
     pub towers: Vec<TaskTower>,
+    /// Dropout after every column layer's activation.
+    pub dropout: Dropout,
 }
 
 impl CrossStitch {
@@ -79,25 +92,49 @@ impl CrossStitch {
     }
 }
 
+impl CrossStitch {
+    /// Task `task`'s row of the last stitch applied to the columns: `Σ_s α_ts · h_s`, `[B, h]`.
+    fn stitched(&self, task: usize, shared: &SharedTensors) -> Tensor<2> {
+        let t = shared.tensors.len();
+        let [b, h] = shared.tensors[0].dims();
+        let alpha = self.stitches.last().expect("a column has at least one layer").val();
+        let row = alpha.slice([task..task + 1, 0..t]); // [1, T]
+        // [B·h, T] · [T, 1]
+        Tensor::stack::<3>(shared.tensors.clone(), 2).reshape([b * h, t]).matmul(row.transpose()).reshape([b, h])
+    }
+}
+
 impl MultiTaskModel for CrossStitch {
     fn n_tasks(&self) -> usize {
         self.towers.len()
     }
 
-    /// Shared tensors: each column's output `[B, h]` (task `t`'s tower reads tensor `t`).
+    /// Shared tensors: each column's last layer `[B, h]` before the last stitch (every task reads
+    /// all of them).
     fn forward_shared(&self, categorical: Option<Tensor<2, Int>>, dense: Option<Tensor<2>>) -> SharedTensors {
         let x = self.input.forward(categorical, dense);
         let mut h = vec![x; self.columns.len()];
+        let layers = self.stitches.len();
         for (k, alpha) in self.stitches.iter().enumerate() {
-            let next = self.columns.iter().zip(h).map(|(column, h)| relu(column[k].forward(h))).collect();
-            h = Self::stitch(next, alpha.val());
+            let next: Vec<Tensor<2>> = self
+                .columns
+                .iter()
+                .zip(h)
+                .map(|(column, h)| self.dropout.forward(relu(column[k].forward(h))))
+                .collect();
+            h = if k + 1 < layers { Self::stitch(next, alpha.val()) } else { next };
         }
         let n = h.len();
         SharedTensors::new(h, (0..n).collect())
     }
 
     fn forward_task(&self, task: usize, shared: &SharedTensors) -> TaskOutput {
-        TaskOutput::new(self.towers[task].forward(shared.tensors[task].clone()))
+        TaskOutput::new(self.towers[task].forward(self.stitched(task, shared)))
+    }
+
+    /// Each task's stitched column.
+    fn tower_inputs(&self, shared: &SharedTensors) -> Vec<Tensor<2>> {
+        (0..self.n_tasks()).map(|t| self.stitched(t, shared)).collect()
     }
 
     fn task_parameters(&self, task: usize) -> ParamGroup {
@@ -108,6 +145,24 @@ impl MultiTaskModel for CrossStitch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The branch's stitch is the last layer's cross-stitch unit: the towers read exactly what
+    /// `stitch` over the shared columns gives.
+    #[test]
+    fn branches_apply_the_last_stitch_to_every_column() {
+        let device = Device::flex();
+        let input = FeatureEmbeddingConfig::new(vec![5, 3], 2).with_dim(3);
+        let model = CrossStitchConfig::new(input, vec![6, 4], vec![3], 3).init(&device);
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![1i32, 2, 0, 1, 4, 0], [3, 2]), &device);
+        let dense = Tensor::<2>::random([3, 2], burn::tensor::Distribution::Default, &device);
+        let shared = model.forward_shared(Some(ids), Some(dense));
+        let expected = CrossStitch::stitch(shared.tensors.clone(), model.stitches[1].val());
+        for (t, got) in model.tower_inputs(&shared).into_iter().enumerate() {
+            let a = got.into_data().try_into_vec::<f32>().unwrap();
+            let b = expected[t].clone().into_data().try_into_vec::<f32>().unwrap();
+            assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-6), "task {t}");
+        }
+    }
 
     #[test]
     fn stitch_mixes_columns_with_alpha() {

@@ -77,11 +77,19 @@ impl MultiTaskModel for Esmm {
         SharedTensors::new(vec![self.input.forward(categorical, dense)], vec![0])
     }
 
-    /// Task `t`: the logit of `Π_{s≤t} p_s`.
+    /// Task `t`: the logit of `Π_{s≤t} p_s`; for `t ≥ 1` also the logit of `p_t` itself (pCVR, the
+    /// step given the previous one) as the conditional output.
     fn forward_task(&self, task: usize, shared: &SharedTensors) -> TaskOutput {
         let x = &shared.tensors[0];
-        let logits = self.towers[..=task].iter().map(|t| t.forward(x.clone())).collect();
-        TaskOutput::new(Self::product_logit(logits))
+        let logits: Vec<Tensor<2>> = self.towers[..=task].iter().map(|t| t.forward(x.clone())).collect();
+        let own = logits[task].clone();
+        let out = TaskOutput::new(Self::product_logit(logits));
+        if task == 0 { out } else { out.with_conditional(own) }
+    }
+
+    /// The embedded input, which every tower reads.
+    fn tower_inputs(&self, shared: &SharedTensors) -> Vec<Tensor<2>> {
+        vec![shared.tensors[0].clone()]
     }
 
     fn task_parameters(&self, task: usize) -> ParamGroup {
@@ -111,9 +119,12 @@ mod tests {
         let p_cvr = to_vec(sigmoid(model.towers[1].forward(x)));
         let ctr = to_vec(sigmoid(outs[0].output.clone()));
         let ctcvr = to_vec(sigmoid(outs[1].output.clone()));
+        assert!(outs[0].conditional.is_none());
+        let cvr = to_vec(sigmoid(outs[1].conditional.clone().expect("pCVR exposed")));
         for i in 0..3 {
             assert!((ctr[i] - p_ctr[i]).abs() < 1e-6);
             assert!((ctcvr[i] - p_ctr[i] * p_cvr[i]).abs() < 1e-5, "{} vs {}", ctcvr[i], p_ctr[i] * p_cvr[i]);
+            assert!((cvr[i] - p_cvr[i]).abs() < 1e-6);
         }
     }
 

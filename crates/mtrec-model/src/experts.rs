@@ -9,7 +9,7 @@ use crate::{LastLayerWeight, LastSharedLayer};
 use burn::{
     config::Config,
     module::{Module, Param},
-    nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig},
+    nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig},
     tensor::{Device, Distribution, Tensor, activation::relu, activation::softmax},
 };
 
@@ -25,6 +25,9 @@ pub struct ExpertBankConfig {
     /// Batch normalisation after each expert layer.
     #[config(default = false)]
     pub batch_norm: bool,
+    /// Dropout after each expert layer's activation (0 disables it).
+    #[config(default = 0.0)]
+    pub dropout: f64,
 }
 
 impl ExpertBankConfig {
@@ -56,7 +59,7 @@ impl ExpertBankConfig {
             vec![]
         };
         let (weights, biases) = deeper.into_iter().unzip();
-        ExpertBank { first, weights, biases, norms, n_experts: e }
+        ExpertBank { first, weights, biases, norms, dropout: DropoutConfig::new(self.dropout).init(), n_experts: e }
     }
 }
 
@@ -71,6 +74,8 @@ pub struct ExpertBank {
     pub biases: Vec<Param<Tensor<2>>>,
     /// One batch norm per layer over all experts' units, or none.
     pub norms: Vec<BatchNorm>,
+    /// Dropout after every layer's activation.
+    pub dropout: Dropout,
     /// Number of experts.
     #[module(skip)]
     pub n_experts: usize,
@@ -99,7 +104,8 @@ impl ExpertBank {
             h = norm.forward(h);
         }
         let [b, width] = h.dims();
-        let mut h = relu(h).reshape([b, e, width / e]);
+        let mut activated = relu(h).reshape([b, e, width / e]);
+        let mut h = self.dropout.forward(activated.clone());
         for (k, (w, bias)) in self.weights.iter().zip(&self.biases).enumerate() {
             // [E, B, h_k] · [E, h_k, h_{k+1}] + [E, 1, h_{k+1}]
             input = h.swap_dims(0, 1);
@@ -109,7 +115,8 @@ impl ExpertBank {
                 let [b, e, d] = z.dims();
                 z = norm.forward(z.reshape([b, e * d])).reshape([b, e, d]);
             }
-            h = relu(z);
+            activated = relu(z);
+            h = self.dropout.forward(activated.clone());
         }
         let [b, e, d] = h.dims();
         let flat = h.clone().reshape([b, e * d]);
@@ -120,10 +127,10 @@ impl ExpertBank {
         let last = self.norms.is_empty().then(|| LastSharedLayer {
             output,
             input,
-            activated: flat.clone(),
+            activated: activated.reshape([b, e * d]),
             value: flat,
             weight,
-            dropout: false,
+            dropout: self.dropout.prob > 0.0,
         });
         (h, last)
     }

@@ -21,7 +21,7 @@ mod shared_bottom;
 mod single_task;
 mod tower;
 
-pub use adversarial::{AdversarialHead, AdversarialHeadConfig, gradient_reversal};
+pub use adversarial::{AdversarialHead, AdversarialHeadConfig, dann_lambda, gradient_reversal};
 pub use aitm::{AitAttention, Aitm, AitmConfig};
 pub use cross_stitch::{CrossStitch, CrossStitchConfig};
 pub use embedding::{FeatureEmbedding, FeatureEmbeddingConfig};
@@ -30,7 +30,9 @@ pub use experts::{ExpertBank, ExpertBankConfig, ExpertGate, ExpertGateConfig};
 pub use last_layer::{Jacobian, LastLayerWeight, LastSharedLayer, frobenius};
 pub use mlp::{Mlp, MlpConfig};
 pub use mmoe::{Mmoe, MmoeConfig};
-pub use model::{Architecture, ArchitectureNet, ModelConfig, MultiTaskModel, MultiTaskNet, SharedTensors, TaskOutput};
+pub use model::{
+    AdversarialSchedule, Architecture, ArchitectureNet, ModelConfig, MultiTaskModel, MultiTaskNet, SharedTensors, TaskOutput,
+};
 pub use omoe::Omoe;
 pub use ple::{CgcLevel, Ple, PleConfig};
 pub use shared_bottom::{SharedBottom, SharedBottomConfig};

@@ -28,7 +28,7 @@ pub struct MmoeConfig {
     /// Batch normalisation in hidden layers.
     #[config(default = false)]
     pub batch_norm: bool,
-    /// Dropout after tower activations.
+    /// Dropout after every hidden activation (experts and towers).
     #[config(default = 0.0)]
     pub dropout: f64,
 }
@@ -37,6 +37,7 @@ impl MmoeConfig {
     fn experts(&self) -> ExpertBankConfig {
         ExpertBankConfig::new(self.input.output_dim(), self.n_experts, self.expert_hidden.clone())
             .with_batch_norm(self.batch_norm)
+            .with_dropout(self.dropout)
     }
 
     fn towers(&self, device: &Device) -> Vec<TaskTower> {
@@ -82,6 +83,18 @@ pub struct Mmoe {
     pub towers: Vec<TaskTower>,
 }
 
+impl Mmoe {
+    /// Task `task`'s gate weights `[B, E]` and its mixture of the experts `[B, h]`: what its tower reads.
+    fn mixture(&self, task: usize, shared: &SharedTensors) -> (Tensor<2>, Tensor<2>) {
+        let x = shared.tensors[0].clone();
+        let flat = shared.tensors[1].clone();
+        let [b, width] = flat.dims();
+        let e = self.experts.n_experts;
+        let weights = self.gates[task].forward(x);
+        (ExpertGate::mix(weights.clone(), flat.reshape([b, e, width / e])), weights)
+    }
+}
+
 impl MultiTaskModel for Mmoe {
     fn n_tasks(&self) -> usize {
         self.towers.len()
@@ -100,13 +113,13 @@ impl MultiTaskModel for Mmoe {
     }
 
     fn forward_task(&self, task: usize, shared: &SharedTensors) -> TaskOutput {
-        let x = shared.tensors[0].clone();
-        let flat = shared.tensors[1].clone();
-        let [b, width] = flat.dims();
-        let e = self.experts.n_experts;
-        let weights = self.gates[task].forward(x);
-        let mixed = ExpertGate::mix(weights.clone(), flat.reshape([b, e, width / e]));
+        let (mixed, weights) = self.mixture(task, shared);
         TaskOutput::new(self.towers[task].forward(mixed)).with_gate(weights)
+    }
+
+    /// Each task's mixture of the experts.
+    fn tower_inputs(&self, shared: &SharedTensors) -> Vec<Tensor<2>> {
+        (0..self.n_tasks()).map(|t| self.mixture(t, shared).0).collect()
     }
 
     fn task_parameters(&self, task: usize) -> ParamGroup {

@@ -26,8 +26,8 @@ pub struct SharedTensors {
     pub tensors: Vec<Tensor<2>>,
     /// The last shared layer (GradNorm's `W`), where the architecture can expose it.
     pub last_layer: Option<LastSharedLayer>,
-    /// Indices of the tensors whose concatenation is the model's shared representation (what an
-    /// adversarial head reads).
+    /// Indices of the tensors that make up the model's shared representation (where
+    /// `gradnorm_layer = "representation"` measures the task gradients).
     pub representation: Vec<usize>,
 }
 
@@ -41,12 +41,6 @@ impl SharedTensors {
     pub fn with_last_layer(mut self, last_layer: Option<LastSharedLayer>) -> Self {
         self.last_layer = last_layer;
         self
-    }
-
-    /// The shared representation: the representation tensors side by side, `[B, Σ width]`.
-    pub fn representation(&self) -> Tensor<2> {
-        let parts: Vec<Tensor<2>> = self.representation.iter().map(|&i| self.tensors[i].clone()).collect();
-        if parts.len() == 1 { parts.into_iter().next().expect("one part") } else { Tensor::cat(parts, 1) }
     }
 
     /// The tensors a gradient probe goes on: the representation's and the last shared layer's
@@ -102,12 +96,22 @@ pub struct TaskOutput {
     pub gate: Option<Tensor<2>>,
     /// A loss term the architecture adds to this task's loss (AITM's calibrator), `[1]`.
     pub auxiliary_loss: Option<Tensor<1>>,
+    /// For a step of a funnel whose output is the probability of reaching the step from the
+    /// start (ESMM's pCTCVR), the logit of the step given the previous one (pCVR), `[B, 1]`:
+    /// what the paper's CVR AUC is measured on.
+    pub conditional: Option<Tensor<2>>,
 }
 
 impl TaskOutput {
     /// An output without gate or auxiliary loss.
     pub fn new(output: Tensor<2>) -> Self {
-        Self { output, gate: None, auxiliary_loss: None }
+        Self { output, gate: None, auxiliary_loss: None, conditional: None }
+    }
+
+    /// With the logit of the step given the previous one (funnel models).
+    pub fn with_conditional(mut self, logit: Tensor<2>) -> Self {
+        self.conditional = Some(logit);
+        self
     }
 
     /// With the branch's gate weights.
@@ -136,6 +140,13 @@ pub trait MultiTaskModel {
 
     /// Task `task`'s branch (gate, tower, head), reading only `shared`.
     fn forward_task(&self, task: usize, shared: &SharedTensors) -> TaskOutput;
+
+    /// What the towers read, computed from `shared` (each distinct tensor once, `[B, width]` each):
+    /// MMoE's per-task mixtures, shared-bottom's bottom, AITM's fused `z_t`… — the representation
+    /// an adversarial head reads and the post-hoc adversarial probe is fitted on. For
+    /// architectures whose towers read a task-specific mixture, this runs each task's branch up to
+    /// its tower (gates included), so an adversary's reversed gradient reaches them too.
+    fn tower_inputs(&self, shared: &SharedTensors) -> Vec<Tensor<2>>;
 
     /// The parameters that belong to task `task` alone (its gate, tower, head): the group a
     /// per-task learning-rate scale applies to.
@@ -224,12 +235,37 @@ pub struct ModelConfig {
     pub tower_hidden: Vec<usize>,
     /// Batch normalisation in every hidden layer (experts, bottom, towers).
     pub batch_norm: bool,
-    /// Dropout after every hidden activation.
+    /// Dropout after every hidden activation: bottoms, experts, cross-stitch columns, AITM's
+    /// representation towers, and every tower (ESMM: its towers are the whole network).
     pub dropout: f64,
     /// AITM: weight α of the calibrator loss.
     pub calibrator_weight: f64,
     /// λ of the gradient-reversal layer of adversarial tasks.
     pub adversarial_weight: f64,
+    /// How λ evolves during training: `constant`, or `dann` (DANN's warm-up from 0 to λ,
+    /// [`dann_lambda`](crate::dann_lambda)).
+    pub adversarial_schedule: AdversarialSchedule,
+}
+
+/// How the reversal weight λ of adversarial heads evolves during training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AdversarialSchedule {
+    /// λ throughout.
+    #[default]
+    Constant,
+    /// `λ·(2/(1 + exp(−10·p)) − 1)` at training progress `p` (Ganin & Lempitsky 2015).
+    Dann,
+}
+
+impl AdversarialSchedule {
+    /// λ at training progress `p ∈ [0, 1]` (steps done / steps of the whole run).
+    pub fn lambda(self, lambda: f64, progress: f64) -> f64 {
+        match self {
+            Self::Constant => lambda,
+            Self::Dann => crate::dann_lambda(lambda, progress),
+        }
+    }
 }
 
 impl Default for ModelConfig {
@@ -248,6 +284,7 @@ impl Default for ModelConfig {
             dropout: 0.0,
             calibrator_weight: 0.6,
             adversarial_weight: 1.0,
+            adversarial_schedule: AdversarialSchedule::Constant,
         }
     }
 }
@@ -305,17 +342,24 @@ impl ModelConfig {
         Ok(())
     }
 
-    /// Width of the shared representation an adversarial head reads.
-    fn representation_width(&self, d_input: usize, n_main: usize) -> usize {
+    /// Whether the architecture models the steps of a funnel (ESMM, AITM): its tasks' labels must
+    /// satisfy `y_t ≤ y_{t−1}`.
+    pub fn needs_funnel(&self) -> bool {
+        matches!(self.architecture, Architecture::Esmm | Architecture::Aitm)
+    }
+
+    /// Width of what the towers read, side by side ([`MultiTaskModel::tower_inputs`]): the
+    /// representation an adversarial head reads.
+    pub fn tower_inputs_width(&self, d_input: usize, n_main: usize) -> usize {
         let last = |v: &[usize]| v.last().copied().unwrap_or(d_input);
         match self.architecture {
             Architecture::SharedBottom => last(&self.bottom_hidden),
-            Architecture::Mmoe => self.n_experts * last(&self.expert_hidden),
             Architecture::Omoe => last(&self.expert_hidden),
-            Architecture::Ple if self.n_shared_experts > 0 => self.n_shared_experts * last(&self.expert_hidden),
-            Architecture::Ple => n_main * self.n_task_experts * last(&self.expert_hidden),
-            Architecture::SingleTask | Architecture::CrossStitch => n_main * last(&self.bottom_hidden),
-            Architecture::Esmm | Architecture::Aitm => d_input,
+            Architecture::Mmoe | Architecture::Ple => n_main * last(&self.expert_hidden),
+            Architecture::SingleTask | Architecture::CrossStitch | Architecture::Aitm => {
+                n_main * last(&self.bottom_hidden)
+            }
+            Architecture::Esmm => d_input,
         }
     }
 
@@ -376,10 +420,11 @@ impl ModelConfig {
             Architecture::Aitm => ArchitectureNet::Aitm(
                 AitmConfig::new(input, self.bottom_hidden.clone(), towers, n)
                     .with_calibrator_weight(self.calibrator_weight)
+                    .with_dropout(dropout)
                     .init(device),
             ),
         };
-        let d_repr = self.representation_width(d_input, n);
+        let d_repr = self.tower_inputs_width(d_input, n);
         let adversaries = schema.tasks[n..]
             .iter()
             .map(|_| {
@@ -437,6 +482,23 @@ pub struct MultiTaskNet {
     pub adversaries: Vec<AdversarialHead>,
 }
 
+impl MultiTaskNet {
+    /// What the main towers read, side by side, `[B, Σ width]`: the representation the adversarial
+    /// heads read and the post-hoc probe is fitted on.
+    pub fn representation(&self, shared: &SharedTensors) -> Tensor<2> {
+        let mut parts = self.body.inner().tower_inputs(shared);
+        if parts.len() == 1 { parts.pop().expect("one part") } else { Tensor::cat(parts, 1) }
+    }
+
+    /// Sets λ of every adversarial head's gradient reversal (a warm-up schedule changes it as
+    /// training progresses).
+    pub fn set_adversarial_weight(&mut self, lambda: f64) {
+        for head in &mut self.adversaries {
+            head.weight = lambda;
+        }
+    }
+}
+
 impl MultiTaskModel for MultiTaskNet {
     fn n_tasks(&self) -> usize {
         self.body.inner().n_tasks() + self.adversaries.len()
@@ -448,8 +510,11 @@ impl MultiTaskModel for MultiTaskNet {
         let main = self.body.inner().n_tasks();
         match task.checked_sub(main) {
             None => self.body.inner().forward_task(task, shared),
-            Some(a) => self.adversaries[a].forward(shared),
+            Some(a) => self.adversaries[a].forward(self.representation(shared)),
         }
+    }
+    fn tower_inputs(&self, shared: &SharedTensors) -> Vec<Tensor<2>> {
+        self.body.inner().tower_inputs(shared)
     }
     fn task_parameters(&self, task: usize) -> ParamGroup {
         let main = self.body.inner().n_tasks();
@@ -474,6 +539,7 @@ mod tests {
             ],
             dense: vec!["x".into(), "y".into(), "z".into()],
             tasks: (0..n_tasks).map(|t| TaskSpec::new(format!("t{t}"), TaskKind::Binary)).collect(),
+            funnel: false,
         }
     }
 
@@ -591,6 +657,72 @@ mod tests {
                 }
             }
             assert!(reached >= 2, "{arch:?}: the tasks read the probed tensors");
+        }
+    }
+
+    fn values(t: Tensor<2>) -> Vec<f32> {
+        t.into_data().try_into_vec::<f32>().unwrap()
+    }
+
+    /// `model.dropout` acts after every hidden activation: in training (an autodiff device) two
+    /// forwards of the same batch differ in the shared part wherever it has hidden layers (experts,
+    /// bottoms, columns) and in every task branch on the same shared tensors (towers, AITM's
+    /// representation towers); in evaluation mode they are equal.
+    #[test]
+    fn dropout_acts_in_the_shared_part_and_every_branch() {
+        let device = Device::flex().autodiff();
+        for arch in Architecture::ALL {
+            let cfg = ModelConfig { dropout: 0.5, ..small(arch) };
+            let model = cfg.init(&schema(2), &device);
+            let (c, d) = inputs(32, &device);
+            let a = model.forward_shared(Some(c.clone()), Some(d.clone()));
+            let b = model.forward_shared(Some(c.clone()), Some(d.clone()));
+            let shared_differs = a.tensors.iter().zip(&b.tensors).any(|(x, y)| values(x.clone()) != values(y.clone()));
+            let hidden_in_shared_part = !matches!(arch, Architecture::Esmm | Architecture::Aitm);
+            assert_eq!(shared_differs, hidden_in_shared_part, "{arch:?}: dropout in the shared part");
+            for t in 0..2 {
+                let once = values(model.forward_task(t, &a).output);
+                let twice = values(model.forward_task(t, &a).output);
+                assert_ne!(once, twice, "{arch:?} task {t}: no dropout in the branch");
+            }
+            let eval = model.valid();
+            let (c, d) = inputs(32, &Device::flex());
+            let x = eval.forward(Some(c.clone()), Some(d.clone()));
+            let y = eval.forward(Some(c), Some(d));
+            assert_eq!(values(x[0].output.clone()), values(y[0].output.clone()), "{arch:?}: evaluation is deterministic");
+        }
+    }
+
+    /// The adversary reads what the towers read: MMoE's and PLE's per-task mixtures (not the raw
+    /// experts or only the shared experts), for every architecture `representation` has the
+    /// configured width, and each main tower applied to its tower input gives its task's output.
+    #[test]
+    fn adversaries_read_the_representation_the_towers_read() {
+        let device = Device::flex();
+        let mut schema = schema(3);
+        schema.tasks[2].adversarial = true;
+        for arch in Architecture::ALL {
+            let cfg = small(arch);
+            let model = cfg.init(&schema, &device);
+            let (c, d) = inputs(5, &device);
+            let shared = model.forward_shared(Some(c), Some(d));
+            let representation = model.representation(&shared);
+            let d_input = 2 * cfg.embedding_dim + 3;
+            assert_eq!(representation.dims(), [5, cfg.tower_inputs_width(d_input, 2)], "{arch:?}");
+            let head = model.adversaries[0].tower.forward(representation);
+            assert_eq!(values(model.forward_task(2, &shared).output), values(head), "{arch:?}");
+            let inputs = model.tower_inputs(&shared);
+            let towers = match &model.body {
+                ArchitectureNet::Mmoe(m) => &m.towers,
+                ArchitectureNet::Ple(m) => &m.towers,
+                ArchitectureNet::CrossStitch(m) => &m.towers,
+                ArchitectureNet::SharedBottom(m) => &m.towers,
+                _ => continue,
+            };
+            for (t, tower) in towers.iter().enumerate() {
+                let input = inputs[t.min(inputs.len() - 1)].clone();
+                assert_eq!(values(tower.forward(input)), values(model.forward_task(t, &shared).output), "{arch:?} {t}");
+            }
         }
     }
 

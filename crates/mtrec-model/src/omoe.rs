@@ -39,6 +39,11 @@ impl MultiTaskModel for Omoe {
         TaskOutput::new(self.towers[task].forward(shared.tensors[0].clone())).with_gate(shared.tensors[1].clone())
     }
 
+    /// The one mixture every tower reads.
+    fn tower_inputs(&self, shared: &SharedTensors) -> Vec<Tensor<2>> {
+        vec![shared.tensors[0].clone()]
+    }
+
     fn task_parameters(&self, task: usize) -> ParamGroup {
         ParamGroup::ids_from_module(self.towers[task].clone())
     }

@@ -5,8 +5,14 @@
 //! shared gate (on the shared input) mixes all experts into the next level's shared input. Level 1
 //! reads the embedded input for every branch. One level is CGC.
 //!
-//! Two-phase split: everything up to the last level's experts is the shared part; task `t`'s
-//! branch is its last-level gate (on its own input), the mixture and its tower.
+//! Two-phase split: the shared tensors are those several tasks read. With shared experts, the
+//! levels below the last mix every task's experts into the shared gate's input, so they are the
+//! shared part; it yields the last level's inputs (the embedded input for CGC, one per task above)
+//! and the last level's shared experts, and task `t`'s branch is its own last-level experts, its
+//! gate (on its input), the mixture and its tower. Without shared experts no task reads another's
+//! experts: the shared part is the embedded input alone and each branch runs its own path through
+//! every level. Either way a task's own experts receive its own loss's gradient, and a balancer
+//! sees every task's gradient at every shared tensor.
 
 use burn::{
     config::Config,
@@ -40,7 +46,7 @@ pub struct PleConfig {
     /// Batch normalisation in hidden layers.
     #[config(default = false)]
     pub batch_norm: bool,
-    /// Dropout after tower activations.
+    /// Dropout after every hidden activation (experts and towers).
     #[config(default = 0.0)]
     pub dropout: f64,
 }
@@ -53,7 +59,10 @@ impl PleConfig {
         let h = *self.expert_hidden.last().expect("experts need a layer");
         let bank = |d_in: usize, n: usize| {
             (n > 0).then(|| {
-                ExpertBankConfig::new(d_in, n, self.expert_hidden.clone()).with_batch_norm(self.batch_norm).init(device)
+                ExpertBankConfig::new(d_in, n, self.expert_hidden.clone())
+                    .with_batch_norm(self.batch_norm)
+                    .with_dropout(self.dropout)
+                    .init(device)
             })
         };
         let own_and_shared = self.n_task_experts + self.n_shared_experts;
@@ -115,20 +124,48 @@ fn unflat(experts: Tensor<2>, n: usize) -> Tensor<3> {
     experts.reshape([b, n, w / n])
 }
 
+impl Ple {
+    /// The first level whose task paths run in the task branches: the last level when shared
+    /// experts mix the tasks, else the first (each task's path is its own from the input).
+    fn first_branch_level(&self) -> usize {
+        if self.levels[0].shared_experts.is_some() { self.levels.len() - 1 } else { 0 }
+    }
+
+    /// Task `task`'s gate weights over its own and the shared experts of the last level `[B, n]`,
+    /// and its mixture `[B, h]`: what its tower reads.
+    fn mixture(&self, task: usize, shared: &SharedTensors) -> (Tensor<2>, Tensor<2>) {
+        let first = self.first_branch_level();
+        let (last, inner) = self.levels[first..].split_last().expect("at least one level");
+        let n_inputs = if first == 0 { 1 } else { self.n_tasks() };
+        let mut input = shared.tensors[if first == 0 { 0 } else { task }].clone();
+        for level in inner {
+            let own = level.task_experts[task].forward(input.clone());
+            input = ExpertGate::mix(level.task_gates[task].forward(input), own);
+        }
+        let mut experts = vec![last.task_experts[task].forward(input.clone())];
+        if let Some(bank) = &last.shared_experts {
+            experts.push(unflat(shared.tensors[n_inputs].clone(), bank.n_experts));
+        }
+        let weights = last.task_gates[task].forward(input);
+        (ExpertGate::mix(weights.clone(), Tensor::cat(experts, 1)), weights)
+    }
+}
+
 impl MultiTaskModel for Ple {
     fn n_tasks(&self) -> usize {
         self.towers.len()
     }
 
-    /// Shared tensors: `[input_0 … input_{T−1}, experts_0 … experts_{T−1}, shared experts]` of the last
-    /// level (inputs `[B, d]`, experts flattened `[B, n·h]`); the last entry only with shared experts.
+    /// Shared tensors: the last level's inputs — `[x]` when every task reads the embedded input
+    /// (CGC, or no shared experts), else one per task — then, with shared experts, the last level's
+    /// shared experts flattened `[B, n·h]`.
     fn forward_shared(&self, categorical: Option<Tensor<2, Int>>, dense: Option<Tensor<2>>) -> SharedTensors {
         let n_tasks = self.n_tasks();
         let x = self.input.forward(categorical, dense);
+        let first = self.first_branch_level();
         let mut task_inputs = vec![x.clone(); n_tasks];
-        let mut shared_input = x;
-        let (last, inner) = self.levels.split_last().expect("at least one level");
-        for level in inner {
+        let mut shared_input = x.clone();
+        for level in &self.levels[..first] {
             let own: Vec<Tensor<3>> =
                 level.task_experts.iter().zip(&task_inputs).map(|(e, x)| e.forward(x.clone())).collect();
             let shared = level.shared_experts.as_ref().map(|e| e.forward(shared_input.clone()));
@@ -147,24 +184,21 @@ impl MultiTaskModel for Ple {
             }
             task_inputs = next;
         }
-        let own: Vec<Tensor<2>> =
-            last.task_experts.iter().zip(&task_inputs).map(|(e, x)| flat(e.forward(x.clone()))).collect();
-        let shared = last.shared_experts.as_ref().map(|e| flat(e.forward(shared_input)));
-        let representation = if shared.is_some() { vec![2 * n_tasks] } else { (n_tasks..2 * n_tasks).collect() };
-        SharedTensors::new(task_inputs.into_iter().chain(own).chain(shared).collect(), representation)
+        let mut tensors = if first == 0 { vec![x] } else { task_inputs };
+        let last = self.levels.last().expect("at least one level");
+        tensors.extend(last.shared_experts.as_ref().map(|e| flat(e.forward(shared_input))));
+        let all = (0..tensors.len()).collect();
+        SharedTensors::new(tensors, all)
     }
 
     fn forward_task(&self, task: usize, shared: &SharedTensors) -> TaskOutput {
-        let n_tasks = self.n_tasks();
-        let last = self.levels.last().expect("at least one level");
-        let n_own = last.task_experts[task].n_experts;
-        let mut experts = vec![unflat(shared.tensors[n_tasks + task].clone(), n_own)];
-        if let Some(bank) = &last.shared_experts {
-            experts.push(unflat(shared.tensors[2 * n_tasks].clone(), bank.n_experts));
-        }
-        let weights = last.task_gates[task].forward(shared.tensors[task].clone());
-        let mixed = ExpertGate::mix(weights.clone(), Tensor::cat(experts, 1));
+        let (mixed, weights) = self.mixture(task, shared);
         TaskOutput::new(self.towers[task].forward(mixed)).with_gate(weights)
+    }
+
+    /// Each task's last-level mixture.
+    fn tower_inputs(&self, shared: &SharedTensors) -> Vec<Tensor<2>> {
+        (0..self.n_tasks()).map(|t| self.mixture(t, shared).0).collect()
     }
 
     fn task_parameters(&self, task: usize) -> ParamGroup {

@@ -85,6 +85,11 @@ impl MultiTaskModel for SharedBottom {
         TaskOutput::new(self.towers[task].forward(shared.tensors[0].clone()))
     }
 
+    /// The bottom's output, which every tower reads.
+    fn tower_inputs(&self, shared: &SharedTensors) -> Vec<Tensor<2>> {
+        vec![shared.tensors[0].clone()]
+    }
+
     fn task_parameters(&self, task: usize) -> ParamGroup {
         ParamGroup::ids_from_module(self.towers[task].clone())
     }

@@ -43,6 +43,11 @@ impl MultiTaskModel for SingleTask {
         TaskOutput::new(self.towers[task].forward(shared.tensors[task].clone()))
     }
 
+    /// Each task's bottom output.
+    fn tower_inputs(&self, shared: &SharedTensors) -> Vec<Tensor<2>> {
+        shared.tensors.clone()
+    }
+
     fn task_parameters(&self, task: usize) -> ParamGroup {
         ParamGroup::ids_from_module((self.inputs[task].clone(), self.bottoms[task].clone(), self.towers[task].clone()))
     }

@@ -25,17 +25,26 @@ pub fn higher_is_better(metric: &str) -> bool {
     metric == "auc"
 }
 
-/// Δm of `config` against `baseline`, both per task `(metric, mean)`, over the tasks they share.
+/// Δm of `config` against `baseline`, both per main task `(metric, mean)`. `None` unless both have
+/// the same tasks with the same metrics (a mean over whatever names two configs happen to share —
+/// ESMM's funnel `income_and_never_married` against plain `never_married` — would compare other
+/// tasks), or when a mean is not finite.
 pub fn delta_m(config: &BTreeMap<String, (String, f64)>, baseline: &BTreeMap<String, (String, f64)>) -> Option<f64> {
+    let same_tasks = config.len() == baseline.len()
+        && config.iter().all(|(task, (metric, _))| baseline.get(task).is_some_and(|(m, _)| m == metric));
+    if !same_tasks || config.is_empty() {
+        return None;
+    }
     let gains: Vec<f64> = config
         .iter()
-        .filter_map(|(task, (metric, m))| {
-            let (_, b) = baseline.get(task)?;
+        .map(|(task, (metric, m))| {
+            let b = baseline[task].1;
             let sign = if higher_is_better(metric) { 1.0 } else { -1.0 };
-            Some(sign * (m - b) / b)
+            sign * (m - b) / b
         })
         .collect();
-    (!gains.is_empty()).then(|| gains.iter().sum::<f64>() / gains.len() as f64)
+    let d = gains.iter().sum::<f64>() / gains.len() as f64;
+    d.is_finite().then_some(d)
 }
 
 /// One config's results over seeds.
@@ -47,16 +56,24 @@ pub struct ConfigResult {
     pub model: String,
     /// Its balancer.
     pub balance: String,
-    /// Per task: the metric compared and its value for each seed.
+    /// Per task: the metric compared and its value for each seed (NaN where undefined, e.g. an AUC
+    /// on a one-class split).
     pub tasks: BTreeMap<String, (String, Vec<f64>)>,
-    /// Δm against the single-task config, where one is compared.
+    /// The adversarial tasks among `tasks`: reported, never part of Δm.
+    #[serde(default)]
+    pub adversarial: Vec<String>,
+    /// Δm against the single-task config, where one is compared and has the same main tasks.
     pub delta_m: Option<f64>,
 }
 
 impl ConfigResult {
-    /// Per task `(metric, mean over seeds)`.
+    /// Per main (non-adversarial) task `(metric, mean over seeds)`.
     pub fn means(&self) -> BTreeMap<String, (String, f64)> {
-        self.tasks.iter().map(|(t, (m, v))| (t.clone(), (m.clone(), mean_std(v).0))).collect()
+        self.tasks
+            .iter()
+            .filter(|(t, _)| !self.adversarial.contains(t))
+            .map(|(t, (m, v))| (t.clone(), (m.clone(), mean_std(v).0)))
+            .collect()
     }
 }
 
@@ -71,14 +88,24 @@ pub fn fill_delta_m(results: &mut [ConfigResult]) {
 }
 
 /// The comparison as a Markdown table: config × task metric (mean ± std over `seeds`), and Δm.
+/// The columns are every config's tasks (in order of first appearance); adversarial tasks are
+/// marked and left out of Δm.
 pub fn markdown(results: &[ConfigResult], seeds: &[u64]) -> String {
-    let tasks: Vec<(String, String)> =
-        results.first().map(|r| r.tasks.iter().map(|(t, (m, _))| (t.clone(), m.clone())).collect()).unwrap_or_default();
-    let has_delta = results.iter().any(|r| r.delta_m.is_some());
+    let mut tasks: Vec<(String, String)> = Vec::new();
+    for r in results {
+        for (t, (m, _)) in &r.tasks {
+            if !tasks.iter().any(|(t2, m2)| t2 == t && m2 == m) {
+                tasks.push((t.clone(), m.clone()));
+            }
+        }
+    }
+    let adversarial = |t: &str| results.iter().any(|r| r.adversarial.iter().any(|a| a == t));
+    let baseline = results.iter().find(|r| r.model == "single_task");
+    let has_delta = baseline.is_some();
     let mut out = format!("Test metrics, mean ± std over {} seeds ({seeds:?}).\n\n", seeds.len());
     out += "| config | model | balance |";
     for (t, m) in &tasks {
-        out += &format!(" {t} {m} |");
+        out += &format!(" {t} {m}{} |", if adversarial(t) { " (adversarial)" } else { "" });
     }
     if has_delta {
         out += " Δm vs single-task |";
@@ -88,12 +115,13 @@ pub fn markdown(results: &[ConfigResult], seeds: &[u64]) -> String {
     out += "\n";
     for r in results {
         out += &format!("| {} | {} | {} |", r.name, r.model, r.balance);
-        for (t, _) in &tasks {
-            match r.tasks.get(t) {
-                Some((_, v)) => {
+        for (t, m) in &tasks {
+            match r.tasks.get(t).filter(|(metric, _)| metric == m) {
+                Some((_, v)) if v.iter().all(|x| x.is_finite()) => {
                     let (mean, std) = mean_std(v);
                     out += &format!(" {mean:.4} ± {std:.4} |");
                 }
+                Some(_) => out += " undefined |",
                 None => out += " – |",
             }
         }
@@ -102,6 +130,17 @@ pub fn markdown(results: &[ConfigResult], seeds: &[u64]) -> String {
             out += &r.delta_m.map_or(" – |".to_string(), |d| format!(" {:+.2} % |", 100.0 * d + 0.0));
         }
         out += "\n";
+    }
+    if let Some(b) = baseline {
+        let others: Vec<&str> =
+            results.iter().filter(|r| r.delta_m.is_none()).map(|r| r.name.as_str()).collect();
+        if !others.is_empty() {
+            out += &format!(
+                "\nΔm is left out (–) for {others:?}: their main tasks or metrics differ from the single-task \
+                 config `{}`'s, or a metric is undefined.\n",
+                b.name
+            );
+        }
     }
     out
 }
@@ -199,6 +238,7 @@ mod tests {
             model: model.into(),
             balance: "fixed".into(),
             tasks: BTreeMap::from([("income".to_string(), ("auc".to_string(), a))]),
+            adversarial: vec![],
             delta_m: None,
         };
         let mut rs = vec![result("st", "single_task", vec![0.90, 0.92]), result("mmoe", "mmoe", vec![0.93, 0.95])];
@@ -207,5 +247,34 @@ mod tests {
         assert!((rs[1].delta_m.unwrap() - 0.03 / 0.91).abs() < 1e-12);
         let md = markdown(&rs, &[1, 2]);
         assert!(md.contains("| mmoe | mmoe | fixed | 0.9400 ± 0.0141 | +3.30 % |"), "{md}");
+    }
+
+    /// Δm leaves adversarial tasks out, refuses configs whose main tasks differ from the baseline's,
+    /// and the table has a column for every config's tasks; undefined metrics print as such.
+    #[test]
+    fn delta_m_needs_matching_main_tasks_and_skips_adversarial_ones() {
+        let result = |name: &str, model: &str, tasks: &[(&str, &str, f64)], adversarial: &[&str]| ConfigResult {
+            name: name.into(),
+            model: model.into(),
+            balance: "fixed".into(),
+            tasks: tasks.iter().map(|(t, m, v)| (t.to_string(), (m.to_string(), vec![*v]))).collect(),
+            adversarial: adversarial.iter().map(|a| a.to_string()).collect(),
+            delta_m: None,
+        };
+        let mut rs = vec![
+            result("st", "single_task", &[("a", "auc", 0.80), ("b", "auc", 0.90)], &[]),
+            // the adversary's AUC falls from 0.8 to 0.5: "higher is better" would count −37.5 %
+            result("adv", "mmoe", &[("a", "auc", 0.84), ("b", "auc", 0.90), ("sex", "auc", 0.5)], &["sex"]),
+            result("funnel", "esmm", &[("a", "auc", 0.84), ("a_and_b", "auc", 0.97)], &[]),
+            result("nan", "mmoe", &[("a", "auc", f64::NAN), ("b", "auc", 0.9)], &[]),
+        ];
+        fill_delta_m(&mut rs);
+        assert!((rs[1].delta_m.unwrap() - 0.025).abs() < 1e-12, "{:?}", rs[1].delta_m);
+        assert_eq!(rs[2].delta_m, None, "other tasks than the baseline's");
+        assert_eq!(rs[3].delta_m, None, "an undefined metric");
+        let md = markdown(&rs, &[1]);
+        assert!(md.contains("a_and_b auc") && md.contains("sex auc (adversarial)"), "{md}");
+        assert!(md.contains("| nan | mmoe | fixed | undefined |"), "{md}");
+        assert!(md.contains("Δm is left out"), "{md}");
     }
 }

@@ -190,9 +190,11 @@ pub struct EarlyStoppingConfig {
     pub metric: String,
     /// A task name, or `mean` for the mean over the tasks that have the metric.
     pub task: String,
-    /// Epochs without improvement before stopping.
+    /// Stop after this many epochs in a row without improvement (at least 1; to train every epoch,
+    /// set it to `train.epochs`). The best epoch is selected either way.
     pub patience: usize,
-    /// Smallest change that counts as an improvement.
+    /// An epoch improves when it beats the best so far by more than this (≥ 0; 0: any strict
+    /// improvement).
     pub min_delta: f64,
 }
 
@@ -314,6 +316,20 @@ impl ExperimentConfig {
         if !(t.adam_epsilon.is_finite() && t.adam_epsilon > 0.0) {
             return err("train.adam_epsilon must be positive");
         }
+        let es = &t.early_stopping;
+        if es.patience == 0 {
+            return err(
+                "train.early_stopping.patience must be at least 1 (epochs in a row without improvement before \
+                 stopping); to train every epoch, set it to train.epochs",
+            );
+        }
+        if !(es.min_delta.is_finite() && es.min_delta >= 0.0) {
+            return Err(TrainError::Config(format!(
+                "train.early_stopping.min_delta must be ≥ 0 (a negative one would count worse epochs as \
+                 improvements), got {}",
+                es.min_delta
+            )));
+        }
         if let Some((name, o)) = self.tasks.iter().find(|(_, o)| !(o.lr_scale.is_finite() && o.lr_scale > 0.0)) {
             return Err(TrainError::Config(format!("tasks.{name}.lr_scale must be positive, got {}", o.lr_scale)));
         }
@@ -326,9 +342,34 @@ impl ExperimentConfig {
         Ok(self.model.init(schema, device))
     }
 
+    /// Checks the architecture against the dataset's labels: ESMM and AITM model the steps of a
+    /// funnel, so a later step must never be positive where the earlier one is not (on the
+    /// training rows); the error counts the rows that break it and points to `data.cascade`.
+    pub fn check_dataset(&self, dataset: &MtlDataset) -> Result<(), TrainError> {
+        if !self.model.needs_funnel() {
+            return Ok(());
+        }
+        let schema = &dataset.schema;
+        let steps: Vec<usize> = (0..schema.n_tasks()).filter(|&t| !schema.tasks[t].adversarial).collect();
+        let Some(v) = dataset.train.funnel_violation(&steps, schema.n_tasks()) else { return Ok(()) };
+        let name = |t: usize| schema.tasks[t].name.as_str();
+        Err(TrainError::Config(format!(
+            "model.architecture = {:?} needs funnel labels (a step positive only where the step before it is), but \
+             task `{}` is 1 where `{}` is 0 on {} of {} training rows (first: row {}); set data.cascade = true to \
+             train on the funnel of the tasks, or choose another architecture",
+            self.model.architecture.name(),
+            name(v.task),
+            name(v.previous),
+            v.rows,
+            dataset.train.n_rows,
+            v.first_row
+        )))
+    }
+
     /// The balancer of `[balance]` for a dataset's tasks.
     pub fn balancer(&self, schema: &Schema) -> Result<Box<dyn LossBalancer>, TrainError> {
-        let ctx = BalanceContext { kinds: schema.task_kinds(), lr: self.train.lr, seed: self.seed };
+        let names = schema.tasks.iter().map(|t| t.name.clone()).collect();
+        let ctx = BalanceContext { names, kinds: schema.task_kinds(), lr: self.train.lr, seed: self.seed };
         self.balance.init(&ctx).map_err(TrainError::Config)
     }
 
@@ -403,6 +444,38 @@ mod tests {
         assert!(err.contains("lrr"), "{err}");
         let err = ExperimentConfig::from_toml("", "x.toml", &["train.epochs=0".into()]).unwrap_err().to_string();
         assert!(err.contains("train.epochs"), "{err}");
+    }
+
+    /// `patience = 0` used to train exactly one epoch; a negative `min_delta` counted worse epochs
+    /// as improvements. Both are refused, naming the key.
+    #[test]
+    fn early_stopping_patience_and_min_delta_are_validated() {
+        let err = ExperimentConfig::from_toml("[train.early_stopping]\npatience = 0\n", "x.toml", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("train.early_stopping.patience"), "{err}");
+        let err = ExperimentConfig::from_toml("[train.early_stopping]\nmin_delta = -0.01\n", "x.toml", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("train.early_stopping.min_delta"), "{err}");
+        let ok = "[train.early_stopping]\npatience = 1\nmin_delta = 0.001\n";
+        assert!(ExperimentConfig::from_toml(ok, "x.toml", &[]).is_ok());
+    }
+
+    /// The options added from the papers parse, and belong to their methods.
+    #[test]
+    fn paper_options_parse() {
+        let c = ExperimentConfig::from_toml(
+            "[model]\nadversarial_schedule = \"dann\"\n[balance]\nmethod = \"mgda\"\nmgda_normalization = \"loss+\"\n",
+            "x.toml",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.model.adversarial_schedule, mtrec_model::AdversarialSchedule::Dann);
+        assert_eq!(c.balance.mgda_normalization, Some(mtrec_balance::MgdaNormalization::LossPlus));
+        let c = ExperimentConfig::from_toml("[balance]\nmethod = \"cagrad\"\ncagrad_scale = \"mean\"\n", "x", &[])
+            .unwrap();
+        assert_eq!(c.balance.cagrad_scale, Some(mtrec_balance::CaGradScale::Mean));
     }
 
     #[test]

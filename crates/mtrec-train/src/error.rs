@@ -35,6 +35,21 @@ pub enum TrainError {
         /// The run folder.
         dir: PathBuf,
     },
+    /// A model output became NaN or infinite on an evaluation split: its metrics would be
+    /// meaningless (a NaN score would even rank as a perfect AUC).
+    #[error(
+        "training diverged: the {task} output on the {split} split is {value} at row {row} (try a lower train.lr)"
+    )]
+    NonFiniteOutput {
+        /// The split.
+        split: crate::Split,
+        /// The task.
+        task: String,
+        /// The first row with a non-finite output (0-based).
+        row: usize,
+        /// Its value.
+        value: f32,
+    },
     /// A loss became NaN or infinite.
     #[error("training diverged at epoch {epoch}: the training loss of task `{task}` is {value} (try a lower train.lr)")]
     Diverged {

@@ -5,6 +5,7 @@
 //! The loop is the same for every architecture and every balancer: it asks the model for its
 //! two-phase forward and the balancer for gradients, and never branches on which one it runs.
 
+mod adversarial_probe;
 mod bench;
 mod checkpoint;
 mod compare;
@@ -23,6 +24,7 @@ mod synthetic_study;
 mod trainer;
 mod utilisation;
 
+pub use adversarial_probe::{PROBE_EPOCHS, PROBE_HIDDEN, ProbeResult, adversarial_probe};
 pub use bench::{BenchOptions, BenchResult, bench, interleaved_step_ms, peak_rss_mib};
 pub use checkpoint::{CHECKPOINT_FILE, Checkpoint, TrainingState};
 pub use compare::{ConfigResult, compare_figure, delta_m, fill_delta_m, higher_is_better, markdown, mean_std};

@@ -7,9 +7,13 @@ use mtrec_data::TaskKind;
 /// Exact area under the ROC curve of `scores` for binary `labels` (1 = positive).
 ///
 /// Equals the probability that a random positive scores above a random negative, counting ties as
-/// one half (the Mann–Whitney statistic with average ranks). `None` when either class is absent.
+/// one half (the Mann–Whitney statistic with average ranks). `None` — undefined — when either class
+/// is absent or a score is not finite (a NaN has no rank: sorting it anywhere would invent one).
 pub fn roc_auc(scores: &[f32], labels: &[f32]) -> Option<f64> {
     assert_eq!(scores.len(), labels.len());
+    if scores.iter().any(|s| !s.is_finite()) {
+        return None;
+    }
     let mut order: Vec<usize> = (0..scores.len()).collect();
     order.sort_unstable_by(|&a, &b| scores[a].total_cmp(&scores[b]));
     let (mut rank_sum_pos, mut n_pos) = (0.0f64, 0usize);
@@ -62,6 +66,20 @@ pub fn mae(pred: &[f32], target: &[f32]) -> f64 {
 
 /// The metrics of one task on one split, by name.
 pub type TaskMetrics = BTreeMap<String, f64>;
+
+/// The first non-finite value of `outputs`: `(row, value)`.
+pub(crate) fn first_non_finite(outputs: &[f32]) -> Option<(usize, f32)> {
+    outputs.iter().enumerate().find(|(_, v)| !v.is_finite()).map(|(i, v)| (i, *v))
+}
+
+/// `cvr_auc` of a funnel step: the AUC of `scores` (the model's probability of the step given the
+/// previous one, or its unconditional output) against the step's labels on the rows where the
+/// previous step is positive — ESMM's CVR AUC on clicked impressions. `None` when undefined.
+pub(crate) fn conditional_auc(scores: &[f32], labels: &[f32], previous: &[f32]) -> Option<f64> {
+    let (s, l): (Vec<f32>, Vec<f32>) =
+        scores.iter().zip(labels).zip(previous).filter(|(_, p)| **p > 0.5).map(|((s, l), _)| (*s, *l)).unzip();
+    roc_auc(&s, &l)
+}
 
 /// Every metric of a task of this kind: `auc`, `logloss` (binary) or `mse`, `mae` (regression).
 pub(crate) fn task_metrics(kind: TaskKind, outputs: &[f32], labels: &[f32]) -> TaskMetrics {
@@ -129,6 +147,26 @@ mod tests {
         assert_eq!(roc_auc(&[0.5, 0.5, 0.5], &[0.0, 1.0, 1.0]), Some(0.5));
         assert_eq!(roc_auc(&[3.0, 1.0], &[1.0, 0.0]), Some(1.0));
         assert_eq!(roc_auc(&[1.0, 2.0], &[1.0, 1.0]), None);
+    }
+
+    /// A NaN score has no rank: the AUC is undefined, not 1.0 (what sorting NaN last gave).
+    #[test]
+    fn auc_of_non_finite_scores_is_undefined() {
+        assert_eq!(roc_auc(&[f32::NAN, f32::NAN], &[0.0, 1.0]), None);
+        assert_eq!(roc_auc(&[0.2, f32::NAN, 0.7], &[0.0, 1.0, 1.0]), None);
+        assert_eq!(roc_auc(&[0.2, f32::INFINITY], &[0.0, 1.0]), None);
+        assert_eq!(first_non_finite(&[0.5, 1.0, f32::NAN]).map(|(i, _)| i), Some(2));
+    }
+
+    /// CVR AUC counts only the rows whose previous step is positive.
+    #[test]
+    fn conditional_auc_by_hand() {
+        // rows 0, 2, 3 clicked; among them labels 0, 1, 0 with scores 0.9, 0.8, 0.1 → 1 of 2 pairs
+        let scores = [0.9f32, 0.0, 0.8, 0.1];
+        let labels = [0.0f32, 0.0, 1.0, 0.0];
+        let clicked = [1.0f32, 0.0, 1.0, 1.0];
+        assert_eq!(conditional_auc(&scores, &labels, &clicked), Some(0.5));
+        assert_eq!(conditional_auc(&scores, &labels, &[0.0; 4]), None);
     }
 
     #[test]

@@ -70,6 +70,10 @@ pub struct Summary {
     /// Gated models: each task's gate statistics on the validation split (selected model).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub expert_utilisation: BTreeMap<String, crate::GateUtilisation>,
+    /// Adversarial tasks: how well a fresh classifier, fitted after training on the frozen
+    /// representation the towers read, predicts the task's target (see [`crate::adversarial_probe`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub adversarial_probe: BTreeMap<String, crate::ProbeResult>,
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder, flushed to disk and

@@ -19,7 +19,11 @@ use mtrec_model::{MultiTaskModel, MultiTaskNet};
 
 use crate::{
     Checkpoint, EarlyStopping, EpochRecord, ExperimentConfig, RunDirectory, Summary, TaskMetrics, TrainError,
-    TrainingState, checkpoint::epoch_seed, collapse_warnings, expert_utilisation, metrics::task_metrics, train_step,
+    TrainingState, adversarial_probe,
+    checkpoint::epoch_seed,
+    collapse_warnings, expert_utilisation,
+    metrics::{conditional_auc, first_non_finite, task_metrics},
+    train_step,
 };
 
 /// Trains one experiment on one dataset and device.
@@ -33,32 +37,82 @@ pub struct Trainer<'a> {
     interrupt_after: Option<usize>,
 }
 
-/// Runs `model` (in evaluation mode) over `table` and computes every metric of every task.
+/// Runs `model` (in evaluation mode) over `table` and computes every metric of every task: `auc` and
+/// `logloss` (binary), `mse` and `mae` (regression), and for the later steps of a funnel dataset
+/// `cvr_auc` (see [`Schema::funnel`](mtrec_data::Schema)). A non-finite output is an error naming the
+/// split, task and row: its metrics would be meaningless.
 pub fn evaluate(
     model: &MultiTaskNet,
     table: &EncodedTable,
+    split: Split,
     schema: &Schema,
     device: &Device,
     batch_size: usize,
-) -> Vec<TaskMetrics> {
+) -> Result<Vec<TaskMetrics>, TrainError> {
     let n_tasks = schema.n_tasks();
     let mut outputs: Vec<Vec<f32>> = vec![Vec::with_capacity(table.n_rows); n_tasks];
+    let mut conditional: Vec<Option<Vec<f32>>> = vec![None; n_tasks];
     let widths = schema.widths();
     for batch in batches(table, widths, batch_size, BatchOrder::Sequential, device) {
         for (t, out) in model.forward(batch.categorical, batch.dense).into_iter().enumerate() {
             outputs[t].extend(out.output.into_data().try_into_vec::<f32>().expect("f32 outputs"));
+            if let Some(c) = out.conditional {
+                let c = c.into_data().try_into_vec::<f32>().expect("f32 outputs");
+                conditional[t].get_or_insert_with(Vec::new).extend(c);
+            }
         }
     }
-    (0..n_tasks).map(|t| task_metrics(schema.tasks[t].kind, &outputs[t], &table.label_column(t, n_tasks))).collect()
+    let labels: Vec<Vec<f32>> = (0..n_tasks).map(|t| table.label_column(t, n_tasks)).collect();
+    (0..n_tasks)
+        .map(|t| {
+            let task = &schema.tasks[t];
+            for scores in std::iter::once(&outputs[t]).chain(conditional[t].as_ref()) {
+                if let Some((row, value)) = first_non_finite(scores) {
+                    return Err(TrainError::NonFiniteOutput { split, task: task.name.clone(), row, value });
+                }
+            }
+            let mut metrics = task_metrics(task.kind, &outputs[t], &labels[t]);
+            if schema.funnel && t > 0 && !task.adversarial {
+                let scores = conditional[t].as_deref().unwrap_or(&outputs[t]);
+                if let Some(auc) = conditional_auc(scores, &labels[t], &labels[t - 1]) {
+                    metrics.insert("cvr_auc".into(), auc);
+                }
+            }
+            Ok(metrics)
+        })
+        .collect()
 }
 
 /// Which split to evaluate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Split {
+    /// The training split.
+    Train,
     /// The validation split (model selection).
     Valid,
     /// The test split.
     Test,
+}
+
+impl Split {
+    /// This split of `dataset`.
+    pub fn of(self, dataset: &MtlDataset) -> &EncodedTable {
+        match self {
+            Split::Train => &dataset.train,
+            Split::Valid => &dataset.valid,
+            Split::Test => &dataset.test,
+        }
+    }
+}
+
+impl std::fmt::Display for Split {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Split::Train => "train",
+            Split::Valid => "valid",
+            Split::Test => "test",
+        })
+    }
 }
 
 /// The selected model of a run folder (`config.toml` + `best_model.bpk`), in evaluation mode, with
@@ -91,16 +145,47 @@ pub fn evaluate_run(
     overrides: &[String],
 ) -> Result<(ExperimentConfig, MtlDataset, Vec<TaskMetrics>), TrainError> {
     let (config, dataset, model, device) = load_run(dir, overrides)?;
-    let table = match split {
-        Split::Valid => &dataset.valid,
-        Split::Test => &dataset.test,
-    };
-    let metrics = evaluate(&model, table, &dataset.schema, &device, config.train.eval_batch_size);
+    let metrics = evaluate(&model, split.of(&dataset), split, &dataset.schema, &device, config.train.eval_batch_size)?;
     Ok((config, dataset, metrics))
 }
 
 fn by_task<T: Clone>(schema: &Schema, values: &[T]) -> BTreeMap<String, T> {
     schema.tasks.iter().map(|t| t.name.clone()).zip(values.iter().cloned()).collect()
+}
+
+/// The value early stopping monitors: the mean of `metric` over the monitored tasks that have it
+/// this epoch (a task whose validation split holds one class has no AUC), with the names of the
+/// tasks left out. An error when none has it.
+fn monitored_value(
+    valid: &[TaskMetrics],
+    monitored: &[usize],
+    metric: &str,
+    schema: &Schema,
+) -> Result<(f64, Vec<String>), TrainError> {
+    let (present, missing): (Vec<usize>, Vec<usize>) = monitored.iter().partition(|&&t| valid[t].contains_key(metric));
+    if present.is_empty() {
+        let names: Vec<&str> = missing.iter().map(|&t| schema.tasks[t].name.as_str()).collect();
+        return Err(TrainError::Config(format!(
+            "train.early_stopping: no monitored task has a validation {metric} (tasks {names:?}: is their \
+             validation split all one class?); monitor another metric or task"
+        )));
+    }
+    let mean = present.iter().map(|&t| valid[t][metric]).sum::<f64>() / present.len() as f64;
+    Ok((mean, missing.iter().map(|&t| schema.tasks[t].name.clone()).collect()))
+}
+
+/// What the loop carries from epoch to epoch.
+struct LoopState {
+    optim: ModuleOptimizer,
+    balancer: Box<dyn LossBalancer>,
+    stopper: EarlyStopping,
+    best: Option<(MultiTaskNet, Vec<TaskMetrics>)>,
+    best_bytes: Vec<u8>,
+    records: Vec<EpochRecord>,
+    train_time: Duration,
+    samples: usize,
+    earlier_wall: f64,
+    done: usize,
 }
 
 impl<'a> Trainer<'a> {
@@ -125,7 +210,7 @@ impl<'a> Trainer<'a> {
     /// of starting afresh. The result is the one the uninterrupted run would have given.
     ///
     /// burn's `ModuleOptimizer::load_record` creates Adam's state on `Device::default()` (moved to
-    /// the run's device at the next step), which is the GPU when the wgpu feature is compiled in:
+    /// the run's device at the next step), which is the GPU when a GPU feature is compiled in:
     /// set `BURN_DEVICE=flex` where no GPU should be touched (`.cargo/config.toml` does so for
     /// `cargo xtask` and the tests).
     pub fn resume(mut self, resume: bool) -> Self {
@@ -140,189 +225,273 @@ impl<'a> Trainer<'a> {
         self
     }
 
+    /// Prints a line when verbose, logs it otherwise.
+    fn say(&self, line: &str) {
+        if self.verbose {
+            println!("{line}");
+        } else {
+            tracing::warn!("{line}");
+        }
+    }
+
     /// Trains, selects the best validation epoch, evaluates it once on test.
     ///
     /// With a run folder, every epoch is checkpointed ([`crate::Checkpoint`]).
     ///
     /// Returns the summary, the per-epoch records and the selected model (evaluation mode).
     pub fn run(self) -> Result<(Summary, Vec<EpochRecord>, MultiTaskNet), TrainError> {
-        let (cfg, ds) = (self.config, self.dataset);
-        let schema = &ds.schema;
-        let n_tasks = schema.n_tasks();
-        let kinds = schema.task_kinds();
+        let (cfg, schema) = (self.config, &self.dataset.schema);
         let monitored = cfg.train.early_stopping.monitored_tasks(schema)?;
-        let mut balancer = cfg.balancer(schema)?;
+        cfg.check_dataset(self.dataset)?;
         let start = Instant::now();
-
-        let device = self.device.clone();
-        let ad = device.clone().autodiff();
-        device.seed(cfg.seed);
-        let mut model = cfg.build_model(schema, &ad)?.materialize();
-        let mut optim = cfg.train.optimizer();
-
-        let widths = schema.widths();
-        let n_batches = ds.train.n_rows.div_ceil(cfg.train.batch_size);
-        let es_cfg = &cfg.train.early_stopping;
-        let mut stopper = EarlyStopping::new(es_cfg.higher_is_better(), es_cfg.patience, es_cfg.min_delta);
-        let mut records = Vec::new();
-        let mut best: Option<(MultiTaskNet, Vec<TaskMetrics>)> = None;
-        let mut best_bytes = Vec::new();
-        let mut train_time = Duration::ZERO;
-        let mut samples = 0usize;
-        let mut earlier_wall = 0.0;
-        let mut done = 0;
-        if self.resume {
-            let dir =
-                self.run_dir.as_ref().ok_or_else(|| TrainError::Config("resuming needs the run folder".into()))?;
-            let restored = restore(dir, cfg, schema, &device, model, optim, balancer.as_mut())?;
-            (model, optim, stopper, best, best_bytes) =
-                (restored.model, restored.optim, restored.stopper, restored.best, restored.best_bytes);
-            let state = restored.state;
-            (done, samples, earlier_wall) = (state.epoch, state.samples, state.wall_seconds);
-            train_time = Duration::from_secs_f64(state.train_seconds);
-            records = dir.truncate_epochs(done)?;
-            dir.write_config(cfg)?;
-            if self.verbose {
-                println!("resuming {} after epoch {done}", dir.path().display());
-            }
-        }
+        let (mut model, mut state) = self.start()?;
+        let first = if state.stopper.should_stop() { cfg.train.epochs + 1 } else { state.done + 1 };
         let lr = cfg.learning_rates(schema, &model)?;
-        let show_bar = self.verbose && std::io::stderr().is_terminal();
-        let first = if stopper.should_stop() { cfg.train.epochs + 1 } else { done + 1 };
         let config_toml = cfg.to_toml(); // what every checkpoint records
-
+        let mut skipped_warned = false;
         for epoch in first..=cfg.train.epochs {
             let epoch_start = Instant::now();
-            device.seed(epoch_seed(cfg.seed, epoch));
-            let bar = if show_bar {
-                let bar = ProgressBar::new(n_batches as u64);
-                bar.set_style(
-                    ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} batches {per_sec} eta {eta}")
-                        .expect("valid template")
-                        .progress_chars("=> "),
-                );
-                bar.set_prefix(format!("{epoch}/{}", cfg.train.epochs));
-                bar
-            } else {
-                ProgressBar::hidden()
-            };
-            let order = BatchOrder::Shuffled(cfg.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64));
-            let mut loss_sums: Vec<Tensor<1>> = (0..n_tasks).map(|_| Tensor::zeros([1], &device)).collect();
-            for batch in batches(&ds.train, widths, cfg.train.batch_size, order, &ad) {
-                let task_losses;
-                (model, task_losses) = train_step(model, &mut optim, balancer.as_mut(), &batch, &kinds, lr.clone())?;
-                for (sum, loss) in loss_sums.iter_mut().zip(task_losses) {
-                    *sum = sum.clone() + loss.without_autodiff().mul_scalar(batch.size as f64);
-                }
-                bar.inc(1);
-            }
-            let train_losses: Vec<f64> =
-                loss_sums.into_iter().map(|s| s.into_scalar::<f32>() as f64 / ds.train.n_rows as f64).collect();
+            let train_losses;
+            (model, train_losses) = self.train_epoch(epoch, model, &mut state, &lr)?;
             let epoch_train = epoch_start.elapsed();
-            bar.finish_and_clear();
-            train_time += epoch_train;
-            samples += ds.train.n_rows;
-            if let Some((t, &value)) = train_losses.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-                return Err(TrainError::Diverged { epoch, task: schema.tasks[t].name.clone(), value });
-            }
-            balancer.end_epoch(&train_losses);
+            state.train_time += epoch_train;
+            state.samples += self.dataset.train.n_rows;
+            state.balancer.end_epoch(&train_losses);
 
             let eval_model = model.valid();
-            let valid = evaluate(&eval_model, &ds.valid, schema, &device, cfg.train.eval_batch_size);
-            let monitor =
-                monitored.iter().map(|&t| valid[t].get(&es_cfg.metric).copied().unwrap_or(f64::NAN)).sum::<f64>()
-                    / monitored.len() as f64;
-            let improved = stopper.update(epoch, monitor);
+            let valid = self.evaluate(&eval_model, Split::Valid)?;
+            let metric = &cfg.train.early_stopping.metric;
+            let (monitor, skipped) = monitored_value(&valid, &monitored, metric, schema)?;
+            if !skipped.is_empty() && !skipped_warned {
+                self.say(&format!(
+                    "warning: epoch {epoch}: {skipped:?} have no validation {metric} (one class?); the monitored \
+                     mean leaves them out"
+                ));
+                skipped_warned = true;
+            }
+            let improved = state.stopper.update(epoch, monitor);
             if improved {
                 if let Some(dir) = &self.run_dir {
-                    best_bytes = record_bytes(eval_model.clone().into_record(), &dir.best_model_path())?;
-                    dir.write_best_model(&best_bytes)?;
+                    state.best_bytes = record_bytes(eval_model.clone().into_record(), &dir.best_model_path())?;
+                    dir.write_best_model(&state.best_bytes)?;
                 }
-                best = Some((eval_model, valid.clone()));
+                state.best = Some((eval_model, valid.clone()));
             }
             let record = EpochRecord {
                 epoch,
                 train_loss: by_task(schema, &train_losses),
                 valid: by_task(schema, &valid),
-                task_weights: by_task(schema, &balancer.task_weights()),
-                task_gradient_norms: balancer.task_gradient_norms().map(|g| by_task(schema, &g)),
+                task_weights: by_task(schema, &state.balancer.task_weights()),
+                task_gradient_norms: state.balancer.task_gradient_norms().map(|g| by_task(schema, &g)),
                 monitor,
                 best: improved,
                 seconds: epoch_start.elapsed().as_secs_f64(),
-                samples_per_sec: ds.train.n_rows as f64 / epoch_train.as_secs_f64(),
+                samples_per_sec: self.dataset.train.n_rows as f64 / epoch_train.as_secs_f64(),
             };
             if self.verbose {
-                println!("{}", epoch_line(&record, cfg.train.epochs, &es_cfg.metric));
+                println!("{}", epoch_line(&record, cfg.train.epochs, metric));
             }
             if let Some(dir) = &self.run_dir {
                 dir.append_epoch(&record)?;
-                let path = dir.checkpoint_path();
-                let optimizer = optim.to_record().into_bytes().map_err(|e| checkpoint_error(&path, e))?;
-                Checkpoint {
-                    state: TrainingState {
-                        epoch,
-                        config: config_toml.clone(),
-                        balancer: balancer.state(),
-                        early_stopping: stopper.clone(),
-                        best_valid: best.as_ref().map(|(_, v)| v.clone()),
-                        train_seconds: train_time.as_secs_f64(),
-                        samples,
-                        wall_seconds: earlier_wall + start.elapsed().as_secs_f64(),
-                    },
-                    model: record_bytes(model.clone().into_record(), &path)?,
-                    optimizer: optimizer.to_vec(),
-                    best_model: best_bytes.clone(),
-                }
-                .save(&path)?;
+                self.checkpoint(dir, epoch, &model, &state, &config_toml, start)?;
                 if self.interrupt_after == Some(epoch) {
                     return Err(TrainError::Interrupted { epoch, dir: dir.path().to_path_buf() });
                 }
             }
-            records.push(record);
-            if stopper.should_stop() {
+            state.records.push(record);
+            if state.stopper.should_stop() {
                 break;
             }
         }
+        self.finish(model, state, start)
+    }
 
-        let (best_model, best_valid) = match best {
+    /// A fresh model, optimiser and balancer, or those of the run folder's checkpoint.
+    fn start(&self) -> Result<(MultiTaskNet, LoopState), TrainError> {
+        let (cfg, schema) = (self.config, &self.dataset.schema);
+        let device = &self.device;
+        device.seed(cfg.seed);
+        let es = &cfg.train.early_stopping;
+        let model = cfg.build_model(schema, &device.clone().autodiff())?.materialize();
+        let mut state = LoopState {
+            balancer: cfg.balancer(schema)?,
+            optim: cfg.train.optimizer(),
+            stopper: EarlyStopping::new(es.higher_is_better(), es.patience, es.min_delta),
+            best: None,
+            best_bytes: Vec::new(),
+            records: Vec::new(),
+            train_time: Duration::ZERO,
+            samples: 0,
+            earlier_wall: 0.0,
+            done: 0,
+        };
+        if !self.resume {
+            return Ok((model, state));
+        }
+        let dir = self.run_dir.as_ref().ok_or_else(|| TrainError::Config("resuming needs the run folder".into()))?;
+        let restored = restore(dir, cfg, schema, device, model, state.optim, state.balancer.as_mut())?;
+        let saved = restored.state;
+        state.optim = restored.optim;
+        state.stopper = restored.stopper;
+        state.best = restored.best;
+        state.best_bytes = restored.best_bytes;
+        (state.done, state.samples, state.earlier_wall) = (saved.epoch, saved.samples, saved.wall_seconds);
+        state.train_time = Duration::from_secs_f64(saved.train_seconds);
+        state.records = dir.truncate_epochs(saved.epoch)?;
+        dir.write_config(cfg)?;
+        if self.verbose {
+            println!("resuming {} after epoch {}", dir.path().display(), saved.epoch);
+        }
+        Ok((restored.model, state))
+    }
+
+    /// One epoch of training steps; returns each task's mean training loss.
+    ///
+    /// Reseeds the backend's generator from (seed, epoch) and draws the epoch's batch order from them;
+    /// sets the adversarial reversal weight of its schedule before every step.
+    fn train_epoch(
+        &self,
+        epoch: usize,
+        mut model: MultiTaskNet,
+        state: &mut LoopState,
+        lr: &burn::lr_scheduler::module_lr_scheduler::ModuleLearningRate,
+    ) -> Result<(MultiTaskNet, Vec<f64>), TrainError> {
+        let (cfg, ds) = (self.config, self.dataset);
+        let schema = &ds.schema;
+        let kinds = schema.task_kinds();
+        let n_batches = ds.train.n_rows.div_ceil(cfg.train.batch_size);
+        self.device.seed(epoch_seed(cfg.seed, epoch));
+        let bar = self.progress_bar(epoch, n_batches);
+        let ad = self.device.clone().autodiff();
+        let order = BatchOrder::Shuffled(cfg.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64));
+        let mut loss_sums: Vec<Tensor<1>> = (0..kinds.len()).map(|_| Tensor::zeros([1], &self.device)).collect();
+        let all_steps = (cfg.train.epochs * n_batches) as f64;
+        for (b, batch) in batches(&ds.train, schema.widths(), cfg.train.batch_size, order, &ad).enumerate() {
+            let progress = ((epoch - 1) * n_batches + b) as f64 / all_steps;
+            let m = &cfg.model;
+            model.set_adversarial_weight(m.adversarial_schedule.lambda(m.adversarial_weight, progress));
+            let task_losses;
+            (model, task_losses) =
+                train_step(model, &mut state.optim, state.balancer.as_mut(), &batch, &kinds, lr.clone())?;
+            for (sum, loss) in loss_sums.iter_mut().zip(task_losses) {
+                *sum = sum.clone() + loss.without_autodiff().mul_scalar(batch.size as f64);
+            }
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        let losses: Vec<f64> =
+            loss_sums.into_iter().map(|s| s.into_scalar::<f32>() as f64 / ds.train.n_rows as f64).collect();
+        if let Some((t, &value)) = losses.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(TrainError::Diverged { epoch, task: schema.tasks[t].name.clone(), value });
+        }
+        Ok((model, losses))
+    }
+
+    fn progress_bar(&self, epoch: usize, n_batches: usize) -> ProgressBar {
+        if !(self.verbose && std::io::stderr().is_terminal()) {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::new(n_batches as u64);
+        bar.set_style(
+            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} batches {per_sec} eta {eta}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("{epoch}/{}", self.config.train.epochs));
+        bar
+    }
+
+    fn evaluate(&self, model: &MultiTaskNet, split: Split) -> Result<Vec<TaskMetrics>, TrainError> {
+        let ds = self.dataset;
+        evaluate(model, split.of(ds), split, &ds.schema, &self.device, self.config.train.eval_batch_size)
+    }
+
+    /// Writes the epoch's checkpoint.
+    fn checkpoint(
+        &self,
+        dir: &RunDirectory,
+        epoch: usize,
+        model: &MultiTaskNet,
+        state: &LoopState,
+        config_toml: &str,
+        start: Instant,
+    ) -> Result<(), TrainError> {
+        let path = dir.checkpoint_path();
+        let optimizer = state.optim.to_record().into_bytes().map_err(|e| checkpoint_error(&path, e))?;
+        Checkpoint {
+            state: TrainingState {
+                epoch,
+                config: config_toml.to_string(),
+                balancer: state.balancer.state(),
+                early_stopping: state.stopper.clone(),
+                best_valid: state.best.as_ref().map(|(_, v)| v.clone()),
+                train_seconds: state.train_time.as_secs_f64(),
+                samples: state.samples,
+                wall_seconds: state.earlier_wall + start.elapsed().as_secs_f64(),
+            },
+            model: record_bytes(model.clone().into_record(), &path)?,
+            optimizer: optimizer.to_vec(),
+            best_model: state.best_bytes.clone(),
+        }
+        .save(&path)
+    }
+
+    /// Evaluates the selected model once on test, probes its representation for adversarial
+    /// targets, writes the summary and figures.
+    fn finish(
+        self,
+        model: MultiTaskNet,
+        state: LoopState,
+        start: Instant,
+    ) -> Result<(Summary, Vec<EpochRecord>, MultiTaskNet), TrainError> {
+        let (cfg, ds) = (self.config, self.dataset);
+        let schema = &ds.schema;
+        let (best_model, best_valid) = match state.best {
             Some(b) => b,
             None => {
                 let m = model.valid();
-                let v = evaluate(&m, &ds.valid, schema, &device, cfg.train.eval_batch_size);
+                let v = self.evaluate(&m, Split::Valid)?;
                 (m, v)
             }
         };
-        let test = evaluate(&best_model, &ds.test, schema, &device, cfg.train.eval_batch_size);
-        let utilisation = expert_utilisation(&best_model, &ds.valid, schema, &device, cfg.train.eval_batch_size);
+        let test = self.evaluate(&best_model, Split::Test)?;
+        let utilisation = expert_utilisation(&best_model, &ds.valid, schema, &self.device, cfg.train.eval_batch_size);
         for line in collapse_warnings(&utilisation) {
-            if self.verbose {
-                println!("{line}");
-            } else {
-                tracing::warn!("{line}");
-            }
+            self.say(&line);
         }
+        let probe = adversarial_probe(&best_model, ds, &self.device, cfg.seed, cfg.train.eval_batch_size)?;
+        for (task, p) in &probe {
+            self.say(&format!(
+                "adversarial probe `{task}`: a fresh classifier on the representation the towers read reaches test \
+                 AUC {}",
+                p.test_auc.map_or("undefined".into(), |a| format!("{a:.4}"))
+            ));
+        }
+        let records = state.records;
         let epochs_run = records.len();
         let summary = Summary {
             name: cfg.name.clone(),
             dataset: ds.name.clone(),
             model: cfg.model.architecture.name().to_string(),
-            balance: balancer.name().to_string(),
+            balance: state.balancer.name().to_string(),
             device: cfg.device.name().to_string(),
             seed: cfg.seed,
             parameters: best_model.num_params(),
-            best_epoch: stopper.best().map_or(epochs_run, |(_, e)| e),
+            best_epoch: state.stopper.best().map_or(epochs_run, |(_, e)| e),
             epochs_run,
             stopped_early: epochs_run < cfg.train.epochs,
-            train_samples_per_sec: samples as f64 / train_time.as_secs_f64(),
-            wall_seconds: earlier_wall + start.elapsed().as_secs_f64(),
+            train_samples_per_sec: state.samples as f64 / state.train_time.as_secs_f64(),
+            wall_seconds: state.earlier_wall + start.elapsed().as_secs_f64(),
             valid: by_task(schema, &best_valid),
             test: by_task(schema, &test),
             expert_utilisation: utilisation,
+            adversarial_probe: probe,
         };
         if let Some(dir) = &self.run_dir {
             dir.write_summary(&summary)?;
             // a figure that cannot be drawn does not fail the run; `cargo xtask plot` redraws them
-            if let Err(e) = crate::save_run_figures(dir.path(), &records, &es_cfg.metric, Some(&summary)) {
+            let metric = &cfg.train.early_stopping.metric;
+            if let Err(e) = crate::save_run_figures(dir.path(), &records, metric, Some(&summary)) {
                 tracing::warn!("plots of {}: {e}", dir.path().display());
             }
         }
@@ -630,5 +799,113 @@ mod tests {
         cfg.tasks.insert("task9".into(), crate::TaskOptions::default());
         let err = Trainer::new(&cfg, &ds, Device::flex()).verbose(false).run().err().unwrap().to_string();
         assert!(err.contains("tasks.task9"), "{err}");
+    }
+
+    /// The committed census fixture (200 train, 100 test rows).
+    fn census_fixture() -> std::path::PathBuf {
+        let dir = std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+        std::path::Path::new(&dir).join("../mtrec-data/tests/fixtures/census-small")
+    }
+
+    fn census_config(arch: mtrec_model::Architecture, cascade: bool) -> ExperimentConfig {
+        ExperimentConfig {
+            data: DataConfig { source: DataSource::Census, dir: census_fixture(), cascade, ..Default::default() },
+            model: mtrec_model::ModelConfig { architecture: arch, ..Default::default() },
+            train: TrainConfig { epochs: 2, batch_size: 64, ..Default::default() },
+            ..Default::default()
+        }
+    }
+
+    /// ESMM and AITM on labels that are not a funnel are refused with the rows that break it; on the
+    /// cascade they train.
+    #[test]
+    fn funnel_models_refuse_labels_that_are_not_a_funnel() {
+        for arch in [mtrec_model::Architecture::Esmm, mtrec_model::Architecture::Aitm] {
+            let cfg = census_config(arch, false);
+            let ds = cfg.data.load().unwrap();
+            let err = Trainer::new(&cfg, &ds, Device::flex()).verbose(false).run().err().unwrap().to_string();
+            assert!(err.contains("needs funnel labels") && err.contains("data.cascade"), "{err}");
+            assert!(err.contains("`never_married` is 1 where `income` is 0"), "{err}");
+            let cfg = census_config(arch, true);
+            let ds = cfg.data.load().unwrap();
+            Trainer::new(&cfg, &ds, Device::flex()).verbose(false).run().unwrap();
+        }
+    }
+
+    /// On funnel data every later step reports `cvr_auc` (on the rows where the previous step is
+    /// positive); for ESMM it is computed from pCVR, its conditional output, and equals the AUC of
+    /// that output on those rows recomputed here.
+    #[test]
+    fn funnel_steps_report_the_cvr_auc() {
+        let cfg = census_config(mtrec_model::Architecture::Esmm, true);
+        let ds = cfg.data.load().unwrap();
+        let (summary, _, model) = Trainer::new(&cfg, &ds, Device::flex()).verbose(false).run().unwrap();
+        let step = &summary.test["income_and_never_married"];
+        assert!(step.contains_key("auc") && step.contains_key("cvr_auc"), "{step:?}");
+        assert!(!summary.test["income"].contains_key("cvr_auc"));
+        let batch = batches(&ds.test, ds.schema.widths(), 1000, BatchOrder::Sequential, &Device::flex()).next().unwrap();
+        let outs = model.forward(batch.categorical, batch.dense);
+        let pcvr = outs[1].conditional.clone().unwrap().into_data().try_into_vec::<f32>().unwrap();
+        let (y0, y1) = (ds.test.label_column(0, 2), ds.test.label_column(1, 2));
+        let expected = crate::metrics::conditional_auc(&pcvr, &y1, &y0).unwrap();
+        assert!((step["cvr_auc"] - expected).abs() < 1e-12, "{} vs {expected}", step["cvr_auc"]);
+        // an unconditional model is measured on the same rows with its own output
+        let cfg = census_config(mtrec_model::Architecture::Mmoe, true);
+        let (summary, _, _) = Trainer::new(&cfg, &ds, Device::flex()).verbose(false).run().unwrap();
+        assert!(summary.test["income_and_never_married"].contains_key("cvr_auc"));
+    }
+
+    /// A model whose outputs are NaN is not evaluated into a finite AUC: evaluation stops with an
+    /// error naming the split, task and row.
+    #[test]
+    fn nan_outputs_stop_evaluation() {
+        use burn::module::{ModuleMapper, Param};
+        struct Poison;
+        impl ModuleMapper for Poison {
+            fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+                param.map(|t| t.mul_scalar(f32::NAN))
+            }
+        }
+        let cfg = census_config(mtrec_model::Architecture::Mmoe, false);
+        let ds = cfg.data.load().unwrap();
+        let model = cfg.model.init(&ds.schema, &Device::flex()).map(&mut Poison);
+        let err = evaluate(&model, &ds.valid, Split::Valid, &ds.schema, &Device::flex(), 64).unwrap_err().to_string();
+        assert!(err.contains("income output on the valid split is NaN at row 0"), "{err}");
+    }
+
+    /// A task without the monitored metric this epoch is left out of the mean (and named); with no
+    /// task left it is an error, not a NaN monitor that never selects a model.
+    #[test]
+    fn the_monitored_mean_skips_tasks_without_the_metric() {
+        let cfg = census_config(mtrec_model::Architecture::Mmoe, false);
+        let schema = cfg.data.load().unwrap().schema;
+        let with = |auc: Option<f64>| {
+            let mut m = TaskMetrics::new();
+            m.insert("logloss".into(), 0.3);
+            if let Some(a) = auc {
+                m.insert("auc".into(), a);
+            }
+            m
+        };
+        let (v, skipped) = monitored_value(&[with(None), with(Some(0.8))], &[0, 1], "auc", &schema).unwrap();
+        assert_eq!((v, skipped), (0.8, vec!["income".to_string()]));
+        let (v, skipped) = monitored_value(&[with(Some(0.6)), with(Some(0.8))], &[0, 1], "auc", &schema).unwrap();
+        assert!((v - 0.7).abs() < 1e-12 && skipped.is_empty());
+        let err = monitored_value(&[with(None), with(None)], &[0, 1], "auc", &schema).unwrap_err().to_string();
+        assert!(err.contains("no monitored task has a validation auc"), "{err}");
+    }
+
+    /// With the adversarial `sex` task the summary holds the probe's AUC on the test split, and the
+    /// DANN schedule trains (λ rises from 0).
+    #[test]
+    fn adversarial_runs_report_the_probe() {
+        let mut cfg = census_config(mtrec_model::Architecture::Mmoe, false);
+        cfg.data.adversarial = Some("sex".into());
+        cfg.model.adversarial_schedule = mtrec_model::AdversarialSchedule::Dann;
+        let ds = cfg.data.load().unwrap();
+        let (summary, _, _) = Trainer::new(&cfg, &ds, Device::flex()).verbose(false).run().unwrap();
+        let probe = &summary.adversarial_probe["sex"];
+        assert!(probe.test_auc.is_some_and(|a| (0.0..=1.0).contains(&a)), "{probe:?}");
+        assert_eq!(probe.width, 2 * 16, "MMoE's two task mixtures of 16 units");
     }
 }

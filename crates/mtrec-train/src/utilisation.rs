@@ -88,6 +88,7 @@ mod tests {
             categorical: vec![CategoricalField { name: "a".into(), vocab_size: 4 }],
             dense: vec!["x".into()],
             tasks: vec![TaskSpec::new("t0", TaskKind::Binary), TaskSpec::new("t1", TaskKind::Binary)],
+            funnel: false,
         };
         let table = EncodedTable {
             n_rows: 5,
