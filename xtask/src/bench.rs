@@ -395,6 +395,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         let dataset = match config.data.source {
             mtrec_train::DataSource::Census => "census".to_string(),
             mtrec_train::DataSource::Synthetic => "synthetic".to_string(),
+            mtrec_train::DataSource::Table => config.data.name.clone().unwrap_or_else(|| "table".into()),
         };
         let report = BenchReport {
             config: args.setup.config.display().to_string(),

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use mtrec_data::{MtlDataset, TaskKind};
+use mtrec_data::{MtlDataset, Preprocessing, TaskKind};
 use mtrec_train::{
     ConfigResult, DataConfig, ExperimentConfig, RunDirectory, Trainer, compare_figure, fill_delta_m, markdown,
 };
@@ -53,17 +53,19 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         anyhow::bail!("--seeds must be at least 1");
     }
     let total = configs.len() as u64 * args.seeds;
-    let mut datasets: Vec<(DataConfig, MtlDataset)> = Vec::new();
+    let mut datasets: Vec<(DataConfig, MtlDataset, Option<Preprocessing>)> = Vec::new();
     let mut results = Vec::new();
     let mut seeds_used = Vec::new();
     let mut curves = Vec::new();
     let mut panels: Vec<(String, String)> = Vec::new();
     for (c, base) in configs.iter().enumerate() {
-        let dataset = match datasets.iter().position(|(d, _)| *d == base.data) {
-            Some(i) => &datasets[i].1,
+        let (dataset, preprocessing) = match datasets.iter().position(|(d, _, _)| *d == base.data) {
+            Some(i) => (&datasets[i].1, &datasets[i].2),
             None => {
-                datasets.push((base.data.clone(), base.data.load()?));
-                &datasets.last().expect("pushed").1
+                let (dataset, preprocessing) = base.data.load_with(None)?;
+                datasets.push((base.data.clone(), dataset, preprocessing));
+                let last = datasets.last().expect("pushed");
+                (&last.1, &last.2)
             }
         };
         let mut result = ConfigResult {
@@ -71,6 +73,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
             model: base.model.architecture.name().to_string(),
             balance: base.balance.method.as_str().to_string(),
             tasks: Default::default(),
+            extra: vec![],
             adversarial: dataset.schema.tasks.iter().filter(|t| t.adversarial).map(|t| t.name.clone()).collect(),
             delta_m: None,
         };
@@ -84,16 +87,21 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
             let run = c as u64 * args.seeds + k + 1;
             println!("run {run}/{total}: {} seed {}", config.name, config.seed);
             let dir = RunDirectory::create(args.out.join(&config.name).join(format!("seed{}", config.seed)), &config)?;
+            if let Some(p) = preprocessing {
+                dir.write_preprocessing(p)?;
+            }
             let device = config.device.open().map_err(anyhow::Error::msg)?;
             let (summary, records, _) =
                 Trainer::new(&config, dataset, device).with_run_dir(dir).verbose(false).run()?;
             seed_records.push(records);
             for task in &dataset.schema.tasks {
-                let metric = match task.kind {
-                    TaskKind::Binary => "auc",
-                    TaskKind::Regression => "mse",
+                let (metric, extras): (&str, &[&str]) = match task.kind {
+                    TaskKind::Binary => ("auc", &["gauc", "cvr_auc"]),
+                    TaskKind::Regression => ("mse", &["mae"]),
+                    TaskKind::Multiclass => ("accuracy", &["macro_auc"]),
                 };
-                let value = summary.test.get(&task.name).and_then(|m| m.get(metric)).copied().unwrap_or(f64::NAN);
+                let test = summary.test.get(&task.name);
+                let value = test.and_then(|m| m.get(metric)).copied().unwrap_or(f64::NAN);
                 if value.is_finite() {
                     println!("  test {} {metric} {value:.4}", task.name);
                 } else {
@@ -101,6 +109,13 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
                 }
                 let entry = result.tasks.entry(task.name.clone()).or_insert_with(|| (metric.to_string(), vec![]));
                 entry.1.push(value);
+                for &extra in extras {
+                    let Some(&v) = test.and_then(|m| m.get(extra)) else { continue };
+                    match result.extra.iter_mut().find(|(t, m, _)| *t == task.name && m == extra) {
+                        Some((_, _, values)) => values.push(v),
+                        None => result.extra.push((task.name.clone(), extra.to_string(), vec![v])),
+                    }
+                }
                 let panel = (task.name.clone(), metric.to_string());
                 if !panels.contains(&panel) {
                     panels.push(panel);

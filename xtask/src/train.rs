@@ -74,15 +74,23 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         config.seed
     );
     let load_start = std::time::Instant::now();
-    let dataset = config.data.load()?;
+    // a resumed run encodes its data with the preprocessing it was fitted with
+    let saved = match &args.resume {
+        Some(run) => mtrec_train::read_preprocessing(run)?,
+        None => None,
+    };
+    let (dataset, preprocessing) = config.data.load_with(saved.as_ref())?;
     println!(
-        "data: {} — {} train / {} valid / {} test rows, {} categorical + {} dense inputs, tasks {:?} ({:.1}s)",
+        "data: {} — {} train / {} valid / {} test rows, {} categorical + {} multi-valued + {} dense + {} text \
+         inputs, tasks {:?} ({:.1}s)",
         dataset.name,
         dataset.train.n_rows,
         dataset.valid.n_rows,
         dataset.test.n_rows,
         dataset.schema.categorical.len(),
+        dataset.schema.multi_categorical.len(),
         dataset.schema.dense.len(),
+        dataset.schema.text.len(),
         dataset.schema.tasks.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
         load_start.elapsed().as_secs_f64()
     );
@@ -90,6 +98,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         Some(_) => RunDirectory::open(&out)?,
         None => RunDirectory::create(&out, &config)?,
     };
+    if let Some(p) = &preprocessing {
+        run_dir.write_preprocessing(p)?;
+    }
     let (summary, _, _) = Trainer::new(&config, &dataset, config.device.open().map_err(anyhow::Error::msg)?)
         .with_run_dir(run_dir)
         .resume(args.resume.is_some())

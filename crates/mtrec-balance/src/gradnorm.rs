@@ -448,7 +448,8 @@ mod tests {
             heads: (0..3).map(|_| LinearConfig::new(16, 4).init(device)).collect(),
         };
         let x = Tensor::<2>::random([64, 12], burn::tensor::Distribution::Default, device);
-        let targets = (0..3).map(|_| Tensor::<2>::random([64, 4], burn::tensor::Distribution::Default, device)).collect();
+        let targets =
+            (0..3).map(|_| Tensor::<2>::random([64, 4], burn::tensor::Distribution::Default, device)).collect();
         (toy, x, targets)
     }
 
@@ -463,8 +464,13 @@ mod tests {
         let (toy, x, targets) = small_toy(&device);
         let mut gn = GradNorm::new(3, 1.5, 0.05, GradNormLayer::LastShared, InitialLoss::FirstStep);
         for _ in 0..20 {
-            let mut graph =
-                ToyStep { model: &toy, x: x.clone(), targets: targets.clone(), detached_task: Some(2), zero_loss_task: None };
+            let mut graph = ToyStep {
+                model: &toy,
+                x: x.clone(),
+                targets: targets.clone(),
+                detached_task: Some(2),
+                zero_loss_task: None,
+            };
             gn.backward(&mut graph).unwrap();
         }
         gn.end_epoch(&[0.0; 3]);

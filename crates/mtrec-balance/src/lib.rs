@@ -51,6 +51,11 @@ pub(crate) mod test_support {
 
     /// A context of `n` binary tasks.
     pub(crate) fn context(n: usize) -> BalanceContext {
-        BalanceContext { names: (0..n).map(|t| format!("t{t}")).collect(), kinds: vec![TaskKind::Binary; n], lr: 1e-3, seed: 1 }
+        BalanceContext {
+            names: (0..n).map(|t| format!("t{t}")).collect(),
+            kinds: vec![TaskKind::Binary; n],
+            lr: 1e-3,
+            seed: 1,
+        }
     }
 }

@@ -65,7 +65,9 @@ impl TaskGradients {
             .collect();
         let m = Tensor::cat(flat, 0);
         let t = self.n_tasks();
-        let host = to_host(std::iter::once(m.clone().matmul(m.transpose()).reshape([t * t])).chain(self.losses.clone()).collect());
+        let host = to_host(
+            std::iter::once(m.clone().matmul(m.transpose()).reshape([t * t])).chain(self.losses.clone()).collect(),
+        );
         let (gram, losses) = host.split_at(t * t);
         (gram.chunks(t).map(<[f64]>::to_vec).collect(), losses.to_vec())
     }

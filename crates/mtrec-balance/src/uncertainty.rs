@@ -40,7 +40,7 @@ impl UncertaintyWeighting {
         let coefficients = kinds
             .iter()
             .map(|kind| match (convention, kind) {
-                (UncertaintyConvention::Kendall, TaskKind::Binary) => 1.0,
+                (UncertaintyConvention::Kendall, TaskKind::Binary | TaskKind::Multiclass) => 1.0,
                 _ => 0.5,
             })
             .collect();

@@ -3,16 +3,36 @@
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
 
-use crate::EncodedTable;
+use crate::{EncodedTable, RowWidths};
+
+/// The input columns of one batch, as the shared embedding layer reads them. Each part is `None`
+/// when the dataset has no column of that kind.
+#[derive(Debug, Clone, Default)]
+pub struct FeatureBatch {
+    /// Categorical ids per field, `[B, F]` (0 = null or unseen).
+    pub categorical: Option<Tensor<2, Int>>,
+    /// Multi-valued ids: each multi-categorical field's `max_len` slots side by side, `[B, Σ L_f]`
+    /// (0 = empty slot, 1 = unseen value).
+    pub multi: Option<Tensor<2, Int>>,
+    /// Dense features, `[B, D]`.
+    pub dense: Option<Tensor<2>>,
+    /// Text embeddings: each text field's vector side by side, `[B, Σ d_f]`.
+    pub text: Option<Tensor<2>>,
+}
+
+impl FeatureBatch {
+    /// Categorical ids and dense features only.
+    pub fn new(categorical: Option<Tensor<2, Int>>, dense: Option<Tensor<2>>) -> Self {
+        Self { categorical, dense, ..Default::default() }
+    }
+}
 
 /// One batch of examples.
 #[derive(Debug, Clone)]
 pub struct MtlBatch {
-    /// Categorical ids per field, `[B, F]`; `None` when the dataset has no categorical field.
-    pub categorical: Option<Tensor<2, Int>>,
-    /// Dense features, `[B, D]`; `None` when the dataset has no dense feature.
-    pub dense: Option<Tensor<2>>,
-    /// Labels, `[B, T]`: column `t` belongs to task `t`.
+    /// The inputs.
+    pub features: FeatureBatch,
+    /// Labels, `[B, T]`: column `t` belongs to task `t` (a class index for multiclass tasks).
     pub labels: Tensor<2>,
     /// Number of examples `B`.
     pub size: usize,
@@ -29,10 +49,10 @@ pub enum BatchOrder {
 
 /// Iterates over `table` in batches of `batch_size` rows (the last one may be smaller).
 ///
-/// `n_cat`, `n_dense` and `n_tasks` are the row widths of the table's three arrays.
+/// `widths` are the row widths of the table's arrays ([`Schema::widths`](crate::Schema::widths)).
 pub fn batches<'a>(
     table: &'a EncodedTable,
-    widths: (usize, usize, usize),
+    widths: RowWidths,
     batch_size: usize,
     order: BatchOrder,
     device: &'a Device,
@@ -42,25 +62,39 @@ pub fn batches<'a>(
     if let BatchOrder::Shuffled(seed) = order {
         rows.shuffle(&mut StdRng::seed_from_u64(seed));
     }
-    let (n_cat, n_dense, n_tasks) = widths;
+    let RowWidths { categorical: n_cat, multi: n_multi, dense: n_dense, text: n_text, tasks: n_tasks } = widths;
     let mut cat = Vec::with_capacity(batch_size * n_cat);
+    let mut multi = Vec::with_capacity(batch_size * n_multi);
     let mut dense = Vec::with_capacity(batch_size * n_dense);
+    let mut text = Vec::with_capacity(batch_size * n_text);
     let mut labels = Vec::with_capacity(batch_size * n_tasks);
     (0..table.n_rows.div_ceil(batch_size)).map(move |b| {
         let chunk = &rows[b * batch_size..((b + 1) * batch_size).min(rows.len())];
         cat.clear();
+        multi.clear();
         dense.clear();
+        text.clear();
         labels.clear();
         for &r in chunk {
             let r = r as usize;
             cat.extend(table.categorical[r * n_cat..(r + 1) * n_cat].iter().map(|&id| id as i32));
+            multi.extend(table.multi[r * n_multi..(r + 1) * n_multi].iter().map(|&id| id as i32));
             dense.extend_from_slice(&table.dense[r * n_dense..(r + 1) * n_dense]);
+            text.extend_from_slice(&table.text[r * n_text..(r + 1) * n_text]);
             labels.extend_from_slice(&table.labels[r * n_tasks..(r + 1) * n_tasks]);
         }
         let size = chunk.len();
+        let ints =
+            |v: &Vec<i32>, w: usize| (w > 0).then(|| Tensor::from_data(TensorData::new(v.clone(), [size, w]), device));
+        let floats =
+            |v: &Vec<f32>, w: usize| (w > 0).then(|| Tensor::from_data(TensorData::new(v.clone(), [size, w]), device));
         MtlBatch {
-            categorical: (n_cat > 0).then(|| Tensor::from_data(TensorData::new(cat.clone(), [size, n_cat]), device)),
-            dense: (n_dense > 0).then(|| Tensor::from_data(TensorData::new(dense.clone(), [size, n_dense]), device)),
+            features: FeatureBatch {
+                categorical: ints(&cat, n_cat),
+                multi: ints(&multi, n_multi),
+                dense: floats(&dense, n_dense),
+                text: floats(&text, n_text),
+            },
             labels: Tensor::from_data(TensorData::new(labels.clone(), [size, n_tasks]), device),
             size,
         }
@@ -77,19 +111,24 @@ mod tests {
             categorical: (0..n as u32 * 2).collect(),
             dense: (0..n).map(|i| i as f32).collect(),
             labels: (0..n).map(|i| (i % 2) as f32).collect(),
+            ..Default::default()
         }
     }
+
+    const WIDTHS: RowWidths = RowWidths { categorical: 2, multi: 0, dense: 1, text: 0, tasks: 1 };
 
     #[test]
     fn sequential_batches_cover_rows_in_order() {
         let device = Device::flex();
         let t = table(10);
-        let got: Vec<MtlBatch> = batches(&t, (2, 1, 1), 4, BatchOrder::Sequential, &device).collect();
+        let got: Vec<MtlBatch> = batches(&t, WIDTHS, 4, BatchOrder::Sequential, &device).collect();
         assert_eq!(got.iter().map(|b| b.size).collect::<Vec<_>>(), vec![4, 4, 2]);
-        let dense: Vec<f32> =
-            got.iter().flat_map(|b| b.dense.clone().unwrap().into_data().try_into_vec::<f32>().unwrap()).collect();
+        let dense: Vec<f32> = got
+            .iter()
+            .flat_map(|b| b.features.dense.clone().unwrap().into_data().try_into_vec::<f32>().unwrap())
+            .collect();
         assert_eq!(dense, (0..10).map(|i| i as f32).collect::<Vec<_>>());
-        let ids = got[2].categorical.clone().unwrap().into_data().try_into_vec_as::<i64>().unwrap();
+        let ids = got[2].features.categorical.clone().unwrap().into_data().try_into_vec_as::<i64>().unwrap();
         assert_eq!(ids, vec![16, 17, 18, 19]);
     }
 
@@ -98,10 +137,10 @@ mod tests {
         let device = Device::flex();
         let t = table(50);
         let read = |seed| -> Vec<f32> {
-            batches(&t, (2, 1, 1), 16, BatchOrder::Shuffled(seed), &device)
+            batches(&t, WIDTHS, 16, BatchOrder::Shuffled(seed), &device)
                 .flat_map(|b| {
-                    let d = b.dense.unwrap().into_data().try_into_vec::<f32>().unwrap();
-                    let ids = b.categorical.unwrap().into_data().try_into_vec_as::<i64>().unwrap();
+                    let d = b.features.dense.unwrap().into_data().try_into_vec::<f32>().unwrap();
+                    let ids = b.features.categorical.unwrap().into_data().try_into_vec_as::<i64>().unwrap();
                     // each row's ids are (2r, 2r+1) for dense value r
                     for (k, r) in d.iter().enumerate() {
                         assert_eq!(ids[2 * k], 2 * *r as i64);

@@ -153,21 +153,26 @@ impl CensusIncome {
         let (lo, hi) = min_max(&raw_dense_train, DENSE.len());
         train.dense = scale(&raw_dense_train, &lo, &hi);
         test.dense = scale(&raw_dense_test, &lo, &hi);
-        let (n_cat, n_dense, n_tasks) = (encoder.vocabs.len(), DENSE.len(), 2 + usize::from(self.adversarial_sex));
-        let valid = test.filter_rows(n_cat, n_dense, n_tasks, |i| i % 2 == 0);
-        let test = test.filter_rows(n_cat, n_dense, n_tasks, |i| i % 2 == 1);
+        let widths = crate::RowWidths {
+            categorical: encoder.vocabs.len(),
+            dense: DENSE.len(),
+            tasks: 2 + usize::from(self.adversarial_sex),
+            ..Default::default()
+        };
+        let valid = test.filter_rows(widths, |i| i % 2 == 0);
+        let test = test.filter_rows(widths, |i| i % 2 == 1);
         let first_task = match self.group {
             CensusGroup::Income => "income",
             CensusGroup::College => "college",
         };
-        let schema = Schema {
-            categorical: Self::categorical_columns(self.adversarial_sex)
+        let schema = Schema::new(
+            Self::categorical_columns(self.adversarial_sex)
                 .iter()
                 .zip(&encoder.vocabs)
                 .map(|(&c, v)| CategoricalField { name: COLUMNS[c].to_string(), vocab_size: v.len() + 1 })
                 .collect(),
-            dense: DENSE.iter().map(|&c| COLUMNS[c].to_string()).collect(),
-            tasks: [first_task, "never_married"]
+            DENSE.iter().map(|&c| COLUMNS[c].to_string()).collect(),
+            [first_task, "never_married"]
                 .iter()
                 .map(|n| TaskSpec::new(*n, TaskKind::Binary))
                 .chain(
@@ -175,8 +180,7 @@ impl CensusIncome {
                         .then(|| TaskSpec { adversarial: true, ..TaskSpec::new("sex", TaskKind::Binary) }),
                 )
                 .collect(),
-            funnel: false,
-        };
+        );
         let name = match self.group {
             CensusGroup::Income => "census-mmoe",
             CensusGroup::College => "census-mmoe-college",

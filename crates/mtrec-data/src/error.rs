@@ -23,6 +23,18 @@ pub enum DataError {
         /// What is wrong with it.
         message: String,
     },
+    /// A cell of a table is bad (not a number, an unknown label, a missing value…).
+    #[error("{}: {place}: column {column:?}: {message}", path.display())]
+    Cell {
+        /// The file.
+        path: PathBuf,
+        /// `line N` (CSV) or `row N` (Parquet).
+        place: String,
+        /// The column.
+        column: String,
+        /// What is wrong.
+        message: String,
+    },
     /// A dataset parameter is out of range.
     #[error("invalid dataset parameter: {0}")]
     Invalid(String),

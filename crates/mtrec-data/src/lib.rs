@@ -1,20 +1,40 @@
-//! Datasets for multi-task learning: the real UCI Census-Income (KDD) data under the `census-mmoe`
-//! protocol, the synthetic generator of the MMoE paper, and the batching that feeds models.
+//! Datasets for multi-task learning: tables described by configuration (CSV/TSV or Parquet files,
+//! a split rule, typed columns and tasks: [`TableSource`]), the real UCI Census-Income (KDD) data
+//! under the `census-mmoe` protocol, the synthetic generator of the MMoE paper, and the batching
+//! that feeds models.
 //!
 //! Every dataset is encoded once, up front, into an [`EncodedTable`] per split (categorical ids,
-//! scaled dense features, one label column per task). Batching then only gathers rows, so a
-//! training step allocates nothing per row and the same batches feed every backend.
+//! multi-valued slots, scaled dense features, text embeddings, one label column per task). Batching
+//! then only gathers rows, so a training step allocates nothing per row and the same batches feed
+//! every backend. Text reaches this crate only as embeddings, through the [`TextEmbedder`] trait.
 
 mod batch;
 mod census;
+mod columns;
+mod csv_file;
 mod error;
+mod parquet_file;
+mod preprocessing;
 mod schema;
+mod split;
 mod synthetic;
 mod table;
+mod table_cache;
+mod table_file;
+mod table_source;
 
-pub use batch::{BatchOrder, MtlBatch, batches};
+pub use batch::{BatchOrder, FeatureBatch, MtlBatch, batches};
 pub use census::{CENSUS_FILES, CensusGroup, CensusIncome, census_md5_hex};
+pub use columns::{
+    ColumnKind, ColumnSpec, DenseTransform, LabelTransform, LabelValue, TaskColumn, fill_template, fnv1a64,
+    hash_bucket, template_columns,
+};
 pub use error::DataError;
-pub use schema::{CategoricalField, Schema, TaskKind, TaskSpec};
+pub use preprocessing::{FittedColumn, Preprocessing};
+pub use schema::{CategoricalField, MultiCategoricalField, Pooling, RowWidths, Schema, TaskKind, TaskSpec, TextField};
+pub use split::{Cut, SplitName, SplitRule, splitmix64};
 pub use synthetic::{Synthetic, SyntheticConfig};
 pub use table::{EncodedTable, FunnelViolation, MtlDataset};
+pub use table_cache::{CacheOutcome, default_cache_dir};
+pub use table_file::{CsvOptions, TableFormat, read_column};
+pub use table_source::{LoadedTable, SplitStats, TableFiles, TableSource, TextEmbedder, TextEmbedderFactory};

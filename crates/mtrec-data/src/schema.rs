@@ -1,5 +1,6 @@
-//! What a dataset's columns are: categorical fields with their vocabulary sizes, dense features,
-//! and the tasks with their kinds. Models are built from a [`Schema`], never from a dataset.
+//! What a dataset's columns are: categorical fields with their vocabulary sizes, multi-valued
+//! (bag) fields, dense features, text fields with their embedding width, and the tasks with their
+//! kinds. Models are built from a [`Schema`], never from a dataset.
 
 use serde::{Deserialize, Serialize};
 
@@ -7,10 +8,26 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskKind {
-    /// Binary classification: the head yields a logit; loss BCE-with-logits; metrics AUC, logloss.
+    /// Binary classification: the head yields a logit; loss BCE-with-logits; metrics AUC, logloss
+    /// (and GAUC with groups).
     Binary,
     /// Regression: the head yields a value; loss MSE; metrics MSE, MAE.
     Regression,
+    /// Classification into `n_classes` classes ([`TaskSpec::n_classes`]): the head yields one logit a
+    /// class; loss softmax cross-entropy; metrics accuracy, logloss, macro one-vs-rest AUC. Labels
+    /// are class indices `0..n_classes`.
+    Multiclass,
+}
+
+impl TaskKind {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Binary => "binary",
+            Self::Regression => "regression",
+            Self::Multiclass => "multiclass",
+        }
+    }
 }
 
 /// One task of a dataset.
@@ -24,12 +41,28 @@ pub struct TaskSpec {
     /// learns to make it unpredictable; it is reported but never monitored for model selection.
     #[serde(default)]
     pub adversarial: bool,
+    /// Multiclass tasks: the number of classes (0 for the other kinds).
+    #[serde(default)]
+    pub n_classes: usize,
 }
 
 impl TaskSpec {
-    /// A main task.
+    /// A main binary or regression task.
     pub fn new(name: impl Into<String>, kind: TaskKind) -> Self {
-        Self { name: name.into(), kind, adversarial: false }
+        Self { name: name.into(), kind, adversarial: false, n_classes: 0 }
+    }
+
+    /// A main multiclass task with `n_classes` classes.
+    pub fn multiclass(name: impl Into<String>, n_classes: usize) -> Self {
+        Self { name: name.into(), kind: TaskKind::Multiclass, adversarial: false, n_classes }
+    }
+
+    /// Width of the task's head: one logit per class for multiclass, else 1.
+    pub fn output_dim(&self) -> usize {
+        match self.kind {
+            TaskKind::Multiclass => self.n_classes,
+            _ => 1,
+        }
     }
 }
 
@@ -42,13 +75,69 @@ pub struct CategoricalField {
     pub vocab_size: usize,
 }
 
+/// How a bag of embeddings becomes one vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Pooling {
+    /// The mean of the bag's embeddings (an empty bag gives zeros).
+    #[default]
+    Mean,
+    /// Their sum.
+    Sum,
+}
+
+/// One multi-valued categorical input field (genres, tags, recently viewed items): up to `max_len`
+/// ids a row, embedded and pooled into one vector.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MultiCategoricalField {
+    /// The field's name.
+    pub name: String,
+    /// Number of ids, including the reserved empty-slot id 0 and unseen-value id 1.
+    pub vocab_size: usize,
+    /// Slots a row (longer lists are cut, shorter ones padded with 0).
+    pub max_len: usize,
+    /// How the slots' embeddings are pooled.
+    pub pooling: Pooling,
+}
+
+/// One text input field: a sentence embedding of the field's text from a frozen pretrained encoder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TextField {
+    /// The field's name.
+    pub name: String,
+    /// Width of its embedding.
+    pub dim: usize,
+}
+
+/// The row widths of an [`EncodedTable`](crate::EncodedTable)'s arrays, as
+/// [`batches`](crate::batches) takes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RowWidths {
+    /// Categorical fields.
+    pub categorical: usize,
+    /// Multi-valued slots (Σ `max_len`).
+    pub multi: usize,
+    /// Dense features.
+    pub dense: usize,
+    /// Text embedding values (Σ `dim`).
+    pub text: usize,
+    /// Tasks.
+    pub tasks: usize,
+}
+
 /// The columns of a dataset, as the model sees them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Schema {
     /// Categorical fields, in column order of [`EncodedTable::categorical`](crate::EncodedTable).
     pub categorical: Vec<CategoricalField>,
+    /// Multi-valued categorical fields, in slot order of [`EncodedTable::multi`](crate::EncodedTable).
+    #[serde(default)]
+    pub multi_categorical: Vec<MultiCategoricalField>,
     /// Names of the dense features, in column order.
     pub dense: Vec<String>,
+    /// Text fields, in order of [`EncodedTable::text`](crate::EncodedTable).
+    #[serde(default)]
+    pub text: Vec<TextField>,
     /// The tasks, in label column order.
     pub tasks: Vec<TaskSpec>,
     /// The main tasks are the steps of a funnel (impression → click → purchase): task `t`'s label
@@ -59,15 +148,25 @@ pub struct Schema {
 }
 
 impl Schema {
+    /// A schema of categorical fields, dense features and tasks only.
+    pub fn new(categorical: Vec<CategoricalField>, dense: Vec<String>, tasks: Vec<TaskSpec>) -> Self {
+        Self { categorical, multi_categorical: vec![], dense, text: vec![], tasks, funnel: false }
+    }
+
     /// Number of tasks.
     pub fn n_tasks(&self) -> usize {
         self.tasks.len()
     }
 
-    /// Row widths of an [`EncodedTable`](crate::EncodedTable) of this schema: `(categorical fields,
-    /// dense features, tasks)`, as [`batches`](crate::batches) takes them.
-    pub fn widths(&self) -> (usize, usize, usize) {
-        (self.categorical.len(), self.dense.len(), self.tasks.len())
+    /// Row widths of an [`EncodedTable`](crate::EncodedTable) of this schema.
+    pub fn widths(&self) -> RowWidths {
+        RowWidths {
+            categorical: self.categorical.len(),
+            multi: self.multi_categorical.iter().map(|f| f.max_len).sum(),
+            dense: self.dense.len(),
+            text: self.text.iter().map(|f| f.dim).sum(),
+            tasks: self.tasks.len(),
+        }
     }
 
     /// The kind of each task, in task order.

@@ -133,12 +133,11 @@ impl Synthetic {
         let train = self.split(self.config.n_train, &mut rng);
         let valid = self.split(self.config.n_valid, &mut rng);
         let test = self.split(self.config.n_test, &mut rng);
-        let schema = Schema {
-            categorical: vec![],
-            dense: (0..self.config.dim).map(|i| format!("x{i}")).collect(),
-            tasks: ["task1", "task2"].iter().map(|n| TaskSpec::new(*n, TaskKind::Regression)).collect(),
-            funnel: false,
-        };
+        let schema = Schema::new(
+            vec![],
+            (0..self.config.dim).map(|i| format!("x{i}")).collect(),
+            ["task1", "task2"].iter().map(|n| TaskSpec::new(*n, TaskKind::Regression)).collect(),
+        );
         MtlDataset { name: format!("synthetic-p{}", self.config.correlation), schema, train, valid, test }
     }
 }

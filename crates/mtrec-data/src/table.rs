@@ -2,18 +2,26 @@
 
 use crate::Schema;
 
-/// One split, fully encoded: row `i` has categorical ids `categorical[i*F..(i+1)*F]`, dense
-/// features `dense[i*D..(i+1)*D]` and labels `labels[i*T..(i+1)*T]`.
+/// One split, fully encoded, row-major with the widths of [`RowWidths`](crate::RowWidths): row `i`
+/// has categorical ids `categorical[i*F..(i+1)*F]`, multi-valued slots `multi[i*M..(i+1)*M]`, dense
+/// features `dense[i*D..(i+1)*D]`, text embeddings `text[i*X..(i+1)*X]` and labels
+/// `labels[i*T..(i+1)*T]`; with `group_by`, `groups[i]` is its group.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EncodedTable {
     /// Number of rows.
     pub n_rows: usize,
-    /// Categorical ids per field (0 = out of vocabulary), row-major `[n_rows, F]`.
+    /// Categorical ids per field (0 = null or out of vocabulary), `[n_rows, F]`.
     pub categorical: Vec<u32>,
-    /// Dense features, row-major `[n_rows, D]`.
+    /// Multi-valued categorical slots (0 = empty, 1 = unseen value), `[n_rows, M]`.
+    pub multi: Vec<u32>,
+    /// Dense features, `[n_rows, D]`.
     pub dense: Vec<f32>,
-    /// Labels, row-major `[n_rows, T]`; 0/1 for binary tasks.
+    /// Text embeddings, `[n_rows, X]`.
+    pub text: Vec<f32>,
+    /// Labels, `[n_rows, T]`: 0/1 for binary tasks, class indices for multiclass ones.
     pub labels: Vec<f32>,
+    /// Each row's group id (GAUC), or empty without grouping.
+    pub groups: Vec<u32>,
 }
 
 impl EncodedTable {
@@ -23,12 +31,21 @@ impl EncodedTable {
     }
 
     /// Keeps the rows whose index satisfies `keep`, in order.
-    pub fn filter_rows(&self, n_cat: usize, n_dense: usize, n_tasks: usize, keep: impl Fn(usize) -> bool) -> Self {
+    pub fn filter_rows(&self, widths: crate::RowWidths, keep: impl Fn(usize) -> bool) -> Self {
         let mut out = EncodedTable::default();
+        let copy =
+            |to: &mut Vec<u32>, from: &[u32], w: usize, i: usize| to.extend_from_slice(&from[i * w..(i + 1) * w]);
+        let copy_f =
+            |to: &mut Vec<f32>, from: &[f32], w: usize, i: usize| to.extend_from_slice(&from[i * w..(i + 1) * w]);
         for i in (0..self.n_rows).filter(|&i| keep(i)) {
-            out.categorical.extend_from_slice(&self.categorical[i * n_cat..(i + 1) * n_cat]);
-            out.dense.extend_from_slice(&self.dense[i * n_dense..(i + 1) * n_dense]);
-            out.labels.extend_from_slice(&self.labels[i * n_tasks..(i + 1) * n_tasks]);
+            copy(&mut out.categorical, &self.categorical, widths.categorical, i);
+            copy(&mut out.multi, &self.multi, widths.multi, i);
+            copy_f(&mut out.dense, &self.dense, widths.dense, i);
+            copy_f(&mut out.text, &self.text, widths.text, i);
+            copy_f(&mut out.labels, &self.labels, widths.tasks, i);
+            if !self.groups.is_empty() {
+                out.groups.push(self.groups[i]);
+            }
             out.n_rows += 1;
         }
         out
@@ -67,6 +84,30 @@ impl EncodedTable {
 }
 
 impl MtlDataset {
+    /// Declares the main binary tasks, as they are, the steps of a funnel (click, then purchase):
+    /// checked on every split — a step positive where the step before it is not is an error naming
+    /// the split, tasks and first row.
+    pub fn into_funnel(mut self) -> Result<Self, crate::DataError> {
+        let n_tasks = self.schema.n_tasks();
+        let main: Vec<usize> = (0..n_tasks).filter(|&t| !self.schema.tasks[t].adversarial).collect();
+        if let Some(t) = main.iter().find(|&&t| self.schema.tasks[t].kind != crate::TaskKind::Binary) {
+            return Err(crate::DataError::Invalid(format!(
+                "data.funnel needs binary tasks; `{}` is not",
+                self.schema.tasks[*t].name
+            )));
+        }
+        for (split, table) in [("train", &self.train), ("valid", &self.valid), ("test", &self.test)] {
+            if let Some(v) = table.funnel_violation(&main, n_tasks) {
+                return Err(crate::DataError::Invalid(format!(
+                    "data.funnel: in the {split} split, task `{}` is 1 where `{}` is 0 on {} rows (first: row {})",
+                    self.schema.tasks[v.task].name, self.schema.tasks[v.previous].name, v.rows, v.first_row
+                )));
+            }
+        }
+        self.schema.funnel = true;
+        Ok(self)
+    }
+
     /// Turns the main binary tasks into a funnel (impression → step 1 → step 2 …): task `t`'s label
     /// becomes `Π_{s≤t} y_s`, renamed `<first>_and_<…>` — the labels ESMM and AITM train on over the
     /// entire space. Adversarial tasks are left alone.

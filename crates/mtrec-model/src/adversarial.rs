@@ -39,13 +39,16 @@ pub struct AdversarialHeadConfig {
     /// λ, the weight of the reversed gradient.
     #[config(default = 1.0)]
     pub weight: f64,
+    /// Width of the head (one logit a class for a multiclass target).
+    #[config(default = 1)]
+    pub d_output: usize,
 }
 
 impl AdversarialHeadConfig {
     /// Initialise the head.
     pub fn init(&self, device: &Device) -> AdversarialHead {
         AdversarialHead {
-            tower: TaskTowerConfig::new(self.d_input, self.hidden.clone()).init(device),
+            tower: TaskTowerConfig::new(self.d_input, self.hidden.clone()).with_d_output(self.d_output).init(device),
             weight: self.weight,
         }
     }

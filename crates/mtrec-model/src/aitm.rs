@@ -12,8 +12,9 @@ use burn::{
     config::Config,
     module::{Module, ParamGroup},
     nn::{Linear, LinearConfig},
-    tensor::{Device, Int, Tensor, activation::sigmoid, activation::softmax},
+    tensor::{Device, Tensor, activation::sigmoid, activation::softmax},
 };
+use mtrec_data::FeatureBatch;
 
 use crate::{
     FeatureEmbedding, FeatureEmbeddingConfig, Mlp, MlpConfig, MultiTaskModel, SharedTensors, TaskOutput, TaskTower,
@@ -124,8 +125,8 @@ impl MultiTaskModel for Aitm {
     }
 
     /// Shared tensors: `[embedded input [B, d]]`.
-    fn forward_shared(&self, categorical: Option<Tensor<2, Int>>, dense: Option<Tensor<2>>) -> SharedTensors {
-        SharedTensors::new(vec![self.input.forward(categorical, dense)], vec![0])
+    fn forward_shared(&self, features: FeatureBatch) -> SharedTensors {
+        SharedTensors::new(vec![self.input.forward(features)], vec![0])
     }
 
     fn forward_task(&self, task: usize, shared: &SharedTensors) -> TaskOutput {
@@ -156,6 +157,7 @@ impl MultiTaskModel for Aitm {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::tensor::Int;
     use burn::tensor::{Distribution, TensorData};
 
     #[test]
@@ -171,7 +173,8 @@ mod tests {
         let diff = (same - value).abs().max().into_scalar::<f32>();
         assert!(diff < 1e-5, "{diff}");
         let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![1i32, 2, 0, 1, 4, 0, 3, 1], [4, 2]), &device);
-        let outs = model.forward(Some(ids), Some(Tensor::random([4, 2], Distribution::Default, &device)));
+        let outs =
+            model.forward(FeatureBatch::new(Some(ids), Some(Tensor::random([4, 2], Distribution::Default, &device))));
         assert!(outs[0].auxiliary_loss.is_none());
         for t in 1..3 {
             let expected = (sigmoid(outs[t].output.clone()) - sigmoid(outs[t - 1].output.clone()))

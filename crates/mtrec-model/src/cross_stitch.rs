@@ -11,8 +11,9 @@ use burn::{
     config::Config,
     module::{Module, Param, ParamGroup},
     nn::{Dropout, DropoutConfig, Linear, LinearConfig},
-    tensor::{Device, Int, Tensor, TensorData, activation::relu},
+    tensor::{Device, Tensor, TensorData, activation::relu},
 };
+use mtrec_data::FeatureBatch;
 
 use crate::{
     FeatureEmbedding, FeatureEmbeddingConfig, MultiTaskModel, SharedTensors, TaskOutput, TaskTower, TaskTowerConfig,
@@ -32,6 +33,9 @@ pub struct CrossStitchConfig {
     /// Dropout after every hidden activation (columns and towers).
     #[config(default = 0.0)]
     pub dropout: f64,
+    /// Head width of each task (empty: 1 each; multiclass tasks have one logit a class).
+    #[config(default = "Vec::new()")]
+    pub task_outputs: Vec<usize>,
 }
 
 impl CrossStitchConfig {
@@ -51,7 +55,7 @@ impl CrossStitchConfig {
             .collect();
         let towers = TaskTowerConfig::new(*widths.last().expect("input width"), self.tower_hidden.clone())
             .with_dropout(self.dropout)
-            .init_many(t, device);
+            .init_each(t, &self.task_outputs, device);
         CrossStitch {
             input: self.input.init(device),
             columns,
@@ -111,8 +115,8 @@ impl MultiTaskModel for CrossStitch {
 
     /// Shared tensors: each column's last layer `[B, h]` before the last stitch (every task reads
     /// all of them).
-    fn forward_shared(&self, categorical: Option<Tensor<2, Int>>, dense: Option<Tensor<2>>) -> SharedTensors {
-        let x = self.input.forward(categorical, dense);
+    fn forward_shared(&self, features: FeatureBatch) -> SharedTensors {
+        let x = self.input.forward(features);
         let mut h = vec![x; self.columns.len()];
         let layers = self.stitches.len();
         for (k, alpha) in self.stitches.iter().enumerate() {
@@ -145,6 +149,7 @@ impl MultiTaskModel for CrossStitch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::tensor::Int;
 
     /// The branch's stitch is the last layer's cross-stitch unit: the towers read exactly what
     /// `stitch` over the shared columns gives.
@@ -155,7 +160,7 @@ mod tests {
         let model = CrossStitchConfig::new(input, vec![6, 4], vec![3], 3).init(&device);
         let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![1i32, 2, 0, 1, 4, 0], [3, 2]), &device);
         let dense = Tensor::<2>::random([3, 2], burn::tensor::Distribution::Default, &device);
-        let shared = model.forward_shared(Some(ids), Some(dense));
+        let shared = model.forward_shared(FeatureBatch::new(Some(ids), Some(dense)));
         let expected = CrossStitch::stitch(shared.tensors.clone(), model.stitches[1].val());
         for (t, got) in model.tower_inputs(&shared).into_iter().enumerate() {
             let a = got.into_data().try_into_vec::<f32>().unwrap();

@@ -1,13 +1,24 @@
-//! The input layer: every categorical field gets its own embedding, and the dense features are
-//! appended. All fields live in one fused table with per-field row offsets, so a batch costs one
-//! gather instead of one lookup per field.
+//! The shared input layer: every input column kind becomes part of one vector `x` that the rest of
+//! the model reads.
+//!
+//! - categorical fields: each its own embedding; all fields live in one fused table with per-field
+//!   row offsets, so a batch costs one gather instead of one lookup per field;
+//! - multi-valued fields (genres, tags, recently viewed items): a bag of up to `max_len` ids, embedded
+//!   in a fused table of their own and pooled (mean or sum) over the filled slots — empty slots (id 0)
+//!   count for nothing;
+//! - text fields: a frozen sentence embedding, through a learnable linear projection to `text_dim`;
+//! - dense features, appended as they are.
+//!
+//! `x = [categorical embeddings, pooled bags, projected texts, dense]`. A new input kind changes this
+//! layer and nothing else: every architecture reads `x` alone.
 
 use burn::{
     config::Config,
     module::Module,
-    nn::{Embedding, EmbeddingConfig},
+    nn::{Embedding, EmbeddingConfig, Linear, LinearConfig},
     tensor::{Device, Int, Tensor, TensorData},
 };
+use mtrec_data::{FeatureBatch, MultiCategoricalField, Pooling, Schema};
 
 /// Configuration of a [`FeatureEmbedding`].
 #[derive(Config, Debug)]
@@ -16,46 +27,96 @@ pub struct FeatureEmbeddingConfig {
     pub vocab_sizes: Vec<usize>,
     /// Number of dense features appended after the embeddings.
     pub n_dense: usize,
-    /// Embedding width per field.
+    /// Embedding width per field (categorical and multi-valued).
     #[config(default = 4)]
     pub dim: usize,
+    /// The multi-valued categorical fields.
+    #[config(default = "Vec::new()")]
+    pub multi_categorical: Vec<MultiCategoricalField>,
+    /// Width of each text field's embedding.
+    #[config(default = "Vec::new()")]
+    pub text_dims: Vec<usize>,
+    /// Width each text embedding is projected to.
+    #[config(default = 32)]
+    pub text_dim: usize,
+}
+
+/// Row offsets of fields in a fused table of the given vocabulary sizes.
+fn offsets(vocab_sizes: impl Iterator<Item = usize>) -> Vec<i64> {
+    vocab_sizes
+        .scan(0i64, |acc, v| {
+            let o = *acc;
+            *acc += v as i64;
+            Some(o)
+        })
+        .collect()
 }
 
 impl FeatureEmbeddingConfig {
-    /// Width of the input vector: `fields × dim + n_dense`.
-    pub fn output_dim(&self) -> usize {
-        self.vocab_sizes.len() * self.dim + self.n_dense
+    /// The input layer for every input column of `schema`.
+    pub fn from_schema(schema: &Schema, dim: usize, text_dim: usize) -> Self {
+        Self::new(schema.vocab_sizes(), schema.dense.len())
+            .with_dim(dim)
+            .with_multi_categorical(schema.multi_categorical.clone())
+            .with_text_dims(schema.text.iter().map(|t| t.dim).collect())
+            .with_text_dim(text_dim)
     }
 
-    /// Initialise the embedding table (`N(0, 1)`, as PyTorch's `nn.Embedding`).
+    /// Width of the input vector: `(fields + multi fields) × dim + text fields × text_dim + n_dense`.
+    pub fn output_dim(&self) -> usize {
+        (self.vocab_sizes.len() + self.multi_categorical.len()) * self.dim
+            + self.text_dims.len() * self.text_dim
+            + self.n_dense
+    }
+
+    /// Initialise the embedding tables (`N(0, 1)`, as PyTorch's `nn.Embedding`) and the text
+    /// projections (PyTorch's `nn.Linear` initialisation).
     pub fn init(&self, device: &Device) -> FeatureEmbedding {
         let total: usize = self.vocab_sizes.iter().sum();
-        let offsets = self
-            .vocab_sizes
+        let multi_total: usize = self.multi_categorical.iter().map(|f| f.vocab_size).sum();
+        // every slot of field f is offset by field f's first row
+        let field_offsets = offsets(self.multi_categorical.iter().map(|f| f.vocab_size));
+        let slot_offsets = self
+            .multi_categorical
             .iter()
-            .scan(0i64, |acc, &v| {
-                let o = *acc;
-                *acc += v as i64;
-                Some(o)
-            })
+            .zip(&field_offsets)
+            .flat_map(|(f, &o)| std::iter::repeat_n(o, f.max_len))
             .collect();
         FeatureEmbedding {
             table: (total > 0).then(|| EmbeddingConfig::new(total, self.dim).init(device)),
-            offsets,
+            offsets: offsets(self.vocab_sizes.iter().copied()),
+            bags: (multi_total > 0).then(|| EmbeddingConfig::new(multi_total, self.dim).init(device)),
+            slot_offsets,
+            bag_fields: self.multi_categorical.iter().map(|f| (f.max_len, f.pooling == Pooling::Mean)).collect(),
+            text: self.text_dims.iter().map(|&d| LinearConfig::new(d, self.text_dim).init(device)).collect(),
+            text_dims: self.text_dims.clone(),
             dim: self.dim,
             n_dense: self.n_dense,
         }
     }
 }
 
-/// Per-field categorical embeddings concatenated with the dense features.
+/// Every input column kind as one vector.
 #[derive(Module, Debug)]
 pub struct FeatureEmbedding {
-    /// One table for all fields; field `f` owns rows `offsets[f]..offsets[f] + vocab_sizes[f]`.
+    /// One table for all categorical fields; field `f` owns rows `offsets[f]..offsets[f] + vocab_sizes[f]`.
     pub table: Option<Embedding>,
-    /// First row of each field in the fused table.
+    /// First row of each categorical field in the fused table.
     #[module(skip)]
     pub offsets: Vec<i64>,
+    /// One table for all multi-valued fields.
+    pub bags: Option<Embedding>,
+    /// First row in `bags` of each slot's field (one entry a slot).
+    #[module(skip)]
+    pub slot_offsets: Vec<i64>,
+    /// Each multi-valued field's `(max_len, mean pooling)`.
+    #[module(skip)]
+    pub bag_fields: Vec<(usize, bool)>,
+    /// One projection per text field.
+    pub text: Vec<Linear>,
+    /// Each text field's embedding width.
+    #[module(skip)]
+    pub text_dims: Vec<usize>,
     /// Embedding width.
     #[module(skip)]
     pub dim: usize,
@@ -67,16 +128,19 @@ pub struct FeatureEmbedding {
 impl FeatureEmbedding {
     /// Width of the produced input vector.
     pub fn output_dim(&self) -> usize {
-        self.offsets.len() * self.dim + self.n_dense
+        (self.offsets.len() + self.bag_fields.len()) * self.dim
+            + self.text.iter().map(|l| l.weight.dims()[1]).sum::<usize>()
+            + self.n_dense
     }
 
-    /// Embeds the categorical ids and appends the dense features.
+    /// Embeds every input column kind and concatenates them.
     ///
     /// # Shapes
-    /// - categorical: `[B, F]` (per-field ids), dense: `[B, D]`
-    /// - output: `[B, F·dim + D]`
-    pub fn forward(&self, categorical: Option<Tensor<2, Int>>, dense: Option<Tensor<2>>) -> Tensor<2> {
-        let mut parts = Vec::with_capacity(2);
+    /// - categorical: `[B, F]` (per-field ids), multi: `[B, Σ max_len]`, dense: `[B, D]`, text `[B, Σ d]`
+    /// - output: `[B, (F + multi fields)·dim + text fields·text_dim + D]`
+    pub fn forward(&self, features: FeatureBatch) -> Tensor<2> {
+        let FeatureBatch { categorical, multi, dense, text } = features;
+        let mut parts = Vec::with_capacity(4);
         if let (Some(table), Some(ids)) = (&self.table, categorical) {
             let [batch, fields] = ids.dims();
             assert_eq!(fields, self.offsets.len(), "expected {} categorical fields", self.offsets.len());
@@ -85,12 +149,51 @@ impl FeatureEmbedding {
             let embedded = table.forward(ids + offsets);
             parts.push(embedded.reshape([batch, fields * self.dim]));
         }
+        if let (Some(table), Some(ids)) = (&self.bags, multi) {
+            parts.extend(self.pool_bags(table, ids));
+        }
+        if let Some(text) = text {
+            let [batch, _] = text.dims();
+            let mut start = 0;
+            for (projection, &d) in self.text.iter().zip(&self.text_dims) {
+                parts.push(projection.forward(text.clone().slice([0..batch, start..start + d])));
+                start += d;
+            }
+        }
         if let Some(dense) = dense {
             assert_eq!(dense.dims()[1], self.n_dense, "expected {} dense features", self.n_dense);
             parts.push(dense);
         }
-        assert!(!parts.is_empty(), "a batch needs categorical or dense inputs");
+        assert!(!parts.is_empty(), "a batch needs input columns");
         if parts.len() == 1 { parts.pop().unwrap() } else { Tensor::cat(parts, 1) }
+    }
+
+    /// Each multi-valued field's pooled embedding, `[B, dim]` a field.
+    fn pool_bags(&self, table: &Embedding, ids: Tensor<2, Int>) -> Vec<Tensor<2>> {
+        let [batch, slots] = ids.dims();
+        assert_eq!(slots, self.slot_offsets.len(), "expected {} multi-valued slots", self.slot_offsets.len());
+        let device = ids.device();
+        let filled = ids.clone().not_equal_elem(0).float().unsqueeze_dim::<3>(2); // [B, S, 1]
+        let offsets = Tensor::<2, Int>::from_data(TensorData::new(self.slot_offsets.clone(), [1, slots]), &device);
+        let embedded = table.forward(ids + offsets) * filled.clone(); // [B, S, dim]
+        let mut start = 0;
+        self.bag_fields
+            .iter()
+            .map(|&(len, mean)| {
+                let range = start..start + len;
+                start += len;
+                let sum = embedded
+                    .clone()
+                    .slice([0..batch, range.clone(), 0..self.dim])
+                    .sum_dim(1)
+                    .reshape([batch, self.dim]);
+                if !mean {
+                    return sum;
+                }
+                let count = filled.clone().slice([0..batch, range, 0..1]).sum_dim(1).reshape([batch, 1]).clamp_min(1.0);
+                sum / count
+            })
+            .collect()
     }
 }
 
@@ -106,9 +209,43 @@ mod tests {
         let weights = emb.table.as_ref().unwrap().weight.val().into_data().try_into_vec::<f32>().unwrap();
         let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![2i32, 1], [1, 2]), &device);
         let dense = Tensor::<2>::from_data(TensorData::new(vec![0.5f32], [1, 1]), &device);
-        let out = emb.forward(Some(ids), Some(dense)).into_data().try_into_vec::<f32>().unwrap();
+        let out = emb.forward(FeatureBatch::new(Some(ids), Some(dense))).into_data().try_into_vec::<f32>().unwrap();
         // field 0 id 2 → row 2; field 1 id 1 → row 3 + 1 = 4; then the dense value.
         assert_eq!(out, vec![weights[4], weights[5], weights[8], weights[9], 0.5]);
+    }
+
+    /// Bags pool the filled slots only: mean divides by the number of filled slots, sum adds them;
+    /// an empty bag is zeros. Text fields pass through their own projections.
+    #[test]
+    fn bags_pool_filled_slots_and_texts_are_projected() {
+        let device = Device::flex();
+        let field = |max_len, pooling| MultiCategoricalField { name: "f".into(), vocab_size: 4, max_len, pooling };
+        let emb = FeatureEmbeddingConfig::new(vec![], 0)
+            .with_dim(2)
+            .with_multi_categorical(vec![field(3, Pooling::Mean), field(2, Pooling::Sum)])
+            .with_text_dims(vec![3])
+            .with_text_dim(2)
+            .init(&device);
+        assert_eq!(emb.slot_offsets, vec![0, 0, 0, 4, 4]);
+        let w = emb.bags.as_ref().unwrap().weight.val().into_data().try_into_vec::<f32>().unwrap();
+        let row = |r: usize| [w[2 * r], w[2 * r + 1]];
+        // row 0: field 0 holds ids 2, 3 (one empty slot) → mean of rows 2, 3; field 1 holds 1, 1 → 2 × row 4 + 1
+        // row 1: field 0 empty → zeros; field 1 holds 3 and an empty slot → row 4 + 3
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![2i32, 0, 3, 1, 1, 0, 0, 0, 3, 0], [2, 5]), &device);
+        let text = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 0.0, 0.0, 0.0, 2.0, 0.0], [2, 3]), &device);
+        let features = FeatureBatch { multi: Some(ids), text: Some(text.clone()), ..Default::default() };
+        let out = emb.forward(features).into_data().try_into_vec::<f32>().unwrap();
+        assert_eq!(out.len(), 2 * 6);
+        let close = |a: f32, b: f32| (a - b).abs() < 1e-6;
+        for k in 0..2 {
+            assert!(close(out[k], (row(2)[k] + row(3)[k]) / 2.0), "mean of the filled slots");
+            assert!(close(out[2 + k], 2.0 * row(5)[k]), "sum");
+            assert!(close(out[6 + k], 0.0), "an empty bag is zeros");
+            assert!(close(out[6 + 2 + k], row(7)[k]));
+        }
+        let projected = emb.text[0].forward(text).into_data().try_into_vec::<f32>().unwrap();
+        assert!(close(out[4], projected[0]) && close(out[6 + 5], projected[3]));
+        assert_eq!(emb.output_dim(), 6);
     }
 
     #[test]
@@ -117,6 +254,6 @@ mod tests {
         let emb = FeatureEmbeddingConfig::new(vec![], 3).init(&device);
         assert!(emb.table.is_none());
         let dense = Tensor::<2>::ones([4, 3], &device);
-        assert_eq!(emb.forward(None, Some(dense)).dims(), [4, 3]);
+        assert_eq!(emb.forward(FeatureBatch::new(None, Some(dense))).dims(), [4, 3]);
     }
 }

@@ -9,8 +9,9 @@
 use burn::{
     config::Config,
     module::{Module, ParamGroup},
-    tensor::{Device, Int, Tensor},
+    tensor::{Device, Tensor},
 };
+use mtrec_data::FeatureBatch;
 
 use crate::{
     FeatureEmbedding, FeatureEmbeddingConfig, MultiTaskModel, SharedTensors, TaskOutput, TaskTower, TaskTowerConfig,
@@ -73,8 +74,8 @@ impl MultiTaskModel for Esmm {
     }
 
     /// Shared tensors: `[embedded input [B, d]]`.
-    fn forward_shared(&self, categorical: Option<Tensor<2, Int>>, dense: Option<Tensor<2>>) -> SharedTensors {
-        SharedTensors::new(vec![self.input.forward(categorical, dense)], vec![0])
+    fn forward_shared(&self, features: FeatureBatch) -> SharedTensors {
+        SharedTensors::new(vec![self.input.forward(features)], vec![0])
     }
 
     /// Task `t`: the logit of `Π_{s≤t} p_s`; for `t ≥ 1` also the logit of `p_t` itself (pCVR, the
@@ -100,6 +101,7 @@ impl MultiTaskModel for Esmm {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::tensor::Int;
     use burn::tensor::{Distribution, TensorData, activation::sigmoid};
 
     fn to_vec(t: Tensor<2>) -> Vec<f32> {
@@ -113,8 +115,8 @@ mod tests {
         let model = EsmmConfig::new(input, vec![4], 2).init(&device);
         let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![1i32, 2, 0, 1, 4, 0], [3, 2]), &device);
         let dense = Tensor::<2>::random([3, 2], Distribution::Default, &device);
-        let x = model.input.forward(Some(ids.clone()), Some(dense.clone()));
-        let outs = model.forward(Some(ids), Some(dense));
+        let x = model.input.forward(FeatureBatch::new(Some(ids.clone()), Some(dense.clone())));
+        let outs = model.forward(FeatureBatch::new(Some(ids), Some(dense)));
         let p_ctr = to_vec(sigmoid(model.towers[0].forward(x.clone())));
         let p_cvr = to_vec(sigmoid(model.towers[1].forward(x)));
         let ctr = to_vec(sigmoid(outs[0].output.clone()));

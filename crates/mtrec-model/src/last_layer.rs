@@ -135,6 +135,7 @@ mod tests {
     use super::*;
     use crate::{FeatureEmbeddingConfig, MmoeConfig, MultiTaskModel, SharedBottomConfig, SharedTensors, TaskOutput};
     use burn::tensor::{Device, Distribution, Int, TensorData};
+    use mtrec_data::FeatureBatch;
 
     fn inputs(b: usize, device: &Device) -> (Tensor<2, Int>, Tensor<2>) {
         let ids: Vec<i32> = (0..b * 2).map(|i| ((i * 7) % 4) as i32).collect();
@@ -152,7 +153,7 @@ mod tests {
         device: &Device,
     ) -> bool {
         let (c, d) = inputs(64, device);
-        let shared = model.forward_shared(Some(c), Some(d));
+        let shared = model.forward_shared(FeatureBatch::new(Some(c), Some(d)));
         let last = shared.last_layer.clone().expect("exposed without batch norm");
         let leaves = shared.detached_leaves();
         let TaskOutput { output, .. } = model.forward_task(1, &leaves);
@@ -221,6 +222,6 @@ mod tests {
         let input = FeatureEmbeddingConfig::new(vec![4, 4], 3).with_dim(3);
         let model = SharedBottomConfig::new(input, vec![8], vec![4], 2).with_batch_norm(true).init(&device);
         let (c, d) = inputs(4, &device);
-        assert!(model.forward_shared(Some(c), Some(d)).last_layer.is_none());
+        assert!(model.forward_shared(FeatureBatch::new(Some(c), Some(d))).last_layer.is_none());
     }
 }

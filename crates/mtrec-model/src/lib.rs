@@ -31,7 +31,8 @@ pub use last_layer::{Jacobian, LastLayerWeight, LastSharedLayer, frobenius};
 pub use mlp::{Mlp, MlpConfig};
 pub use mmoe::{Mmoe, MmoeConfig};
 pub use model::{
-    AdversarialSchedule, Architecture, ArchitectureNet, ModelConfig, MultiTaskModel, MultiTaskNet, SharedTensors, TaskOutput,
+    AdversarialSchedule, Architecture, ArchitectureNet, ModelConfig, MultiTaskModel, MultiTaskNet, SharedTensors,
+    TaskOutput,
 };
 pub use omoe::Omoe;
 pub use ple::{CgcLevel, Ple, PleConfig};

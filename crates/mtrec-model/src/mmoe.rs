@@ -4,8 +4,9 @@
 use burn::{
     config::Config,
     module::{Module, ParamGroup},
-    tensor::{Device, Int, Tensor},
+    tensor::{Device, Tensor},
 };
+use mtrec_data::FeatureBatch;
 
 use crate::{
     ExpertBank, ExpertBankConfig, ExpertGate, ExpertGateConfig, FeatureEmbedding, FeatureEmbeddingConfig,
@@ -31,6 +32,9 @@ pub struct MmoeConfig {
     /// Dropout after every hidden activation (experts and towers).
     #[config(default = 0.0)]
     pub dropout: f64,
+    /// Head width of each task (empty: 1 each; multiclass tasks have one logit a class).
+    #[config(default = "Vec::new()")]
+    pub task_outputs: Vec<usize>,
 }
 
 impl MmoeConfig {
@@ -44,7 +48,7 @@ impl MmoeConfig {
         TaskTowerConfig::new(self.experts().output_dim(), self.tower_hidden.clone())
             .with_batch_norm(self.batch_norm)
             .with_dropout(self.dropout)
-            .init_many(self.n_tasks, device)
+            .init_each(self.n_tasks, &self.task_outputs, device)
     }
 
     /// Initialise the model.
@@ -105,8 +109,8 @@ impl MultiTaskModel for Mmoe {
     /// The last shared layer is the experts' last layer (all experts together): the layer every
     /// task's mixture reads, as GradNorm's "last shared layer" prescribes. The input `x` is shared
     /// too (embeddings) but the gates are task-specific and read it directly.
-    fn forward_shared(&self, categorical: Option<Tensor<2, Int>>, dense: Option<Tensor<2>>) -> SharedTensors {
-        let x = self.input.forward(categorical, dense);
+    fn forward_shared(&self, features: FeatureBatch) -> SharedTensors {
+        let x = self.input.forward(features);
         let (experts, last_layer) = self.experts.forward_with_last_layer(x.clone(), 1);
         let [b, e, h] = experts.dims();
         SharedTensors::new(vec![x, experts.reshape([b, e * h])], vec![1]).with_last_layer(last_layer)

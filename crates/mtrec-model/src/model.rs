@@ -3,9 +3,9 @@
 
 use burn::{
     module::{Module, ParamGroup},
-    tensor::{Device, Int, Tensor},
+    tensor::{Device, Tensor},
 };
-use mtrec_data::{Schema, TaskKind};
+use mtrec_data::{FeatureBatch, Schema, TaskKind};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -135,8 +135,9 @@ pub trait MultiTaskModel {
     /// The shared part: embeddings, bottom, experts.
     ///
     /// # Shapes
-    /// - categorical: `[B, F]`, dense: `[B, D]`
-    fn forward_shared(&self, categorical: Option<Tensor<2, Int>>, dense: Option<Tensor<2>>) -> SharedTensors;
+    /// - features: see [`FeatureBatch`] (categorical `[B, F]`, multi `[B, M]`, dense `[B, D]`, text
+    ///   `[B, X]`)
+    fn forward_shared(&self, features: FeatureBatch) -> SharedTensors;
 
     /// Task `task`'s branch (gate, tower, head), reading only `shared`.
     fn forward_task(&self, task: usize, shared: &SharedTensors) -> TaskOutput;
@@ -153,8 +154,8 @@ pub trait MultiTaskModel {
     fn task_parameters(&self, task: usize) -> ParamGroup;
 
     /// Both phases, all tasks.
-    fn forward(&self, categorical: Option<Tensor<2, Int>>, dense: Option<Tensor<2>>) -> Vec<TaskOutput> {
-        let shared = self.forward_shared(categorical, dense);
+    fn forward(&self, features: FeatureBatch) -> Vec<TaskOutput> {
+        let shared = self.forward_shared(features);
         (0..self.n_tasks()).map(|t| self.forward_task(t, &shared)).collect()
     }
 }
@@ -216,8 +217,10 @@ impl Architecture {
 pub struct ModelConfig {
     /// `shared_bottom`, `mmoe`, `omoe`, `ple`, `single_task`, `cross_stitch`, `esmm` or `aitm`.
     pub architecture: Architecture,
-    /// Embedding width per categorical field.
+    /// Embedding width per categorical (and multi-valued) field.
     pub embedding_dim: usize,
+    /// Width each text field's sentence embedding is projected to in the shared input layer.
+    pub text_dim: usize,
     /// MMoE, OMoE: number of experts.
     pub n_experts: usize,
     /// MMoE, OMoE, PLE: hidden widths of each expert.
@@ -273,6 +276,7 @@ impl Default for ModelConfig {
         Self {
             architecture: Architecture::Mmoe,
             embedding_dim: 4,
+            text_dim: 32,
             n_experts: 8,
             expert_hidden: vec![16],
             n_task_experts: 2,
@@ -292,8 +296,8 @@ impl Default for ModelConfig {
 impl ModelConfig {
     /// Checks the values; the message names the offending key.
     pub fn validate(&self) -> Result<(), String> {
-        if self.embedding_dim == 0 {
-            return Err("model.embedding_dim must be positive".into());
+        if self.embedding_dim == 0 || self.text_dim == 0 {
+            return Err("model.embedding_dim and model.text_dim must be positive".into());
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(format!("model.dropout = {} must be in [0, 1)", self.dropout));
@@ -339,6 +343,9 @@ impl ModelConfig {
         {
             return Err(format!("model.architecture = {:?} needs binary tasks", self.architecture.name()));
         }
+        if let Some(t) = schema.tasks.iter().find(|t| t.kind == TaskKind::Multiclass && t.n_classes < 2) {
+            return Err(format!("task `{}` is multiclass with {} classes: it needs at least 2", t.name, t.n_classes));
+        }
         Ok(())
     }
 
@@ -366,27 +373,31 @@ impl ModelConfig {
     /// Builds the chosen architecture for a dataset's schema (see [`Self::check_schema`]); every
     /// adversarial task gets an [`AdversarialHead`] on the shared representation.
     pub fn init(&self, schema: &Schema, device: &Device) -> MultiTaskNet {
-        let input = FeatureEmbeddingConfig::new(schema.vocab_sizes(), schema.dense.len()).with_dim(self.embedding_dim);
+        let input = FeatureEmbeddingConfig::from_schema(schema, self.embedding_dim, self.text_dim);
         let d_input = input.output_dim();
         let n = schema.tasks.iter().filter(|t| !t.adversarial).count();
+        let outputs: Vec<usize> = schema.tasks[..n].iter().map(|t| t.output_dim()).collect();
         let (bn, dropout, towers) = (self.batch_norm, self.dropout, self.tower_hidden.clone());
         let body = match self.architecture {
             Architecture::SharedBottom => ArchitectureNet::SharedBottom(
                 SharedBottomConfig::new(input, self.bottom_hidden.clone(), towers, n)
                     .with_batch_norm(bn)
                     .with_dropout(dropout)
+                    .with_task_outputs(outputs)
                     .init(device),
             ),
             Architecture::Mmoe => ArchitectureNet::Mmoe(
                 MmoeConfig::new(input, self.n_experts, self.expert_hidden.clone(), towers, n)
                     .with_batch_norm(bn)
                     .with_dropout(dropout)
+                    .with_task_outputs(outputs)
                     .init(device),
             ),
             Architecture::Omoe => ArchitectureNet::Omoe(
                 MmoeConfig::new(input, self.n_experts, self.expert_hidden.clone(), towers, n)
                     .with_batch_norm(bn)
                     .with_dropout(dropout)
+                    .with_task_outputs(outputs)
                     .init_omoe(device),
             ),
             Architecture::Ple => ArchitectureNet::Ple(
@@ -401,16 +412,21 @@ impl ModelConfig {
                 .with_levels(self.levels)
                 .with_batch_norm(bn)
                 .with_dropout(dropout)
+                .with_task_outputs(outputs)
                 .init(device),
             ),
             Architecture::SingleTask => ArchitectureNet::SingleTask(
                 SharedBottomConfig::new(input, self.bottom_hidden.clone(), towers, n)
                     .with_batch_norm(bn)
                     .with_dropout(dropout)
+                    .with_task_outputs(outputs)
                     .init_single_task(device),
             ),
             Architecture::CrossStitch => ArchitectureNet::CrossStitch(
-                CrossStitchConfig::new(input, self.bottom_hidden.clone(), towers, n).with_dropout(dropout).init(device),
+                CrossStitchConfig::new(input, self.bottom_hidden.clone(), towers, n)
+                    .with_dropout(dropout)
+                    .with_task_outputs(outputs)
+                    .init(device),
             ),
             Architecture::Esmm => ArchitectureNet::Esmm(
                 EsmmConfig::new(input, [self.bottom_hidden.clone(), towers].concat(), n)
@@ -427,9 +443,10 @@ impl ModelConfig {
         let d_repr = self.tower_inputs_width(d_input, n);
         let adversaries = schema.tasks[n..]
             .iter()
-            .map(|_| {
+            .map(|task| {
                 AdversarialHeadConfig::new(d_repr, self.tower_hidden.clone())
                     .with_weight(self.adversarial_weight)
+                    .with_d_output(task.output_dim())
                     .init(device)
             })
             .collect();
@@ -503,8 +520,8 @@ impl MultiTaskModel for MultiTaskNet {
     fn n_tasks(&self) -> usize {
         self.body.inner().n_tasks() + self.adversaries.len()
     }
-    fn forward_shared(&self, categorical: Option<Tensor<2, Int>>, dense: Option<Tensor<2>>) -> SharedTensors {
-        self.body.inner().forward_shared(categorical, dense)
+    fn forward_shared(&self, features: FeatureBatch) -> SharedTensors {
+        self.body.inner().forward_shared(features)
     }
     fn forward_task(&self, task: usize, shared: &SharedTensors) -> TaskOutput {
         let main = self.body.inner().n_tasks();
@@ -528,19 +545,19 @@ impl MultiTaskModel for MultiTaskNet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::tensor::Int;
     use burn::tensor::{Distribution, TensorData};
     use mtrec_data::{CategoricalField, TaskKind, TaskSpec};
 
     fn schema(n_tasks: usize) -> Schema {
-        Schema {
-            categorical: vec![
+        Schema::new(
+            vec![
                 CategoricalField { name: "a".into(), vocab_size: 5 },
                 CategoricalField { name: "b".into(), vocab_size: 3 },
             ],
-            dense: vec!["x".into(), "y".into(), "z".into()],
-            tasks: (0..n_tasks).map(|t| TaskSpec::new(format!("t{t}"), TaskKind::Binary)).collect(),
-            funnel: false,
-        }
+            vec!["x".into(), "y".into(), "z".into()],
+            (0..n_tasks).map(|t| TaskSpec::new(format!("t{t}"), TaskKind::Binary)).collect(),
+        )
     }
 
     fn inputs(b: usize, device: &Device) -> (Tensor<2, Int>, Tensor<2>) {
@@ -577,7 +594,7 @@ mod tests {
             for n_tasks in [1, 2, 3] {
                 let model = small(arch).init(&schema(n_tasks), &device);
                 let (c, d) = inputs(7, &device);
-                let outs = model.forward(Some(c), Some(d));
+                let outs = model.forward(FeatureBatch::new(Some(c), Some(d)));
                 assert_eq!(outs.len(), n_tasks, "{arch:?}");
                 for out in outs {
                     assert_eq!(out.output.dims(), [7, 1], "{arch:?}");
@@ -604,9 +621,9 @@ mod tests {
             assert_eq!(model.n_tasks(), 3);
             assert_eq!(model.adversaries.len(), 1);
             let (c, d) = inputs(4, &device);
-            let shared = model.forward_shared(Some(c.clone()), Some(d.clone()));
+            let shared = model.forward_shared(FeatureBatch::new(Some(c.clone()), Some(d.clone())));
             let leaves = shared.detached_leaves();
-            let full = model.forward(Some(c), Some(d));
+            let full = model.forward(FeatureBatch::new(Some(c), Some(d)));
             for (t, out) in full.iter().enumerate() {
                 let cut = model.forward_task(t, &leaves).output.into_data().try_into_vec::<f32>().unwrap();
                 assert_eq!(out.output.clone().into_data().try_into_vec::<f32>().unwrap(), cut, "{arch:?} task {t}");
@@ -629,7 +646,7 @@ mod tests {
         for arch in Architecture::ALL {
             let model = small(arch).init(&schema, &device);
             let (c, d) = inputs(4, &device);
-            let shared = model.forward_shared(Some(c), Some(d));
+            let shared = model.forward_shared(FeatureBatch::new(Some(c), Some(d)));
             let mut probes = Vec::new();
             let mut total: Option<Tensor<1>> = None;
             for (t, w) in weights.iter().enumerate() {
@@ -675,8 +692,8 @@ mod tests {
             let cfg = ModelConfig { dropout: 0.5, ..small(arch) };
             let model = cfg.init(&schema(2), &device);
             let (c, d) = inputs(32, &device);
-            let a = model.forward_shared(Some(c.clone()), Some(d.clone()));
-            let b = model.forward_shared(Some(c.clone()), Some(d.clone()));
+            let a = model.forward_shared(FeatureBatch::new(Some(c.clone()), Some(d.clone())));
+            let b = model.forward_shared(FeatureBatch::new(Some(c.clone()), Some(d.clone())));
             let shared_differs = a.tensors.iter().zip(&b.tensors).any(|(x, y)| values(x.clone()) != values(y.clone()));
             let hidden_in_shared_part = !matches!(arch, Architecture::Esmm | Architecture::Aitm);
             assert_eq!(shared_differs, hidden_in_shared_part, "{arch:?}: dropout in the shared part");
@@ -687,9 +704,13 @@ mod tests {
             }
             let eval = model.valid();
             let (c, d) = inputs(32, &Device::flex());
-            let x = eval.forward(Some(c.clone()), Some(d.clone()));
-            let y = eval.forward(Some(c), Some(d));
-            assert_eq!(values(x[0].output.clone()), values(y[0].output.clone()), "{arch:?}: evaluation is deterministic");
+            let x = eval.forward(FeatureBatch::new(Some(c.clone()), Some(d.clone())));
+            let y = eval.forward(FeatureBatch::new(Some(c), Some(d)));
+            assert_eq!(
+                values(x[0].output.clone()),
+                values(y[0].output.clone()),
+                "{arch:?}: evaluation is deterministic"
+            );
         }
     }
 
@@ -705,7 +726,7 @@ mod tests {
             let cfg = small(arch);
             let model = cfg.init(&schema, &device);
             let (c, d) = inputs(5, &device);
-            let shared = model.forward_shared(Some(c), Some(d));
+            let shared = model.forward_shared(FeatureBatch::new(Some(c), Some(d)));
             let representation = model.representation(&shared);
             let d_input = 2 * cfg.embedding_dim + 3;
             assert_eq!(representation.dims(), [5, cfg.tower_inputs_width(d_input, 2)], "{arch:?}");

@@ -4,8 +4,9 @@
 
 use burn::{
     module::{Module, ParamGroup},
-    tensor::{Int, Tensor},
+    tensor::Tensor,
 };
+use mtrec_data::FeatureBatch;
 
 use crate::{ExpertBank, ExpertGate, FeatureEmbedding, MultiTaskModel, SharedTensors, TaskOutput, TaskTower};
 
@@ -28,8 +29,8 @@ impl MultiTaskModel for Omoe {
     }
 
     /// Shared tensors: `[mixture [B, h], gate weights [B, E]]`; every tower reads the same mixture.
-    fn forward_shared(&self, categorical: Option<Tensor<2, Int>>, dense: Option<Tensor<2>>) -> SharedTensors {
-        let x = self.input.forward(categorical, dense);
+    fn forward_shared(&self, features: FeatureBatch) -> SharedTensors {
+        let x = self.input.forward(features);
         let weights = self.gate.forward(x.clone());
         let mixed = ExpertGate::mix(weights.clone(), self.experts.forward(x));
         SharedTensors::new(vec![mixed, weights], vec![0])
@@ -53,6 +54,7 @@ impl MultiTaskModel for Omoe {
 mod tests {
     use super::*;
     use crate::{FeatureEmbeddingConfig, MmoeConfig};
+    use burn::tensor::Int;
     use burn::tensor::{Device, Distribution, TensorData};
 
     #[test]
@@ -62,7 +64,7 @@ mod tests {
         let model = MmoeConfig::new(input, 4, vec![6], vec![3], 3).init_omoe(&device);
         let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![1i32, 2, 0, 1, 4, 0], [3, 2]), &device);
         let dense = Tensor::<2>::random([3, 2], Distribution::Default, &device);
-        let outs = model.forward(Some(ids), Some(dense));
+        let outs = model.forward(FeatureBatch::new(Some(ids), Some(dense)));
         let gates: Vec<Vec<f32>> =
             outs.iter().map(|o| o.gate.clone().unwrap().into_data().try_into_vec::<f32>().unwrap()).collect();
         assert_eq!(gates[0], gates[1]);

@@ -17,8 +17,9 @@
 use burn::{
     config::Config,
     module::{Module, ParamGroup},
-    tensor::{Device, Int, Tensor},
+    tensor::{Device, Tensor},
 };
+use mtrec_data::FeatureBatch;
 
 use crate::{
     ExpertBank, ExpertBankConfig, ExpertGate, ExpertGateConfig, FeatureEmbedding, FeatureEmbeddingConfig,
@@ -49,6 +50,9 @@ pub struct PleConfig {
     /// Dropout after every hidden activation (experts and towers).
     #[config(default = 0.0)]
     pub dropout: f64,
+    /// Head width of each task (empty: 1 each; multiclass tasks have one logit a class).
+    #[config(default = "Vec::new()")]
+    pub task_outputs: Vec<usize>,
 }
 
 impl PleConfig {
@@ -85,7 +89,7 @@ impl PleConfig {
         let towers = TaskTowerConfig::new(h, self.tower_hidden.clone())
             .with_batch_norm(self.batch_norm)
             .with_dropout(self.dropout)
-            .init_many(self.n_tasks, device);
+            .init_each(self.n_tasks, &self.task_outputs, device);
         Ple { input: self.input.init(device), levels, towers }
     }
 }
@@ -159,9 +163,9 @@ impl MultiTaskModel for Ple {
     /// Shared tensors: the last level's inputs — `[x]` when every task reads the embedded input
     /// (CGC, or no shared experts), else one per task — then, with shared experts, the last level's
     /// shared experts flattened `[B, n·h]`.
-    fn forward_shared(&self, categorical: Option<Tensor<2, Int>>, dense: Option<Tensor<2>>) -> SharedTensors {
+    fn forward_shared(&self, features: FeatureBatch) -> SharedTensors {
         let n_tasks = self.n_tasks();
-        let x = self.input.forward(categorical, dense);
+        let x = self.input.forward(features);
         let first = self.first_branch_level();
         let mut task_inputs = vec![x.clone(); n_tasks];
         let mut shared_input = x.clone();
@@ -211,6 +215,7 @@ impl MultiTaskModel for Ple {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::tensor::Int;
     use burn::tensor::{Distribution, TensorData};
 
     fn to_vec(t: Tensor<2>) -> Vec<f32> {
@@ -226,8 +231,8 @@ mod tests {
         let model = PleConfig::new(input, 3, 0, vec![4], vec![2], 2).init(&device);
         let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![1i32, 2, 0, 1, 4, 0, 2, 2], [4, 2]), &device);
         let dense = Tensor::<2>::random([4, 2], Distribution::Default, &device);
-        let x = model.input.forward(Some(ids.clone()), Some(dense.clone()));
-        let outs = model.forward(Some(ids), Some(dense));
+        let x = model.input.forward(FeatureBatch::new(Some(ids.clone()), Some(dense.clone())));
+        let outs = model.forward(FeatureBatch::new(Some(ids), Some(dense)));
         let level = &model.levels[0];
         for (t, out) in outs.iter().enumerate() {
             let w = level.task_gates[t].forward(x.clone());
@@ -247,7 +252,8 @@ mod tests {
         let input = FeatureEmbeddingConfig::new(vec![5, 3], 2).with_dim(3);
         let model = PleConfig::new(input, 2, 3, vec![4], vec![2], 3).with_levels(2).init(&device);
         let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![1i32, 2, 0, 1], [2, 2]), &device);
-        let outs = model.forward(Some(ids), Some(Tensor::random([2, 2], Distribution::Default, &device)));
+        let outs =
+            model.forward(FeatureBatch::new(Some(ids), Some(Tensor::random([2, 2], Distribution::Default, &device))));
         assert_eq!(outs.len(), 3);
         for o in outs {
             assert_eq!(o.output.dims(), [2, 1]);

@@ -3,8 +3,9 @@
 use burn::{
     config::Config,
     module::{Module, ParamGroup},
-    tensor::{Device, Int, Tensor},
+    tensor::{Device, Tensor},
 };
+use mtrec_data::FeatureBatch;
 
 use crate::{
     FeatureEmbedding, FeatureEmbeddingConfig, Mlp, MlpConfig, MultiTaskModel, SharedTensors, SingleTask, TaskOutput,
@@ -28,6 +29,9 @@ pub struct SharedBottomConfig {
     /// Dropout after hidden activations.
     #[config(default = 0.0)]
     pub dropout: f64,
+    /// Head width of each task (empty: 1 each; multiclass tasks have one logit a class).
+    #[config(default = "Vec::new()")]
+    pub task_outputs: Vec<usize>,
 }
 
 impl SharedBottomConfig {
@@ -41,7 +45,7 @@ impl SharedBottomConfig {
         TaskTowerConfig::new(self.bottom().output_dim(), self.tower_hidden.clone())
             .with_batch_norm(self.batch_norm)
             .with_dropout(self.dropout)
-            .init_many(self.n_tasks, device)
+            .init_each(self.n_tasks, &self.task_outputs, device)
     }
 
     /// Initialise the model.
@@ -76,8 +80,8 @@ impl MultiTaskModel for SharedBottom {
     }
 
     /// Shared tensors: `[bottom output [B, h]]`; the last shared layer is the bottom's last layer.
-    fn forward_shared(&self, categorical: Option<Tensor<2, Int>>, dense: Option<Tensor<2>>) -> SharedTensors {
-        let (bottom, last_layer) = self.bottom.forward_with_last_layer(self.input.forward(categorical, dense), 0);
+    fn forward_shared(&self, features: FeatureBatch) -> SharedTensors {
+        let (bottom, last_layer) = self.bottom.forward_with_last_layer(self.input.forward(features), 0);
         SharedTensors::new(vec![bottom], vec![0]).with_last_layer(last_layer)
     }
 

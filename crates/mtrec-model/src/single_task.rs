@@ -6,8 +6,9 @@
 
 use burn::{
     module::{Module, ParamGroup},
-    tensor::{Int, Tensor},
+    tensor::Tensor,
 };
+use mtrec_data::FeatureBatch;
 
 use crate::{FeatureEmbedding, Mlp, MultiTaskModel, SharedTensors, TaskOutput, TaskTower};
 
@@ -28,12 +29,12 @@ impl MultiTaskModel for SingleTask {
     }
 
     /// Shared tensors: each task's bottom output `[B, h]` (task `t` reads only tensor `t`).
-    fn forward_shared(&self, categorical: Option<Tensor<2, Int>>, dense: Option<Tensor<2>>) -> SharedTensors {
+    fn forward_shared(&self, features: FeatureBatch) -> SharedTensors {
         let tensors: Vec<Tensor<2>> = self
             .inputs
             .iter()
             .zip(&self.bottoms)
-            .map(|(input, bottom)| bottom.forward(input.forward(categorical.clone(), dense.clone())))
+            .map(|(input, bottom)| bottom.forward(input.forward(features.clone())))
             .collect();
         let n = tensors.len();
         SharedTensors::new(tensors, (0..n).collect())

@@ -1,5 +1,5 @@
-//! A task's own tower: an MLP and a one-unit head. Binary tasks read the head as a logit,
-//! regression tasks as the value.
+//! A task's own tower: an MLP and a head. Binary tasks read a one-unit head as a logit, regression
+//! tasks as the value, multiclass tasks have one logit a class.
 
 use burn::{
     config::Config,
@@ -23,6 +23,9 @@ pub struct TaskTowerConfig {
     /// Dropout in the tower's hidden layers.
     #[config(default = 0.0)]
     pub dropout: f64,
+    /// Width of the head: 1 (a logit or a value), or one logit a class.
+    #[config(default = 1)]
+    pub d_output: usize,
 }
 
 impl TaskTowerConfig {
@@ -31,13 +34,18 @@ impl TaskTowerConfig {
         let mlp = MlpConfig::new(self.d_input, self.hidden.clone())
             .with_batch_norm(self.batch_norm)
             .with_dropout(self.dropout);
-        let head = LinearConfig::new(mlp.output_dim(), 1).init(device);
+        let head = LinearConfig::new(mlp.output_dim(), self.d_output).init(device);
         TaskTower { mlp: mlp.init(device), head }
     }
 
     /// `n` independently initialised towers (one per task).
     pub fn init_many(&self, n: usize, device: &Device) -> Vec<TaskTower> {
         (0..n).map(|_| self.init(device)).collect()
+    }
+
+    /// One tower per task, each with its head width (`outputs[t]`; empty: `n` towers of width 1).
+    pub fn init_each(&self, n: usize, outputs: &[usize], device: &Device) -> Vec<TaskTower> {
+        (0..n).map(|t| self.clone().with_d_output(outputs.get(t).copied().unwrap_or(1)).init(device)).collect()
     }
 }
 
@@ -53,7 +61,7 @@ pub struct TaskTower {
 impl TaskTower {
     /// # Shapes
     /// - input: `[B, d_input]`
-    /// - output: `[B, 1]`
+    /// - output: `[B, d_output]`
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         self.head.forward(self.mlp.forward(x))
     }

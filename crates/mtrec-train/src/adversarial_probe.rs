@@ -61,7 +61,8 @@ pub fn adversarial_probe(
         return Ok(BTreeMap::new());
     }
     let features = |table: &EncodedTable| representations(model, table, schema, device, batch_size);
-    let (mut train, mut valid, mut test) = (features(&dataset.train), features(&dataset.valid), features(&dataset.test));
+    let (mut train, mut valid, mut test) =
+        (features(&dataset.train), features(&dataset.valid), features(&dataset.test));
     let width = train.len() / dataset.train.n_rows.max(1);
     standardise(&mut train, &mut [&mut valid, &mut test], width);
     let n = schema.n_tasks();
@@ -94,7 +95,7 @@ fn representations(
 ) -> Vec<f32> {
     let mut out = Vec::new();
     for batch in batches(table, schema.widths(), batch_size, BatchOrder::Sequential, device) {
-        let shared = model.forward_shared(batch.categorical, batch.dense);
+        let shared = model.forward_shared(batch.features);
         out.extend(model.representation(&shared).into_data().try_into_vec::<f32>().expect("f32 representation"));
     }
     out
@@ -135,7 +136,14 @@ struct ProbeData<'a> {
 }
 
 /// Trains a fresh probe on `train`, keeps the epoch of the best validation AUC, reports test there.
-fn fit_probe(train: ProbeData, valid: ProbeData, test: ProbeData, width: usize, device: &Device, seed: u64) -> ProbeResult {
+fn fit_probe(
+    train: ProbeData,
+    valid: ProbeData,
+    test: ProbeData,
+    width: usize,
+    device: &Device,
+    seed: u64,
+) -> ProbeResult {
     let ad = device.clone().autodiff();
     ad.seed(seed ^ 0x0050_524f_4245);
     let mut probe = TaskTowerConfig::new(width, vec![PROBE_HIDDEN]).init(&ad);
@@ -202,11 +210,12 @@ mod tests {
     }
 
     /// The probe finds a target the representation carries, and only then: AUC near 1 with a strong
-    /// signal in one column (the Bayes AUC of a 2σ separation is Φ(2/√2) ≈ 0.92), near ½ without.
+    /// signal in one column (the Bayes AUC of a 2σ separation is Φ(2/√2) ≈ 0.92; 60 steps of a fresh
+    /// probe come within a few points), near ½ without.
     #[test]
     fn probe_recovers_a_planted_target_and_not_noise() {
         let device = Device::flex();
-        for (signal, lo, hi) in [(1.0f32, 0.88, 0.96), (0.0, 0.44, 0.56)] {
+        for (signal, lo, hi) in [(1.0f32, 0.85, 0.95), (0.0, 0.44, 0.56)] {
             let mut rng = StdRng::seed_from_u64(5);
             let (tx, ty) = split(6000, signal, &mut rng);
             let (vx, vy) = split(2000, signal, &mut rng);

@@ -130,13 +130,13 @@ pub fn bench(
         .collect();
     // one untimed pass to warm up the evaluation kernels
     if let Some(b) = eval_batches.first() {
-        for out in eval.forward(b.categorical.clone(), b.dense.clone()) {
+        for out in eval.forward(b.features.clone()) {
             out.output.into_data();
         }
     }
     for b in eval_batches {
         let t = Instant::now();
-        for out in eval.forward(b.categorical, b.dense) {
+        for out in eval.forward(b.features) {
             out.output.into_data();
         }
         infer += t.elapsed();

@@ -20,9 +20,10 @@ pub fn mean_std(values: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
-/// Whether a larger value of `metric` is better (`auc`), or a smaller one (`logloss`, `mse`, `mae`).
+/// Whether a larger value of `metric` is better (`auc`, `gauc`, `cvr_auc`, `accuracy`,
+/// `macro_auc`), or a smaller one (`logloss`, `mse`, `mae`).
 pub fn higher_is_better(metric: &str) -> bool {
-    metric == "auc"
+    matches!(metric, "auc" | "gauc" | "cvr_auc" | "accuracy" | "macro_auc")
 }
 
 /// Δm of `config` against `baseline`, both per main task `(metric, mean)`. `None` unless both have
@@ -59,6 +60,10 @@ pub struct ConfigResult {
     /// Per task: the metric compared and its value for each seed (NaN where undefined, e.g. an AUC
     /// on a one-class split).
     pub tasks: BTreeMap<String, (String, Vec<f64>)>,
+    /// Further metrics reported beside the compared one: `(task, metric, value for each seed)` —
+    /// GAUC and CVR AUC of binary tasks, MAE of regression, macro-AUC of multiclass.
+    #[serde(default)]
+    pub extra: Vec<(String, String, Vec<f64>)>,
     /// The adversarial tasks among `tasks`: reported, never part of Δm.
     #[serde(default)]
     pub adversarial: Vec<String>,
@@ -93,12 +98,21 @@ pub fn fill_delta_m(results: &mut [ConfigResult]) {
 pub fn markdown(results: &[ConfigResult], seeds: &[u64]) -> String {
     let mut tasks: Vec<(String, String)> = Vec::new();
     for r in results {
-        for (t, (m, _)) in &r.tasks {
+        let primary = r.tasks.iter().map(|(t, (m, _))| (t, m));
+        for (t, m) in primary.chain(r.extra.iter().map(|(t, m, _)| (t, m))) {
             if !tasks.iter().any(|(t2, m2)| t2 == t && m2 == m) {
                 tasks.push((t.clone(), m.clone()));
             }
         }
     }
+    // each task's metrics side by side, in order of first appearance of the task
+    let order: Vec<String> = tasks.iter().fold(Vec::new(), |mut v, (t, _)| {
+        if !v.contains(t) {
+            v.push(t.clone());
+        }
+        v
+    });
+    tasks.sort_by_key(|(t, _)| order.iter().position(|o| o == t));
     let adversarial = |t: &str| results.iter().any(|r| r.adversarial.iter().any(|a| a == t));
     let baseline = results.iter().find(|r| r.model == "single_task");
     let has_delta = baseline.is_some();
@@ -116,8 +130,14 @@ pub fn markdown(results: &[ConfigResult], seeds: &[u64]) -> String {
     for r in results {
         out += &format!("| {} | {} | {} |", r.name, r.model, r.balance);
         for (t, m) in &tasks {
-            match r.tasks.get(t).filter(|(metric, _)| metric == m) {
-                Some((_, v)) if v.iter().all(|x| x.is_finite()) => {
+            let values = r
+                .tasks
+                .get(t)
+                .filter(|(metric, _)| metric == m)
+                .map(|(_, v)| v)
+                .or_else(|| r.extra.iter().find(|(t2, m2, _)| t2 == t && m2 == m).map(|(_, _, v)| v));
+            match values {
+                Some(v) if v.iter().all(|x| x.is_finite()) => {
                     let (mean, std) = mean_std(v);
                     out += &format!(" {mean:.4} ± {std:.4} |");
                 }
@@ -132,8 +152,7 @@ pub fn markdown(results: &[ConfigResult], seeds: &[u64]) -> String {
         out += "\n";
     }
     if let Some(b) = baseline {
-        let others: Vec<&str> =
-            results.iter().filter(|r| r.delta_m.is_none()).map(|r| r.name.as_str()).collect();
+        let others: Vec<&str> = results.iter().filter(|r| r.delta_m.is_none()).map(|r| r.name.as_str()).collect();
         if !others.is_empty() {
             out += &format!(
                 "\nΔm is left out (–) for {others:?}: their main tasks or metrics differ from the single-task \
@@ -238,6 +257,7 @@ mod tests {
             model: model.into(),
             balance: "fixed".into(),
             tasks: BTreeMap::from([("income".to_string(), ("auc".to_string(), a))]),
+            extra: vec![],
             adversarial: vec![],
             delta_m: None,
         };
@@ -258,6 +278,7 @@ mod tests {
             model: model.into(),
             balance: "fixed".into(),
             tasks: tasks.iter().map(|(t, m, v)| (t.to_string(), (m.to_string(), vec![*v]))).collect(),
+            extra: vec![],
             adversarial: adversarial.iter().map(|a| a.to_string()).collect(),
             delta_m: None,
         };
@@ -272,8 +293,11 @@ mod tests {
         assert!((rs[1].delta_m.unwrap() - 0.025).abs() < 1e-12, "{:?}", rs[1].delta_m);
         assert_eq!(rs[2].delta_m, None, "other tasks than the baseline's");
         assert_eq!(rs[3].delta_m, None, "an undefined metric");
+        rs[1].extra.push(("a".into(), "gauc".into(), vec![0.7]));
         let md = markdown(&rs, &[1]);
         assert!(md.contains("a_and_b auc") && md.contains("sex auc (adversarial)"), "{md}");
+        assert!(md.contains("| a auc | a gauc | b auc |"), "extra metrics sit beside their task: {md}");
+        assert!(md.contains("| 0.8400 ± 0.0000 | 0.7000 ± 0.0000 |"), "{md}");
         assert!(md.contains("| nan | mmoe | fixed | undefined |"), "{md}");
         assert!(md.contains("Δm is left out"), "{md}");
     }

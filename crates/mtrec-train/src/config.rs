@@ -15,7 +15,10 @@ use burn::{
     module::ParamGroup,
 };
 use mtrec_balance::{BalanceConfig, BalanceContext, LossBalancer};
-use mtrec_data::{CensusGroup, CensusIncome, MtlDataset, Schema, Synthetic, SyntheticConfig, TaskKind};
+use mtrec_data::{
+    CensusGroup, CensusIncome, ColumnSpec, CsvOptions, MtlDataset, Preprocessing, Schema, SplitRule, Synthetic,
+    SyntheticConfig, TableFiles, TableFormat, TableSource, TaskColumn, TaskKind,
+};
 use mtrec_model::{ModelConfig, MultiTaskModel, MultiTaskNet};
 use serde::{Deserialize, Serialize};
 
@@ -81,15 +84,18 @@ pub enum DataSource {
     Synthetic,
     /// UCI Census-Income (KDD) under the `census-mmoe` protocol.
     Census,
+    /// A table described by the config: files, split, columns, tasks ([`mtrec_data::TableSource`]).
+    Table,
 }
 
 /// The `[data]` section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
-    /// `synthetic` or `census`.
+    /// `synthetic`, `census` or `table`.
     pub source: DataSource,
-    /// Census: the folder holding `census-income.data.gz` and `census-income.test.gz`.
+    /// The data folder: census files, and what relative table paths start from (default: census
+    /// `data/census-income`, tables the working directory).
     pub dir: PathBuf,
     /// Census: `income` (group 1: income + never_married) or `college` (group 2).
     pub group: CensusGroup,
@@ -99,30 +105,157 @@ pub struct DataConfig {
     pub adversarial: Option<String>,
     /// Turn the binary tasks into a funnel: task t's label is the AND of tasks 0..=t (ESMM, AITM).
     pub cascade: bool,
+    /// The main tasks already are a funnel (checked: a step is positive only where the step before
+    /// it is): ESMM and AITM train on them as they are, and each step reports `cvr_auc`.
+    pub funnel: bool,
+    /// Table: the dataset's name in reports (default `table`).
+    pub name: Option<String>,
+    /// Table: the training file (with `valid` and `test`, or with `holdout`).
+    pub train: Option<PathBuf>,
+    /// Table: the validation file.
+    pub valid: Option<PathBuf>,
+    /// Table: the test file.
+    pub test: Option<PathBuf>,
+    /// Table: a file `[data.split]` divides into validation and test.
+    pub holdout: Option<PathBuf>,
+    /// Table: one or more files `[data.split]` divides into the three splits.
+    pub path: Vec<PathBuf>,
+    /// Table: `csv` or `parquet` (default: from the file names).
+    pub format: Option<TableFormat>,
+    /// Table: how CSV/TSV files are read.
+    pub csv: CsvOptions,
+    /// Table: the split rule (`row_mod`, `random`, `column`, `time`).
+    pub split: Option<SplitRule>,
+    /// Table: the input columns.
+    pub columns: Vec<ColumnSpec>,
+    /// Table: the tasks.
+    pub tasks: Vec<TaskColumn>,
+    /// Table: a column grouping the rows (users): binary tasks also report GAUC.
+    pub group_by: Option<String>,
+    /// Table: cache the encoded splits (see [`mtrec_data::default_cache_dir`]).
+    pub cache: bool,
 }
 
 impl Default for DataConfig {
     fn default() -> Self {
         Self {
             source: DataSource::Synthetic,
-            dir: PathBuf::from("data/census-income"),
+            dir: PathBuf::new(),
             group: CensusGroup::Income,
             synthetic: SyntheticConfig::default(),
             adversarial: None,
             cascade: false,
+            funnel: false,
+            name: None,
+            train: None,
+            valid: None,
+            test: None,
+            holdout: None,
+            path: vec![],
+            format: None,
+            csv: CsvOptions::default(),
+            split: None,
+            columns: vec![],
+            tasks: vec![],
+            group_by: None,
+            cache: true,
         }
     }
 }
 
+/// The census folder when `data.dir` is not set.
+const CENSUS_DIR: &str = "data/census-income";
+
+/// A dataset with the preprocessing its table was encoded with (tables only).
+pub type LoadedData = (MtlDataset, Option<Preprocessing>);
+
 impl DataConfig {
-    /// Loads (census) or generates (synthetic) the dataset.
+    /// Loads (census, table) or generates (synthetic) the dataset.
     pub fn load(&self) -> Result<MtlDataset, TrainError> {
-        let dataset = match self.source {
+        Ok(self.load_with(None)?.0)
+    }
+
+    /// The table of a `source = "table"` config.
+    pub fn table(&self) -> Result<TableSource, TrainError> {
+        let files = match (&self.train, &self.valid, &self.test, &self.holdout, self.path.is_empty()) {
+            (Some(train), Some(valid), Some(test), None, true) => {
+                TableFiles::Splits { train: train.clone(), valid: valid.clone(), test: test.clone() }
+            }
+            (Some(train), None, None, Some(holdout), true) => {
+                TableFiles::Holdout { train: train.clone(), holdout: holdout.clone() }
+            }
+            (None, None, None, None, false) => TableFiles::Paths(self.path.clone()),
+            _ => {
+                return Err(TrainError::Config(
+                    "data: a table's files are `train`, `valid` and `test`; or `train` and `holdout`; or `path` \
+                     (with [data.split])"
+                        .into(),
+                ));
+            }
+        };
+        Ok(TableSource {
+            name: self.name.clone().unwrap_or_else(|| "table".into()),
+            dir: self.dir.clone(),
+            files,
+            format: self.format,
+            csv: self.csv.clone(),
+            split: self.split.clone(),
+            columns: self.columns.clone(),
+            tasks: self.tasks.clone(),
+            group_by: self.group_by.clone(),
+        })
+    }
+
+    /// Checks that the keys set belong to the source; messages name the key.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let table_keys = [
+            ("name", self.name.is_some()),
+            ("train", self.train.is_some()),
+            ("valid", self.valid.is_some()),
+            ("test", self.test.is_some()),
+            ("holdout", self.holdout.is_some()),
+            ("path", !self.path.is_empty()),
+            ("format", self.format.is_some()),
+            ("csv", self.csv != CsvOptions::default()),
+            ("split", self.split.is_some()),
+            ("columns", !self.columns.is_empty()),
+            ("tasks", !self.tasks.is_empty()),
+            ("group_by", self.group_by.is_some()),
+        ];
+        if self.source != DataSource::Table {
+            if let Some((key, _)) = table_keys.iter().find(|(_, set)| *set) {
+                return Err(TrainError::Config(format!(
+                    "data.{key} describes a table: it needs data.source = \"table\" (the source is {:?})",
+                    self.source
+                )));
+            }
+        } else {
+            if self.adversarial.is_some() {
+                return Err(TrainError::Config(
+                    "data.adversarial is the census option; a table marks its task `adversarial = true`".into(),
+                ));
+            }
+            self.table()?.validate()?;
+        }
+        if self.cascade && self.funnel {
+            return Err(TrainError::Config(
+                "data.cascade makes a funnel; data.funnel says the tasks already are one: set one".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Loads the dataset; a table is encoded with `fitted` when given (a run's saved
+    /// preprocessing), else fitted on its training rows (and cached).
+    pub fn load_with(&self, fitted: Option<&Preprocessing>) -> Result<LoadedData, TrainError> {
+        self.validate()?;
+        let (dataset, preprocessing) = match self.source {
             DataSource::Census => {
-                if !self.dir.join(mtrec_data::CENSUS_FILES[0].0).exists() {
+                let dir = if self.dir.as_os_str().is_empty() { Path::new(CENSUS_DIR) } else { &self.dir };
+                if !dir.join(mtrec_data::CENSUS_FILES[0].0).exists() {
                     return Err(TrainError::Config(format!(
                         "data.dir = {:?} has no {}: run `cargo xtask data census` or pass --data-dir",
-                        self.dir,
+                        dir,
                         mtrec_data::CENSUS_FILES[0].0
                     )));
                 }
@@ -135,16 +268,29 @@ impl DataConfig {
                         )));
                     }
                 };
-                CensusIncome::new(&self.dir, self.group).with_adversarial_sex(sex).load()?
+                (CensusIncome::new(dir, self.group).with_adversarial_sex(sex).load()?, None)
             }
             DataSource::Synthetic => {
                 if let Some(a) = &self.adversarial {
                     return Err(TrainError::Config(format!("data.adversarial = {a:?}: synthetic data has none")));
                 }
-                Synthetic::new(self.synthetic.clone())?.generate()
+                (Synthetic::new(self.synthetic.clone())?.generate(), None)
+            }
+            DataSource::Table => {
+                let table = self.table()?;
+                let cache = if self.cache { mtrec_data::default_cache_dir() } else { None };
+                let (loaded, outcome) = table.load_cached(fitted, cache.as_deref(), &mut crate::open_text_encoder)?;
+                if let mtrec_data::CacheOutcome::Hit(path) = outcome {
+                    tracing::info!("table cache hit: {}", path.display());
+                }
+                (loaded.dataset, Some(loaded.preprocessing))
             }
         };
-        if self.cascade { Ok(dataset.into_cascade()?) } else { Ok(dataset) }
+        let dataset = if self.cascade { dataset.into_cascade()? } else { dataset };
+        if self.funnel {
+            return Ok((dataset.into_funnel()?, preprocessing));
+        }
+        Ok((dataset, preprocessing))
     }
 }
 
@@ -216,22 +362,33 @@ impl TrainConfig {
 impl EarlyStoppingConfig {
     /// Whether a larger value of the metric is better.
     pub fn higher_is_better(&self) -> bool {
-        self.metric == "auc"
+        crate::higher_is_better(&self.metric)
+    }
+
+    /// The task kinds that have `metric`.
+    fn kinds_of(metric: &str) -> Option<&'static [TaskKind]> {
+        Some(match metric {
+            "auc" | "gauc" | "cvr_auc" => &[TaskKind::Binary],
+            "logloss" => &[TaskKind::Binary, TaskKind::Multiclass],
+            "accuracy" | "macro_auc" => &[TaskKind::Multiclass],
+            "mse" | "mae" => &[TaskKind::Regression],
+            _ => return None,
+        })
     }
 
     /// Indices of the tasks whose values are averaged into the monitored value.
     pub fn monitored_tasks(&self, schema: &Schema) -> Result<Vec<usize>, TrainError> {
-        let kind = match self.metric.as_str() {
-            "auc" | "logloss" => TaskKind::Binary,
-            "mse" | "mae" => TaskKind::Regression,
-            other => {
-                return Err(TrainError::Config(format!(
-                    "train.early_stopping.metric = {other:?}: expected auc, logloss, mse or mae"
-                )));
-            }
-        };
+        let kinds = Self::kinds_of(&self.metric).ok_or_else(|| {
+            TrainError::Config(format!(
+                "train.early_stopping.metric = {:?}: expected auc, gauc, cvr_auc, logloss (binary), accuracy, \
+                 macro_auc, logloss (multiclass), mse or mae (regression)",
+                self.metric
+            ))
+        })?;
         let tasks: Vec<usize> = if self.task == "mean" {
-            (0..schema.n_tasks()).filter(|&t| schema.tasks[t].kind == kind && !schema.tasks[t].adversarial).collect()
+            (0..schema.n_tasks())
+                .filter(|&t| kinds.contains(&schema.tasks[t].kind) && !schema.tasks[t].adversarial)
+                .collect()
         } else {
             let t = schema.task_index(&self.task).ok_or_else(|| {
                 let names: Vec<&str> = schema.tasks.iter().map(|t| t.name.as_str()).collect();
@@ -240,7 +397,7 @@ impl EarlyStoppingConfig {
                     self.task
                 ))
             })?;
-            if schema.tasks[t].kind == kind { vec![t] } else { vec![] }
+            if kinds.contains(&schema.tasks[t].kind) { vec![t] } else { vec![] }
         };
         if tasks.is_empty() {
             return Err(TrainError::Config(format!(
@@ -281,12 +438,14 @@ impl ExperimentConfig {
     }
 
     /// Whether a checkpoint written under `other` can continue under `self`: everything equal but
-    /// `train.epochs` (a resumed run may go on for longer) and `data.dir` (the data may have moved).
+    /// `train.epochs` (a resumed run may go on for longer), `data.dir` (the data may have moved) and
+    /// `data.cache`.
     pub fn same_run_as(&self, other: &Self) -> bool {
         let normalise = |c: &Self| {
             let mut c = c.clone();
             c.train.epochs = 1;
             c.data.dir = PathBuf::new();
+            c.data.cache = true;
             c
         };
         normalise(self) == normalise(other)
@@ -330,6 +489,7 @@ impl ExperimentConfig {
                 es.min_delta
             )));
         }
+        self.data.validate()?;
         if let Some((name, o)) = self.tasks.iter().find(|(_, o)| !(o.lr_scale.is_finite() && o.lr_scale > 0.0)) {
             return Err(TrainError::Config(format!("tasks.{name}.lr_scale must be positive, got {}", o.lr_scale)));
         }
@@ -473,8 +633,8 @@ mod tests {
         .unwrap();
         assert_eq!(c.model.adversarial_schedule, mtrec_model::AdversarialSchedule::Dann);
         assert_eq!(c.balance.mgda_normalization, Some(mtrec_balance::MgdaNormalization::LossPlus));
-        let c = ExperimentConfig::from_toml("[balance]\nmethod = \"cagrad\"\ncagrad_scale = \"mean\"\n", "x", &[])
-            .unwrap();
+        let c =
+            ExperimentConfig::from_toml("[balance]\nmethod = \"cagrad\"\ncagrad_scale = \"mean\"\n", "x", &[]).unwrap();
         assert_eq!(c.balance.cagrad_scale, Some(mtrec_balance::CaGradScale::Mean));
     }
 
@@ -497,5 +657,67 @@ mod tests {
             }
         }
         assert!(n >= 3, "expected the shipped configs in {}", dir.display());
+    }
+
+    fn repo_path(relative: &str) -> std::path::PathBuf {
+        let manifest = std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+        Path::new(&manifest).join("../..").join(relative)
+    }
+
+    /// The census-mmoe protocol as a table config gives exactly the dedicated loader's encoded
+    /// tables: the committed sample always, the full data with `MTREC_CENSUS_DIR`.
+    #[test]
+    fn census_as_a_table_equals_the_census_loader() {
+        let mut dirs = vec![repo_path("crates/mtrec-data/tests/fixtures/census-small")];
+        match std::env::var_os("MTREC_CENSUS_DIR") {
+            Some(d) => dirs.push(d.into()),
+            None => eprintln!("SKIP the full census: set MTREC_CENSUS_DIR to the census-income folder"),
+        }
+        for dir in dirs {
+            let set = |c: &str| {
+                let mut cfg =
+                    ExperimentConfig::from_file(&repo_path(c), &[format!("data.dir={:?}", dir.display().to_string())])
+                        .unwrap();
+                cfg.data.cache = false;
+                cfg.data.load().unwrap()
+            };
+            let table = set("configs/census_table_mmoe.toml");
+            let census = set("configs/census_mmoe.toml");
+            assert_eq!(table.schema, census.schema, "{}", dir.display());
+            assert_eq!(table.train, census.train, "{}", dir.display());
+            assert_eq!(table.valid, census.valid, "{}", dir.display());
+            assert_eq!(table.test, census.test, "{}", dir.display());
+            assert_eq!(table.name, census.name);
+        }
+    }
+
+    /// wcr-mtl from the Parquet file and from the CSV written from it encode identically, with the
+    /// protocol's split sizes (`MTREC_WCR_DIR`).
+    #[test]
+    fn wcr_parquet_and_csv_encode_identically() {
+        let Some(dir) = std::env::var_os("MTREC_WCR_DIR") else {
+            eprintln!(
+                "SKIP wcr_parquet_and_csv_encode_identically: set MTREC_WCR_DIR to the womens-clothing-reviews folder"
+            );
+            return;
+        };
+        let load = |sets: &[&str]| {
+            let mut all: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+            all.push(format!("data.dir={:?}", Path::new(&dir).display().to_string()));
+            let mut cfg = ExperimentConfig::from_file(&repo_path("configs/wcr_mmoe.toml"), &all).unwrap();
+            cfg.data.cache = false;
+            cfg.data.load_with(None).unwrap()
+        };
+        let (parquet, pp) = load(&[]);
+        let (csv, cp) = load(&["data.path=[\"womens_clothing_reviews.csv.gz\"]"]);
+        assert_eq!((parquet.train.n_rows, parquet.valid.n_rows, parquet.test.n_rows), (18_790, 2_348, 2_348));
+        assert_eq!(parquet.schema, csv.schema);
+        assert_eq!(parquet.train, csv.train);
+        assert_eq!(parquet.valid, csv.valid);
+        assert_eq!(parquet.test, csv.test);
+        assert_eq!(pp, cp);
+        // 1,206 distinct items in the file; the vocabulary holds those seen in training
+        assert!(parquet.schema.categorical[0].vocab_size > 1000, "{:?}", parquet.schema.categorical[0]);
+        assert!(!parquet.valid.groups.is_empty());
     }
 }

@@ -112,7 +112,9 @@ impl DeviceChoice {
                  run `cargo test --features wgpu`"
             ),
             (false, built) => {
-                let how = if built { "set MTREC_TEST_WGPU=1 with a Vulkan driver (e.g. Mesa lavapipe)" } else {
+                let how = if built {
+                    "set MTREC_TEST_WGPU=1 with a Vulkan driver (e.g. Mesa lavapipe)"
+                } else {
                     "build with `--features wgpu` and set MTREC_TEST_WGPU=1 with a Vulkan driver"
                 };
                 eprintln!("SKIP {test} on wgpu: {how}");
@@ -167,7 +169,8 @@ mod tests {
                 ..Default::default()
             };
             let ds = config.data.load().unwrap();
-            let (summary, records, _) = Trainer::new(&config, &ds, choice.device().unwrap()).verbose(false).run().unwrap();
+            let (summary, records, _) =
+                Trainer::new(&config, &ds, choice.device().unwrap()).verbose(false).run().unwrap();
             assert_eq!(summary.device, choice.name());
             for task in ["task1", "task2"] {
                 let losses: Vec<f64> = records.iter().map(|r| r.train_loss[task]).collect();

@@ -37,9 +37,7 @@ pub enum TrainError {
     },
     /// A model output became NaN or infinite on an evaluation split: its metrics would be
     /// meaningless (a NaN score would even rank as a perfect AUC).
-    #[error(
-        "training diverged: the {task} output on the {split} split is {value} at row {row} (try a lower train.lr)"
-    )]
+    #[error("training diverged: the {task} output on the {split} split is {value} at row {row} (try a lower train.lr)")]
     NonFiniteOutput {
         /// The split.
         split: crate::Split,

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use mtrec_data::TaskKind;
+use mtrec_data::{TaskKind, TaskSpec};
 
 /// Exact area under the ROC curve of `scores` for binary `labels` (1 = positive).
 ///
@@ -54,6 +54,65 @@ pub fn binary_logloss(logits: &[f32], labels: &[f32]) -> f64 {
     sum / logits.len() as f64
 }
 
+/// Group AUC (GAUC): the AUC within each group (a user, an item…), averaged with each group's
+/// number of rows (impressions) as its weight, over the groups whose labels hold both classes —
+/// the others have no AUC and are skipped. Returns `(gauc, groups used)`; `None` when no group has
+/// both classes.
+pub fn group_auc(scores: &[f32], labels: &[f32], groups: &[u32]) -> Option<(f64, usize)> {
+    assert!(scores.len() == labels.len() && labels.len() == groups.len());
+    let mut order: Vec<usize> = (0..groups.len()).collect();
+    order.sort_by_key(|&i| groups[i]);
+    let (mut weighted, mut weight, mut used) = (0.0f64, 0.0f64, 0usize);
+    let (mut s, mut l) = (Vec::new(), Vec::new());
+    for chunk in order.chunk_by(|&a, &b| groups[a] == groups[b]) {
+        s.clear();
+        l.clear();
+        s.extend(chunk.iter().map(|&i| scores[i]));
+        l.extend(chunk.iter().map(|&i| labels[i]));
+        if let Some(auc) = roc_auc(&s, &l) {
+            weighted += auc * chunk.len() as f64;
+            weight += chunk.len() as f64;
+            used += 1;
+        }
+    }
+    (used > 0).then(|| (weighted / weight, used))
+}
+
+/// Multiclass metrics of `logits` (row-major `[n, k]`) against class indices `labels` (`0..k` as
+/// floats): `accuracy`, `logloss` (mean softmax cross-entropy, natural log) and `macro_auc` (the mean
+/// over classes of the one-vs-rest AUC of the class's softmax probability, over the classes present
+/// with both outcomes).
+pub fn multiclass_metrics(logits: &[f32], labels: &[f32], k: usize) -> TaskMetrics {
+    let n = labels.len();
+    let mut probabilities = vec![0.0f32; n * k];
+    let (mut correct, mut loss) = (0usize, 0.0f64);
+    for (i, row) in logits.chunks_exact(k).enumerate() {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let sum: f64 = row.iter().map(|&z| (z as f64 - max).exp()).sum();
+        let y = labels[i] as usize;
+        loss += max + sum.ln() - row[y] as f64;
+        let argmax = row.iter().enumerate().fold(0, |b, (j, &z)| if z > row[b] { j } else { b });
+        correct += usize::from(argmax == y);
+        for (j, &z) in row.iter().enumerate() {
+            probabilities[i * k + j] = ((z as f64 - max).exp() / sum) as f32;
+        }
+    }
+    let aucs: Vec<f64> = (0..k)
+        .filter_map(|c| {
+            let p: Vec<f32> = probabilities.iter().skip(c).step_by(k).copied().collect();
+            let y: Vec<f32> = labels.iter().map(|&l| f32::from(l as usize == c)).collect();
+            roc_auc(&p, &y)
+        })
+        .collect();
+    let mut m = TaskMetrics::new();
+    m.insert("accuracy".into(), correct as f64 / n.max(1) as f64);
+    m.insert("logloss".into(), loss / n.max(1) as f64);
+    if !aucs.is_empty() {
+        m.insert("macro_auc".into(), aucs.iter().sum::<f64>() / aucs.len() as f64);
+    }
+    m
+}
+
 /// Mean squared error.
 pub fn mse(pred: &[f32], target: &[f32]) -> f64 {
     pred.iter().zip(target).map(|(&p, &t)| (p as f64 - t as f64).powi(2)).sum::<f64>() / pred.len() as f64
@@ -81,10 +140,12 @@ pub(crate) fn conditional_auc(scores: &[f32], labels: &[f32], previous: &[f32]) 
     roc_auc(&s, &l)
 }
 
-/// Every metric of a task of this kind: `auc`, `logloss` (binary) or `mse`, `mae` (regression).
-pub(crate) fn task_metrics(kind: TaskKind, outputs: &[f32], labels: &[f32]) -> TaskMetrics {
+/// Every metric of a task: `auc`, `logloss` (binary), `mse`, `mae` (regression) or `accuracy`,
+/// `logloss`, `macro_auc` (multiclass; `outputs` row-major `[n, classes]`).
+pub(crate) fn task_metrics(task: &TaskSpec, outputs: &[f32], labels: &[f32]) -> TaskMetrics {
     let mut m = TaskMetrics::new();
-    match kind {
+    match task.kind {
+        TaskKind::Multiclass => return multiclass_metrics(outputs, labels, task.n_classes),
         TaskKind::Binary => {
             if let Some(auc) = roc_auc(outputs, labels) {
                 m.insert("auc".into(), auc);
@@ -156,6 +217,41 @@ mod tests {
         assert_eq!(roc_auc(&[0.2, f32::NAN, 0.7], &[0.0, 1.0, 1.0]), None);
         assert_eq!(roc_auc(&[0.2, f32::INFINITY], &[0.0, 1.0]), None);
         assert_eq!(first_non_finite(&[0.5, 1.0, f32::NAN]).map(|(i, _)| i), Some(2));
+    }
+
+    /// GAUC by hand: group 1 has AUC 1 over 3 rows, group 2 AUC 0 over 2 rows, group 3 one class
+    /// (skipped): (1·3 + 0·2) / 5 = 0.6 over 2 groups.
+    #[test]
+    fn group_auc_by_hand() {
+        let scores = [0.9f32, 0.1, 0.5, 0.2, 0.8, 0.3, 0.4];
+        let labels = [1.0f32, 0.0, 0.0, 1.0, 0.0, 1.0, 1.0];
+        let groups = [1u32, 1, 1, 2, 2, 3, 3];
+        // group 1: positive 0.9 above negatives 0.1, 0.5 → 1; group 2: positive 0.2 below 0.8 → 0
+        assert_eq!(group_auc(&scores, &labels, &groups), Some((0.6, 2)));
+        assert_eq!(group_auc(&scores[5..], &labels[5..], &groups[5..]), None);
+        // the groups need not be contiguous
+        let shuffled = [3usize, 0, 6, 2, 5, 1, 4];
+        let pick = |v: &[f32]| shuffled.iter().map(|&i| v[i]).collect::<Vec<f32>>();
+        let g: Vec<u32> = shuffled.iter().map(|&i| groups[i]).collect();
+        assert_eq!(group_auc(&pick(&scores), &pick(&labels), &g), Some((0.6, 2)));
+    }
+
+    /// Multiclass by hand: 3 rows, 3 classes.
+    #[test]
+    fn multiclass_metrics_by_hand() {
+        let ln3 = 3f32.ln();
+        // row 0: logits (ln 3, 0, 0) → p = (0.6, 0.2, 0.2), label 0; row 1: (0, 0, 0) → ⅓ each, label 2;
+        // row 2: (0, ln 3, 0) → (0.2, 0.6, 0.2), label 1
+        let logits = [ln3, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, ln3, 0.0];
+        let labels = [0.0f32, 2.0, 1.0];
+        let m = multiclass_metrics(&logits, &labels, 3);
+        // argmax: 0 ✓, 0 (ties → first) ✗, 1 ✓
+        assert!((m["accuracy"] - 2.0 / 3.0).abs() < 1e-12);
+        let expected = -((0.6f64).ln() + (1.0f64 / 3.0).ln() + (0.6f64).ln()) / 3.0;
+        assert!((m["logloss"] - expected).abs() < 1e-6, "{} vs {expected}", m["logloss"]);
+        // class 0: p = (0.6, ⅓, 0.2), positive row 0 above both → 1; class 1: (0.2, ⅓, 0.6), positive
+        // row 2 → 1; class 2: (0.2, ⅓, 0.2), positive row 1 → 1
+        assert!((m["macro_auc"] - 1.0).abs() < 1e-12);
     }
 
     /// CVR AUC counts only the rows whose previous step is positive.

@@ -68,7 +68,7 @@ fn run_side(model: &MultiTaskNet, dataset: &MtlDataset, device: &Device, rows: u
     let eval = model.valid();
     let batch = batches(&dataset.train, widths, rows, BatchOrder::Sequential, device).next().expect("non-empty split");
     let outputs = eval
-        .forward(batch.categorical, batch.dense)
+        .forward(batch.features)
         .into_iter()
         .map(|o| o.output.into_data().try_into_vec::<f32>().expect("f32 outputs"))
         .collect();

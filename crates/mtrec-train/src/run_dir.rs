@@ -89,6 +89,21 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), TrainErr
     Ok(())
 }
 
+/// The file of a run's fitted table preprocessing.
+pub const PREPROCESSING_FILE: &str = "preprocessing.json";
+
+/// The saved preprocessing of the run in `dir`, if it has one.
+pub fn read_preprocessing(dir: &Path) -> Result<Option<mtrec_data::Preprocessing>, TrainError> {
+    let path = dir.join(PREPROCESSING_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read(&path).map_err(|source| TrainError::Io { path: path.clone(), source })?;
+    serde_json::from_slice(&text)
+        .map(Some)
+        .map_err(|e| TrainError::Io { path, source: std::io::Error::new(std::io::ErrorKind::InvalidData, e) })
+}
+
 /// The output folder of one run.
 #[derive(Debug, Clone)]
 pub struct RunDirectory {
@@ -163,6 +178,18 @@ impl RunDirectory {
         let kept: String = lines.iter().map(|line| format!("{line}\n")).collect();
         self.write("metrics.jsonl", kept.as_bytes())?;
         Ok(records)
+    }
+
+    /// Writes the table's fitted preprocessing (`preprocessing.json`): vocabularies, scalers, hash
+    /// settings — what `eval`, `export` and `--resume` encode the data with.
+    pub fn write_preprocessing(&self, preprocessing: &mtrec_data::Preprocessing) -> Result<(), TrainError> {
+        let json = serde_json::to_vec_pretty(preprocessing).expect("preprocessing serialises");
+        self.write(PREPROCESSING_FILE, &json)
+    }
+
+    /// The run's saved preprocessing, if it has one (runs on tables do).
+    pub fn read_preprocessing(&self) -> Result<Option<mtrec_data::Preprocessing>, TrainError> {
+        read_preprocessing(&self.path)
     }
 
     /// The folder.

@@ -49,12 +49,20 @@ impl ModuleVisitor for Collector {
 pub fn safetensors_bytes(module: &impl Module, metadata: &BTreeMap<String, String>) -> Vec<u8> {
     let mut collector = Collector::default();
     module.visit(&mut collector);
+    tensors_to_safetensors(&collector.tensors, metadata)
+}
+
+/// The safetensors bytes of F32 tensors `(name, shape, values)`, with `metadata`.
+pub fn tensors_to_safetensors(
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    metadata: &BTreeMap<String, String>,
+) -> Vec<u8> {
     let mut header = serde_json::Map::new();
     if !metadata.is_empty() {
         header.insert("__metadata__".into(), serde_json::to_value(metadata).expect("strings serialise"));
     }
     let mut offset = 0usize;
-    for (name, shape, values) in &collector.tensors {
+    for (name, shape, values) in tensors {
         let end = offset + 4 * values.len();
         header
             .insert(name.clone(), serde_json::json!({ "dtype": "F32", "shape": shape, "data_offsets": [offset, end] }));
@@ -65,7 +73,7 @@ pub fn safetensors_bytes(module: &impl Module, metadata: &BTreeMap<String, Strin
     let mut out = Vec::with_capacity(8 + json.len() + offset);
     out.extend_from_slice(&(json.len() as u64).to_le_bytes());
     out.extend_from_slice(&json);
-    for (_, _, values) in &collector.tensors {
+    for (_, _, values) in tensors {
         values.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
     }
     out

@@ -35,7 +35,7 @@ impl StepGraph<'_> {
     }
 
     fn shared(&self) -> SharedTensors {
-        self.model.forward_shared(self.batch.categorical.clone(), self.batch.dense.clone())
+        self.model.forward_shared(self.batch.features.clone())
     }
 }
 
@@ -122,12 +122,11 @@ mod tests {
     use mtrec_model::{Architecture, ModelConfig};
 
     fn schema() -> Schema {
-        Schema {
-            categorical: vec![CategoricalField { name: "a".into(), vocab_size: 6 }],
-            dense: vec!["x".into(), "y".into(), "z".into()],
-            tasks: vec![TaskSpec::new("t0", TaskKind::Binary), TaskSpec::new("t1", TaskKind::Binary)],
-            funnel: false,
-        }
+        Schema::new(
+            vec![CategoricalField { name: "a".into(), vocab_size: 6 }],
+            vec!["x".into(), "y".into(), "z".into()],
+            vec![TaskSpec::new("t0", TaskKind::Binary), TaskSpec::new("t1", TaskKind::Binary)],
+        )
     }
 
     /// 64 rows whose second label is the complement of the first: the tasks pull apart.
@@ -137,8 +136,10 @@ mod tests {
         let y0: Vec<f32> = (0..b).map(|i| ((i * 7) % 3 == 0) as u8 as f32).collect();
         let labels: Vec<f32> = y0.iter().flat_map(|&y| [y, 1.0 - y]).collect();
         MtlBatch {
-            categorical: Some(Tensor::<2, Int>::from_data(TensorData::new(ids, [b, 1]), device)),
-            dense: Some(Tensor::random([b, 3], Distribution::Default, device)),
+            features: mtrec_data::FeatureBatch::new(
+                Some(Tensor::<2, Int>::from_data(TensorData::new(ids, [b, 1]), device)),
+                Some(Tensor::random([b, 3], Distribution::Default, device)),
+            ),
             labels: Tensor::from_data(TensorData::new(labels, [b, 2]), device),
             size: b,
         }

@@ -14,7 +14,7 @@ use burn::{
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use mtrec_balance::LossBalancer;
-use mtrec_data::{BatchOrder, EncodedTable, MtlDataset, Schema, batches};
+use mtrec_data::{BatchOrder, EncodedTable, MtlDataset, Schema, TaskKind, batches};
 use mtrec_model::{MultiTaskModel, MultiTaskNet};
 
 use crate::{
@@ -22,7 +22,7 @@ use crate::{
     TrainingState, adversarial_probe,
     checkpoint::epoch_seed,
     collapse_warnings, expert_utilisation,
-    metrics::{conditional_auc, first_non_finite, task_metrics},
+    metrics::{conditional_auc, first_non_finite, group_auc, task_metrics},
     train_step,
 };
 
@@ -38,8 +38,9 @@ pub struct Trainer<'a> {
 }
 
 /// Runs `model` (in evaluation mode) over `table` and computes every metric of every task: `auc` and
-/// `logloss` (binary), `mse` and `mae` (regression), and for the later steps of a funnel dataset
-/// `cvr_auc` (see [`Schema::funnel`](mtrec_data::Schema)). A non-finite output is an error naming the
+/// `logloss` (binary; `gauc` and `gauc_groups` when the table has groups), `mse` and `mae`
+/// (regression), `accuracy`, `logloss` and `macro_auc` (multiclass), and for the later steps of a
+/// funnel dataset `cvr_auc` (see [`Schema::funnel`](mtrec_data::Schema)). A non-finite output is an error naming the
 /// split, task and row: its metrics would be meaningless.
 pub fn evaluate(
     model: &MultiTaskNet,
@@ -54,7 +55,7 @@ pub fn evaluate(
     let mut conditional: Vec<Option<Vec<f32>>> = vec![None; n_tasks];
     let widths = schema.widths();
     for batch in batches(table, widths, batch_size, BatchOrder::Sequential, device) {
-        for (t, out) in model.forward(batch.categorical, batch.dense).into_iter().enumerate() {
+        for (t, out) in model.forward(batch.features).into_iter().enumerate() {
             outputs[t].extend(out.output.into_data().try_into_vec::<f32>().expect("f32 outputs"));
             if let Some(c) = out.conditional {
                 let c = c.into_data().try_into_vec::<f32>().expect("f32 outputs");
@@ -71,7 +72,12 @@ pub fn evaluate(
                     return Err(TrainError::NonFiniteOutput { split, task: task.name.clone(), row, value });
                 }
             }
-            let mut metrics = task_metrics(task.kind, &outputs[t], &labels[t]);
+            let mut metrics = task_metrics(task, &outputs[t], &labels[t]);
+            let grouped = task.kind == TaskKind::Binary && !table.groups.is_empty();
+            if let Some((gauc, groups)) = grouped.then(|| group_auc(&outputs[t], &labels[t], &table.groups)).flatten() {
+                metrics.insert("gauc".into(), gauc);
+                metrics.insert("gauc_groups".into(), groups as f64);
+            }
             if schema.funnel && t > 0 && !task.adversarial {
                 let scores = conditional[t].as_deref().unwrap_or(&outputs[t]);
                 if let Some(auc) = conditional_auc(scores, &labels[t], &labels[t - 1]) {
@@ -116,14 +122,16 @@ impl std::fmt::Display for Split {
 }
 
 /// The selected model of a run folder (`config.toml` + `best_model.bpk`), in evaluation mode, with
-/// its config and dataset (the schema sizes the model); `overrides` are applied to the recorded
-/// config first (e.g. `data.dir=...`).
+/// its config and dataset (the schema sizes the model), encoded with the run's saved preprocessing
+/// when it has one; `overrides` are applied to the recorded config first (e.g. `data.dir=...`, or
+/// `data.test=new.csv` to score another file).
 pub fn load_run(
     dir: &std::path::Path,
     overrides: &[String],
 ) -> Result<(ExperimentConfig, MtlDataset, MultiTaskNet, Device), TrainError> {
     let config = ExperimentConfig::from_file(&dir.join("config.toml"), overrides)?;
-    let dataset = config.data.load()?;
+    let saved = crate::run_dir::read_preprocessing(dir)?;
+    let (dataset, _) = config.data.load_with(saved.as_ref())?;
     let device = config.device.open().map_err(TrainError::Config)?;
     let path = dir.join("best_model.bpk");
     if !path.exists() {
@@ -843,8 +851,9 @@ mod tests {
         let step = &summary.test["income_and_never_married"];
         assert!(step.contains_key("auc") && step.contains_key("cvr_auc"), "{step:?}");
         assert!(!summary.test["income"].contains_key("cvr_auc"));
-        let batch = batches(&ds.test, ds.schema.widths(), 1000, BatchOrder::Sequential, &Device::flex()).next().unwrap();
-        let outs = model.forward(batch.categorical, batch.dense);
+        let batch =
+            batches(&ds.test, ds.schema.widths(), 1000, BatchOrder::Sequential, &Device::flex()).next().unwrap();
+        let outs = model.forward(batch.features);
         let pcvr = outs[1].conditional.clone().unwrap().into_data().try_into_vec::<f32>().unwrap();
         let (y0, y1) = (ds.test.label_column(0, 2), ds.test.label_column(1, 2));
         let expected = crate::metrics::conditional_auc(&pcvr, &y1, &y0).unwrap();
@@ -907,5 +916,94 @@ mod tests {
         let probe = &summary.adversarial_probe["sex"];
         assert!(probe.test_auc.is_some_and(|a| (0.0..=1.0).contains(&a)), "{probe:?}");
         assert_eq!(probe.width, 2 * 16, "MMoE's two task mixtures of 16 units");
+    }
+
+    /// The small mixed table of the data crate: a binary and a 5-class task (`stars`), a group.
+    fn table_config() -> ExperimentConfig {
+        let fixture = census_fixture().join("../table-small");
+        let text = format!(
+            r#"
+            [data]
+            source = "table"
+            dir = {:?}
+            path = ["table.csv"]
+            group_by = "user"
+            cache = false
+            [data.split]
+            rule = "row_mod"
+            modulus = 5
+            valid = [3]
+            test = [4]
+            [[data.columns]]
+            name = "user"
+            kind = "categorical"
+            [[data.columns]]
+            name = "genres"
+            kind = "multi_categorical"
+            max_len = 3
+            [[data.columns]]
+            name = "price"
+            kind = "dense"
+            transform = "standard"
+            [[data.tasks]]
+            name = "click"
+            kind = "binary"
+            positive = [1]
+            [[data.tasks]]
+            name = "stars"
+            column = "rating"
+            kind = "multiclass"
+            classes = [1, 2, 3, 4, 5]
+            [train]
+            epochs = 3
+            batch_size = 16
+            lr = 0.01
+            [train.early_stopping]
+            metric = "gauc"
+            task = "click"
+            patience = 10
+            "#,
+            fixture.display().to_string()
+        );
+        ExperimentConfig::from_toml(&text, "table config", &[]).unwrap()
+    }
+
+    /// A 5-class task trains with every balancer and every architecture that takes it: its loss
+    /// falls, the summary reports accuracy, logloss and macro-AUC; the binary task reports GAUC
+    /// over its groups (and early stopping selects on it).
+    #[test]
+    fn multiclass_tasks_train_with_every_balancer() {
+        use mtrec_balance::BalanceMethod::*;
+        let base = table_config();
+        let ds = base.data.load().unwrap();
+        assert_eq!(ds.schema.tasks[1].n_classes, 5);
+        for (arch, method) in [
+            (mtrec_model::Architecture::Mmoe, Fixed),
+            (mtrec_model::Architecture::Mmoe, Uncertainty),
+            (mtrec_model::Architecture::SharedBottom, Gradnorm),
+            (mtrec_model::Architecture::Mmoe, Dwa),
+            (mtrec_model::Architecture::Ple, Rlw),
+            (mtrec_model::Architecture::CrossStitch, Pcgrad),
+            (mtrec_model::Architecture::Mmoe, Mgda),
+            (mtrec_model::Architecture::SingleTask, Cagrad),
+            (mtrec_model::Architecture::Omoe, ImtlG),
+        ] {
+            let mut cfg = base.clone();
+            cfg.model.architecture = arch;
+            cfg.balance.method = method;
+            if method == Gradnorm {
+                cfg.balance.gradnorm_layer = Some(mtrec_balance::GradNormLayer::Representation);
+            }
+            let (summary, records, _) = Trainer::new(&cfg, &ds, Device::flex()).verbose(false).run().unwrap();
+            let stars = &summary.test["stars"];
+            for key in ["accuracy", "logloss", "macro_auc"] {
+                assert!(stars.get(key).is_some_and(|v| v.is_finite()), "{arch:?} {method:?}: {stars:?}");
+            }
+            assert!(stars["logloss"] < 5f64.ln() + 0.5, "{arch:?} {method:?}: {stars:?}");
+            let (first, last) = (records[0].train_loss["stars"], records.last().unwrap().train_loss["stars"]);
+            assert!(last < first, "{arch:?} {method:?}: stars loss {first} → {last}");
+            let click = &summary.valid["click"];
+            assert!(click.contains_key("gauc") && click["gauc_groups"] >= 1.0, "{click:?}");
+        }
     }
 }

@@ -33,7 +33,7 @@ pub fn expert_utilisation(
 ) -> BTreeMap<String, GateUtilisation> {
     let mut sums: Vec<Option<(Tensor<1>, Tensor<1>)>> = vec![None; schema.n_tasks()];
     for batch in batches(table, schema.widths(), batch_size, BatchOrder::Sequential, device) {
-        for (t, out) in model.forward(batch.categorical, batch.dense).into_iter().enumerate() {
+        for (t, out) in model.forward(batch.features).into_iter().enumerate() {
             let Some(w) = out.gate else { continue };
             let [_, e] = w.dims();
             let weight = w.clone().sum_dim(0).reshape([e]);
@@ -84,24 +84,24 @@ mod tests {
     #[test]
     fn gate_statistics_are_means_over_the_split_and_collapse_is_flagged() {
         let device = Device::flex();
-        let schema = Schema {
-            categorical: vec![CategoricalField { name: "a".into(), vocab_size: 4 }],
-            dense: vec!["x".into()],
-            tasks: vec![TaskSpec::new("t0", TaskKind::Binary), TaskSpec::new("t1", TaskKind::Binary)],
-            funnel: false,
-        };
+        let schema = Schema::new(
+            vec![CategoricalField { name: "a".into(), vocab_size: 4 }],
+            vec!["x".into()],
+            vec![TaskSpec::new("t0", TaskKind::Binary), TaskSpec::new("t1", TaskKind::Binary)],
+        );
         let table = EncodedTable {
             n_rows: 5,
             categorical: vec![1, 2, 3, 1, 2],
             dense: vec![0.1, 0.5, 0.9, 0.3, 0.7],
             labels: vec![0.0; 10],
+            ..Default::default()
         };
         let cfg = ModelConfig { n_experts: 3, ..Default::default() };
         let model = cfg.init(&schema, &device);
         let u = expert_utilisation(&model, &table, &schema, &device, 2);
         // reference: the gates over all rows at once
         let batch = batches(&table, schema.widths(), 5, BatchOrder::Sequential, &device).next().unwrap();
-        let outs = model.forward(batch.categorical, batch.dense);
+        let outs = model.forward(batch.features);
         for (t, name) in ["t0", "t1"].iter().enumerate() {
             let w = outs[t].gate.clone().unwrap().into_data().try_into_vec::<f32>().unwrap();
             for e in 0..3 {

@@ -1,0 +1,336 @@
+//! How a table's columns become inputs and labels: `[[data.columns]]` and `[[data.tasks]]` of an
+//! experiment config.
+//!
+//! Inputs (`kind`):
+//! - `categorical`: a vocabulary from the training rows (in order of first appearance; values seen
+//!   fewer than `min_count` times there are left out), or `hash_buckets = N` for unbounded ids: id
+//!   `1 + FNV-1a-64(value) mod N` ([`fnv1a64`], a fixed, documented hash). Null and unseen values
+//!   map to id 0.
+//! - `dense`: a number; `transform` fitted on the training rows: `minmax` (to `[0, 1]` with the
+//!   training minimum and maximum, clipped), `standard` (zero mean, unit variance), `log1p`
+//!   (`ln(1 + x)`, for counts), `none`. A missing value takes `fill`, or is an error.
+//! - `multi_categorical`: a list of values in one cell, split at `separator` (genres
+//!   `Action|Comedy`, tags, recently viewed ids), up to `max_len` kept, embedded as a bag and pooled
+//!   (`mean` or `sum`). Vocabulary as for `categorical` (ids from 2: 0 is an empty slot, 1 an unseen
+//!   value).
+//! - `text`: the sentence embedding of `template` (e.g. `"{Title}. {Review Text}"`, nulls as empty
+//!   strings) from the frozen pretrained encoder in folder `encoder`.
+//!
+//! Labels (`kind`): `binary` (1 where the value is in `positive`, or `≥ threshold`; with
+//! `negative`, values in neither list are errors), `regression` (a number; `transform = "log1p"`
+//! optional), `multiclass` (`classes = [values]` in class order, or `n_classes = N` for values
+//! `0..N−1`). `adversarial = true` puts the task behind gradient reversal.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Pooling, TaskKind};
+
+/// What a dense column's values are turned into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DenseTransform {
+    /// `(x − min) / (max − min)` with the training minimum and maximum, clipped to `[0, 1]`.
+    #[default]
+    Minmax,
+    /// `(x − mean) / std` with the training mean and standard deviation.
+    Standard,
+    /// `ln(1 + x)` (needs `x > −1`).
+    Log1p,
+    /// The value as it is.
+    None,
+}
+
+/// The kind of an input column and its options.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ColumnKind {
+    /// One id a row.
+    Categorical {
+        /// Values seen fewer times in training get the unseen id 0 (default 1: every value).
+        #[serde(default = "one")]
+        min_count: u64,
+        /// Hash values into this many buckets instead of a vocabulary.
+        #[serde(default)]
+        hash_buckets: Option<u64>,
+    },
+    /// A number.
+    Dense {
+        /// The transform fitted on the training rows.
+        #[serde(default)]
+        transform: DenseTransform,
+        /// The value of a missing (null, empty, NaN) cell; without it a missing value is an error.
+        #[serde(default)]
+        fill: Option<f64>,
+    },
+    /// A list of values in one cell.
+    MultiCategorical {
+        /// What separates the values (default `|`).
+        #[serde(default = "bar")]
+        separator: String,
+        /// Values kept a row (the first ones).
+        max_len: usize,
+        /// How the bag is pooled.
+        #[serde(default)]
+        pooling: Pooling,
+        /// Values seen fewer times in training are unseen (default 1).
+        #[serde(default = "one")]
+        min_count: u64,
+    },
+    /// A sentence embedding of a text made from one or more columns.
+    Text {
+        /// The text, with `{column}` placeholders (nulls as empty strings); default `{<name>}`.
+        #[serde(default)]
+        template: Option<String>,
+        /// Folder of the pretrained encoder (a sentence-transformers model).
+        encoder: std::path::PathBuf,
+    },
+}
+
+fn one() -> u64 {
+    1
+}
+fn bar() -> String {
+    "|".into()
+}
+
+/// One `[[data.columns]]` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ColumnSpec {
+    /// The column's name in the file (for `text`, the field's name; its columns are in `template`).
+    pub name: String,
+    /// Kind and options.
+    #[serde(flatten)]
+    pub kind: ColumnKind,
+}
+
+impl ColumnSpec {
+    /// The file columns this input reads.
+    pub fn source_columns(&self) -> Vec<String> {
+        match &self.kind {
+            ColumnKind::Text { template: Some(t), .. } => template_columns(t),
+            _ => vec![self.name.clone()],
+        }
+    }
+
+    /// Checks the options; messages name the column.
+    pub fn validate(&self) -> Result<(), String> {
+        let bad = |m: &str| Err(format!("data.columns `{}`: {m}", self.name));
+        match &self.kind {
+            ColumnKind::Categorical { hash_buckets: Some(0), .. } => bad("hash_buckets must be positive"),
+            ColumnKind::Categorical { min_count: 0, .. } | ColumnKind::MultiCategorical { min_count: 0, .. } => {
+                bad("min_count must be at least 1")
+            }
+            ColumnKind::Dense { fill: Some(f), .. } if !f.is_finite() => bad("fill must be a finite number"),
+            ColumnKind::MultiCategorical { max_len: 0, .. } => bad("max_len must be positive"),
+            ColumnKind::MultiCategorical { separator, .. } if separator.is_empty() => bad("separator is empty"),
+            ColumnKind::Text { template: Some(t), .. } if template_columns(t).is_empty() => {
+                bad("template names no {column}")
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The `{column}` placeholders of a text template, in order.
+pub fn template_columns(template: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        let Some(len) = rest[start + 1..].find('}') else { break };
+        let name = &rest[start + 1..start + 1 + len];
+        if !out.iter().any(|c| c == name) {
+            out.push(name.to_string());
+        }
+        rest = &rest[start + 2 + len..];
+    }
+    out
+}
+
+/// Fills a template's `{column}` placeholders with `value(column)` (nulls as empty strings).
+pub fn fill_template(template: &str, value: impl Fn(&str) -> Option<String>) -> String {
+    let mut out = String::with_capacity(template.len() + 64);
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        out.push_str(&rest[..start]);
+        match rest[start + 1..].find('}') {
+            Some(len) => {
+                out.push_str(&value(&rest[start + 1..start + 1 + len]).unwrap_or_default());
+                rest = &rest[start + 2 + len..];
+            }
+            None => {
+                out.push_str(&rest[start..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A label value of a config: a string or a number (`positive = [1, "yes"]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum LabelValue {
+    /// An integer, matched against the cell's integer (or its text).
+    Int(i64),
+    /// A float, matched against the cell's number.
+    Float(f64),
+    /// A string, matched against the cell's text.
+    Text(String),
+}
+
+impl LabelValue {
+    /// The value as the text a cell would hold.
+    pub fn as_text(&self) -> String {
+        match self {
+            Self::Int(i) => i.to_string(),
+            Self::Float(f) => f.to_string(),
+            Self::Text(s) => s.clone(),
+        }
+    }
+}
+
+/// Regression label transforms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LabelTransform {
+    /// The value as it is.
+    #[default]
+    None,
+    /// `ln(1 + y)` (watch time, counts).
+    Log1p,
+}
+
+/// One `[[data.tasks]]` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskColumn {
+    /// The task's name.
+    pub name: String,
+    /// The column holding its label (default: the task's name).
+    #[serde(default)]
+    pub column: Option<String>,
+    /// `binary`, `regression` or `multiclass`.
+    pub kind: TaskKind,
+    /// Binary: the values meaning 1.
+    #[serde(default)]
+    pub positive: Vec<LabelValue>,
+    /// Binary: the values meaning 0 (then any other value is an error; without it, every value
+    /// not in `positive` is 0).
+    #[serde(default)]
+    pub negative: Vec<LabelValue>,
+    /// Binary: 1 where the number is `≥ threshold` (instead of `positive`).
+    #[serde(default)]
+    pub threshold: Option<f64>,
+    /// Regression: transform of the label.
+    #[serde(default)]
+    pub transform: LabelTransform,
+    /// Multiclass: the classes, in class order.
+    #[serde(default)]
+    pub classes: Vec<LabelValue>,
+    /// Multiclass: values are the class ids `0..n_classes` (instead of `classes`).
+    #[serde(default)]
+    pub n_classes: Option<usize>,
+    /// An adversarial task (gradient reversal), reported but never monitored.
+    #[serde(default)]
+    pub adversarial: bool,
+}
+
+impl TaskColumn {
+    /// The label column's name.
+    pub fn column(&self) -> &str {
+        self.column.as_deref().unwrap_or(&self.name)
+    }
+
+    /// Number of classes of a multiclass task.
+    pub fn n_classes(&self) -> usize {
+        self.n_classes.unwrap_or(self.classes.len())
+    }
+
+    /// Checks the options; messages name the task.
+    pub fn validate(&self) -> Result<(), String> {
+        let bad = |m: String| Err(format!("data.tasks `{}`: {m}", self.name));
+        let set = |name: &str, present: bool, kinds: &[TaskKind]| {
+            if present && !kinds.contains(&self.kind) {
+                Err(format!("data.tasks `{}`: {name} does not apply to a {} task", self.name, self.kind.as_str()))
+            } else {
+                Ok(())
+            }
+        };
+        set("positive", !self.positive.is_empty(), &[TaskKind::Binary])?;
+        set("negative", !self.negative.is_empty(), &[TaskKind::Binary])?;
+        set("threshold", self.threshold.is_some(), &[TaskKind::Binary])?;
+        set("transform", self.transform != LabelTransform::None, &[TaskKind::Regression])?;
+        set("classes", !self.classes.is_empty(), &[TaskKind::Multiclass])?;
+        set("n_classes", self.n_classes.is_some(), &[TaskKind::Multiclass])?;
+        match self.kind {
+            TaskKind::Binary if self.positive.is_empty() == self.threshold.is_none() => {
+                bad("a binary task needs `positive = [values]` or `threshold = number` (one of them)".into())
+            }
+            TaskKind::Binary if self.threshold.is_some() && !self.negative.is_empty() => {
+                bad("`negative` goes with `positive`, not with `threshold`".into())
+            }
+            TaskKind::Multiclass if self.classes.is_empty() == self.n_classes.is_none() => {
+                bad("a multiclass task needs `classes = [values]` or `n_classes = N` (one of them)".into())
+            }
+            TaskKind::Multiclass if self.n_classes() < 2 => {
+                bad(format!("{} classes: at least 2 are needed", self.n_classes()))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// 64-bit FNV-1a of `bytes` (offset basis `0xcbf29ce484222325`, prime `0x100000001b3`): the hash of
+/// `hash_buckets`, fixed so that a hashed id means the same on every machine, run and language.
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3))
+}
+
+/// The id of `value` among `buckets` hash buckets: `1 + fnv1a64(value) mod buckets` (0 is null).
+pub fn hash_bucket(value: &str, buckets: u64) -> u32 {
+    (1 + fnv1a64(value.as_bytes()) % buckets) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The published FNV-1a test vectors, and bucket ids pinned so a change of hash cannot pass.
+    #[test]
+    fn fnv1a_matches_the_reference_and_buckets_are_pinned() {
+        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a64(b"foobar"), 0x8594_4171_f739_67e8);
+        assert_eq!(hash_bucket("a", 1000), 1 + (0xaf63_dc4c_8601_ec8cu64 % 1000) as u32);
+        assert_eq!(hash_bucket("user_42", 1 << 20), 1 + (fnv1a64(b"user_42") % (1 << 20)) as u32);
+        assert!((1..=7).contains(&hash_bucket("anything", 7)));
+    }
+
+    #[test]
+    fn templates_name_and_fill_their_columns() {
+        assert_eq!(template_columns("{Title}. {Review Text}"), vec!["Title", "Review Text"]);
+        let text = fill_template("{Title}. {Review Text}", |c| (c == "Review Text").then(|| "Great fit".to_string()));
+        assert_eq!(text, ". Great fit");
+        assert_eq!(fill_template("{a}{a}!", |_| Some("x".into())), "xx!");
+    }
+
+    #[test]
+    fn column_and_task_options_are_checked() {
+        let toml = r#"
+            name = "genres"
+            kind = "multi_categorical"
+            max_len = 0
+        "#;
+        let c: ColumnSpec = toml::from_str(toml).unwrap();
+        assert!(c.validate().unwrap_err().contains("`genres`: max_len"));
+        let t: TaskColumn = toml::from_str("name = \"click\"\nkind = \"binary\"\n").unwrap();
+        assert!(t.validate().unwrap_err().contains("positive"));
+        let t: TaskColumn = toml::from_str("name = \"r\"\nkind = \"regression\"\npositive = [1]\n").unwrap();
+        assert!(t.validate().unwrap_err().contains("positive does not apply to a regression task"));
+        let t: TaskColumn = toml::from_str("name = \"r\"\nkind = \"multiclass\"\nclasses = [1, 2, 3]\n").unwrap();
+        assert_eq!((t.validate(), t.n_classes()), (Ok(()), 3));
+        let c: Result<ColumnSpec, _> = toml::from_str("name = \"x\"\nkind = \"dense\"\nscale = 2\n");
+        assert!(c.unwrap_err().to_string().contains("scale"), "unknown keys are errors");
+    }
+}

@@ -1,0 +1,27 @@
+//! Pretrained sentence encoders (BERT family) in Burn, with their tokenizer and an embedding cache:
+//! what turns a table's text columns (titles, reviews, descriptions) into the vectors the shared
+//! input layer of every architecture reads.
+//!
+//! [`SentenceEncoder`] loads a sentence-transformers model folder (`all-MiniLM-L6-v2`: 6 layers,
+//! 384 wide) — weights from `model.safetensors` through burn-store, the tokenizer from
+//! `tokenizer.json` through the `tokenizers` crate, pooling and normalisation from `modules.json` —
+//! and encodes texts on any burn backend, batches grouped by length. [`CachedEncoder`] adds the
+//! on-disk [`EmbeddingCache`] (each distinct text encoded once per model) and implements
+//! [`mtrec_data::TextEmbedder`], the one way the data crate sees text. The encoder is frozen: it is
+//! never trained.
+
+mod bert;
+mod cache;
+mod embedder;
+mod encoder;
+mod error;
+mod pooling;
+mod tokenizer;
+
+pub use bert::{BertConfig, BertEmbeddings, BertModel, hf_key_remapping};
+pub use cache::{EmbeddingCache, text_key};
+pub use embedder::CachedEncoder;
+pub use encoder::{DEFAULT_BATCH, SentenceEncoder, sha256_file};
+pub use error::TextError;
+pub use pooling::{PoolingMode, SentencePooling};
+pub use tokenizer::SentenceTokenizer;
