@@ -1,5 +1,6 @@
-//! `cargo xtask eval RUN_DIR [--split valid|test] [--data-dir DIR]`: re-evaluates a run's selected
-//! model (`best_model.bpk`) with the run's recorded `config.toml`.
+//! `cargo xtask eval RUN_DIR [--split valid|test] [--data-dir DIR] [--file FILE]`: re-evaluates a
+//! run's selected model (`best_model.bpk`) with the run's recorded `config.toml` — or scores every
+//! row of another file of a table run, encoded with the run's saved preprocessing.
 
 use std::path::PathBuf;
 
@@ -24,8 +25,10 @@ pub struct EvalArgs {
     /// Dataset folder (overrides the recorded `data.dir`).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Override a recorded config value, e.g. `--set data.test=new.csv` to score another file with
-    /// the run's saved preprocessing.
+    /// Score every row of this file (a table run's format and columns) instead of a split.
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// Override a recorded config value.
     #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
     sets: Vec<String>,
 }
@@ -37,8 +40,11 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         SplitArg::Valid => Split::Valid,
         SplitArg::Test => Split::Test,
     };
-    let (config, dataset, metrics) = evaluate_run(&args.run_dir, split, &sets)?;
-    println!("{} ({}), {:?} split:", config.name, dataset.name, args.split);
+    let (config, dataset, metrics) = evaluate_run(&args.run_dir, split, &sets, args.file.as_deref())?;
+    match &args.file {
+        Some(file) => println!("{} ({}), every row of {}:", config.name, dataset.name, file.display()),
+        None => println!("{} ({}), {:?} split:", config.name, dataset.name, args.split),
+    }
     for (task, m) in dataset.schema.tasks.iter().zip(&metrics) {
         let values: Vec<String> = m.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
         println!("  {}: {}", task.name, values.join(", "));

@@ -1,7 +1,10 @@
 //! A BERT-family encoder in Burn: token, position and type embeddings with their LayerNorm, then
-//! burn-nn's [`TransformerEncoder`] — which is BERT's layer: post-norm (`LayerNorm(x + attention)`,
-//! `LayerNorm(x + FFN)`), LayerNorm epsilon from the config (1e-12), erf GELU in the FFN, the padding
-//! mask applied to the attention scores.
+//! BERT's layers — post-norm (`LayerNorm(x + attention(x))`, `LayerNorm(x + FFN(x))`), LayerNorm
+//! epsilon from the config (1e-12), erf GELU in the FFN, padding masked out of the attention. The
+//! layer is burn-nn's `TransformerEncoderLayer` (post-norm) computed with burn's fused attention op
+//! (`burn::tensor::module::attention`: flex runs it per batch and head without materialising the
+//! softmax weights of a separate op) and every linear layer on `[B·L, H]` matrices: one large
+//! product each instead of a product per text.
 //!
 //! Weights come from a Hugging Face `model.safetensors` through burn-store: its PyTorch adapter
 //! transposes linear weights and renames LayerNorm's `weight`/`bias` to `gamma`/`beta`, and
@@ -10,11 +13,8 @@
 use burn::{
     config::Config,
     module::Module,
-    nn::{
-        Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig,
-        transformer::{TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput},
-    },
-    tensor::{Bool, Device, Int, Tensor},
+    nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig},
+    tensor::{Bool, Device, Int, Tensor, activation::gelu, module::attention, ops::AttentionModuleOptions},
 };
 use serde::{Deserialize, Serialize};
 
@@ -57,7 +57,7 @@ pub(crate) struct HfConfig {
     pub type_vocab_size: usize,
     #[serde(default = "eps")]
     pub layer_norm_eps: f64,
-    #[serde(default = "gelu")]
+    #[serde(default = "default_act")]
     pub hidden_act: String,
 }
 
@@ -67,7 +67,7 @@ fn two() -> usize {
 fn eps() -> f64 {
     1e-12
 }
-fn gelu() -> String {
+fn default_act() -> String {
     "gelu".into()
 }
 
@@ -91,24 +91,90 @@ impl BertConfig {
     /// A model with this config's shapes (weights to be loaded).
     pub fn init(&self, device: &Device) -> BertModel {
         let h = self.hidden_size;
+        let norm = || LayerNormConfig::new(h).with_epsilon(self.layer_norm_eps).init(device);
+        let linear = |i, o| LinearConfig::new(i, o).init(device);
         BertModel {
             embeddings: BertEmbeddings {
                 word_embeddings: EmbeddingConfig::new(self.vocab_size, h).init(device),
                 position_embeddings: EmbeddingConfig::new(self.max_position_embeddings, h).init(device),
                 token_type_embeddings: EmbeddingConfig::new(self.type_vocab_size, h).init(device),
-                layer_norm: LayerNormConfig::new(h).with_epsilon(self.layer_norm_eps).init(device),
+                layer_norm: norm(),
             },
-            encoder: TransformerEncoderConfig::new(
-                h,
-                self.intermediate_size,
-                self.num_attention_heads,
-                self.num_hidden_layers,
-            )
-            .with_dropout(0.0)
-            .with_norm_first(false)
-            .with_layer_norm_eps(self.layer_norm_eps)
-            .init(device),
+            layers: (0..self.num_hidden_layers)
+                .map(|_| BertLayer {
+                    attention: BertAttention {
+                        query: linear(h, h),
+                        key: linear(h, h),
+                        value: linear(h, h),
+                        output: linear(h, h),
+                        layer_norm: norm(),
+                        n_heads: self.num_attention_heads,
+                    },
+                    intermediate: linear(h, self.intermediate_size),
+                    output: linear(self.intermediate_size, h),
+                    layer_norm: norm(),
+                })
+                .collect(),
         }
+    }
+}
+
+/// Multi-head self-attention with its output projection and post-norm.
+#[derive(Module, Debug)]
+pub struct BertAttention {
+    /// Query projection.
+    pub query: Linear,
+    /// Key projection.
+    pub key: Linear,
+    /// Value projection.
+    pub value: Linear,
+    /// Output projection.
+    pub output: Linear,
+    /// LayerNorm of `x + output`.
+    pub layer_norm: LayerNorm,
+    /// Attention heads.
+    #[module(skip)]
+    pub n_heads: usize,
+}
+
+impl BertAttention {
+    /// # Shapes
+    /// - x: `[B·L, H]` (the batch's tokens, text by text); mask: `[B, 1, L, L]`, `true` = masked
+    /// - output `[B·L, H]`
+    pub fn forward(&self, x: Tensor<2>, mask: Tensor<4, Bool>) -> Tensor<2> {
+        let [b, _, l, _] = mask.dims();
+        let [_, h] = x.dims();
+        let heads = self.n_heads;
+        let split = |t: Tensor<2>| t.reshape([b, l, heads, h / heads]).swap_dims(1, 2); // [B, heads, L, d]
+        let q = split(self.query.forward(x.clone()));
+        let k = split(self.key.forward(x.clone()));
+        let v = split(self.value.forward(x.clone()));
+        let context = attention(q, k, v, Some(mask), None, AttentionModuleOptions::default());
+        let context = context.swap_dims(1, 2).reshape([b * l, h]);
+        self.layer_norm.forward(x + self.output.forward(context))
+    }
+}
+
+/// One BERT layer: self-attention, then the feed-forward network, each with residual and LayerNorm.
+#[derive(Module, Debug)]
+pub struct BertLayer {
+    /// Self-attention.
+    pub attention: BertAttention,
+    /// FFN in (then erf GELU).
+    pub intermediate: Linear,
+    /// FFN out.
+    pub output: Linear,
+    /// LayerNorm of `x + FFN(x)`.
+    pub layer_norm: LayerNorm,
+}
+
+impl BertLayer {
+    /// # Shapes
+    /// - x: `[B·L, H]`; mask `[B, 1, L, L]`; output `[B·L, H]`
+    pub fn forward(&self, x: Tensor<2>, mask: Tensor<4, Bool>) -> Tensor<2> {
+        let x = self.attention.forward(x, mask);
+        let ff = self.output.forward(gelu(self.intermediate.forward(x.clone())));
+        self.layer_norm.forward(x + ff)
     }
 }
 
@@ -131,7 +197,7 @@ pub struct BertModel {
     /// The input embeddings.
     pub embeddings: BertEmbeddings,
     /// The transformer layers.
-    pub encoder: TransformerEncoder,
+    pub layers: Vec<BertLayer>,
 }
 
 impl BertModel {
@@ -150,7 +216,11 @@ impl BertModel {
             + e.position_embeddings.forward(positions)
             + e.token_type_embeddings.forward(types);
         let x = e.layer_norm.forward(x);
-        self.encoder.forward(TransformerEncoderInput::new(x).mask_pad(padding))
+        let [_, _, h] = x.dims();
+        let hidden = x.reshape([batch * length, h]);
+        let mask = padding.reshape([batch, 1, 1, length]).expand([batch, 1, length, length]);
+        let x = self.layers.iter().fold(hidden, |x, layer| layer.forward(x, mask.clone()));
+        x.reshape([batch, length, h])
     }
 }
 
@@ -160,11 +230,11 @@ pub fn hf_key_remapping() -> Vec<(&'static str, &'static str)> {
     vec![
         (r"^(?:bert\.)?embeddings\.LayerNorm\.", "embeddings.layer_norm."),
         (r"^(?:bert\.)?embeddings\.", "embeddings."),
-        (r"^(?:bert\.)?encoder\.layer\.(\d+)\.attention\.self\.(query|key|value)\.", "encoder.layers.$1.mha.$2."),
-        (r"^(?:bert\.)?encoder\.layer\.(\d+)\.attention\.output\.dense\.", "encoder.layers.$1.mha.output."),
-        (r"^(?:bert\.)?encoder\.layer\.(\d+)\.attention\.output\.LayerNorm\.", "encoder.layers.$1.norm_1."),
-        (r"^(?:bert\.)?encoder\.layer\.(\d+)\.intermediate\.dense\.", "encoder.layers.$1.pwff.linear_inner."),
-        (r"^(?:bert\.)?encoder\.layer\.(\d+)\.output\.dense\.", "encoder.layers.$1.pwff.linear_outer."),
-        (r"^(?:bert\.)?encoder\.layer\.(\d+)\.output\.LayerNorm\.", "encoder.layers.$1.norm_2."),
+        (r"^(?:bert\.)?encoder\.layer\.(\d+)\.attention\.self\.(query|key|value)\.", "layers.$1.attention.$2."),
+        (r"^(?:bert\.)?encoder\.layer\.(\d+)\.attention\.output\.dense\.", "layers.$1.attention.output."),
+        (r"^(?:bert\.)?encoder\.layer\.(\d+)\.attention\.output\.LayerNorm\.", "layers.$1.attention.layer_norm."),
+        (r"^(?:bert\.)?encoder\.layer\.(\d+)\.intermediate\.dense\.", "layers.$1.intermediate."),
+        (r"^(?:bert\.)?encoder\.layer\.(\d+)\.output\.dense\.", "layers.$1.output."),
+        (r"^(?:bert\.)?encoder\.layer\.(\d+)\.output\.LayerNorm\.", "layers.$1.layer_norm."),
     ]
 }

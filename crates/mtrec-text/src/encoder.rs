@@ -16,6 +16,7 @@ use burn::{
     store::{KeyRemapper, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore},
     tensor::{Bool, Device, Int, Tensor, TensorData},
 };
+use rayon::prelude::*;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -25,7 +26,7 @@ use crate::{
 };
 
 /// Texts a batch holds at most.
-pub const DEFAULT_BATCH: usize = 32;
+pub const DEFAULT_BATCH: usize = 64;
 
 #[derive(Deserialize)]
 struct SentenceBertConfig {
@@ -150,13 +151,22 @@ impl SentenceEncoder {
         order.sort_by_key(|&i| ids[i].len());
         let mut out = vec![0.0f32; texts.len() * self.dim];
         let (mut done, mut tokens) = (0, 0);
-        for chunk in order.chunks(self.batch) {
-            let vectors = self.encode_ids(chunk.iter().map(|&i| ids[i].as_slice()).collect());
-            for (k, &i) in chunk.iter().enumerate() {
-                out[i * self.dim..(i + 1) * self.dim].copy_from_slice(&vectors[k * self.dim..(k + 1) * self.dim]);
+        let chunks: Vec<&[usize]> = order.chunks(self.batch).collect();
+        // one batch a core at a time: the element-wise work of a layer (GELU, softmax, LayerNorm)
+        // runs on one core per op, so batches side by side use them all
+        let cores = rayon::current_num_threads().max(1);
+        for group in chunks.chunks(cores) {
+            let vectors: Vec<Vec<f32>> = group
+                .par_iter()
+                .map(|chunk| self.encode_ids(chunk.iter().map(|&i| ids[i].as_slice()).collect()))
+                .collect();
+            for (chunk, vectors) in group.iter().zip(vectors) {
+                for (k, &i) in chunk.iter().enumerate() {
+                    out[i * self.dim..(i + 1) * self.dim].copy_from_slice(&vectors[k * self.dim..(k + 1) * self.dim]);
+                }
+                done += chunk.len();
+                tokens += chunk.iter().map(|&i| ids[i].len()).sum::<usize>();
             }
-            done += chunk.len();
-            tokens += chunk.iter().map(|&i| ids[i].len()).sum::<usize>();
             on_batch(done, tokens);
         }
         Ok(out)
@@ -337,5 +347,48 @@ mod tests {
         assert_ne!(third.encoder().model_id(), first.encoder().model_id());
         third.embed_texts(&texts).unwrap();
         assert_eq!(third.encoded, 2, "a changed model misses the cache");
+    }
+}
+
+#[cfg(test)]
+mod profile {
+    use burn::tensor::{Device, Distribution, Tensor, activation};
+    use std::time::Instant;
+
+    fn time<const D: usize>(name: &str, reps: usize, f: impl Fn() -> Tensor<D>) {
+        let _ = f().into_data();
+        let start = Instant::now();
+        for _ in 0..reps {
+            let _ = f().into_data();
+        }
+        eprintln!("{name}: {:.2} ms", start.elapsed().as_secs_f64() * 1e3 / reps as f64);
+    }
+
+    /// Per-op times of one encoder layer's work at batch 64 × 80 tokens (run by hand:
+    /// `cargo test -p mtrec-text --release profile -- --ignored --nocapture`).
+    #[test]
+    #[ignore]
+    fn op_times() {
+        let d = Device::flex();
+        let (b, l, h, heads, ff) = (64, 80, 384, 12, 1536);
+        let x = Tensor::<2>::random([b * l, h], Distribution::Default, &d);
+        let w = Tensor::<2>::random([h, h], Distribution::Default, &d);
+        let w1 = Tensor::<2>::random([h, ff], Distribution::Default, &d);
+        let y = Tensor::<2>::random([b * l, ff], Distribution::Default, &d);
+        let q = Tensor::<4>::random([b, heads, l, h / heads], Distribution::Default, &d);
+        let s = Tensor::<4>::random([b, heads, l, l], Distribution::Default, &d);
+        let x3 = Tensor::<3>::random([b, l, h], Distribution::Default, &d);
+        time("qkv/out matmul [5120,384]x[384,384]", 5, || x.clone().matmul(w.clone()));
+        time("ffn in matmul [5120,384]x[384,1536]", 5, || x.clone().matmul(w1.clone()));
+        time("ffn in matmul, 1 value read back", 5, || x.clone().matmul(w1.clone()).slice([0..1, 0..1]));
+        time("read back [5120,1536]", 5, || y.clone());
+        time("ffn out matmul [5120,1536]x[1536,384]", 5, || y.clone().matmul(w1.clone().transpose()));
+        time("3-d linear [64,80,384]x[384,384]", 5, || x3.clone().matmul(w.clone().unsqueeze_dim::<3>(0)));
+        time("scores [64,12,80,32]x[..,32,80]", 5, || q.clone().matmul(q.clone().swap_dims(2, 3)));
+        time("context [64,12,80,80]x[..,80,32]", 5, || s.clone().matmul(q.clone()));
+        time("softmax [64,12,80,80]", 5, || activation::softmax(s.clone(), 3));
+        time("gelu [5120,1536]", 5, || activation::gelu(y.clone()));
+        time("swap_dims+reshape [64,80,12,32]", 5, || q.clone().swap_dims(1, 2).reshape([b, l, h]));
+        time("add [5120,384]", 5, || x.clone() + x.clone());
     }
 }

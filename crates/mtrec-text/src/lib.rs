@@ -18,7 +18,7 @@ mod error;
 mod pooling;
 mod tokenizer;
 
-pub use bert::{BertConfig, BertEmbeddings, BertModel, hf_key_remapping};
+pub use bert::{BertAttention, BertConfig, BertEmbeddings, BertLayer, BertModel, hf_key_remapping};
 pub use cache::{EmbeddingCache, text_key};
 pub use embedder::CachedEncoder;
 pub use encoder::{DEFAULT_BATCH, SentenceEncoder, sha256_file};

@@ -206,6 +206,20 @@ impl DataConfig {
         })
     }
 
+    /// This table config reading every row of `file` in all three splits (no split rule, no cache):
+    /// with a saved preprocessing, the rows a trained model scores.
+    pub fn reading(&self, file: &Path) -> Self {
+        let mut data = self.clone();
+        let file = if file.is_absolute() {
+            file.to_path_buf()
+        } else {
+            std::env::current_dir().unwrap_or_default().join(file)
+        };
+        (data.train, data.valid, data.test) = (Some(file.clone()), Some(file.clone()), Some(file));
+        (data.holdout, data.path, data.split, data.cache) = (None, vec![], None, false);
+        data
+    }
+
     /// Checks that the keys set belong to the source; messages name the key.
     pub fn validate(&self) -> Result<(), TrainError> {
         let table_keys = [
@@ -502,10 +516,22 @@ impl ExperimentConfig {
         Ok(self.model.init(schema, device))
     }
 
-    /// Checks the architecture against the dataset's labels: ESMM and AITM model the steps of a
-    /// funnel, so a later step must never be positive where the earlier one is not (on the
-    /// training rows); the error counts the rows that break it and points to `data.cascade`.
+    /// Checks the config against the dataset: a `gauc` monitor needs groups, a `cvr_auc` one a
+    /// funnel; ESMM and AITM model the steps of a funnel, so a later step must never be positive
+    /// where the earlier one is not (on the training rows) — the error counts the rows that break it
+    /// and points to `data.cascade`.
     pub fn check_dataset(&self, dataset: &MtlDataset) -> Result<(), TrainError> {
+        let metric = self.train.early_stopping.metric.as_str();
+        if metric == "gauc" && dataset.valid.groups.is_empty() {
+            return Err(TrainError::Config(
+                "train.early_stopping.metric = \"gauc\" needs groups: set data.group_by (tables)".into(),
+            ));
+        }
+        if metric == "cvr_auc" && !dataset.schema.funnel {
+            return Err(TrainError::Config(
+                "train.early_stopping.metric = \"cvr_auc\" needs funnel tasks: data.cascade or data.funnel".into(),
+            ));
+        }
         if !self.model.needs_funnel() {
             return Ok(());
         }

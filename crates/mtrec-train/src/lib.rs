@@ -42,5 +42,5 @@ pub use safetensors::{safetensors_bytes, save_safetensors, tensors_to_safetensor
 pub use step::train_step;
 pub use synthetic_study::{StudyCell, StudyRun, StudyTrend, aggregate, study_figure, study_markdown, trend};
 pub use text::open_text_encoder;
-pub use trainer::{Split, Trainer, evaluate, evaluate_run, load_run};
+pub use trainer::{Split, Trainer, evaluate, evaluate_run, load_run, load_run_reading};
 pub use utilisation::{COLLAPSE_THRESHOLD, GateUtilisation, collapse_warnings, expert_utilisation};

@@ -129,8 +129,28 @@ pub fn load_run(
     dir: &std::path::Path,
     overrides: &[String],
 ) -> Result<(ExperimentConfig, MtlDataset, MultiTaskNet, Device), TrainError> {
-    let config = ExperimentConfig::from_file(&dir.join("config.toml"), overrides)?;
+    load_run_reading(dir, overrides, None)
+}
+
+/// [`load_run`], the data of a table run replaced by every row of `file` (in all three splits),
+/// encoded with the run's saved preprocessing: what scores new rows with a trained model.
+pub fn load_run_reading(
+    dir: &std::path::Path,
+    overrides: &[String],
+    file: Option<&std::path::Path>,
+) -> Result<(ExperimentConfig, MtlDataset, MultiTaskNet, Device), TrainError> {
+    let mut config = ExperimentConfig::from_file(&dir.join("config.toml"), overrides)?;
     let saved = crate::run_dir::read_preprocessing(dir)?;
+    if let Some(file) = file {
+        if saved.is_none() {
+            return Err(TrainError::Config(format!(
+                "{}: the run has no {} (only runs on tables score other files)",
+                dir.display(),
+                crate::PREPROCESSING_FILE
+            )));
+        }
+        config.data = config.data.reading(file);
+    }
     let (dataset, _) = config.data.load_with(saved.as_ref())?;
     let device = config.device.open().map_err(TrainError::Config)?;
     let path = dir.join("best_model.bpk");
@@ -145,14 +165,17 @@ pub fn load_run(
     Ok((config, dataset, model, device))
 }
 
-/// Re-evaluates the selected model of a run folder ([`load_run`]) on `split`. Returns the config,
-/// the dataset and each task's metrics, in task order.
+/// Re-evaluates the selected model of a run folder ([`load_run`]) on `split`, or on every row of
+/// `file` ([`load_run_reading`]). Returns the config, the dataset and each task's metrics, in task
+/// order.
 pub fn evaluate_run(
     dir: &std::path::Path,
     split: Split,
     overrides: &[String],
+    file: Option<&std::path::Path>,
 ) -> Result<(ExperimentConfig, MtlDataset, Vec<TaskMetrics>), TrainError> {
-    let (config, dataset, model, device) = load_run(dir, overrides)?;
+    let (config, dataset, model, device) = load_run_reading(dir, overrides, file)?;
+    let split = if file.is_some() { Split::Test } else { split };
     let metrics = evaluate(&model, split.of(&dataset), split, &dataset.schema, &device, config.train.eval_batch_size)?;
     Ok((config, dataset, metrics))
 }
@@ -691,13 +714,13 @@ mod tests {
         let run = RunDirectory::create(dir.path().join("run"), &cfg).unwrap();
         let (summary, _, _) = Trainer::new(&cfg, &ds, Device::flex()).with_run_dir(run).verbose(false).run().unwrap();
         for (split, reported) in [(Split::Test, &summary.test), (Split::Valid, &summary.valid)] {
-            let (_, dataset, metrics) = evaluate_run(&dir.path().join("run"), split, &[]).unwrap();
+            let (_, dataset, metrics) = evaluate_run(&dir.path().join("run"), split, &[], None).unwrap();
             for (t, task) in dataset.schema.tasks.iter().enumerate() {
                 let (a, b) = (metrics[t]["mse"], reported[&task.name]["mse"]);
                 assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "{split:?} {}: {a} vs {b}", task.name);
             }
         }
-        let err = evaluate_run(&dir.path().join("nothing"), Split::Test, &[]).unwrap_err().to_string();
+        let err = evaluate_run(&dir.path().join("nothing"), Split::Test, &[], None).unwrap_err().to_string();
         assert!(err.contains("config.toml"), "{err}");
     }
 
@@ -1005,5 +1028,49 @@ mod tests {
             let click = &summary.valid["click"];
             assert!(click.contains_key("gauc") && click["gauc_groups"] >= 1.0, "{click:?}");
         }
+    }
+
+    /// A table run saves its preprocessing; `evaluate_run` with a file scores every row of it with
+    /// that encoding (what `cargo xtask eval RUN_DIR --file F` does); a run without one refuses.
+    #[test]
+    fn a_table_run_scores_another_file_with_its_preprocessing() {
+        let cfg = table_config();
+        let (ds, preprocessing) = cfg.data.load_with(None).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDirectory::create(dir.path().join("run"), &cfg).unwrap();
+        run.write_preprocessing(preprocessing.as_ref().unwrap()).unwrap();
+        Trainer::new(&cfg, &ds, Device::flex()).with_run_dir(run).verbose(false).run().unwrap();
+        let file = census_fixture().join("../table-small/table.parquet");
+        let (_, scored, metrics) = evaluate_run(&dir.path().join("run"), Split::Valid, &[], Some(&file)).unwrap();
+        assert_eq!(scored.test.n_rows, 120, "every row of the file");
+        assert!(metrics[0].contains_key("auc") && metrics[1].contains_key("accuracy"), "{metrics:?}");
+        std::fs::remove_file(dir.path().join("run").join(crate::PREPROCESSING_FILE)).unwrap();
+        let err = evaluate_run(&dir.path().join("run"), Split::Test, &[], Some(&file)).unwrap_err().to_string();
+        assert!(err.contains("preprocessing.json"), "{err}");
+    }
+
+    /// `data.funnel` declares tasks that already are a funnel: checked, then ESMM trains on them and
+    /// the later step reports `cvr_auc`; tasks that are not a funnel are refused.
+    #[test]
+    fn declared_funnels_are_checked_and_measured() {
+        let mut cfg = table_config();
+        cfg.data.tasks.truncate(1);
+        let mut buy = cfg.data.tasks[0].clone();
+        (buy.name, buy.column) = ("buy".into(), Some("buy".into()));
+        cfg.data.tasks.push(buy);
+        cfg.data.funnel = true;
+        cfg.model.architecture = mtrec_model::Architecture::Esmm;
+        cfg.train.early_stopping.metric = "auc".into();
+        cfg.train.early_stopping.task = "mean".into();
+        let ds = cfg.data.load().unwrap();
+        let (summary, _, _) = Trainer::new(&cfg, &ds, Device::flex()).verbose(false).run().unwrap();
+        assert!(summary.test["buy"].contains_key("cvr_auc"), "{:?}", summary.test["buy"]);
+        // rating ≥ 3 is no funnel step after click
+        let mut not_funnel = cfg.clone();
+        not_funnel.data.tasks[1].column = Some("rating".into());
+        not_funnel.data.tasks[1].positive = vec![mtrec_data::LabelValue::Int(5)];
+        not_funnel.data.tasks[1].negative = vec![];
+        let err = not_funnel.data.load().unwrap_err().to_string();
+        assert!(err.contains("data.funnel") && err.contains("`buy` is 1 where `click` is 0"), "{err}");
     }
 }
