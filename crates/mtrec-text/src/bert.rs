@@ -14,7 +14,7 @@ use burn::{
     config::Config,
     module::Module,
     nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig},
-    tensor::{Bool, Device, Int, Tensor, activation::gelu, module::attention, ops::AttentionModuleOptions},
+    tensor::{Bool, Device, Int, Tensor, module::attention, ops::AttentionModuleOptions},
 };
 use serde::{Deserialize, Serialize};
 
@@ -173,7 +173,7 @@ impl BertLayer {
     /// - x: `[B·L, H]`; mask `[B, 1, L, L]`; output `[B·L, H]`
     pub fn forward(&self, x: Tensor<2>, mask: Tensor<4, Bool>) -> Tensor<2> {
         let x = self.attention.forward(x, mask);
-        let ff = self.output.forward(gelu(self.intermediate.forward(x.clone())));
+        let ff = self.output.forward(crate::gelu::gelu(self.intermediate.forward(x.clone())));
         self.layer_norm.forward(x + ff)
     }
 }

@@ -373,7 +373,7 @@ mod profile {
     }
 
     /// Per-op times of one encoder layer's work at batch 64 × 80 tokens (run by hand:
-    /// `cargo test -p mtrec-text --release profile -- --ignored --nocapture`).
+    /// `cargo test -p mtrec-text op_times -- --ignored --nocapture`).
     #[test]
     #[ignore]
     fn op_times() {

@@ -15,6 +15,7 @@ mod cache;
 mod embedder;
 mod encoder;
 mod error;
+mod gelu;
 mod pooling;
 mod tokenizer;
 
