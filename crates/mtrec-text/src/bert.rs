@@ -16,9 +16,9 @@ use burn::{
     nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig},
     tensor::{Bool, Device, Int, Tensor, module::attention, ops::AttentionModuleOptions},
 };
-use serde::{Deserialize, Serialize};
 
-/// The fields of a Hugging Face BERT `config.json` the encoder needs.
+/// The fields of a Hugging Face BERT `config.json` the encoder needs, deserialised from that
+/// file directly (its other keys are ignored; absent defaults are filled in).
 #[derive(Config, Debug, PartialEq)]
 pub struct BertConfig {
     /// Token vocabulary size.
@@ -42,49 +42,6 @@ pub struct BertConfig {
     /// The FFN activation (`gelu`: erf GELU, the only one supported).
     #[config(default = "String::from(\"gelu\")")]
     pub hidden_act: String,
-}
-
-/// The subset of `config.json` read from disk (its other keys are ignored).
-#[derive(Debug, Deserialize, Serialize)]
-pub(crate) struct HfConfig {
-    pub vocab_size: usize,
-    pub hidden_size: usize,
-    pub num_hidden_layers: usize,
-    pub num_attention_heads: usize,
-    pub intermediate_size: usize,
-    pub max_position_embeddings: usize,
-    #[serde(default = "two")]
-    pub type_vocab_size: usize,
-    #[serde(default = "eps")]
-    pub layer_norm_eps: f64,
-    #[serde(default = "default_act")]
-    pub hidden_act: String,
-}
-
-fn two() -> usize {
-    2
-}
-fn eps() -> f64 {
-    1e-12
-}
-fn default_act() -> String {
-    "gelu".into()
-}
-
-impl From<HfConfig> for BertConfig {
-    fn from(c: HfConfig) -> Self {
-        BertConfig::new(
-            c.vocab_size,
-            c.hidden_size,
-            c.num_hidden_layers,
-            c.num_attention_heads,
-            c.intermediate_size,
-            c.max_position_embeddings,
-        )
-        .with_type_vocab_size(c.type_vocab_size)
-        .with_layer_norm_eps(c.layer_norm_eps)
-        .with_hidden_act(c.hidden_act)
-    }
 }
 
 impl BertConfig {

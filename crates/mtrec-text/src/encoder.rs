@@ -21,8 +21,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::{
-    BertConfig, BertModel, SentencePooling, SentenceTokenizer, TextError, bert::HfConfig, bert::hf_key_remapping,
-    pooling::read_json,
+    BertConfig, BertModel, SentencePooling, SentenceTokenizer, TextError, bert::hf_key_remapping, pooling::read_json,
 };
 
 /// Texts a batch holds at most.
@@ -67,8 +66,7 @@ impl SentenceEncoder {
         if !dir.is_dir() {
             return Err(TextError::Missing { path: dir.to_path_buf() });
         }
-        let hf: HfConfig = read_json(&dir.join("config.json"))?;
-        let config: BertConfig = hf.into();
+        let config: BertConfig = read_json(&dir.join("config.json"))?;
         if config.hidden_act != "gelu" {
             return Err(TextError::Corrupt {
                 path: dir.join("config.json"),
