@@ -358,7 +358,10 @@ mod tests {
 
 #[cfg(test)]
 mod profile {
-    use burn::tensor::{Device, Distribution, Tensor, activation};
+    use burn::{
+        nn::LayerNormConfig,
+        tensor::{Device, Distribution, Tensor, activation, module, ops::AttentionModuleOptions},
+    };
     use std::time::Instant;
 
     fn time<const D: usize>(name: &str, reps: usize, f: impl Fn() -> Tensor<D>) {
@@ -393,7 +396,13 @@ mod profile {
         time("scores [64,12,80,32]x[..,32,80]", 5, || q.clone().matmul(q.clone().swap_dims(2, 3)));
         time("context [64,12,80,80]x[..,80,32]", 5, || s.clone().matmul(q.clone()));
         time("softmax [64,12,80,80]", 5, || activation::softmax(s.clone(), 3));
-        time("gelu [5120,1536]", 5, || activation::gelu(y.clone()));
+        time("gelu, burn's [5120,1536]", 5, || activation::gelu(y.clone()));
+        time("gelu, mtrec's vectorised [5120,1536]", 5, || crate::gelu::gelu(y.clone()));
+        time("attention [64,12,80,32]", 5, || {
+            module::attention(q.clone(), q.clone(), q.clone(), None, None, AttentionModuleOptions::default())
+        });
+        let norm = LayerNormConfig::new(h).with_epsilon(1e-12).init(&d);
+        time("layer norm [5120,384]", 5, || norm.forward(x.clone()));
         time("swap_dims+reshape [64,80,12,32]", 5, || q.clone().swap_dims(1, 2).reshape([b, l, h]));
         time("add [5120,384]", 5, || x.clone() + x.clone());
     }
