@@ -398,6 +398,9 @@ mod profile {
         time("softmax [64,12,80,80]", 5, || activation::softmax(s.clone(), 3));
         time("gelu, burn's [5120,1536]", 5, || activation::gelu(y.clone()));
         time("gelu, mtrec's vectorised [5120,1536]", 5, || crate::gelu::gelu(y.clone()));
+        time("y * 1 [5120,1536]", 5, || y.clone() * 1.0);
+        time("y * 1, then burn's gelu", 5, || activation::gelu(y.clone() * 1.0));
+        time("y * 1, then mtrec's gelu", 5, || crate::gelu::gelu(y.clone() * 1.0));
         time("attention [64,12,80,32]", 5, || {
             module::attention(q.clone(), q.clone(), q.clone(), None, None, AttentionModuleOptions::default())
         });
