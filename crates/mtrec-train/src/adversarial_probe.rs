@@ -9,8 +9,10 @@
 //!
 //! The probe is an MLP with one hidden layer of [`PROBE_HIDDEN`] ReLU units, trained with Adam
 //! (learning rate 1e-3, batches of 1024) on the training split's representations, standardised
-//! with the training mean and deviation, for at most [`PROBE_EPOCHS`] epochs; the epoch with the
-//! best validation AUC is the one reported on test.
+//! with the training mean and deviation, for [`PROBE_EPOCHS`] epochs — more on a small training
+//! split, so that it takes at least [`PROBE_MIN_STEPS`] steps (a fresh probe given a few dozen
+//! steps reports its initialisation as much as the representation); the epoch with the best
+//! validation AUC is the one reported on test.
 
 use std::collections::BTreeMap;
 
@@ -28,8 +30,10 @@ use crate::{TrainError, roc_auc, task_loss};
 
 /// Hidden units of the probe.
 pub const PROBE_HIDDEN: usize = 32;
-/// Most epochs the probe trains.
+/// Epochs the probe trains (more where they would give fewer than [`PROBE_MIN_STEPS`] steps).
 pub const PROBE_EPOCHS: usize = 10;
+/// Fewest optimiser steps of the probe.
+pub const PROBE_MIN_STEPS: usize = 1000;
 const PROBE_BATCH: usize = 1024;
 const PROBE_LR: f64 = 1e-3;
 
@@ -153,7 +157,8 @@ fn fit_probe(
     let mut rng = StdRng::seed_from_u64(seed);
     let mut best = ProbeResult { width, valid_auc: None, test_auc: None, best_epoch: 0 };
     let (mut x, mut y) = (Vec::with_capacity(PROBE_BATCH * width), Vec::with_capacity(PROBE_BATCH));
-    for epoch in 1..=PROBE_EPOCHS {
+    let epochs = PROBE_EPOCHS.max(PROBE_MIN_STEPS.div_ceil(rows.div_ceil(PROBE_BATCH).max(1)));
+    for epoch in 1..=epochs {
         order.shuffle(&mut rng);
         for chunk in order.chunks(PROBE_BATCH) {
             x.clear();
@@ -210,27 +215,31 @@ mod tests {
     }
 
     /// The probe finds a target the representation carries, and only then: AUC near 1 with a strong
-    /// signal in one column (the Bayes AUC of a 2σ separation is Φ(2/√2) ≈ 0.92; 60 steps of a fresh
-    /// probe come within a few points), near ½ without.
+    /// signal in one column (the Bayes AUC of a 2σ separation is Φ(2/√2) ≈ 0.92; the probe comes
+    /// within a few points), near ½ without — from every seed: with only the 60 steps of 10 epochs
+    /// here, some initialisations stopped at AUC 0.72.
     #[test]
     fn probe_recovers_a_planted_target_and_not_noise() {
         let device = Device::flex();
-        for (signal, lo, hi) in [(1.0f32, 0.85, 0.95), (0.0, 0.44, 0.56)] {
+        for (signal, lo, hi) in [(1.0f32, 0.88, 0.95), (0.0, 0.44, 0.56)] {
             let mut rng = StdRng::seed_from_u64(5);
             let (tx, ty) = split(6000, signal, &mut rng);
             let (vx, vy) = split(2000, signal, &mut rng);
             let (sx, sy) = split(2000, signal, &mut rng);
-            let r = fit_probe(
-                ProbeData { x: &tx, y: &ty },
-                ProbeData { x: &vx, y: &vy },
-                ProbeData { x: &sx, y: &sy },
-                4,
-                &device,
-                1,
-            );
-            let auc = r.test_auc.unwrap();
-            assert!((lo..hi).contains(&auc), "signal {signal}: probe test AUC {auc}");
-            assert!(r.best_epoch >= 1 && r.width == 4);
+            for seed in 1..=3 {
+                let r = fit_probe(
+                    ProbeData { x: &tx, y: &ty },
+                    ProbeData { x: &vx, y: &vy },
+                    ProbeData { x: &sx, y: &sy },
+                    4,
+                    &device,
+                    seed,
+                );
+                let auc = r.test_auc.unwrap();
+                eprintln!("signal {signal}, seed {seed}: probe test AUC {auc:.4} (epoch {})", r.best_epoch);
+                assert!((lo..hi).contains(&auc), "signal {signal}, seed {seed}: probe test AUC {auc}");
+                assert!(r.best_epoch >= 1 && r.width == 4);
+            }
         }
     }
 

@@ -25,7 +25,7 @@ mod text;
 mod trainer;
 mod utilisation;
 
-pub use adversarial_probe::{PROBE_EPOCHS, PROBE_HIDDEN, ProbeResult, adversarial_probe};
+pub use adversarial_probe::{PROBE_EPOCHS, PROBE_HIDDEN, PROBE_MIN_STEPS, ProbeResult, adversarial_probe};
 pub use bench::{BenchOptions, BenchResult, bench, interleaved_step_ms, peak_rss_mib};
 pub use checkpoint::{CHECKPOINT_FILE, Checkpoint, TrainingState};
 pub use compare::{ConfigResult, compare_figure, delta_m, fill_delta_m, higher_is_better, markdown, mean_std};
