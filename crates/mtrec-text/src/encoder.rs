@@ -150,8 +150,9 @@ impl SentenceEncoder {
         let mut out = vec![0.0f32; texts.len() * self.dim];
         let (mut done, mut tokens) = (0, 0);
         let chunks: Vec<&[usize]> = order.chunks(self.batch).collect();
-        // one batch a core at a time: the element-wise work of a layer (GELU, softmax, LayerNorm)
-        // runs on one core per op, so batches side by side use them all
+        // one batch a core at a time: flex runs most element-wise work of a layer (softmax inside
+        // attention, LayerNorm, the residual adds) on one core per op, so batches side by side use
+        // them all
         let cores = rayon::current_num_threads().max(1);
         for group in chunks.chunks(cores) {
             let vectors: Vec<Vec<f32>> = group
@@ -397,7 +398,7 @@ mod profile {
         time("context [64,12,80,80]x[..,80,32]", 5, || s.clone().matmul(q.clone()));
         time("softmax [64,12,80,80]", 5, || activation::softmax(s.clone(), 3));
         time("gelu, burn's [5120,1536]", 5, || activation::gelu(y.clone()));
-        time("gelu, mtrec's vectorised [5120,1536]", 5, || crate::gelu::gelu(y.clone()));
+        time("gelu, mtrec's on a shared tensor (copies its data)", 5, || crate::gelu::gelu(y.clone()));
         time("y * 1 [5120,1536]", 5, || y.clone() * 1.0);
         time("y * 1, then burn's gelu", 5, || activation::gelu(y.clone() * 1.0));
         time("y * 1, then mtrec's gelu", 5, || crate::gelu::gelu(y.clone() * 1.0));
