@@ -84,6 +84,11 @@ pub struct BenchArgs {
     /// step time of each is reported relative to the first. Default: the config's method.
     #[arg(long, value_delimiter = ',')]
     methods: Vec<String>,
+    /// Config variants to compare in one process, each a `;`-separated list of `--set` overrides
+    /// (e.g. `--variants 'model.fused_kernels=true' --variants 'model.fused_kernels=false'`),
+    /// taking turns as `--interleave` does; step times relative to the first.
+    #[arg(long)]
+    variants: Vec<String>,
     /// With `--methods`: run the methods in one process, taking turns every `--steps` steps over
     /// `--rounds` rounds on the first device and batch size, and print each round's step-time ratio
     /// to the first method (robust to the machine's speed drifting between processes).
@@ -96,6 +101,10 @@ pub struct BenchArgs {
     /// alternating with mtrec, and report the throughput ratios.
     #[arg(long)]
     torch: Option<PathBuf>,
+    /// Architecture argument for a PyTorch script that has several (`--arch`, as
+    /// xtask/reference/torch_census.py: mmoe, shared_bottom, ple).
+    #[arg(long, requires = "torch")]
+    torch_arch: Option<String>,
     /// Rounds of the mtrec / PyTorch alternation.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
@@ -125,19 +134,33 @@ pub struct BenchOneArgs {
 fn run_interleaved(args: &BenchArgs, config: &ExperimentConfig) -> anyhow::Result<()> {
     let device = *args.devices.first().context("--devices is empty")?;
     let batch_size = *args.batch_sizes.first().context("--batch-sizes is empty")?;
-    let configs: Vec<ExperimentConfig> = args
-        .methods
-        .iter()
-        .map(|m| {
-            let mut sets = args.setup.sets.clone();
-            sets.push(format!("balance.method=\"{m}\""));
-            args.setup.load_config_with(&sets)
-        })
-        .collect::<anyhow::Result<_>>()?;
+    let (labels, configs): (Vec<String>, Vec<ExperimentConfig>) = if args.variants.is_empty() {
+        let configs = args
+            .methods
+            .iter()
+            .map(|m| {
+                let mut sets = args.setup.sets.clone();
+                sets.push(format!("balance.method=\"{m}\""));
+                args.setup.load_config_with(&sets)
+            })
+            .collect::<anyhow::Result<_>>()?;
+        (args.methods.clone(), configs)
+    } else {
+        let configs = args
+            .variants
+            .iter()
+            .map(|v| {
+                let mut sets = args.setup.sets.clone();
+                sets.extend(v.split(';').map(str::trim).filter(|s| !s.is_empty()).map(String::from));
+                args.setup.load_config_with(&sets)
+            })
+            .collect::<anyhow::Result<_>>()?;
+        (args.variants.clone(), configs)
+    };
     let dataset = config.data.load()?;
     println!(
         "interleaved in one process: {} on {}, batch {batch_size}, {} rounds of {} steps each (after {} warm-up steps)",
-        args.methods.join(", "),
+        labels.join(" | "),
         device.name(),
         args.rounds,
         args.setup.steps,
@@ -153,7 +176,7 @@ fn run_interleaved(args: &BenchArgs, config: &ExperimentConfig) -> anyhow::Resul
         args.setup.steps,
         args.rounds,
     )?;
-    for (m, t) in args.methods.iter().zip(&times) {
+    for (m, t) in labels.iter().zip(&times) {
         let ratios: Vec<f64> = t.iter().zip(&times[0]).map(|(a, b)| a / b).collect();
         let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
         let hi = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -161,7 +184,7 @@ fn run_interleaved(args: &BenchArgs, config: &ExperimentConfig) -> anyhow::Resul
             "  {m:<12} step {:.2} ms (median of rounds)   ×{:.2} of {} (median over rounds; range {lo:.2}–{hi:.2})",
             median(t),
             median(&ratios),
-            args.methods[0]
+            labels[0]
         );
     }
     Ok(())
@@ -222,8 +245,12 @@ fn spawn_method(
 fn run_torch(args: &BenchArgs, data_dir: &Path, threads: usize) -> anyhow::Result<f64> {
     let script = args.torch.as_ref().expect("called with --torch");
     let batches = args.setup.warmup_steps + args.setup.steps;
-    let output = Command::new(&args.python)
-        .arg(script)
+    let mut command = Command::new(&args.python);
+    command.arg(script);
+    if let Some(arch) = &args.torch_arch {
+        command.args(["--arch", arch]);
+    }
+    let output = command
         .args(["--data", &data_dir.display().to_string(), "--epochs", "1"])
         .args(["--batch", &args.torch_batch_size.to_string(), "--threads", &threads.to_string()])
         .args(["--max-batches", &batches.to_string()])
@@ -318,7 +345,7 @@ fn fmt_opt(v: Option<f64>) -> String {
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let config = args.setup.load_config()?;
-    if args.interleave {
+    if args.interleave || !args.variants.is_empty() {
         return run_interleaved(&args, &config);
     }
     println!(

@@ -63,18 +63,15 @@ pub fn batches<'a>(
         rows.shuffle(&mut StdRng::seed_from_u64(seed));
     }
     let RowWidths { categorical: n_cat, multi: n_multi, dense: n_dense, text: n_text, tasks: n_tasks } = widths;
-    let mut cat = Vec::with_capacity(batch_size * n_cat);
-    let mut multi = Vec::with_capacity(batch_size * n_multi);
-    let mut dense = Vec::with_capacity(batch_size * n_dense);
-    let mut text = Vec::with_capacity(batch_size * n_text);
-    let mut labels = Vec::with_capacity(batch_size * n_tasks);
     (0..table.n_rows.div_ceil(batch_size)).map(move |b| {
         let chunk = &rows[b * batch_size..((b + 1) * batch_size).min(rows.len())];
-        cat.clear();
-        multi.clear();
-        dense.clear();
-        text.clear();
-        labels.clear();
+        let size = chunk.len();
+        // fresh buffers each batch, moved into the tensors (no copy of the assembled batch)
+        let mut cat = Vec::with_capacity(size * n_cat);
+        let mut multi = Vec::with_capacity(size * n_multi);
+        let mut dense = Vec::with_capacity(size * n_dense);
+        let mut text = Vec::with_capacity(size * n_text);
+        let mut labels = Vec::with_capacity(size * n_tasks);
         for &r in chunk {
             let r = r as usize;
             cat.extend(table.categorical[r * n_cat..(r + 1) * n_cat].iter().map(|&id| id as i32));
@@ -83,19 +80,16 @@ pub fn batches<'a>(
             text.extend_from_slice(&table.text[r * n_text..(r + 1) * n_text]);
             labels.extend_from_slice(&table.labels[r * n_tasks..(r + 1) * n_tasks]);
         }
-        let size = chunk.len();
-        let ints =
-            |v: &Vec<i32>, w: usize| (w > 0).then(|| Tensor::from_data(TensorData::new(v.clone(), [size, w]), device));
-        let floats =
-            |v: &Vec<f32>, w: usize| (w > 0).then(|| Tensor::from_data(TensorData::new(v.clone(), [size, w]), device));
+        let ints = |v: Vec<i32>, w: usize| (w > 0).then(|| Tensor::from_data(TensorData::new(v, [size, w]), device));
+        let floats = |v: Vec<f32>, w: usize| (w > 0).then(|| Tensor::from_data(TensorData::new(v, [size, w]), device));
         MtlBatch {
             features: FeatureBatch {
-                categorical: ints(&cat, n_cat),
-                multi: ints(&multi, n_multi),
-                dense: floats(&dense, n_dense),
-                text: floats(&text, n_text),
+                categorical: ints(cat, n_cat),
+                multi: ints(multi, n_multi),
+                dense: floats(dense, n_dense),
+                text: floats(text, n_text),
             },
-            labels: Tensor::from_data(TensorData::new(labels.clone(), [size, n_tasks]), device),
+            labels: Tensor::from_data(TensorData::new(labels, [size, n_tasks]), device),
             size,
         }
     })

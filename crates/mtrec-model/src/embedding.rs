@@ -146,7 +146,7 @@ impl FeatureEmbedding {
             assert_eq!(fields, self.offsets.len(), "expected {} categorical fields", self.offsets.len());
             let offsets =
                 Tensor::<2, Int>::from_data(TensorData::new(self.offsets.clone(), [1, fields]), &ids.device());
-            let embedded = table.forward(ids + offsets);
+            let embedded = mtrec_kernels::embedding_rows(table, ids + offsets);
             parts.push(embedded.reshape([batch, fields * self.dim]));
         }
         if let (Some(table), Some(ids)) = (&self.bags, multi) {
@@ -175,7 +175,7 @@ impl FeatureEmbedding {
         let device = ids.device();
         let filled = ids.clone().not_equal_elem(0).float().unsqueeze_dim::<3>(2); // [B, S, 1]
         let offsets = Tensor::<2, Int>::from_data(TensorData::new(self.slot_offsets.clone(), [1, slots]), &device);
-        let embedded = table.forward(ids + offsets) * filled.clone(); // [B, S, dim]
+        let embedded = mtrec_kernels::embedding_rows(table, ids + offsets) * filled.clone(); // [B, S, dim]
         let mut start = 0;
         self.bag_fields
             .iter()

@@ -7,6 +7,7 @@ use burn::{
     nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig},
     tensor::{Device, Tensor, activation::relu},
 };
+use mtrec_kernels::linear_relu;
 
 /// Configuration of an [`Mlp`].
 #[derive(Config, Debug)]
@@ -61,13 +62,18 @@ impl Mlp {
     /// - output: `[B, hidden.last()]`
     pub fn forward(&self, mut x: Tensor<2>) -> Tensor<2> {
         for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(x);
-            if let Some(norm) = self.norms.get(i) {
-                x = norm.forward(x);
-            }
-            x = self.dropout.forward(relu(x));
+            x = self.dropout.forward(self.layer_relu(i, layer, x));
         }
         x
+    }
+
+    /// Layer `i` with its batch norm (if any) and ReLU; without batch norm, one fused
+    /// [`linear_relu`].
+    fn layer_relu(&self, i: usize, layer: &Linear, x: Tensor<2>) -> Tensor<2> {
+        match self.norms.get(i) {
+            Some(norm) => relu(norm.forward(layer.forward(x))),
+            None => linear_relu(layer, x),
+        }
     }
 
     /// Applies every layer and keeps the last layer's input and activation, for
@@ -86,11 +92,7 @@ impl Mlp {
         let weight = LastLayerWeight::Matrix(self.layers.last().map_or_else(|| x.clone(), |l| l.weight.val()));
         for (i, layer) in self.layers.iter().enumerate() {
             input = x.clone();
-            x = layer.forward(x);
-            if let Some(norm) = self.norms.get(i) {
-                x = norm.forward(x);
-            }
-            activated = relu(x);
+            activated = self.layer_relu(i, layer, x);
             x = self.dropout.forward(activated.clone());
         }
         LastSharedLayer {

@@ -248,6 +248,11 @@ pub struct ModelConfig {
     /// How λ evolves during training: `constant`, or `dann` (DANN's warm-up from 0 to λ,
     /// [`dann_lambda`](crate::dann_lambda)).
     pub adversarial_schedule: AdversarialSchedule,
+    /// Run the dense + ReLU layers (experts, bottoms, towers without batch norm), the gate mixing
+    /// and Adam's update as mtrec's fused kernels where the backend has them (flex); `false`: plain
+    /// burn operations everywhere. Same values and gradients either way; a process-wide switch
+    /// ([`set_fused_kernels`](mtrec_kernels::set_fused_kernels)) set when a model is built.
+    pub fused_kernels: bool,
 }
 
 /// How the reversal weight λ of adversarial heads evolves during training.
@@ -289,6 +294,7 @@ impl Default for ModelConfig {
             calibrator_weight: 0.6,
             adversarial_weight: 1.0,
             adversarial_schedule: AdversarialSchedule::Constant,
+            fused_kernels: true,
         }
     }
 }
@@ -373,6 +379,7 @@ impl ModelConfig {
     /// Builds the chosen architecture for a dataset's schema (see [`Self::check_schema`]); every
     /// adversarial task gets an [`AdversarialHead`] on the shared representation.
     pub fn init(&self, schema: &Schema, device: &Device) -> MultiTaskNet {
+        mtrec_kernels::set_fused_kernels(self.fused_kernels);
         let input = FeatureEmbeddingConfig::from_schema(schema, self.embedding_dim, self.text_dim);
         let d_input = input.output_dim();
         let n = schema.tasks.iter().filter(|t| !t.adversarial).count();

@@ -192,6 +192,8 @@ pub fn interleaved_step_ms(
     for round in 0..=rounds {
         for (run, (model, optim, balancer, lr)) in runs.iter_mut().enumerate() {
             let n = if round == 0 { warmup } else { steps };
+            // the kernels switch is process-wide: each config runs with its own
+            mtrec_kernels::set_fused_kernels(configs[run].model.fused_kernels);
             sync()?;
             let start = Instant::now();
             for batch in batches.iter().cycle().take(n) {

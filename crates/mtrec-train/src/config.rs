@@ -365,11 +365,10 @@ impl Default for EarlyStoppingConfig {
 }
 
 impl TrainConfig {
-    /// Adam with this section's epsilon and weight decay.
+    /// Adam with this section's epsilon and weight decay: [`FusedAdam`](crate::FusedAdam) (burn's
+    /// Adam off flex or with `model.fused_kernels = false`).
     pub fn optimizer(&self) -> burn::optim::ModuleOptimizer {
-        let weight_decay =
-            (self.weight_decay > 0.0).then(|| burn::optim::decay::WeightDecayConfig::new(self.weight_decay as f32));
-        burn::optim::AdamConfig::new().with_epsilon(self.adam_epsilon as f32).with_weight_decay(weight_decay).init()
+        crate::FusedAdam::new(self.adam_epsilon as f32, self.weight_decay as f32).into()
     }
 }
 

@@ -13,6 +13,7 @@ mod config;
 mod device;
 mod early_stopping;
 mod error;
+mod fused_adam;
 mod loss;
 mod metrics;
 mod parity;
@@ -33,6 +34,7 @@ pub use config::{DataConfig, DataSource, EarlyStoppingConfig, ExperimentConfig, 
 pub use device::DeviceChoice;
 pub use early_stopping::EarlyStopping;
 pub use error::TrainError;
+pub use fused_adam::FusedAdam;
 pub use loss::task_loss;
 pub use metrics::{TaskMetrics, binary_logloss, mae, mse, roc_auc};
 pub use parity::{ParityReport, check_parity};

@@ -1,0 +1,27 @@
+//! Fused CPU kernels for mtrec's hot layers, as burn backend extensions of the flex backend (and
+//! of autodiff over it, with hand-written backward passes).
+//!
+//! A training step of the census models is hundreds of small tensor operations; on flex each one
+//! allocates its output, and most of them run on one core. The kernels here do what several burn
+//! operations do in one pass: a dense layer with its bias and ReLU ([`dense_relu`]), a softmax
+//! gate's mixing of expert outputs ([`gate_mix`]), an embedding lookup whose backward adds rows
+//! instead of scattering ([`embedding_rows`]) and Adam's update ([`FusedAdamBackend`]).
+//!
+//! Every kernel has a plain-burn twin that other backends (and the switch
+//! [`set_fused_kernels`]`(false)`, `model.fused_kernels = false`) run, and a test that both give
+//! the same values and gradients.
+
+mod adam;
+mod dense_relu;
+mod embedding_rows;
+mod flex_tensor;
+mod gate_mix;
+mod simd;
+mod switch;
+
+pub use adam::FusedAdamBackend;
+pub use dense_relu::{FusedDenseBackend, dense_relu, linear_relu, plain_dense_relu};
+pub use embedding_rows::{EmbeddingRowsBackend, embedding_rows};
+pub use flex_tensor::f32_tensor;
+pub use gate_mix::{GateMixBackend, gate_mix, plain_gate_mix};
+pub use switch::{fused_kernels, set_fused_kernels, use_fused};
