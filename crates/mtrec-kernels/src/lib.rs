@@ -24,4 +24,5 @@ pub use dense_relu::{FusedDenseBackend, dense_relu, linear_relu, plain_dense_rel
 pub use embedding_rows::{EmbeddingRowsBackend, embedding_rows};
 pub use flex_tensor::f32_tensor;
 pub use gate_mix::{GateMixBackend, gate_mix, plain_gate_mix};
+pub use simd::{ElementLoop, vectorized};
 pub use switch::{fused_kernels, set_fused_kernels, use_fused};

@@ -7,7 +7,7 @@
 /// An element-wise loop of a kernel. Implementations mark [`ElementLoop::run`]
 /// `#[inline(always)]` and call only `#[inline(always)]` functions, so that the whole loop is
 /// compiled inside pulp's target-feature function (a closure would be compiled outside it).
-pub(crate) trait ElementLoop {
+pub trait ElementLoop {
     /// Runs the loop.
     fn run(self);
 }
@@ -26,7 +26,7 @@ impl<L: ElementLoop> pulp::WithSimd for Dispatched<L> {
 
 /// Runs `l` compiled for the best instruction set this CPU has. The loops fix their own order of
 /// floating-point operations (as [`dot`] does), so every CPU gets the same result.
-pub(crate) fn vectorized(l: impl ElementLoop) {
+pub fn vectorized(l: impl ElementLoop) {
     pulp::Arch::new().dispatch(Dispatched(l))
 }
 

@@ -4,10 +4,12 @@
 //! compiler cannot vectorise: in a MiniLM layer it took more time than either FFN matmul (62 ms at
 //! 5,120 tokens). The encoder is frozen — no backward — so on flex this runs GELU on the tensor's
 //! host data instead, with a branch-free rational approximation of `erf` (the one Eigen and
-//! TensorFlow use for `float`; within 5e-7 of `erf`, see the test) that compiles to SIMD, split
-//! over rayon's threads. Other backends keep burn's `gelu`.
+//! TensorFlow use for `float`; within 5e-7 of `erf`, see the test) that compiles to SIMD (AVX-512
+//! where the CPU has it, through mtrec-kernels' run-time dispatch), split over rayon's threads.
+//! Other backends keep burn's `gelu`.
 
 use burn::tensor::{DType, Device, Tensor, TensorData, activation};
+use mtrec_kernels::{ElementLoop, vectorized};
 use rayon::prelude::*;
 
 /// Elements per rayon task.
@@ -33,13 +35,21 @@ fn erf(x: f32) -> f32 {
     p / q
 }
 
-/// `0.5·x·(1 + erf(x/√2))` over a slice, in place.
-fn gelu_in_place(values: &mut [f32]) {
-    values.par_chunks_mut(CHUNK).for_each(|chunk| {
-        for v in chunk {
+/// `0.5·x·(1 + erf(x/√2))` over a chunk, in place.
+struct GeluLoop<'a>(&'a mut [f32]);
+
+impl ElementLoop for GeluLoop<'_> {
+    #[inline(always)]
+    fn run(self) {
+        for v in self.0 {
             *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2));
         }
-    });
+    }
+}
+
+/// GELU over a slice, in place: chunks over rayon's threads, each with the CPU's widest vectors.
+fn gelu_in_place(values: &mut [f32]) {
+    values.par_chunks_mut(CHUNK).for_each(|chunk| vectorized(GeluLoop(chunk)));
 }
 
 /// erf GELU, as burn's `activation::gelu`.
