@@ -9,6 +9,8 @@
 //!   hub repository, sha256-checked.
 //! - `data inspect --config FILE`: schema, vocabulary sizes, null counts and label rates per split.
 //! - `data bench --config FILE`: parse + encode rows/s and MB/s (no cache).
+//! - `data synthetic-ctr [--rows 1e7] [--users 1e6] … [--format parquet|csv] [--dir DIR]`: the
+//!   synthetic impression → click → purchase funnel (`mtrec_data::SyntheticCtr`), written chunk by chunk.
 
 use std::{
     fs::File,
@@ -20,7 +22,7 @@ use std::{
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use md5::{Digest, Md5};
-use mtrec_data::{CENSUS_FILES, census_md5_hex};
+use mtrec_data::{CENSUS_FILES, SyntheticCtrConfig, TableFormat, census_md5_hex, write_synthetic_ctr};
 use mtrec_train::{DataSource, ExperimentConfig};
 
 /// Where the UCI archive serves the two gzipped files (legacy folder, as in PROTOCOL.md).
@@ -96,6 +98,67 @@ enum DataCommand {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// Generate the synthetic impression → click → purchase funnel (Zipf ids, a known latent model).
+    SyntheticCtr(SyntheticCtrArgs),
+}
+
+/// Arguments of `data synthetic-ctr` (counts take `10000000`, `10_000_000` or `1e7`).
+#[derive(Args, Debug)]
+pub struct SyntheticCtrArgs {
+    /// Impressions (rows).
+    #[arg(long, default_value = "1e6", value_parser = count)]
+    rows: u64,
+    /// User vocabulary.
+    #[arg(long, default_value = "1e5", value_parser = count)]
+    users: u64,
+    /// Item vocabulary.
+    #[arg(long, default_value = "1e5", value_parser = count)]
+    items: u64,
+    /// Category vocabulary.
+    #[arg(long, default_value = "1000", value_parser = count)]
+    categories: u64,
+    /// Context slots.
+    #[arg(long, default_value = "100", value_parser = count)]
+    contexts: u64,
+    /// Zipf exponent of id popularity (0: uniform).
+    #[arg(long, default_value_t = 1.05)]
+    zipf: f64,
+    /// Scale of the user × item interaction in both logits.
+    #[arg(long, default_value_t = 1.5)]
+    signal: f64,
+    /// Click rate at a zero latent score.
+    #[arg(long, default_value_t = 0.05)]
+    base_ctr: f64,
+    /// Purchase rate of a click at a zero latent score.
+    #[arg(long, default_value_t = 0.1)]
+    base_cvr: f64,
+    /// Dense features per row.
+    #[arg(long, default_value_t = 4)]
+    n_dense: usize,
+    /// Rows per chunk (and Parquet row group).
+    #[arg(long, default_value = "262144", value_parser = count)]
+    chunk_rows: u64,
+    /// Seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// `parquet` or `csv`.
+    #[arg(long, default_value = "parquet")]
+    format: String,
+    /// Output folder.
+    #[arg(long, default_value = "data/synthetic-ctr")]
+    dir: PathBuf,
+}
+
+/// A count written as digits (with `_` separators) or in scientific notation (`1e7`).
+fn count(s: &str) -> Result<u64, String> {
+    let t = s.replace('_', "");
+    if let Ok(v) = t.parse::<u64>() {
+        return Ok(v);
+    }
+    match t.parse::<f64>() {
+        Ok(v) if v >= 0.0 && v.fract() == 0.0 && v < 1.8e19 => Ok(v as u64),
+        _ => Err(format!("{s:?} is not a whole count (e.g. 10000000, 10_000_000 or 1e7)")),
+    }
 }
 
 pub fn run(args: DataArgs) -> anyhow::Result<()> {
@@ -105,7 +168,52 @@ pub fn run(args: DataArgs) -> anyhow::Result<()> {
         DataCommand::Minilm(a) => minilm(a),
         DataCommand::Inspect(a) => inspect(a),
         DataCommand::Bench { config, rounds } => bench(config, rounds),
+        DataCommand::SyntheticCtr(a) => synthetic_ctr(a),
     }
+}
+
+fn synthetic_ctr(a: SyntheticCtrArgs) -> anyhow::Result<()> {
+    let format = match a.format.as_str() {
+        "parquet" => TableFormat::Parquet,
+        "csv" => TableFormat::Csv,
+        other => bail!("--format {other:?}: expected parquet or csv"),
+    };
+    let config = SyntheticCtrConfig {
+        rows: a.rows,
+        users: a.users,
+        items: a.items,
+        categories: a.categories,
+        contexts: a.contexts,
+        zipf_exponent: a.zipf,
+        signal: a.signal,
+        base_ctr: a.base_ctr,
+        base_cvr: a.base_cvr,
+        n_dense: a.n_dense,
+        chunk_rows: usize::try_from(a.chunk_rows).context("--chunk-rows")?,
+        seed: a.seed,
+        ..Default::default()
+    };
+    let start = Instant::now();
+    let total = config.rows;
+    let mut next_report = 0u64;
+    let summary = write_synthetic_ctr(config, &a.dir, format, |rows| {
+        if rows >= next_report || rows == total {
+            println!("{rows} / {total} rows ({:.0} s)", start.elapsed().as_secs_f64());
+            next_report = rows + total / 10;
+        }
+    })?;
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "wrote {} ({} rows in {secs:.1} s, {:.0} rows/s): ctr {:.4}, cvr {:.4}, ctcvr {:.5}; {}",
+        summary.file.display(),
+        summary.rows,
+        summary.rows as f64 / secs,
+        summary.ctr,
+        summary.cvr,
+        summary.ctcvr,
+        a.dir.join("synthetic_ctr.json").display()
+    );
+    Ok(())
 }
 
 fn census(args: FetchArgs) -> anyhow::Result<()> {
@@ -349,4 +457,19 @@ fn download(url: &str, dest: &Path, what: &str) -> anyhow::Result<()> {
     io::copy(&mut reader, &mut file).with_context(|| format!("downloading {url}"))?;
     file.flush()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_take_digits_separators_and_scientific_notation() {
+        assert_eq!(count("10000000"), Ok(10_000_000));
+        assert_eq!(count("10_000_000"), Ok(10_000_000));
+        assert_eq!(count("1e7"), Ok(10_000_000));
+        assert_eq!(count("2.5e3"), Ok(2_500));
+        assert!(count("1.5").unwrap_err().contains("not a whole count"));
+        assert!(count("-3").is_err() && count("ten").is_err());
+    }
 }

@@ -12,12 +12,14 @@ mod batch;
 mod census;
 mod columns;
 mod csv_file;
+mod ctr_files;
 mod error;
 mod parquet_file;
 mod preprocessing;
 mod schema;
 mod split;
 mod synthetic;
+mod synthetic_ctr;
 mod table;
 mod table_cache;
 mod table_file;
@@ -29,11 +31,13 @@ pub use columns::{
     ColumnKind, ColumnSpec, DenseTransform, LabelTransform, LabelValue, TaskColumn, fill_template, fnv1a64,
     hash_bucket, template_columns,
 };
+pub use ctr_files::{CtrSummary, write_synthetic_ctr};
 pub use error::DataError;
 pub use preprocessing::{FittedColumn, Preprocessing};
 pub use schema::{CategoricalField, MultiCategoricalField, Pooling, RowWidths, Schema, TaskKind, TaskSpec, TextField};
 pub use split::{Cut, SplitName, SplitRule, splitmix64};
 pub use synthetic::{Synthetic, SyntheticConfig};
+pub use synthetic_ctr::{CtrChunk, SyntheticCtr, SyntheticCtrConfig};
 pub use table::{EncodedTable, FunnelViolation, MtlDataset};
 pub use table_cache::{CacheOutcome, default_cache_dir};
 pub use table_file::{CsvOptions, TableFormat, read_column};

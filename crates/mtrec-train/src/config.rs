@@ -745,4 +745,30 @@ mod tests {
         assert!(parquet.schema.categorical[0].vocab_size > 1000, "{:?}", parquet.schema.categorical[0]);
         assert!(!parquet.valid.groups.is_empty());
     }
+
+    /// `configs/ctr_*.toml` read what `cargo xtask data synthetic-ctr` writes (Parquet and CSV), as
+    /// a funnel ESMM accepts, with the generator's rows split by the config.
+    #[test]
+    fn ctr_configs_read_the_generated_funnel() {
+        let dir = tempfile::tempdir().unwrap();
+        let generator = mtrec_data::SyntheticCtrConfig { rows: 4_000, users: 300, items: 200, ..Default::default() };
+        for (format, file) in [
+            (mtrec_data::TableFormat::Parquet, "synthetic_ctr.parquet"),
+            (mtrec_data::TableFormat::Csv, "synthetic_ctr.csv"),
+        ] {
+            let summary = mtrec_data::write_synthetic_ctr(generator.clone(), dir.path(), format, |_| {}).unwrap();
+            for config in ["configs/ctr_esmm.toml", "configs/ctr_mmoe.toml"] {
+                let sets =
+                    [format!("data.dir={:?}", dir.path().display().to_string()), format!("data.path=[{file:?}]")];
+                let mut cfg = ExperimentConfig::from_file(&repo_path(config), &sets).unwrap();
+                cfg.data.cache = false;
+                let data = cfg.data.load().unwrap();
+                let rows = data.train.n_rows + data.valid.n_rows + data.test.n_rows;
+                assert_eq!(rows as u64, summary.rows, "{config} {file}");
+                assert!(data.valid.n_rows > 100 && data.test.n_rows > 100, "{config}: 5 % each");
+                assert_eq!((data.schema.task_index("click"), data.schema.task_index("purchase")), (Some(0), Some(1)));
+                cfg.check_dataset(&data).unwrap();
+            }
+        }
+    }
 }
