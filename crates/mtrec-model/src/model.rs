@@ -248,8 +248,9 @@ pub struct ModelConfig {
     /// How λ evolves during training: `constant`, or `dann` (DANN's warm-up from 0 to λ,
     /// [`dann_lambda`](crate::dann_lambda)).
     pub adversarial_schedule: AdversarialSchedule,
-    /// Run the dense + ReLU layers (experts, bottoms, towers without batch norm), the gate mixing
-    /// and Adam's update as mtrec's fused kernels where the backend has them (flex); `false`: plain
+    /// Run the dense + ReLU layers (experts, bottoms, towers without batch norm), the gate mixing,
+    /// the embedding lookups and Adam's update as mtrec's fused kernels where the backend has them
+    /// (flex); `false`: plain
     /// burn operations everywhere. Same values and gradients either way; a process-wide switch
     /// ([`set_fused_kernels`](mtrec_kernels::set_fused_kernels)) set when a model is built.
     pub fused_kernels: bool,
