@@ -130,33 +130,22 @@ pub struct BenchOneArgs {
     batch_size: usize,
 }
 
-/// `--interleave`: the methods take turns in this process.
+/// `--interleave` / `--variants`: the methods (or config variants) take turns in this process.
 fn run_interleaved(args: &BenchArgs, config: &ExperimentConfig) -> anyhow::Result<()> {
     let device = *args.devices.first().context("--devices is empty")?;
     let batch_size = *args.batch_sizes.first().context("--batch-sizes is empty")?;
-    let (labels, configs): (Vec<String>, Vec<ExperimentConfig>) = if args.variants.is_empty() {
-        let configs = args
-            .methods
-            .iter()
-            .map(|m| {
-                let mut sets = args.setup.sets.clone();
-                sets.push(format!("balance.method=\"{m}\""));
-                args.setup.load_config_with(&sets)
-            })
-            .collect::<anyhow::Result<_>>()?;
-        (args.methods.clone(), configs)
+    // each turn-taker: its label and the overrides it adds to `--set`
+    let turns: Vec<(&String, Vec<String>)> = if args.variants.is_empty() {
+        args.methods.iter().map(|m| (m, vec![format!("balance.method=\"{m}\"")])).collect()
     } else {
-        let configs = args
-            .variants
-            .iter()
-            .map(|v| {
-                let mut sets = args.setup.sets.clone();
-                sets.extend(v.split(';').map(str::trim).filter(|s| !s.is_empty()).map(String::from));
-                args.setup.load_config_with(&sets)
-            })
-            .collect::<anyhow::Result<_>>()?;
-        (args.variants.clone(), configs)
+        let sets = |v: &str| v.split(';').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
+        args.variants.iter().map(|v| (v, sets(v))).collect()
     };
+    let configs = turns
+        .iter()
+        .map(|(_, extra)| args.setup.load_config_with(&[args.setup.sets.clone(), extra.clone()].concat()))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let labels: Vec<String> = turns.iter().map(|(label, _)| label.to_string()).collect();
     let dataset = config.data.load()?;
     println!(
         "interleaved in one process: {} on {}, batch {batch_size}, {} rounds of {} steps each (after {} warm-up steps)",

@@ -5,7 +5,11 @@
 use burn::backend::{Backend, Flex, backend_extension, flex::FlexTensor, tensor::FloatTensor};
 use rayon::prelude::*;
 
-use crate::simd::{ElementLoop, vectorized};
+use crate::{
+    contiguous, f32_values,
+    simd::{ElementLoop, vectorized},
+    whole,
+};
 
 /// Scalars of one fused update.
 #[derive(Debug, Clone, Copy)]
@@ -70,23 +74,6 @@ pub trait FusedAdamBackend: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
-/// `t` as a contiguous f32 tensor that this call alone owns (a copy if it is shared or strided).
-fn owned(t: FlexTensor) -> FlexTensor {
-    if t.is_unique() && t.is_contiguous() && t.layout().start_offset() == 0 { t } else { t.to_contiguous_owned() }
-}
-
-trait ToContiguousOwned {
-    fn to_contiguous_owned(&self) -> FlexTensor;
-}
-
-impl ToContiguousOwned for FlexTensor {
-    /// A fresh contiguous copy (never sharing storage with `self`).
-    fn to_contiguous_owned(&self) -> FlexTensor {
-        let data = self.to_contiguous().into_data();
-        FlexTensor::from_data(data)
-    }
-}
-
 /// Elements per rayon task of a large update.
 const CHUNK: usize = 1 << 16;
 
@@ -112,13 +99,13 @@ impl FusedAdamBackend for Flex {
             epsilon: epsilon * bias_correction2_sqrt,
             weight_decay,
         };
-        let grad = if grad.is_contiguous() { grad } else { grad.to_contiguous() };
-        let (mut param, mut m, mut v) = (owned(param), owned(m), owned(v));
+        let grad = contiguous(grad);
+        // updated in place; `storage_mut` copies a buffer first only where another tensor shares it
+        let (mut param, mut m, mut v) = (whole(param), whole(m), whole(v));
         {
-            let g = &grad.storage::<f32>()[grad.layout().start_offset()..];
+            let g = f32_values(&grad);
             let (p, m, v) = (param.storage_mut::<f32>(), m.storage_mut::<f32>(), v.storage_mut::<f32>());
-            assert!(g.len() >= p.len() && m.len() == p.len() && v.len() == p.len(), "adam_update: shapes differ");
-            let g = &g[..p.len()];
+            assert!(g.len() == p.len() && m.len() == p.len() && v.len() == p.len(), "adam_update: shapes differ");
             if p.len() > 4 * CHUNK {
                 p.par_chunks_mut(CHUNK)
                     .zip(g.par_chunks(CHUNK))

@@ -14,9 +14,9 @@
 //! is on, and the plain burn layers otherwise.
 
 use crate::{
-    f32_tensor,
+    contiguous, f32_tensor, f32_values,
     simd::{ElementLoop, vectorized},
-    use_fused,
+    use_fused, whole,
 };
 use burn::{
     backend::{
@@ -219,10 +219,10 @@ impl FusedDenseBackend for Flex {
         if !(is_f32_matrix(&x) && is_f32_matrix(&w) && b.dtype() == DType::F32) {
             return backend_dense_relu::<Flex>(x, w, b);
         }
-        let b = if b.is_contiguous() { b } else { b.to_contiguous() };
+        let b = contiguous(b);
         let (xv, wv) = (View::of(&x), View::of(&w));
         let (m, k, n) = (xv.rows, xv.cols, wv.cols);
-        let bias = &b.storage::<f32>()[b.layout().start_offset()..][..n];
+        let bias = f32_values(&b);
         let mut y = Vec::with_capacity(m * n);
         for _ in 0..m {
             y.extend_from_slice(bias);
@@ -241,15 +241,15 @@ impl FusedDenseBackend for Flex {
         if !([&x, &w, &y, &dy].iter().all(|t| is_f32_matrix(t))) {
             return backend_dense_relu_backward::<Flex>(x, w, y, dy);
         }
-        let y = if y.is_contiguous() { y } else { y.to_contiguous() };
-        let dy = if dy.is_contiguous() { dy } else { dy.to_contiguous() };
+        let y = contiguous(y);
         let (xv, wv) = (View::of(&x), View::of(&w));
         let (m, k, n) = (xv.rows, xv.cols, wv.cols);
-        // dz = dy ⊙ [y > 0], written over dy when no one else holds it; db = Σ_rows dz.
-        let mut dz = if dy.is_unique() && dy.layout().start_offset() == 0 { dy } else { dy.to_contiguous() };
+        // dz = dy ⊙ [y > 0], written over dy (copied first only if another tensor shares it);
+        // db = Σ_rows dz.
+        let mut dz = whole(dy);
         let mut db = vec![0.0f32; n];
         {
-            let yv = &y.storage::<f32>()[y.layout().start_offset()..][..m * n];
+            let yv = f32_values(&y);
             let dzv = dz.storage_mut::<f32>();
             vectorized(ReluMaskRows { dz: dzv, y: yv, db: &mut db });
         }

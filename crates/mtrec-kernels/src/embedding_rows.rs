@@ -25,7 +25,7 @@ use burn::{
 };
 
 use crate::{
-    f32_tensor,
+    contiguous, f32_tensor, f32_values,
     simd::{ElementLoop, vectorized},
     use_fused,
 };
@@ -61,7 +61,7 @@ pub trait EmbeddingRowsBackend: Backend {
 
 /// The ids as `usize`, checked against the vocabulary.
 fn row_ids(ids: &FlexTensor, vocab: usize) -> Vec<usize> {
-    let ids = if ids.is_contiguous() { ids.clone() } else { ids.to_contiguous() };
+    let ids = contiguous(ids.clone());
     let n = ids.layout().num_elements();
     let start = ids.layout().start_offset();
     let out: Vec<usize> = match ids.dtype() {
@@ -112,9 +112,9 @@ impl EmbeddingRowsBackend for Flex {
             let ids = Flex::int_reshape(ids, Shape::new([n]));
             return Flex::float_select(weight, 0, ids);
         }
-        let weight = if weight.is_contiguous() { weight } else { weight.to_contiguous() };
+        let weight = contiguous(weight);
         let [vocab, d] = [weight.layout().shape()[0], weight.layout().shape()[1]];
-        let table = &weight.storage::<f32>()[weight.layout().start_offset()..][..vocab * d];
+        let table = f32_values(&weight);
         let rows = row_ids(&ids, vocab);
         let mut y = vec![0.0f32; n * d];
         match d {
@@ -128,10 +128,10 @@ impl EmbeddingRowsBackend for Flex {
     }
 
     fn embedding_rows_backward(ids: FlexTensor, dy: FlexTensor, vocab: usize) -> FlexTensor {
-        let dy = if dy.is_contiguous() { dy } else { dy.to_contiguous() };
-        let [n, d] = [dy.layout().shape()[0], dy.layout().shape()[1]];
+        let dy = contiguous(dy);
+        let d = dy.layout().shape()[1];
         let rows = row_ids(&ids, vocab);
-        let dyv = &dy.storage::<f32>()[dy.layout().start_offset()..][..n * d];
+        let dyv = f32_values(&dy);
         let mut grad = vec![0.0f32; vocab * d];
         vectorized(ScatterAddRows { grad: &mut grad, ids: &rows, dy: dyv, d });
         f32_tensor(grad, [vocab, d])

@@ -25,7 +25,7 @@ use burn::{
 };
 
 use crate::{
-    f32_tensor,
+    contiguous, f32_tensor, f32_values,
     simd::{ElementLoop, dot, vectorized},
     use_fused,
 };
@@ -72,17 +72,14 @@ pub trait GateMixBackend: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 }
 
-/// Contiguous f32 values of a flex tensor (copied only when strided).
-fn contiguous(t: FlexTensor) -> FlexTensor {
-    if t.is_contiguous() { t } else { t.to_contiguous() }
-}
-
-fn values(t: &FlexTensor) -> &[f32] {
-    &t.storage::<f32>()[t.layout().start_offset()..][..t.layout().num_elements()]
-}
-
 fn is_f32(ts: &[&FlexTensor]) -> bool {
     ts.iter().all(|t| t.dtype() == DType::F32 && t.layout().num_dims() == 2)
+}
+
+/// `(B, E, H)` of weights `[B, E]` and experts `[B, E·H]`.
+fn mix_dims(w: &FlexTensor, x: &FlexTensor) -> (usize, usize, usize) {
+    let (b, e) = (w.layout().shape()[0], w.layout().shape()[1]);
+    (b, e, x.layout().shape()[1] / e)
 }
 
 /// The plain backend operations on `[B, E]` and `[B, E·H]` primitives.
@@ -120,16 +117,11 @@ impl ElementLoop for MixRows<'_> {
     #[inline(always)]
     fn run(self) {
         let Self { y, w, x, e, h } = self;
-        mix_rows(y, w, x, e, h);
-    }
-}
-
-#[inline(always)]
-fn mix_rows(y: &mut [f32], w: &[f32], x: &[f32], e: usize, h: usize) {
-    for ((y_row, w_row), x_row) in y.chunks_exact_mut(h).zip(w.chunks_exact(e)).zip(x.chunks_exact(e * h)) {
-        for (&we, x_e) in w_row.iter().zip(x_row.chunks_exact(h)) {
-            for (acc, &v) in y_row.iter_mut().zip(x_e) {
-                *acc += we * v;
+        for ((y_row, w_row), x_row) in y.chunks_exact_mut(h).zip(w.chunks_exact(e)).zip(x.chunks_exact(e * h)) {
+            for (&we, x_e) in w_row.iter().zip(x_row.chunks_exact(h)) {
+                for (acc, &v) in y_row.iter_mut().zip(x_e) {
+                    *acc += we * v;
+                }
             }
         }
     }
@@ -150,21 +142,16 @@ impl ElementLoop for MixRowsBackward<'_> {
     #[inline(always)]
     fn run(self) {
         let Self { dw, dx, w, x, dy, e, h } = self;
-        mix_rows_backward(dw, dx, w, x, dy, e, h);
-    }
-}
-
-#[inline(always)]
-fn mix_rows_backward(dw: &mut [f32], dx: &mut [f32], w: &[f32], x: &[f32], dy: &[f32], e: usize, h: usize) {
-    let rows = dw.chunks_exact_mut(e).zip(dx.chunks_exact_mut(e * h));
-    for (((dw_row, dx_row), (w_row, x_row)), dy_row) in
-        rows.zip(w.chunks_exact(e).zip(x.chunks_exact(e * h))).zip(dy.chunks_exact(h))
-    {
-        for (((dw_e, dx_e), &we), x_e) in
-            dw_row.iter_mut().zip(dx_row.chunks_exact_mut(h)).zip(w_row).zip(x_row.chunks_exact(h))
+        let rows = dw.chunks_exact_mut(e).zip(dx.chunks_exact_mut(e * h));
+        for (((dw_row, dx_row), (w_row, x_row)), dy_row) in
+            rows.zip(w.chunks_exact(e).zip(x.chunks_exact(e * h))).zip(dy.chunks_exact(h))
         {
-            dx_e.iter_mut().zip(dy_row).for_each(|(d, &g)| *d = we * g);
-            *dw_e = dot(dy_row, x_e);
+            for (((dw_e, dx_e), &we), x_e) in
+                dw_row.iter_mut().zip(dx_row.chunks_exact_mut(h)).zip(w_row).zip(x_row.chunks_exact(h))
+            {
+                dx_e.iter_mut().zip(dy_row).for_each(|(d, &g)| *d = we * g);
+                *dw_e = dot(dy_row, x_e);
+            }
         }
     }
 }
@@ -175,9 +162,8 @@ impl GateMixBackend for Flex {
             return backend_gate_mix::<Flex>(w, x);
         }
         let (w, x) = (contiguous(w), contiguous(x));
-        let ([b, e], eh) = ([w.layout().shape()[0], w.layout().shape()[1]], x.layout().shape()[1]);
-        let h = eh / e;
-        let (wv, xv) = (values(&w), values(&x));
+        let (b, e, h) = mix_dims(&w, &x);
+        let (wv, xv) = (f32_values(&w), f32_values(&x));
         let mut y = vec![0.0f32; b * h];
         vectorized(MixRows { y: &mut y, w: wv, x: xv, e, h });
         f32_tensor(y, [b, h])
@@ -188,13 +174,12 @@ impl GateMixBackend for Flex {
             return backend_gate_mix_backward::<Flex>(w, x, dy);
         }
         let (w, x, dy) = (contiguous(w), contiguous(x), contiguous(dy));
-        let ([b, e], eh) = ([w.layout().shape()[0], w.layout().shape()[1]], x.layout().shape()[1]);
-        let h = eh / e;
-        let (wv, xv, dyv) = (values(&w), values(&x), values(&dy));
+        let (b, e, h) = mix_dims(&w, &x);
+        let (wv, xv, dyv) = (f32_values(&w), f32_values(&x), f32_values(&dy));
         let mut dw = vec![0.0f32; b * e];
-        let mut dx = vec![0.0f32; b * eh];
+        let mut dx = vec![0.0f32; b * e * h];
         vectorized(MixRowsBackward { dw: &mut dw, dx: &mut dx, w: wv, x: xv, dy: dyv, e, h });
-        (f32_tensor(dw, [b, e]), f32_tensor(dx, [b, eh]))
+        (f32_tensor(dw, [b, e]), f32_tensor(dx, [b, e * h]))
     }
 }
 
