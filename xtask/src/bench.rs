@@ -131,7 +131,7 @@ pub struct BenchOneArgs {
 }
 
 /// `--interleave` / `--variants`: the methods (or config variants) take turns in this process.
-fn run_interleaved(args: &BenchArgs, config: &ExperimentConfig) -> anyhow::Result<()> {
+fn run_interleaved(args: &BenchArgs) -> anyhow::Result<()> {
     let device = *args.devices.first().context("--devices is empty")?;
     let batch_size = *args.batch_sizes.first().context("--batch-sizes is empty")?;
     // each turn-taker: its label and the overrides it adds to `--set`
@@ -146,7 +146,15 @@ fn run_interleaved(args: &BenchArgs, config: &ExperimentConfig) -> anyhow::Resul
         .map(|(_, extra)| args.setup.load_config_with(&[args.setup.sets.clone(), extra.clone()].concat()))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let labels: Vec<String> = turns.iter().map(|(label, _)| label.to_string()).collect();
-    let dataset = config.data.load()?;
+    // each distinct data section loaded once (variants of the model share it)
+    let mut loaded: Vec<(mtrec_train::DataConfig, mtrec_data::MtlDataset)> = Vec::new();
+    for c in &configs {
+        if !loaded.iter().any(|(d, _)| *d == c.data) {
+            loaded.push((c.data.clone(), c.data.load()?));
+        }
+    }
+    let datasets: Vec<&mtrec_data::MtlDataset> =
+        configs.iter().map(|c| &loaded.iter().find(|(d, _)| *d == c.data).expect("loaded above").1).collect();
     println!(
         "interleaved in one process: {} on {}, batch {batch_size}, {} rounds of {} steps each (after {} warm-up steps)",
         labels.join(" | "),
@@ -158,7 +166,7 @@ fn run_interleaved(args: &BenchArgs, config: &ExperimentConfig) -> anyhow::Resul
     let dev = device.open().map_err(anyhow::Error::msg)?;
     let times = mtrec_train::interleaved_step_ms(
         &configs,
-        &dataset,
+        &datasets,
         &dev,
         batch_size,
         args.setup.warmup_steps,
@@ -335,7 +343,7 @@ fn fmt_opt(v: Option<f64>) -> String {
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let config = args.setup.load_config()?;
     if args.interleave || !args.variants.is_empty() {
-        return run_interleaved(&args, &config);
+        return run_interleaved(&args);
     }
     println!(
         "bench: {} ({:?}) — warm-up {} steps, {} measured steps per configuration",

@@ -30,22 +30,30 @@ use crate::{
     use_fused,
 };
 
-/// The rows of `table`'s weight at `ids`: `[B, F]` ids → `[B, F, D]`.
-///
-/// The fused lookup on flex (ids must lie in the table: out-of-range ids panic, naming the id, as
-/// burn's lookup does); burn's [`Embedding::forward`] elsewhere.
+/// The rows of `table`'s weight at `ids`: `[B, F]` ids → `[B, F, D]` (see [`weight_rows`]).
 ///
 /// # Shapes
 /// - ids: `[B, F]`; output: `[B, F, D]`
 pub fn embedding_rows(table: &Embedding, ids: Tensor<2, Int>) -> Tensor<3> {
-    let weight = table.weight.val();
+    weight_rows(table.weight.val(), ids)
+}
+
+/// The rows of `weight` at `ids`: `[B, F]` ids → `[B, F, D]`.
+///
+/// The fused lookup on flex (ids must lie in the table: out-of-range ids panic, naming the id, as
+/// burn's lookup does); burn's `embedding` elsewhere. `weight` may be a parameter or any tensor
+/// (a leaf of gathered rows, for row-sparse tables).
+///
+/// # Shapes
+/// - weight: `[V, D]`; ids: `[B, F]`; output: `[B, F, D]`
+pub fn weight_rows(weight: Tensor<2>, ids: Tensor<2, Int>) -> Tensor<3> {
     if use_fused(&weight.device()) && weight.dtype() == DType::F32 {
         let [b, f] = ids.dims();
         let d = weight.dims()[1];
         let out = <Dispatch as EmbeddingRowsBackend>::embedding_rows(weight.into_dispatch(), ids.into_dispatch());
         Tensor::<2>::from_dispatch(out).reshape([b, f, d])
     } else {
-        table.forward(ids)
+        burn::tensor::module::embedding(weight, ids)
     }
 }
 

@@ -21,7 +21,7 @@ mod switch;
 
 pub use adam::FusedAdamBackend;
 pub use dense_relu::{FusedDenseBackend, dense_relu, linear_relu, plain_dense_relu};
-pub use embedding_rows::{EmbeddingRowsBackend, embedding_rows};
+pub use embedding_rows::{EmbeddingRowsBackend, embedding_rows, weight_rows};
 pub use flex_tensor::f32_tensor;
 use flex_tensor::{contiguous, f32_values, whole};
 pub use gate_mix::{GateMixBackend, gate_mix, plain_gate_mix};

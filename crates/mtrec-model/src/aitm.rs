@@ -17,8 +17,8 @@ use burn::{
 use mtrec_data::FeatureBatch;
 
 use crate::{
-    FeatureEmbedding, FeatureEmbeddingConfig, Mlp, MlpConfig, MultiTaskModel, SharedTensors, TaskOutput, TaskTower,
-    TaskTowerConfig,
+    Embedded, FeatureEmbedding, FeatureEmbeddingConfig, Mlp, MlpConfig, MultiTaskModel, SharedTensors, TaskOutput,
+    TaskTower, TaskTowerConfig,
 };
 
 /// Configuration of an [`Aitm`] model.
@@ -126,7 +126,8 @@ impl MultiTaskModel for Aitm {
 
     /// Shared tensors: `[embedded input [B, d]]`.
     fn forward_shared(&self, features: FeatureBatch) -> SharedTensors {
-        SharedTensors::new(vec![self.input.forward(features)], vec![0])
+        let Embedded { x, sparse_rows } = self.input.forward(features);
+        SharedTensors::new(vec![x], vec![0]).with_sparse_rows(sparse_rows)
     }
 
     fn forward_task(&self, task: usize, shared: &SharedTensors) -> TaskOutput {

@@ -16,7 +16,8 @@ use burn::{
 use mtrec_data::FeatureBatch;
 
 use crate::{
-    FeatureEmbedding, FeatureEmbeddingConfig, MultiTaskModel, SharedTensors, TaskOutput, TaskTower, TaskTowerConfig,
+    Embedded, FeatureEmbedding, FeatureEmbeddingConfig, MultiTaskModel, SharedTensors, TaskOutput, TaskTower,
+    TaskTowerConfig,
 };
 
 /// Configuration of a [`CrossStitch`] model.
@@ -116,7 +117,7 @@ impl MultiTaskModel for CrossStitch {
     /// Shared tensors: each column's last layer `[B, h]` before the last stitch (every task reads
     /// all of them).
     fn forward_shared(&self, features: FeatureBatch) -> SharedTensors {
-        let x = self.input.forward(features);
+        let Embedded { x, sparse_rows } = self.input.forward(features);
         let mut h = vec![x; self.columns.len()];
         let layers = self.stitches.len();
         for (k, alpha) in self.stitches.iter().enumerate() {
@@ -129,7 +130,7 @@ impl MultiTaskModel for CrossStitch {
             h = if k + 1 < layers { Self::stitch(next, alpha.val()) } else { next };
         }
         let n = h.len();
-        SharedTensors::new(h, (0..n).collect())
+        SharedTensors::new(h, (0..n).collect()).with_sparse_rows(sparse_rows)
     }
 
     fn forward_task(&self, task: usize, shared: &SharedTensors) -> TaskOutput {

@@ -11,6 +11,10 @@
 //!
 //! `x = [categorical embeddings, pooled bags, projected texts, dense]`. A new input kind changes this
 //! layer and nothing else: every architecture reads `x` alone.
+//!
+//! With `sparse` on, the two id tables are row-sparse (see [`crate::sparse_rows`]): a training
+//! forward reports the rows it read beside `x` ([`Embedded::sparse_rows`]), and the step updates
+//! only those rows.
 
 use burn::{
     config::Config,
@@ -19,6 +23,8 @@ use burn::{
     tensor::{Device, Int, Tensor, TensorData},
 };
 use mtrec_data::{FeatureBatch, MultiCategoricalField, Pooling, Schema};
+
+use crate::{SparseRows, sparse_lookup};
 
 /// Configuration of a [`FeatureEmbedding`].
 #[derive(Config, Debug)]
@@ -39,6 +45,9 @@ pub struct FeatureEmbeddingConfig {
     /// Width each text embedding is projected to.
     #[config(default = 32)]
     pub text_dim: usize,
+    /// Row-sparse id tables: only the rows a batch reads get gradients and updates.
+    #[config(default = false)]
+    pub sparse: bool,
 }
 
 /// Row offsets of fields in a fused table of the given vocabulary sizes.
@@ -92,6 +101,7 @@ impl FeatureEmbeddingConfig {
             text_dims: self.text_dims.clone(),
             dim: self.dim,
             n_dense: self.n_dense,
+            sparse: self.sparse,
         }
     }
 }
@@ -123,6 +133,18 @@ pub struct FeatureEmbedding {
     /// Number of dense features.
     #[module(skip)]
     pub n_dense: usize,
+    /// Whether the id tables are row-sparse.
+    #[module(skip)]
+    pub sparse: bool,
+}
+
+/// The input vector of a batch, and the rows of row-sparse tables it read.
+#[derive(Debug, Clone)]
+pub struct Embedded {
+    /// The input vector `x`, `[B, width]`.
+    pub x: Tensor<2>,
+    /// The rows of each row-sparse table the forward read (training only; empty for dense tables).
+    pub sparse_rows: Vec<SparseRows>,
 }
 
 impl FeatureEmbedding {
@@ -137,20 +159,21 @@ impl FeatureEmbedding {
     ///
     /// # Shapes
     /// - categorical: `[B, F]` (per-field ids), multi: `[B, Σ max_len]`, dense: `[B, D]`, text `[B, Σ d]`
-    /// - output: `[B, (F + multi fields)·dim + text fields·text_dim + D]`
-    pub fn forward(&self, features: FeatureBatch) -> Tensor<2> {
+    /// - output `x`: `[B, (F + multi fields)·dim + text fields·text_dim + D]`
+    pub fn forward(&self, features: FeatureBatch) -> Embedded {
         let FeatureBatch { categorical, multi, dense, text } = features;
         let mut parts = Vec::with_capacity(4);
+        let mut sparse_rows = Vec::new();
         if let (Some(table), Some(ids)) = (&self.table, categorical) {
             let [batch, fields] = ids.dims();
             assert_eq!(fields, self.offsets.len(), "expected {} categorical fields", self.offsets.len());
             let offsets =
                 Tensor::<2, Int>::from_data(TensorData::new(self.offsets.clone(), [1, fields]), &ids.device());
-            let embedded = mtrec_kernels::embedding_rows(table, ids + offsets);
+            let embedded = self.lookup(table, ids + offsets, &mut sparse_rows);
             parts.push(embedded.reshape([batch, fields * self.dim]));
         }
         if let (Some(table), Some(ids)) = (&self.bags, multi) {
-            parts.extend(self.pool_bags(table, ids));
+            parts.extend(self.pool_bags(table, ids, &mut sparse_rows));
         }
         if let Some(text) = text {
             let [batch, _] = text.dims();
@@ -165,17 +188,28 @@ impl FeatureEmbedding {
             parts.push(dense);
         }
         assert!(!parts.is_empty(), "a batch needs input columns");
-        if parts.len() == 1 { parts.pop().unwrap() } else { Tensor::cat(parts, 1) }
+        let x = if parts.len() == 1 { parts.pop().unwrap() } else { Tensor::cat(parts, 1) };
+        Embedded { x, sparse_rows }
+    }
+
+    /// The rows of `table` at `ids` (`[B, S]` → `[B, S, dim]`): row-sparse or through the graph.
+    fn lookup(&self, table: &Embedding, ids: Tensor<2, Int>, sparse_rows: &mut Vec<SparseRows>) -> Tensor<3> {
+        if !self.sparse {
+            return mtrec_kernels::embedding_rows(table, ids);
+        }
+        let (rows, leaf) = sparse_lookup(&table.weight, ids);
+        sparse_rows.extend(leaf);
+        rows
     }
 
     /// Each multi-valued field's pooled embedding, `[B, dim]` a field.
-    fn pool_bags(&self, table: &Embedding, ids: Tensor<2, Int>) -> Vec<Tensor<2>> {
+    fn pool_bags(&self, table: &Embedding, ids: Tensor<2, Int>, sparse_rows: &mut Vec<SparseRows>) -> Vec<Tensor<2>> {
         let [batch, slots] = ids.dims();
         assert_eq!(slots, self.slot_offsets.len(), "expected {} multi-valued slots", self.slot_offsets.len());
         let device = ids.device();
         let filled = ids.clone().not_equal_elem(0).float().unsqueeze_dim::<3>(2); // [B, S, 1]
         let offsets = Tensor::<2, Int>::from_data(TensorData::new(self.slot_offsets.clone(), [1, slots]), &device);
-        let embedded = mtrec_kernels::embedding_rows(table, ids + offsets) * filled.clone(); // [B, S, dim]
+        let embedded = self.lookup(table, ids + offsets, sparse_rows) * filled.clone(); // [B, S, dim]
         let mut start = 0;
         self.bag_fields
             .iter()
@@ -209,7 +243,7 @@ mod tests {
         let weights = emb.table.as_ref().unwrap().weight.val().into_data().try_into_vec::<f32>().unwrap();
         let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![2i32, 1], [1, 2]), &device);
         let dense = Tensor::<2>::from_data(TensorData::new(vec![0.5f32], [1, 1]), &device);
-        let out = emb.forward(FeatureBatch::new(Some(ids), Some(dense))).into_data().try_into_vec::<f32>().unwrap();
+        let out = emb.forward(FeatureBatch::new(Some(ids), Some(dense))).x.into_data().try_into_vec::<f32>().unwrap();
         // field 0 id 2 → row 2; field 1 id 1 → row 3 + 1 = 4; then the dense value.
         assert_eq!(out, vec![weights[4], weights[5], weights[8], weights[9], 0.5]);
     }
@@ -234,7 +268,7 @@ mod tests {
         let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![2i32, 0, 3, 1, 1, 0, 0, 0, 3, 0], [2, 5]), &device);
         let text = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 0.0, 0.0, 0.0, 2.0, 0.0], [2, 3]), &device);
         let features = FeatureBatch { multi: Some(ids), text: Some(text.clone()), ..Default::default() };
-        let out = emb.forward(features).into_data().try_into_vec::<f32>().unwrap();
+        let out = emb.forward(features).x.into_data().try_into_vec::<f32>().unwrap();
         assert_eq!(out.len(), 2 * 6);
         let close = |a: f32, b: f32| (a - b).abs() < 1e-6;
         for k in 0..2 {
@@ -254,6 +288,6 @@ mod tests {
         let emb = FeatureEmbeddingConfig::new(vec![], 3).init(&device);
         assert!(emb.table.is_none());
         let dense = Tensor::<2>::ones([4, 3], &device);
-        assert_eq!(emb.forward(FeatureBatch::new(None, Some(dense))).dims(), [4, 3]);
+        assert_eq!(emb.forward(FeatureBatch::new(None, Some(dense))).x.dims(), [4, 3]);
     }
 }

@@ -14,7 +14,8 @@ use burn::{
 use mtrec_data::FeatureBatch;
 
 use crate::{
-    FeatureEmbedding, FeatureEmbeddingConfig, MultiTaskModel, SharedTensors, TaskOutput, TaskTower, TaskTowerConfig,
+    Embedded, FeatureEmbedding, FeatureEmbeddingConfig, MultiTaskModel, SharedTensors, TaskOutput, TaskTower,
+    TaskTowerConfig,
 };
 
 /// Configuration of an [`Esmm`] model.
@@ -75,7 +76,8 @@ impl MultiTaskModel for Esmm {
 
     /// Shared tensors: `[embedded input [B, d]]`.
     fn forward_shared(&self, features: FeatureBatch) -> SharedTensors {
-        SharedTensors::new(vec![self.input.forward(features)], vec![0])
+        let Embedded { x, sparse_rows } = self.input.forward(features);
+        SharedTensors::new(vec![x], vec![0]).with_sparse_rows(sparse_rows)
     }
 
     /// Task `t`: the logit of `Π_{s≤t} p_s`; for `t ≥ 1` also the logit of `p_t` itself (pCVR, the
@@ -115,7 +117,7 @@ mod tests {
         let model = EsmmConfig::new(input, vec![4], 2).init(&device);
         let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![1i32, 2, 0, 1, 4, 0], [3, 2]), &device);
         let dense = Tensor::<2>::random([3, 2], Distribution::Default, &device);
-        let x = model.input.forward(FeatureBatch::new(Some(ids.clone()), Some(dense.clone())));
+        let x = model.input.forward(FeatureBatch::new(Some(ids.clone()), Some(dense.clone()))).x;
         let outs = model.forward(FeatureBatch::new(Some(ids), Some(dense)));
         let p_ctr = to_vec(sigmoid(model.towers[0].forward(x.clone())));
         let p_cvr = to_vec(sigmoid(model.towers[1].forward(x)));

@@ -19,23 +19,25 @@ mod omoe;
 mod ple;
 mod shared_bottom;
 mod single_task;
+mod sparse_rows;
 mod tower;
 
 pub use adversarial::{AdversarialHead, AdversarialHeadConfig, dann_lambda, gradient_reversal};
 pub use aitm::{AitAttention, Aitm, AitmConfig};
 pub use cross_stitch::{CrossStitch, CrossStitchConfig};
-pub use embedding::{FeatureEmbedding, FeatureEmbeddingConfig};
+pub use embedding::{Embedded, FeatureEmbedding, FeatureEmbeddingConfig};
 pub use esmm::{Esmm, EsmmConfig, log_sigmoid};
 pub use experts::{ExpertBank, ExpertBankConfig, ExpertGate, ExpertGateConfig};
 pub use last_layer::{Jacobian, LastLayerWeight, LastSharedLayer, frobenius};
 pub use mlp::{Mlp, MlpConfig};
 pub use mmoe::{Mmoe, MmoeConfig};
 pub use model::{
-    AdversarialSchedule, Architecture, ArchitectureNet, ModelConfig, MultiTaskModel, MultiTaskNet, SharedTensors,
-    TaskOutput,
+    AdversarialSchedule, Architecture, ArchitectureNet, ModelConfig, MultiTaskModel, MultiTaskNet, SPARSE_AUTO_ROWS,
+    SharedTensors, TaskOutput,
 };
 pub use omoe::Omoe;
 pub use ple::{CgcLevel, Ple, PleConfig};
 pub use shared_bottom::{SharedBottom, SharedBottomConfig};
 pub use single_task::SingleTask;
+pub use sparse_rows::{SparseRows, sparse_lookup};
 pub use tower::{TaskTower, TaskTowerConfig};

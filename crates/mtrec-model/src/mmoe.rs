@@ -9,7 +9,7 @@ use burn::{
 use mtrec_data::FeatureBatch;
 
 use crate::{
-    ExpertBank, ExpertBankConfig, ExpertGate, ExpertGateConfig, FeatureEmbedding, FeatureEmbeddingConfig,
+    Embedded, ExpertBank, ExpertBankConfig, ExpertGate, ExpertGateConfig, FeatureEmbedding, FeatureEmbeddingConfig,
     MultiTaskModel, Omoe, SharedTensors, TaskOutput, TaskTower, TaskTowerConfig,
 };
 
@@ -110,10 +110,12 @@ impl MultiTaskModel for Mmoe {
     /// task's mixture reads, as GradNorm's "last shared layer" prescribes. The input `x` is shared
     /// too (embeddings) but the gates are task-specific and read it directly.
     fn forward_shared(&self, features: FeatureBatch) -> SharedTensors {
-        let x = self.input.forward(features);
+        let Embedded { x, sparse_rows } = self.input.forward(features);
         let (experts, last_layer) = self.experts.forward_with_last_layer(x.clone(), 1);
         let [b, e, h] = experts.dims();
-        SharedTensors::new(vec![x, experts.reshape([b, e * h])], vec![1]).with_last_layer(last_layer)
+        SharedTensors::new(vec![x, experts.reshape([b, e * h])], vec![1])
+            .with_last_layer(last_layer)
+            .with_sparse_rows(sparse_rows)
     }
 
     fn forward_task(&self, task: usize, shared: &SharedTensors) -> TaskOutput {

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     AdversarialHead, AdversarialHeadConfig, Aitm, AitmConfig, CrossStitch, CrossStitchConfig, Esmm, EsmmConfig,
     FeatureEmbeddingConfig, LastSharedLayer, Mmoe, MmoeConfig, Omoe, Ple, PleConfig, SharedBottom, SharedBottomConfig,
-    SingleTask,
+    SingleTask, SparseRows,
 };
 
 /// What the shared part of a model yields: every tensor the task branches read.
@@ -29,12 +29,21 @@ pub struct SharedTensors {
     /// Indices of the tensors that make up the model's shared representation (where
     /// `gradnorm_layer = "representation"` measures the task gradients).
     pub representation: Vec<usize>,
+    /// The rows of row-sparse embedding tables the shared part read (leaves upstream of
+    /// `tensors`; the step's sparse optimizer updates them).
+    pub sparse_rows: Vec<SparseRows>,
 }
 
 impl SharedTensors {
     /// Shared tensors whose representation is `representation` (indices into `tensors`).
     pub fn new(tensors: Vec<Tensor<2>>, representation: Vec<usize>) -> Self {
-        Self { tensors, last_layer: None, representation }
+        Self { tensors, last_layer: None, representation, sparse_rows: Vec::new() }
+    }
+
+    /// With the rows the input layer read from row-sparse tables.
+    pub fn with_sparse_rows(mut self, sparse_rows: Vec<SparseRows>) -> Self {
+        self.sparse_rows = sparse_rows;
+        self
     }
 
     /// With the last shared layer exposed.
@@ -71,18 +80,14 @@ impl SharedTensors {
                 probe
             })
             .collect();
-        (
-            SharedTensors { tensors, last_layer: self.last_layer.clone(), representation: self.representation.clone() },
-            probes,
-        )
+        (SharedTensors { tensors, ..self.clone() }, probes)
     }
 
     /// Detached copies that require gradients: the cut point for per-task gradients.
     pub fn detached_leaves(&self) -> SharedTensors {
         SharedTensors {
             tensors: self.tensors.iter().map(|t| t.clone().detach().require_grad()).collect(),
-            last_layer: self.last_layer.clone(),
-            representation: self.representation.clone(),
+            ..self.clone()
         }
     }
 }
@@ -254,7 +259,15 @@ pub struct ModelConfig {
     /// burn operations everywhere. Same values and gradients either way; a process-wide switch
     /// ([`set_fused_kernels`](mtrec_kernels::set_fused_kernels)) set when a model is built.
     pub fused_kernels: bool,
+    /// Row-sparse id tables ([`crate::sparse_rows`]): a step reads, differentiates and updates only
+    /// the rows its batch uses, with `train.sparse_optimizer`. `true`, `false`, or unset: on when the
+    /// categorical or the multi-valued table has at least [`SPARSE_AUTO_ROWS`] rows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sparse_embeddings: Option<bool>,
 }
+
+/// The table size from which `model.sparse_embeddings` (unset) makes the id tables row-sparse.
+pub const SPARSE_AUTO_ROWS: usize = 100_000;
 
 /// How the reversal weight λ of adversarial heads evolves during training.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -296,6 +309,7 @@ impl Default for ModelConfig {
             adversarial_weight: 1.0,
             adversarial_schedule: AdversarialSchedule::Constant,
             fused_kernels: true,
+            sparse_embeddings: None,
         }
     }
 }
@@ -377,11 +391,22 @@ impl ModelConfig {
         }
     }
 
+    /// Whether the id tables of a model for `schema` are row-sparse (`sparse_embeddings`, or by
+    /// size when unset).
+    pub fn sparse_tables(&self, schema: &Schema) -> bool {
+        self.sparse_embeddings.unwrap_or_else(|| {
+            let categorical: usize = schema.vocab_sizes().iter().sum();
+            let multi: usize = schema.multi_categorical.iter().map(|f| f.vocab_size).sum();
+            categorical.max(multi) >= SPARSE_AUTO_ROWS
+        })
+    }
+
     /// Builds the chosen architecture for a dataset's schema (see [`Self::check_schema`]); every
     /// adversarial task gets an [`AdversarialHead`] on the shared representation.
     pub fn init(&self, schema: &Schema, device: &Device) -> MultiTaskNet {
         mtrec_kernels::set_fused_kernels(self.fused_kernels);
-        let input = FeatureEmbeddingConfig::from_schema(schema, self.embedding_dim, self.text_dim);
+        let input = FeatureEmbeddingConfig::from_schema(schema, self.embedding_dim, self.text_dim)
+            .with_sparse(self.sparse_tables(schema));
         let d_input = input.output_dim();
         let n = schema.tasks.iter().filter(|t| !t.adversarial).count();
         let outputs: Vec<usize> = schema.tasks[..n].iter().map(|t| t.output_dim()).collect();
@@ -698,8 +723,20 @@ mod tests {
         let device = Device::flex().autodiff();
         for arch in Architecture::ALL {
             let cfg = ModelConfig { dropout: 0.5, ..small(arch) };
-            let model = cfg.init(&schema(2), &device);
             let (c, d) = inputs(32, &device);
+            // a tower whose ReLUs are all dead on this batch outputs its bias whatever dropout does:
+            // take an initialisation where every branch's output varies over the batch
+            let alive = |m: &MultiTaskNet| {
+                let shared = m.forward_shared(FeatureBatch::new(Some(c.clone()), Some(d.clone())));
+                (0..2).all(|t| {
+                    let out = values(m.forward_task(t, &shared).output);
+                    out.iter().any(|v| *v != out[0])
+                })
+            };
+            let model = (0..10)
+                .map(|_| cfg.init(&schema(2), &device))
+                .find(alive)
+                .expect("an initialisation with live branches");
             let a = model.forward_shared(FeatureBatch::new(Some(c.clone()), Some(d.clone())));
             let b = model.forward_shared(FeatureBatch::new(Some(c.clone()), Some(d.clone())));
             let shared_differs = a.tensors.iter().zip(&b.tensors).any(|(x, y)| values(x.clone()) != values(y.clone()));

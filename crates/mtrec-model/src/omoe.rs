@@ -8,7 +8,7 @@ use burn::{
 };
 use mtrec_data::FeatureBatch;
 
-use crate::{ExpertBank, ExpertGate, FeatureEmbedding, MultiTaskModel, SharedTensors, TaskOutput, TaskTower};
+use crate::{Embedded, ExpertBank, ExpertGate, FeatureEmbedding, MultiTaskModel, SharedTensors, TaskOutput, TaskTower};
 
 /// One-gate mixture-of-experts model.
 #[derive(Module, Debug)]
@@ -30,10 +30,10 @@ impl MultiTaskModel for Omoe {
 
     /// Shared tensors: `[mixture [B, h], gate weights [B, E]]`; every tower reads the same mixture.
     fn forward_shared(&self, features: FeatureBatch) -> SharedTensors {
-        let x = self.input.forward(features);
+        let Embedded { x, sparse_rows } = self.input.forward(features);
         let weights = self.gate.forward(x.clone());
         let mixed = ExpertGate::mix(weights.clone(), self.experts.forward(x));
-        SharedTensors::new(vec![mixed, weights], vec![0])
+        SharedTensors::new(vec![mixed, weights], vec![0]).with_sparse_rows(sparse_rows)
     }
 
     fn forward_task(&self, task: usize, shared: &SharedTensors) -> TaskOutput {

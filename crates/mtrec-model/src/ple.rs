@@ -22,7 +22,7 @@ use burn::{
 use mtrec_data::FeatureBatch;
 
 use crate::{
-    ExpertBank, ExpertBankConfig, ExpertGate, ExpertGateConfig, FeatureEmbedding, FeatureEmbeddingConfig,
+    Embedded, ExpertBank, ExpertBankConfig, ExpertGate, ExpertGateConfig, FeatureEmbedding, FeatureEmbeddingConfig,
     MultiTaskModel, SharedTensors, TaskOutput, TaskTower, TaskTowerConfig,
 };
 
@@ -165,7 +165,7 @@ impl MultiTaskModel for Ple {
     /// shared experts flattened `[B, n·h]`.
     fn forward_shared(&self, features: FeatureBatch) -> SharedTensors {
         let n_tasks = self.n_tasks();
-        let x = self.input.forward(features);
+        let Embedded { x, sparse_rows } = self.input.forward(features);
         let first = self.first_branch_level();
         let mut task_inputs = vec![x.clone(); n_tasks];
         let mut shared_input = x.clone();
@@ -192,7 +192,7 @@ impl MultiTaskModel for Ple {
         let last = self.levels.last().expect("at least one level");
         tensors.extend(last.shared_experts.as_ref().map(|e| flat(e.forward(shared_input))));
         let all = (0..tensors.len()).collect();
-        SharedTensors::new(tensors, all)
+        SharedTensors::new(tensors, all).with_sparse_rows(sparse_rows)
     }
 
     fn forward_task(&self, task: usize, shared: &SharedTensors) -> TaskOutput {
@@ -231,7 +231,7 @@ mod tests {
         let model = PleConfig::new(input, 3, 0, vec![4], vec![2], 2).init(&device);
         let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![1i32, 2, 0, 1, 4, 0, 2, 2], [4, 2]), &device);
         let dense = Tensor::<2>::random([4, 2], Distribution::Default, &device);
-        let x = model.input.forward(FeatureBatch::new(Some(ids.clone()), Some(dense.clone())));
+        let x = model.input.forward(FeatureBatch::new(Some(ids.clone()), Some(dense.clone()))).x;
         let outs = model.forward(FeatureBatch::new(Some(ids), Some(dense)));
         let level = &model.levels[0];
         for (t, out) in outs.iter().enumerate() {

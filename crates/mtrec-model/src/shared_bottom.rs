@@ -8,8 +8,8 @@ use burn::{
 use mtrec_data::FeatureBatch;
 
 use crate::{
-    FeatureEmbedding, FeatureEmbeddingConfig, Mlp, MlpConfig, MultiTaskModel, SharedTensors, SingleTask, TaskOutput,
-    TaskTower, TaskTowerConfig,
+    Embedded, FeatureEmbedding, FeatureEmbeddingConfig, Mlp, MlpConfig, MultiTaskModel, SharedTensors, SingleTask,
+    TaskOutput, TaskTower, TaskTowerConfig,
 };
 
 /// Configuration of a [`SharedBottom`] model.
@@ -81,8 +81,9 @@ impl MultiTaskModel for SharedBottom {
 
     /// Shared tensors: `[bottom output [B, h]]`; the last shared layer is the bottom's last layer.
     fn forward_shared(&self, features: FeatureBatch) -> SharedTensors {
-        let (bottom, last_layer) = self.bottom.forward_with_last_layer(self.input.forward(features), 0);
-        SharedTensors::new(vec![bottom], vec![0]).with_last_layer(last_layer)
+        let Embedded { x, sparse_rows } = self.input.forward(features);
+        let (bottom, last_layer) = self.bottom.forward_with_last_layer(x, 0);
+        SharedTensors::new(vec![bottom], vec![0]).with_last_layer(last_layer).with_sparse_rows(sparse_rows)
     }
 
     fn forward_task(&self, task: usize, shared: &SharedTensors) -> TaskOutput {

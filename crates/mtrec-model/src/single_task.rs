@@ -10,7 +10,7 @@ use burn::{
 };
 use mtrec_data::FeatureBatch;
 
-use crate::{FeatureEmbedding, Mlp, MultiTaskModel, SharedTensors, TaskOutput, TaskTower};
+use crate::{Embedded, FeatureEmbedding, Mlp, MultiTaskModel, SharedTensors, TaskOutput, TaskTower};
 
 /// One independent network per task.
 #[derive(Module, Debug)]
@@ -30,14 +30,19 @@ impl MultiTaskModel for SingleTask {
 
     /// Shared tensors: each task's bottom output `[B, h]` (task `t` reads only tensor `t`).
     fn forward_shared(&self, features: FeatureBatch) -> SharedTensors {
+        let mut sparse_rows = Vec::new();
         let tensors: Vec<Tensor<2>> = self
             .inputs
             .iter()
             .zip(&self.bottoms)
-            .map(|(input, bottom)| bottom.forward(input.forward(features.clone())))
+            .map(|(input, bottom)| {
+                let Embedded { x, sparse_rows: rows } = input.forward(features.clone());
+                sparse_rows.extend(rows);
+                bottom.forward(x)
+            })
             .collect();
         let n = tensors.len();
-        SharedTensors::new(tensors, (0..n).collect())
+        SharedTensors::new(tensors, (0..n).collect()).with_sparse_rows(sparse_rows)
     }
 
     fn forward_task(&self, task: usize, shared: &SharedTensors) -> TaskOutput {

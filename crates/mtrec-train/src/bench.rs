@@ -159,46 +159,49 @@ pub fn bench(
     })
 }
 
-/// Step times of several configs (usually one per balancer) taking turns in one process.
+/// Step times of several configs (one per balancer, kernel switch, vocabulary…) taking turns in
+/// one process.
 ///
-/// Each config trains its own model on the same batches; every round, each runs `steps`
+/// Each config trains its own model on batches of its own dataset (`datasets[i]` for
+/// `configs[i]`; configs that differ only in the model share one); every round, each runs `steps`
 /// synchronised steps in turn (after `warmup` steps each), so a slow spell of the machine hits all
 /// of them alike. Returns, per config, the mean step time (ms) of each round.
 pub fn interleaved_step_ms(
     configs: &[ExperimentConfig],
-    dataset: &MtlDataset,
+    datasets: &[&MtlDataset],
     device: &Device,
     batch_size: usize,
     warmup: usize,
     steps: usize,
     rounds: usize,
 ) -> Result<Vec<Vec<f64>>, TrainError> {
-    let schema = &dataset.schema;
-    let kinds = schema.task_kinds();
+    assert_eq!(configs.len(), datasets.len(), "one dataset a config");
     let ad = device.clone().autodiff();
     let sync = || ad.sync().map_err(|e| TrainError::Config(format!("device sync: {e:?}")));
-    let batches: Vec<_> = batches(&dataset.train, schema.widths(), batch_size, BatchOrder::Shuffled(0), &ad)
-        .filter(|b| b.size == batch_size)
-        .take(steps.max(warmup))
-        .collect();
     let mut runs = Vec::new();
-    for config in configs {
+    for (config, dataset) in configs.iter().zip(datasets) {
+        let schema = &dataset.schema;
+        let batches: Vec<_> = batches(&dataset.train, schema.widths(), batch_size, BatchOrder::Shuffled(0), &ad)
+            .filter(|b| b.size == batch_size)
+            .take(steps.max(warmup))
+            .collect();
         device.seed(config.seed);
         let model = config.build_model(schema, &ad)?;
         let lr = config.learning_rates(schema, &model)?;
-        runs.push((model, config.train.optimizer(), config.balancer(schema)?, lr));
+        runs.push((Some(model), config.train.optimizer(), config.balancer(schema)?, lr, batches, schema.task_kinds()));
     }
     let mut times = vec![Vec::with_capacity(rounds); configs.len()];
     for round in 0..=rounds {
-        for (run, (model, optim, balancer, lr)) in runs.iter_mut().enumerate() {
+        for (run, (model, optim, balancer, lr, batches, kinds)) in runs.iter_mut().enumerate() {
             let n = if round == 0 { warmup } else { steps };
             // the kernels switch is process-wide: each config runs with its own
             mtrec_kernels::set_fused_kernels(configs[run].model.fused_kernels);
             sync()?;
             let start = Instant::now();
             for batch in batches.iter().cycle().take(n) {
-                let m = model.clone();
-                (*model, _) = train_step(m, optim, balancer.as_mut(), batch, &kinds, lr.clone())?;
+                // moved, not cloned: a shared table would be copied by the in-place row updates
+                let m = model.take().expect("the model is put back after every step");
+                *model = Some(train_step(m, optim, balancer.as_mut(), batch, kinds, lr.clone())?.0);
                 sync()?;
             }
             if round > 0 {

@@ -13,8 +13,10 @@
 //! section's length, so a truncated or damaged file is refused with an error — it never loads as
 //! a valid but wrong checkpoint.
 //!
-//! Layout: `MTRECCK1`, then four sections (state JSON, model, optimizer, best model — the last may
-//! be empty), each a little-endian `u64` length and its bytes, then the 16-byte MD5.
+//! Layout: `MTRECCK2`, then five sections (state JSON, model, optimizer, best model — may be empty
+//! —, the row-sparse tables' optimizer state — empty without sparse tables), each a little-endian
+//! `u64` length and its bytes, then the 16-byte MD5. Files of the first layout (`MTRECCK1`, the
+//! first four sections) still load.
 
 use std::path::Path;
 
@@ -23,8 +25,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{EarlyStopping, TaskMetrics, TrainError};
 
-const MAGIC: &[u8; 8] = b"MTRECCK1";
-const SECTIONS: usize = 4;
+const MAGIC: &[u8; 8] = b"MTRECCK2";
+const MAGIC_V1: &[u8; 8] = b"MTRECCK1";
+const SECTIONS: usize = 5;
 
 /// The file name of a run's checkpoint.
 pub const CHECKPOINT_FILE: &str = "checkpoint.bin";
@@ -61,13 +64,17 @@ pub struct Checkpoint {
     pub optimizer: Vec<u8>,
     /// The best model so far (evaluation mode); empty before the first improvement.
     pub best_model: Vec<u8>,
+    /// The row-sparse tables' optimizer state
+    /// ([`SparseRowOptimizer::state_bytes`](crate::SparseRowOptimizer::state_bytes)).
+    pub sparse_optimizer: Vec<u8>,
 }
 
 impl Checkpoint {
     /// The file's bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
         let state = serde_json::to_vec(&self.state).expect("the training state serialises");
-        let sections: [&[u8]; SECTIONS] = [&state, &self.model, &self.optimizer, &self.best_model];
+        let sections: [&[u8]; SECTIONS] =
+            [&state, &self.model, &self.optimizer, &self.best_model, &self.sparse_optimizer];
         let mut out = Vec::with_capacity(MAGIC.len() + sections.iter().map(|s| s.len() + 8).sum::<usize>() + 16);
         out.extend_from_slice(MAGIC);
         for section in sections {
@@ -81,16 +88,18 @@ impl Checkpoint {
 
     /// Parses a checkpoint file's bytes; any damage is an error saying what is wrong.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
-        if bytes.len() < MAGIC.len() + 16 || &bytes[..MAGIC.len()] != MAGIC {
-            return Err("not an mtrec checkpoint (bad header)".into());
-        }
+        let n_sections = match bytes.get(..MAGIC.len()) {
+            Some(m) if m == MAGIC && bytes.len() >= MAGIC.len() + 16 => SECTIONS,
+            Some(m) if m == MAGIC_V1 && bytes.len() >= MAGIC.len() + 16 => SECTIONS - 1,
+            _ => return Err("not an mtrec checkpoint (bad header)".into()),
+        };
         let (body, digest) = bytes.split_at(bytes.len() - 16);
         if Md5::digest(body).as_slice() != digest {
             return Err("checksum mismatch: the file is truncated or damaged".into());
         }
         let mut rest = &body[MAGIC.len()..];
         let mut sections = Vec::with_capacity(SECTIONS);
-        for _ in 0..SECTIONS {
+        for _ in 0..n_sections {
             if rest.len() < 8 {
                 return Err("truncated section header".into());
             }
@@ -106,12 +115,13 @@ impl Checkpoint {
         if !rest.is_empty() {
             return Err(format!("{} unexpected bytes after the last section", rest.len()));
         }
+        let sparse_optimizer = if n_sections == SECTIONS { sections.pop().expect("five sections") } else { vec![] };
         let best_model = sections.pop().expect("four sections");
         let optimizer = sections.pop().expect("four sections");
         let model = sections.pop().expect("four sections");
         let state =
             serde_json::from_slice(&sections[0]).map_err(|e| format!("the training state does not parse: {e}"))?;
-        Ok(Self { state, model, optimizer, best_model })
+        Ok(Self { state, model, optimizer, best_model, sparse_optimizer })
     }
 
     /// Writes the checkpoint to `path` atomically (temporary file, flush to disk, rename).
@@ -152,7 +162,23 @@ mod tests {
             model: (0..200u8).collect(),
             optimizer: vec![7; 300],
             best_model: vec![],
+            sparse_optimizer: vec![3; 40],
         }
+    }
+
+    /// A file of the first layout (four sections) loads, with no sparse optimizer state.
+    #[test]
+    fn first_layout_files_load() {
+        let c = Checkpoint { sparse_optimizer: vec![], ..sample() };
+        let state = serde_json::to_vec(&c.state).unwrap();
+        let mut bytes = MAGIC_V1.to_vec();
+        for section in [&state[..], &c.model, &c.optimizer, &c.best_model] {
+            bytes.extend_from_slice(&(section.len() as u64).to_le_bytes());
+            bytes.extend_from_slice(section);
+        }
+        let digest = Md5::digest(&bytes);
+        bytes.extend_from_slice(&digest);
+        assert_eq!(Checkpoint::from_bytes(&bytes).unwrap(), c);
     }
 
     #[test]

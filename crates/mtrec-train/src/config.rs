@@ -322,8 +322,11 @@ pub struct TrainConfig {
     pub lr: f64,
     /// L2 weight decay added to the gradients (Adam, as PyTorch's `weight_decay`).
     pub weight_decay: f64,
-    /// Adam's epsilon.
+    /// Adam's epsilon (also the sparse optimizer's).
     pub adam_epsilon: f64,
+    /// The update rule of row-sparse embedding tables (`model.sparse_embeddings`): `lazy_adam`
+    /// (default), `adagrad`, `rowwise_adagrad` or `sgd`, at `train.lr`.
+    pub sparse_optimizer: crate::SparseRule,
     /// Model selection on the validation split.
     pub early_stopping: EarlyStoppingConfig,
 }
@@ -337,6 +340,7 @@ impl Default for TrainConfig {
             lr: 1e-3,
             weight_decay: 0.0,
             adam_epsilon: 1e-8,
+            sparse_optimizer: crate::SparseRule::LazyAdam,
             early_stopping: EarlyStoppingConfig::default(),
         }
     }
@@ -365,10 +369,15 @@ impl Default for EarlyStoppingConfig {
 }
 
 impl TrainConfig {
-    /// Adam with this section's epsilon and weight decay: [`FusedAdam`](crate::FusedAdam) (burn's
-    /// Adam off flex or with `model.fused_kernels = false`).
-    pub fn optimizer(&self) -> burn::optim::ModuleOptimizer {
-        crate::FusedAdam::new(self.adam_epsilon as f32, self.weight_decay as f32).into()
+    /// Adam with this section's epsilon and weight decay for the dense parameters:
+    /// [`FusedAdam`](crate::FusedAdam) (burn's Adam off flex or with `model.fused_kernels =
+    /// false`); `sparse_optimizer` for row-sparse tables.
+    pub fn optimizer(&self) -> crate::Optimizers {
+        let (epsilon, decay) = (self.adam_epsilon as f32, self.weight_decay as f32);
+        crate::Optimizers {
+            dense: crate::FusedAdam::new(epsilon, decay).into(),
+            sparse: crate::SparseRowOptimizer::new(self.sparse_optimizer, epsilon, decay),
+        }
     }
 }
 
@@ -591,12 +600,31 @@ fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<(), Train
     let keys: Vec<&str> = path.trim().split('.').collect();
     let (last, parents) = keys.split_last().expect("split yields one item");
     let mut node = table;
-    for key in parents {
-        node = node
-            .entry(key.to_string())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+    let mut k = 0;
+    while k < parents.len() {
+        let key = parents[k];
+        let entry = node.entry(key.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        // an array of tables takes an index: `data.columns.0.hash_buckets`
+        let entry = match entry {
+            toml::Value::Array(items) => {
+                let list = parents[..=k].join(".");
+                k += 1;
+                let index = parents.get(k).and_then(|i| i.parse::<usize>().ok());
+                let count = items.len();
+                index.and_then(|i| items.get_mut(i)).ok_or_else(|| {
+                    TrainError::Config(format!(
+                        "--set {assignment:?}: {list} is a list of {count} items: name one by its index \
+                         ({list}.0.… to {list}.{}.…)",
+                        count.saturating_sub(1)
+                    ))
+                })?
+            }
+            other => other,
+        };
+        node = entry
             .as_table_mut()
             .ok_or_else(|| TrainError::Config(format!("--set {assignment:?}: {key} is not a section")))?;
+        k += 1;
     }
     node.insert(last.to_string(), value);
     Ok(())
@@ -629,6 +657,17 @@ mod tests {
         assert!(err.contains("lrr"), "{err}");
         let err = ExperimentConfig::from_toml("", "x.toml", &["train.epochs=0".into()]).unwrap_err().to_string();
         assert!(err.contains("train.epochs"), "{err}");
+        // an item of a list of tables by its index
+        let columns = include_str!("../../../configs/ctr_vocab.toml");
+        let sets = ["data.columns.0.hash_buckets=10_000_000".to_string(), "model.sparse_embeddings=true".into()];
+        let c = ExperimentConfig::from_toml(columns, "x.toml", &sets).unwrap();
+        let kind = format!("{:?}", c.data.columns[0].kind);
+        assert!(kind.contains("hash_buckets: Some(10000000)"), "{kind}");
+        assert_eq!(c.model.sparse_embeddings, Some(true));
+        for bad in ["data.columns.9.hash_buckets=1", "data.columns.x.hash_buckets=1"] {
+            let err = ExperimentConfig::from_toml(columns, "x.toml", &[bad.into()]).unwrap_err().to_string();
+            assert!(err.contains("data.columns.0"), "{bad}: {err}");
+        }
     }
 
     /// `patience = 0` used to train exactly one epoch; a negative `min_delta` counted worse epochs

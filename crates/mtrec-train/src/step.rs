@@ -1,5 +1,7 @@
 //! One optimisation step, shared by the training loop, the benchmark and the parity check: the
-//! balancer runs the forward and backward passes through [`TaskGraph`], Adam applies the result.
+//! balancer runs the forward and backward passes through [`TaskGraph`], Adam applies the result to
+//! the dense parameters and the [`SparseRowOptimizer`] to the rows of row-sparse tables the batch
+//! read.
 
 use burn::{
     lr_scheduler::module_lr_scheduler::ModuleLearningRate,
@@ -8,15 +10,33 @@ use burn::{
 };
 use mtrec_balance::{CutForward, LossBalancer, ProbedForward, TaskGraph};
 use mtrec_data::{MtlBatch, TaskKind};
-use mtrec_model::{MultiTaskModel, MultiTaskNet, SharedTensors};
+use mtrec_model::{MultiTaskModel, MultiTaskNet, SharedTensors, SparseRows};
 
-use crate::{TrainError, task_loss};
+use crate::{SparseGradients, SparseRowOptimizer, TrainError, task_loss};
+
+/// The optimizers of a model: Adam (or what `train.*` chose) for the dense parameters, a row-wise
+/// rule for row-sparse tables.
+#[derive(Clone)]
+pub struct Optimizers {
+    /// The dense parameters' optimizer.
+    pub dense: ModuleOptimizer,
+    /// The row-sparse tables' optimizer.
+    pub sparse: SparseRowOptimizer,
+}
 
 /// One training step as the balancer sees it: the model, the batch, the task kinds.
 pub(crate) struct StepGraph<'a> {
     pub(crate) model: &'a MultiTaskNet,
     pub(crate) batch: &'a MtlBatch,
     pub(crate) kinds: &'a [TaskKind],
+    /// The sparse rows every forward of the step read.
+    pub(crate) sparse_rows: Vec<SparseRows>,
+}
+
+impl<'a> StepGraph<'a> {
+    pub(crate) fn new(model: &'a MultiTaskNet, batch: &'a MtlBatch, kinds: &'a [TaskKind]) -> Self {
+        Self { model, batch, kinds, sparse_rows: Vec::new() }
+    }
 }
 
 impl StepGraph<'_> {
@@ -34,8 +54,10 @@ impl StepGraph<'_> {
         (0..self.kinds.len()).map(|t| self.loss_of(t, shared)).collect()
     }
 
-    fn shared(&self) -> SharedTensors {
-        self.model.forward_shared(self.batch.features.clone())
+    fn shared(&mut self) -> SharedTensors {
+        let shared = self.model.forward_shared(self.batch.features.clone());
+        self.sparse_rows.extend(shared.sparse_rows.iter().cloned());
+        shared
     }
 }
 
@@ -45,7 +67,8 @@ impl TaskGraph for StepGraph<'_> {
     }
 
     fn task_losses(&mut self) -> Vec<Tensor<1>> {
-        self.losses_from(&self.shared())
+        let shared = self.shared();
+        self.losses_from(&shared)
     }
 
     fn cut_forward(&mut self) -> CutForward {
@@ -85,16 +108,23 @@ fn merge_gradients(parts: Vec<Gradients>, model: &MultiTaskNet) -> GradientsPara
     acc.grads()
 }
 
+/// A step's gradients: the dense parameters' and the rows of row-sparse tables.
+pub(crate) struct StepGradients {
+    pub(crate) dense: GradientsParams,
+    pub(crate) sparse: SparseGradients,
+}
+
 /// The balanced gradients of one batch, without updating anything.
 pub(crate) fn step_gradients(
     model: &MultiTaskNet,
     balancer: &mut dyn LossBalancer,
     batch: &MtlBatch,
     kinds: &[TaskKind],
-) -> Result<(GradientsParams, Vec<Tensor<1>>), TrainError> {
-    let mut graph = StepGraph { model, batch, kinds };
+) -> Result<(StepGradients, Vec<Tensor<1>>), TrainError> {
+    let mut graph = StepGraph::new(model, batch, kinds);
     let out = balancer.backward(&mut graph).map_err(|e| TrainError::Config(e.to_string()))?;
-    Ok((merge_gradients(out.parts, model), out.task_losses))
+    let sparse = SparseGradients::collect(&graph.sparse_rows, &out.parts);
+    Ok((StepGradients { dense: merge_gradients(out.parts, model), sparse }, out.task_losses))
 }
 
 /// One step: balanced gradients of `batch`, then the optimiser's update with learning rate `lr`
@@ -103,14 +133,16 @@ pub(crate) fn step_gradients(
 /// Returns the updated model and each task's (detached) loss on the batch.
 pub fn train_step(
     model: MultiTaskNet,
-    optim: &mut ModuleOptimizer,
+    optim: &mut Optimizers,
     balancer: &mut dyn LossBalancer,
     batch: &MtlBatch,
     kinds: &[TaskKind],
     lr: impl Into<ModuleLearningRate>,
 ) -> Result<(MultiTaskNet, Vec<Tensor<1>>), TrainError> {
+    let lr = lr.into();
     let (grads, losses) = step_gradients(&model, balancer, batch, kinds)?;
-    Ok((optim.step(lr, model, grads), losses))
+    let model = optim.sparse.step(&lr, model, grads.sparse);
+    Ok((optim.dense.step(lr, model, grads.dense), losses))
 }
 
 #[cfg(test)]
@@ -177,7 +209,7 @@ mod tests {
         for (name, cfg) in cases {
             let model = cfg.init(&schema(), &device);
             let batch = conflicting_batch(&device);
-            let mut graph = StepGraph { model: &model, batch: &batch, kinds: &kinds };
+            let mut graph = StepGraph::new(&model, &batch, &kinds);
             let gram = TaskGradients::compute(graph.cut_forward(), &[1.0, 1.0]).gram();
             assert!(gram[0][0] > 0.0 && gram[1][1] > 0.0, "{name}: {gram:?}");
             let cosine = gram[0][1] / (gram[0][0] * gram[1][1]).sqrt();
@@ -195,7 +227,7 @@ mod tests {
             device.seed(seed);
             let model = config(Architecture::CrossStitch).init(&schema(), &device);
             let batch = conflicting_batch(&device);
-            let mut graph = StepGraph { model: &model, batch: &batch, kinds: &kinds };
+            let mut graph = StepGraph::new(&model, &batch, &kinds);
             let gram = TaskGradients::compute(graph.cut_forward(), &[1.0, 1.0]).gram();
             (gram[0][1] < 0.0).then_some((model, batch))
         });
@@ -204,6 +236,7 @@ mod tests {
         let mut fixed = FixedWeights::new(vec![1.0, 1.0]);
         let (pc, _) = step_gradients(&model, &mut pcgrad, &batch, &kinds).unwrap();
         let (fx, _) = step_gradients(&model, &mut fixed, &batch, &kinds).unwrap();
+        let (pc, fx) = (pc.dense, fx.dense);
         let mtrec_model::ArchitectureNet::CrossStitch(net) = &model.body else { unreachable!("cross-stitch") };
         let column = &net.columns[0][0].weight;
         let a = pc.get::<2>(column.id).unwrap().into_data().try_into_vec::<f32>().unwrap();

@@ -8,7 +8,7 @@ use std::{
 
 use burn::{
     module::Module,
-    optim::{ModuleOptimizer, OptimizerRecord},
+    optim::OptimizerRecord,
     store::ModuleRecord,
     tensor::{Bytes, Device, Tensor},
 };
@@ -18,8 +18,8 @@ use mtrec_data::{BatchOrder, EncodedTable, MtlDataset, Schema, TaskKind, batches
 use mtrec_model::{MultiTaskModel, MultiTaskNet};
 
 use crate::{
-    Checkpoint, EarlyStopping, EpochRecord, ExperimentConfig, RunDirectory, Summary, TaskMetrics, TrainError,
-    TrainingState, adversarial_probe,
+    Checkpoint, EarlyStopping, EpochRecord, ExperimentConfig, Optimizers, RunDirectory, Summary, TaskMetrics,
+    TrainError, TrainingState, adversarial_probe,
     checkpoint::epoch_seed,
     collapse_warnings, expert_utilisation,
     metrics::{conditional_auc, first_non_finite, group_auc, task_metrics},
@@ -207,7 +207,7 @@ fn monitored_value(
 
 /// What the loop carries from epoch to epoch.
 struct LoopState {
-    optim: ModuleOptimizer,
+    optim: Optimizers,
     balancer: Box<dyn LossBalancer>,
     stopper: EarlyStopping,
     best: Option<(MultiTaskNet, Vec<TaskMetrics>)>,
@@ -448,7 +448,7 @@ impl<'a> Trainer<'a> {
         start: Instant,
     ) -> Result<(), TrainError> {
         let path = dir.checkpoint_path();
-        let optimizer = state.optim.to_record().into_bytes().map_err(|e| checkpoint_error(&path, e))?;
+        let optimizer = state.optim.dense.to_record().into_bytes().map_err(|e| checkpoint_error(&path, e))?;
         Checkpoint {
             state: TrainingState {
                 epoch,
@@ -463,6 +463,7 @@ impl<'a> Trainer<'a> {
             model: record_bytes(model.clone().into_record(), &path)?,
             optimizer: optimizer.to_vec(),
             best_model: state.best_bytes.clone(),
+            sparse_optimizer: state.optim.sparse.state_bytes(),
         }
         .save(&path)
     }
@@ -534,7 +535,7 @@ impl<'a> Trainer<'a> {
 struct Restored {
     state: TrainingState,
     model: MultiTaskNet,
-    optim: ModuleOptimizer,
+    optim: Optimizers,
     stopper: EarlyStopping,
     best: Option<(MultiTaskNet, Vec<TaskMetrics>)>,
     best_bytes: Vec<u8>,
@@ -549,7 +550,7 @@ fn restore(
     schema: &Schema,
     device: &Device,
     model: MultiTaskNet,
-    optim: ModuleOptimizer,
+    mut optim: Optimizers,
     balancer: &mut dyn LossBalancer,
 ) -> Result<Restored, TrainError> {
     dir.remove_partial_writes()?;
@@ -570,10 +571,13 @@ fn restore(
             .map_err(|e| checkpoint_error(&path, e))
     };
     let model = load(model, checkpoint.model)?;
-    let optim = optim.load_record(
+    optim.dense = optim.dense.load_record(
         OptimizerRecord::from_bytes(Bytes::from_bytes_vec(checkpoint.optimizer))
             .map_err(|e| checkpoint_error(&path, e))?,
     );
+    if !checkpoint.sparse_optimizer.is_empty() {
+        optim.sparse.load_state_bytes(&checkpoint.sparse_optimizer, device).map_err(|e| checkpoint_error(&path, e))?;
+    }
     balancer
         .load_state(state.balancer.clone())
         .map_err(|e| TrainError::Checkpoint { path: path.clone(), reason: e.0 })?;
