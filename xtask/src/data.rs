@@ -398,6 +398,9 @@ fn inspect(args: ConfigArgs) -> anyhow::Result<()> {
 
 fn bench(args: ConfigArgs, rounds: usize) -> anyhow::Result<()> {
     let mut config = load_config(&args)?;
+    if config.data.stream {
+        return bench_stream(&config, rounds);
+    }
     config.data.cache = false;
     let bytes: u64 = if config.data.source == DataSource::Table {
         config.data.table()?.files().iter().map(|(p, _)| std::fs::metadata(p).map_or(0, |m| m.len())).sum()
@@ -423,6 +426,46 @@ fn bench(args: ConfigArgs, rounds: usize) -> anyhow::Result<()> {
         rows as f64 / median,
         seconds.len()
     );
+    Ok(())
+}
+
+/// A streamed table: the encoding into chunk files (or reopening them), then `rounds` shuffled
+/// epochs of the training split read into batches of `train.batch_size` on flex — the streaming
+/// reader's rows/s — and the process's peak RSS.
+fn bench_stream(config: &mtrec_train::ExperimentConfig, rounds: usize) -> anyhow::Result<()> {
+    use mtrec_data::{BatchOrder, SplitRows};
+    let start = Instant::now();
+    let (dataset, _) = config.data.load_streamed(None)?;
+    let rows = dataset.train.n_rows + dataset.valid.n_rows + dataset.test.n_rows;
+    let s = start.elapsed().as_secs_f64();
+    println!(
+        "{}: {rows} rows as {} + {} + {} chunk files, encoded or reopened in {s:.1} s ({:.0} rows/s)",
+        config.name,
+        dataset.train.chunks.len(),
+        dataset.valid.chunks.len(),
+        dataset.test.chunks.len(),
+        rows as f64 / s
+    );
+    let device = burn::tensor::Device::flex();
+    let widths = dataset.schema.widths();
+    for round in 1..=rounds.max(1) {
+        let start = Instant::now();
+        let mut read = 0usize;
+        for batch in dataset.train.stream(widths, config.train.batch_size, BatchOrder::Shuffled(round as u64), &device)
+        {
+            read += batch?.size;
+        }
+        let s = start.elapsed().as_secs_f64();
+        println!(
+            "epoch {round}: {read} training rows in {s:.1} s, {:.0} rows/s (window {} chunks of {} rows, batch {}); \
+             peak RSS {:.0} MiB",
+            read as f64 / s,
+            config.data.shuffle_window,
+            config.data.chunk_rows,
+            config.train.batch_size,
+            mtrec_train::peak_rss_mib().unwrap_or(f64::NAN)
+        );
+    }
     Ok(())
 }
 

@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use mtrec_train::{DeviceChoice, ExperimentConfig, RunDirectory, Trainer};
+use mtrec_data::{MtlDataset, SplitRows};
+use mtrec_train::{DeviceChoice, ExperimentConfig, RunDirectory, Summary, Trainer};
 
 /// The built-in default experiment: MMoE on the MMoE paper's synthetic tasks (p = 0.9).
 const DEFAULT_CONFIG: &str = include_str!("../../configs/synthetic_mmoe.toml");
@@ -79,32 +80,27 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         Some(run) => mtrec_train::read_preprocessing(run)?,
         None => None,
     };
-    let (dataset, preprocessing) = config.data.load_with(saved.as_ref())?;
-    println!(
-        "data: {} — {} train / {} valid / {} test rows, {} categorical + {} multi-valued + {} dense + {} text \
-         inputs, tasks {:?} ({:.1}s)",
-        dataset.name,
-        dataset.train.n_rows,
-        dataset.valid.n_rows,
-        dataset.test.n_rows,
-        dataset.schema.categorical.len(),
-        dataset.schema.multi_categorical.len(),
-        dataset.schema.dense.len(),
-        dataset.schema.text.len(),
-        dataset.schema.tasks.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
-        load_start.elapsed().as_secs_f64()
-    );
-    let run_dir = match args.resume {
-        Some(_) => RunDirectory::open(&out)?,
-        None => RunDirectory::create(&out, &config)?,
+    let run_dir = || -> anyhow::Result<RunDirectory> {
+        Ok(match args.resume {
+            Some(_) => RunDirectory::open(&out)?,
+            None => RunDirectory::create(&out, &config)?,
+        })
     };
-    if let Some(p) = &preprocessing {
-        run_dir.write_preprocessing(p)?;
-    }
-    let (summary, _, _) = Trainer::new(&config, &dataset, config.device.open().map_err(anyhow::Error::msg)?)
-        .with_run_dir(run_dir)
-        .resume(args.resume.is_some())
-        .run()?;
+    let summary = if config.data.stream {
+        let (dataset, preprocessing) = config.data.load_streamed(saved.as_ref())?;
+        describe(&dataset, load_start, "chunk files, streamed");
+        let dir = run_dir()?;
+        dir.write_preprocessing(&preprocessing)?;
+        train(&config, &dataset, dir, args.resume.is_some())?
+    } else {
+        let (dataset, preprocessing) = config.data.load_with(saved.as_ref())?;
+        describe(&dataset, load_start, "in memory");
+        let dir = run_dir()?;
+        if let Some(p) = &preprocessing {
+            dir.write_preprocessing(p)?;
+        }
+        train(&config, &dataset, dir, args.resume.is_some())?
+    };
     println!(
         "best epoch {} of {} ({:.0} train samples/s, {:.1}s)",
         summary.best_epoch, summary.epochs_run, summary.train_samples_per_sec, summary.wall_seconds
@@ -115,6 +111,35 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     }
     println!("wrote {}", out.join("summary.json").display());
     Ok(())
+}
+
+/// The data line: rows of each split, inputs, tasks, load time.
+fn describe<S: SplitRows>(dataset: &MtlDataset<S>, load_start: std::time::Instant, held: &str) {
+    println!(
+        "data: {} — {} train / {} valid / {} test rows ({held}), {} categorical + {} multi-valued + {} dense + {} \
+         text inputs, tasks {:?} ({:.1}s)",
+        dataset.name,
+        dataset.train.n_rows(),
+        dataset.valid.n_rows(),
+        dataset.test.n_rows(),
+        dataset.schema.categorical.len(),
+        dataset.schema.multi_categorical.len(),
+        dataset.schema.dense.len(),
+        dataset.schema.text.len(),
+        dataset.schema.tasks.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+        load_start.elapsed().as_secs_f64()
+    );
+}
+
+/// Trains `config` on `dataset` into `dir`.
+fn train<S: SplitRows>(
+    config: &ExperimentConfig,
+    dataset: &MtlDataset<S>,
+    dir: RunDirectory,
+    resume: bool,
+) -> anyhow::Result<Summary> {
+    let device = config.device.open().map_err(anyhow::Error::msg)?;
+    Ok(Trainer::new(config, dataset, device).with_run_dir(dir).resume(resume).run()?.0)
 }
 
 /// `base`, or `base-2`, `base-3`… whichever does not exist yet.

@@ -62,37 +62,75 @@ pub fn batches<'a>(
     if let BatchOrder::Shuffled(seed) = order {
         rows.shuffle(&mut StdRng::seed_from_u64(seed));
     }
-    let RowWidths { categorical: n_cat, multi: n_multi, dense: n_dense, text: n_text, tasks: n_tasks } = widths;
     (0..table.n_rows.div_ceil(batch_size)).map(move |b| {
         let chunk = &rows[b * batch_size..((b + 1) * batch_size).min(rows.len())];
-        let size = chunk.len();
-        // fresh buffers each batch, moved into the tensors (no copy of the assembled batch)
-        let mut cat = Vec::with_capacity(size * n_cat);
-        let mut multi = Vec::with_capacity(size * n_multi);
-        let mut dense = Vec::with_capacity(size * n_dense);
-        let mut text = Vec::with_capacity(size * n_text);
-        let mut labels = Vec::with_capacity(size * n_tasks);
+        let mut batch = BatchRows::new(widths, chunk.len());
         for &r in chunk {
-            let r = r as usize;
-            cat.extend(table.categorical[r * n_cat..(r + 1) * n_cat].iter().map(|&id| id as i32));
-            multi.extend(table.multi[r * n_multi..(r + 1) * n_multi].iter().map(|&id| id as i32));
-            dense.extend_from_slice(&table.dense[r * n_dense..(r + 1) * n_dense]);
-            text.extend_from_slice(&table.text[r * n_text..(r + 1) * n_text]);
-            labels.extend_from_slice(&table.labels[r * n_tasks..(r + 1) * n_tasks]);
+            batch.push(table, r as usize);
         }
+        batch.finish(device)
+    })
+}
+
+/// A batch being assembled row by row from encoded tables: fresh buffers each batch, moved into
+/// the tensors (no copy of the assembled batch).
+pub(crate) struct BatchRows {
+    widths: RowWidths,
+    size: usize,
+    cat: Vec<i32>,
+    multi: Vec<i32>,
+    dense: Vec<f32>,
+    text: Vec<f32>,
+    labels: Vec<f32>,
+}
+
+impl BatchRows {
+    /// An empty batch with room for `capacity` rows of `widths`.
+    pub(crate) fn new(widths: RowWidths, capacity: usize) -> Self {
+        Self {
+            widths,
+            size: 0,
+            cat: Vec::with_capacity(capacity * widths.categorical),
+            multi: Vec::with_capacity(capacity * widths.multi),
+            dense: Vec::with_capacity(capacity * widths.dense),
+            text: Vec::with_capacity(capacity * widths.text),
+            labels: Vec::with_capacity(capacity * widths.tasks),
+        }
+    }
+
+    /// Rows so far.
+    pub(crate) fn len(&self) -> usize {
+        self.size
+    }
+
+    /// Appends row `r` of `table`.
+    pub(crate) fn push(&mut self, table: &EncodedTable, r: usize) {
+        let RowWidths { categorical: n_cat, multi: n_multi, dense: n_dense, text: n_text, tasks: n_tasks } =
+            self.widths;
+        self.cat.extend(table.categorical[r * n_cat..(r + 1) * n_cat].iter().map(|&id| id as i32));
+        self.multi.extend(table.multi[r * n_multi..(r + 1) * n_multi].iter().map(|&id| id as i32));
+        self.dense.extend_from_slice(&table.dense[r * n_dense..(r + 1) * n_dense]);
+        self.text.extend_from_slice(&table.text[r * n_text..(r + 1) * n_text]);
+        self.labels.extend_from_slice(&table.labels[r * n_tasks..(r + 1) * n_tasks]);
+        self.size += 1;
+    }
+
+    /// The batch as tensors on `device`.
+    pub(crate) fn finish(self, device: &Device) -> MtlBatch {
+        let (size, w) = (self.size, self.widths);
         let ints = |v: Vec<i32>, w: usize| (w > 0).then(|| Tensor::from_data(TensorData::new(v, [size, w]), device));
         let floats = |v: Vec<f32>, w: usize| (w > 0).then(|| Tensor::from_data(TensorData::new(v, [size, w]), device));
         MtlBatch {
             features: FeatureBatch {
-                categorical: ints(cat, n_cat),
-                multi: ints(multi, n_multi),
-                dense: floats(dense, n_dense),
-                text: floats(text, n_text),
+                categorical: ints(self.cat, w.categorical),
+                multi: ints(self.multi, w.multi),
+                dense: floats(self.dense, w.dense),
+                text: floats(self.text, w.text),
             },
-            labels: Tensor::from_data(TensorData::new(labels, [size, n_tasks]), device),
+            labels: Tensor::from_data(TensorData::new(self.labels, [size, w.tasks]), device),
             size,
         }
-    })
+    }
 }
 
 #[cfg(test)]

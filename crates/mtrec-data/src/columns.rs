@@ -52,6 +52,12 @@ pub enum ColumnKind {
         /// Hash values into this many buckets instead of a vocabulary.
         #[serde(default)]
         hash_buckets: Option<u64>,
+        /// Hashed fields naming the same table share its rows (one embedding table for all of
+        /// them, as in the hashing trick); each field's values are salted with the field's name,
+        /// so equal values of two fields land on unrelated rows. All must have the same
+        /// `hash_buckets`. Without it, each field has rows of its own.
+        #[serde(default)]
+        hash_table: Option<String>,
     },
     /// A number.
     Dense {
@@ -117,6 +123,9 @@ impl ColumnSpec {
         let bad = |m: &str| Err(format!("data.columns `{}`: {m}", self.name));
         match &self.kind {
             ColumnKind::Categorical { hash_buckets: Some(0), .. } => bad("hash_buckets must be positive"),
+            ColumnKind::Categorical { hash_buckets: None, hash_table: Some(_), .. } => {
+                bad("hash_table shares the rows of hashed ids: it needs hash_buckets")
+            }
             ColumnKind::Categorical { min_count: 0, .. } | ColumnKind::MultiCategorical { min_count: 0, .. } => {
                 bad("min_count must be at least 1")
             }

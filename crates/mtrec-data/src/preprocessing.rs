@@ -25,6 +25,9 @@ pub enum FittedColumn {
         name: String,
         /// Number of buckets.
         buckets: u64,
+        /// The shared hash table the field's rows belong to (its values salted with its name).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        table: Option<String>,
     },
     /// A dense transform with its fitted parameters: `(x − shift) · scale`, then clipped to
     /// `[0, 1]` for `minmax`; `ln(1 + x)` for `log1p`.

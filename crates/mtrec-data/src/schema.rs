@@ -145,12 +145,31 @@ pub struct Schema {
     /// rows that reached the step before it (ESMM's CVR AUC).
     #[serde(default)]
     pub funnel: bool,
+    /// Categorical fields (indices) that share one table's rows (`hash_table`), a list per table.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shared_tables: Vec<Vec<usize>>,
 }
 
 impl Schema {
+    /// Renames the later steps of a cascade: step `k` becomes `<step k−1>_and_<step k>`.
+    pub fn cascade_names(&mut self, steps: &[usize]) {
+        for k in 1..steps.len() {
+            let name = format!("{}_and_{}", self.tasks[steps[k - 1]].name, self.tasks[steps[k]].name);
+            self.tasks[steps[k]].name = name;
+        }
+    }
+
     /// A schema of categorical fields, dense features and tasks only.
     pub fn new(categorical: Vec<CategoricalField>, dense: Vec<String>, tasks: Vec<TaskSpec>) -> Self {
-        Self { categorical, multi_categorical: vec![], dense, text: vec![], tasks, funnel: false }
+        Self {
+            categorical,
+            multi_categorical: vec![],
+            dense,
+            text: vec![],
+            tasks,
+            funnel: false,
+            shared_tables: vec![],
+        }
     }
 
     /// Number of tasks.

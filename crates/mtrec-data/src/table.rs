@@ -66,6 +66,18 @@ pub struct FunnelViolation {
 }
 
 impl EncodedTable {
+    /// Turns the labels of the funnel `steps` (task indices) into the cascade: step `t`'s label
+    /// becomes `Π_{s≤t} y_s`.
+    pub fn cascade_labels(&mut self, steps: &[usize], n_tasks: usize) {
+        for row in self.labels.chunks_exact_mut(n_tasks) {
+            let mut reached = 1.0;
+            for &t in steps {
+                reached *= row[t];
+                row[t] = reached;
+            }
+        }
+    }
+
     /// The first pair of consecutive funnel steps `steps[k−1], steps[k]` (task indices) whose labels
     /// break `y_k ≤ y_{k−1}` on some row, with the count and first row; `None` for a funnel.
     pub fn funnel_violation(&self, steps: &[usize], n_tasks: usize) -> Option<FunnelViolation> {
@@ -83,7 +95,7 @@ impl EncodedTable {
     }
 }
 
-impl MtlDataset {
+impl MtlDataset<EncodedTable> {
     /// Declares the main binary tasks, as they are, the steps of a funnel (click, then purchase):
     /// checked on every split — a step positive where the step before it is not is an error naming
     /// the split, tasks and first row.
@@ -121,35 +133,28 @@ impl MtlDataset {
             )));
         }
         for table in [&mut self.train, &mut self.valid, &mut self.test] {
-            for row in table.labels.chunks_exact_mut(n_tasks) {
-                let mut reached = 1.0;
-                for &t in &main {
-                    reached *= row[t];
-                    row[t] = reached;
-                }
-            }
+            table.cascade_labels(&main, n_tasks);
         }
-        for k in 1..main.len() {
-            let name = format!("{}_and_{}", self.schema.tasks[main[k - 1]].name, self.schema.tasks[main[k]].name);
-            self.schema.tasks[main[k]].name = name;
-        }
+        self.schema.cascade_names(&main);
         self.name = format!("{}-cascade", self.name);
         self.schema.funnel = true;
         Ok(self)
     }
 }
 
-/// A dataset ready for training: its schema and its train, validation and test splits.
+/// A dataset ready for training: its schema and its train, validation and test splits, held in
+/// memory ([`EncodedTable`], the default) or streamed from chunk files
+/// ([`ChunkedSplit`](crate::ChunkedSplit)).
 #[derive(Debug, Clone)]
-pub struct MtlDataset {
+pub struct MtlDataset<S = EncodedTable> {
     /// A short name (`census-mmoe`, `synthetic`).
     pub name: String,
     /// Columns and tasks.
     pub schema: Schema,
     /// Training split.
-    pub train: EncodedTable,
+    pub train: S,
     /// Validation split: model selection and early stopping only.
-    pub valid: EncodedTable,
+    pub valid: S,
     /// Test split: evaluated once, with the selected model.
-    pub test: EncodedTable,
+    pub test: S,
 }

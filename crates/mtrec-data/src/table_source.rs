@@ -109,7 +109,7 @@ pub struct LoadedTable {
 
 /// Values of one column, interned in order of first appearance, with their training counts.
 #[derive(Default)]
-struct Interner {
+pub(crate) struct Interner {
     index: HashMap<String, u32>,
     values: Vec<String>,
     train_count: Vec<u64>,
@@ -150,7 +150,7 @@ impl Interner {
 }
 
 /// What the scan keeps of one input column.
-enum Raw {
+pub(crate) enum Raw {
     Codes { interner: Interner, codes: Vec<u32> },
     Hashed { ids: Vec<u32> },
     Dense { values: Vec<f32> },
@@ -200,6 +200,22 @@ impl TableSource {
         if let Some((_, n)) = names.iter().enumerate().find(|(i, n)| names[..*i].contains(n)) {
             return invalid(format!("data: the name {n:?} is used twice (columns and tasks need distinct names)"));
         }
+        let mut tables: Vec<(&str, u64, &str)> = Vec::new();
+        for c in &self.columns {
+            if let ColumnKind::Categorical { hash_buckets: Some(b), hash_table: Some(table), .. } = &c.kind {
+                match tables.iter().find(|(t, _, _)| t == table) {
+                    Some((_, other, first)) if other != b => {
+                        return invalid(format!(
+                            "data.columns `{}`: hash_table {table:?} has {other} buckets (column `{first}`), this \
+                             column {b}: the fields of a shared table need the same hash_buckets",
+                            c.name
+                        ));
+                    }
+                    Some(_) => {}
+                    None => tables.push((table, *b, &c.name)),
+                }
+            }
+        }
         for t in &self.tasks {
             if self.columns.iter().any(|c| c.source_columns().iter().any(|s| s == t.column())) {
                 return invalid(format!("data.tasks `{}`: its label column {:?} is also an input", t.name, t.column()));
@@ -240,27 +256,35 @@ impl TableSource {
         text: &mut TextEmbedderFactory,
     ) -> Result<LoadedTable, DataError> {
         self.validate()?;
+        let mut scan = Scan::new(self);
+        self.scan(&mut scan, &mut |_| Ok(()))?;
+        let preprocessing = match fitted {
+            Some(p) => self.check_fitted(p)?.clone(),
+            None => {
+                let mut fits = vec![DenseFit::default(); self.columns.len()];
+                scan.fit_dense_rows(&mut fits);
+                self.fit(scan.raws(), &fits, text)?
+            }
+        };
+        let mut embedders = self.open_embedders(&preprocessing, text)?;
+        let nulls = scan.nulls.clone();
+        let (schema, tables) = self.encode_rows(scan.take_rows(), &preprocessing, &mut embedders)?;
+        let stats = self.stats(&tables, &schema, &nulls);
+        self.check_splits(&tables, &schema)?;
+        let [train, valid, test] = tables;
+        let dataset = MtlDataset { name: self.name.clone(), schema, train, valid, test };
+        Ok(LoadedTable { dataset, preprocessing, stats })
+    }
+
+    /// Reads every row of every file into `scan`, calling `after_row` after each (a streaming
+    /// encoder drains the scan there every chunk of rows).
+    pub(crate) fn scan(
+        &self,
+        scan: &mut Scan,
+        after_row: &mut dyn FnMut(&mut Scan) -> Result<(), DataError>,
+    ) -> Result<(), DataError> {
         let wanted = self.wanted_columns();
         let at = |name: &str| wanted.iter().position(|w| w == name).expect("wanted");
-        let mut raws: Vec<Raw> = self
-            .columns
-            .iter()
-            .map(|c| match &c.kind {
-                ColumnKind::Categorical { hash_buckets: Some(_), .. } => Raw::Hashed { ids: vec![] },
-                ColumnKind::Categorical { .. } => Raw::Codes { interner: Interner::default(), codes: vec![] },
-                ColumnKind::Dense { .. } => Raw::Dense { values: vec![] },
-                ColumnKind::MultiCategorical { .. } => {
-                    Raw::Bag { interner: Interner::default(), offsets: vec![0], codes: vec![] }
-                }
-                ColumnKind::Text { .. } => Raw::Text { interner: Interner::default(), codes: vec![] },
-            })
-            .collect();
-        let mut labels: Vec<Vec<f32>> = vec![Vec::new(); self.tasks.len()];
-        let mut splits: Vec<SplitName> = Vec::new();
-        let mut groups = Interner::default();
-        let mut group_codes: Vec<u32> = Vec::new();
-        let mut nulls = vec![[0usize; 3]; self.columns.len()];
-        let mut rule_row = 0u64; // rows the split rule numbers (across files)
         let label_sets: Vec<LabelSets> = self.tasks.iter().map(LabelSets::new).collect();
         for (path, fixed) in self.files() {
             let format = format_of(&path, self.format)?;
@@ -272,9 +296,9 @@ impl TableSource {
                         let cell = rule.column().map(|c| row.cells[at(c)]);
                         let text = cell.and_then(|c| c.text().map(|t| t.into_owned()));
                         let s = rule
-                            .assign(rule_row, text.as_deref())
+                            .assign(scan.rule_row, text.as_deref())
                             .map_err(|m| cell_error(&path, row.place, rule.column().unwrap_or("-"), m))?;
-                        rule_row += 1;
+                        scan.rule_row += 1;
                         if matches!(self.files, TableFiles::Holdout { .. }) && s == SplitName::Train {
                             return Err(cell_error(
                                 &path,
@@ -287,31 +311,29 @@ impl TableSource {
                     }
                 };
                 let train = split == SplitName::Train;
-                let n = splits.len() as u64;
-                for (k, (column, raw)) in self.columns.iter().zip(raws.iter_mut()).enumerate() {
+                let n = scan.rows;
+                for (k, (column, raw)) in self.columns.iter().zip(scan.raws.iter_mut()).enumerate() {
                     let null = record_input(column, raw, row, &at, n, train, &path)?;
-                    nulls[k][split as usize] += usize::from(null);
+                    scan.nulls[k][split as usize] += usize::from(null);
                 }
                 for (t, task) in self.tasks.iter().enumerate() {
                     let y = label_sets[t]
                         .label(task, row.cells[at(task.column())])
                         .map_err(|m| cell_error(&path, row.place, task.column(), m))?;
-                    labels[t].push(y);
+                    scan.labels[t].push(y);
                 }
                 if let Some(g) = &self.group_by {
                     let value = row.cells[at(g)].text().map(|t| t.into_owned()).unwrap_or_default();
-                    group_codes.push(groups.code(&value, n, train));
+                    let code = scan.groups.code(&value, n, train);
+                    scan.group_codes.push(code);
                 }
-                splits.push(split);
-                Ok(())
+                scan.splits.push(split);
+                scan.rows += 1;
+                after_row(scan)
             };
             scan_file(&path, format, &self.csv, &wanted, &mut on_row)?;
         }
-        let preprocessing = match fitted {
-            Some(p) => self.check_fitted(p)?.clone(),
-            None => self.fit(&raws, &splits, text)?,
-        };
-        self.encode(raws, labels, splits, group_codes, nulls, preprocessing, text)
+        Ok(())
     }
 
     /// Checks that a saved preprocessing belongs to these columns.
@@ -326,26 +348,26 @@ impl TableSource {
         Ok(p)
     }
 
-    /// Fits every column on the training rows.
-    fn fit(
+    /// Fits every column on the training rows: vocabularies from the scan's interners, dense
+    /// transforms from `dense` (one accumulator a column, over the training rows).
+    pub(crate) fn fit(
         &self,
         raws: &[Raw],
-        splits: &[SplitName],
+        dense: &[DenseFit],
         text: &mut TextEmbedderFactory,
     ) -> Result<Preprocessing, DataError> {
-        let train: Vec<usize> = (0..splits.len()).filter(|&i| splits[i] == SplitName::Train).collect();
         let mut columns = Vec::with_capacity(self.columns.len());
-        for (column, raw) in self.columns.iter().zip(raws) {
+        for ((column, raw), fit) in self.columns.iter().zip(raws).zip(dense) {
             let name = column.name.clone();
             columns.push(match (&column.kind, raw) {
                 (ColumnKind::Categorical { min_count, .. }, Raw::Codes { interner, .. }) => {
                     FittedColumn::Vocabulary { name, values: interner.vocabulary(*min_count) }
                 }
-                (ColumnKind::Categorical { hash_buckets: Some(b), .. }, Raw::Hashed { .. }) => {
-                    FittedColumn::Hashed { name, buckets: *b }
+                (ColumnKind::Categorical { hash_buckets: Some(b), hash_table, .. }, Raw::Hashed { .. }) => {
+                    FittedColumn::Hashed { name, buckets: *b, table: hash_table.clone() }
                 }
-                (ColumnKind::Dense { transform, fill }, Raw::Dense { values }) => {
-                    let (shift, spread) = fit_dense(*transform, train.iter().map(|&i| values[i]));
+                (ColumnKind::Dense { transform, fill }, Raw::Dense { .. }) => {
+                    let (shift, spread) = fit.finish(*transform);
                     FittedColumn::Dense { name, transform: *transform, shift, spread, fill: *fill }
                 }
                 (ColumnKind::MultiCategorical { max_len, pooling, min_count, .. }, Raw::Bag { interner, .. }) => {
@@ -366,18 +388,43 @@ impl TableSource {
         Ok(Preprocessing { columns })
     }
 
-    /// Encodes every split with `preprocessing`.
-    #[allow(clippy::too_many_arguments)]
-    fn encode(
+    /// Opens the encoder of every text column (checked against the one `preprocessing` was fitted
+    /// with); `None` for the other columns.
+    pub(crate) fn open_embedders(
         &self,
-        raws: Vec<Raw>,
-        labels: Vec<Vec<f32>>,
-        splits: Vec<SplitName>,
-        group_codes: Vec<u32>,
-        nulls: Vec<[usize; 3]>,
-        preprocessing: Preprocessing,
+        preprocessing: &Preprocessing,
         text: &mut TextEmbedderFactory,
-    ) -> Result<LoadedTable, DataError> {
+    ) -> Result<Vec<Option<Box<dyn TextEmbedder>>>, DataError> {
+        self.columns
+            .iter()
+            .zip(&preprocessing.columns)
+            .map(|(column, fitted)| match (&column.kind, fitted) {
+                (ColumnKind::Text { encoder, .. }, FittedColumn::Text { dim, model, .. }) => {
+                    let embedder = open_encoder(text, &self.dir, encoder, &column.name)?;
+                    if embedder.model_id() != *model || embedder.dim() != *dim {
+                        return Err(DataError::Invalid(format!(
+                            "text column `{}`: the encoder in {} is not the one the preprocessing was fitted with \
+                             (model {model})",
+                            column.name,
+                            encoder.display()
+                        )));
+                    }
+                    Ok(Some(embedder))
+                }
+                _ => Ok(None),
+            })
+            .collect()
+    }
+
+    /// Encodes scanned rows with `preprocessing` into the schema and the rows of each split, in
+    /// file order.
+    pub(crate) fn encode_rows(
+        &self,
+        rows: ScannedRows,
+        preprocessing: &Preprocessing,
+        embedders: &mut [Option<Box<dyn TextEmbedder>>],
+    ) -> Result<(Schema, [EncodedTable; 3]), DataError> {
+        let ScannedRows { raws, labels, splits, group_codes } = rows;
         let n = splits.len();
         let mut schema = Schema::new(vec![], vec![], vec![]);
         // per row, one value a categorical field, `max_len` a bag, one a dense feature, `dim` a text
@@ -385,7 +432,11 @@ impl TableSource {
         let mut multi: Vec<Vec<u32>> = vec![];
         let mut dense: Vec<Vec<f32>> = vec![];
         let mut texts: Vec<Vec<f32>> = vec![];
-        for ((column, raw), fitted) in self.columns.iter().zip(raws).zip(&preprocessing.columns) {
+        // the categorical fields of each shared hash table
+        let mut shared: Vec<(String, Vec<usize>)> = vec![];
+        for (((column, raw), fitted), embedder) in
+            self.columns.iter().zip(raws).zip(&preprocessing.columns).zip(embedders.iter_mut())
+        {
             match (raw, fitted) {
                 (Raw::Codes { interner, codes }, FittedColumn::Vocabulary { values, .. }) => {
                     let ids = fitted.id_map();
@@ -396,7 +447,14 @@ impl TableSource {
                         .categorical
                         .push(CategoricalField { name: column.name.clone(), vocab_size: values.len() + 1 });
                 }
-                (Raw::Hashed { ids }, FittedColumn::Hashed { buckets, .. }) => {
+                (Raw::Hashed { ids }, FittedColumn::Hashed { buckets, table, .. }) => {
+                    if let Some(table) = table {
+                        let field = schema.categorical.len();
+                        match shared.iter_mut().find(|(t, _)| t == table) {
+                            Some((_, fields)) => fields.push(field),
+                            None => shared.push((table.clone(), vec![field])),
+                        }
+                    }
                     cat.push(ids);
                     schema
                         .categorical
@@ -425,17 +483,8 @@ impl TableSource {
                         pooling: *pooling,
                     });
                 }
-                (Raw::Text { interner, codes }, FittedColumn::Text { dim, model, .. }) => {
-                    let ColumnKind::Text { encoder, .. } = &column.kind else { unreachable!("a text column") };
-                    let mut embedder = open_encoder(text, &self.dir, encoder, &column.name)?;
-                    if embedder.model_id() != *model || embedder.dim() != *dim {
-                        return Err(DataError::Invalid(format!(
-                            "text column `{}`: the encoder in {} is not the one the preprocessing was fitted with \
-                             (model {model})",
-                            column.name,
-                            encoder.display()
-                        )));
-                    }
+                (Raw::Text { interner, codes }, FittedColumn::Text { dim, .. }) => {
+                    let embedder = embedder.as_mut().expect("an encoder for every text column");
                     let vectors = embedder.embed(&interner.values).map_err(|e| {
                         DataError::Invalid(format!("text column `{}`: encoding failed: {e}", column.name))
                     })?;
@@ -454,6 +503,7 @@ impl TableSource {
                 }
             }
         }
+        schema.shared_tables = shared.into_iter().map(|(_, fields)| fields).collect();
         schema.tasks = self
             .tasks
             .iter()
@@ -485,11 +535,7 @@ impl TableSource {
             }
         }
         debug_assert!(tables.iter().all(|t| t.categorical.len() == t.n_rows * widths.categorical));
-        let stats = self.stats(&tables, &schema, &nulls);
-        self.check_splits(&tables, &schema)?;
-        let [train, valid, test] = tables;
-        let dataset = MtlDataset { name: self.name.clone(), schema, train, valid, test };
-        Ok(LoadedTable { dataset, preprocessing, stats })
+        Ok((schema, tables))
     }
 
     /// Every split holds rows; every binary task has both classes in validation (else its AUC, and
@@ -565,22 +611,177 @@ fn open_encoder(
     text(&resolve(dir, encoder)).map_err(|e| DataError::Invalid(format!("text column `{column}`: {e}")))
 }
 
-/// The fitted `(shift, spread)` of a dense transform from the training values.
-fn fit_dense(transform: DenseTransform, train: impl Iterator<Item = f32>) -> (f32, f32) {
-    match transform {
-        DenseTransform::Minmax => train.fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v))),
-        DenseTransform::Standard => {
-            let (mut n, mut sum, mut sq) = (0f64, 0f64, 0f64);
-            for v in train {
-                n += 1.0;
-                sum += v as f64;
-                sq += (v as f64) * (v as f64);
+/// What a dense transform is fitted from, accumulated over the training values in file order
+/// (the same sums whether the rows are held in memory or streamed).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DenseFit {
+    n: f64,
+    sum: f64,
+    sq: f64,
+    lo: f32,
+    hi: f32,
+}
+
+impl Default for DenseFit {
+    fn default() -> Self {
+        Self { n: 0.0, sum: 0.0, sq: 0.0, lo: f32::INFINITY, hi: f32::NEG_INFINITY }
+    }
+}
+
+impl DenseFit {
+    /// Adds a training value.
+    pub(crate) fn add(&mut self, v: f32) {
+        self.n += 1.0;
+        self.sum += v as f64;
+        self.sq += (v as f64) * (v as f64);
+        self.lo = self.lo.min(v);
+        self.hi = self.hi.max(v);
+    }
+
+    /// The fitted `(shift, spread)` of `transform`.
+    pub(crate) fn finish(&self, transform: DenseTransform) -> (f32, f32) {
+        match transform {
+            DenseTransform::Minmax => (self.lo, self.hi),
+            DenseTransform::Standard => {
+                let mean = self.sum / self.n.max(1.0);
+                let var = (self.sq / self.n.max(1.0) - mean * mean).max(0.0);
+                (mean as f32, var.sqrt() as f32)
             }
-            let mean = sum / n.max(1.0);
-            let var = (sq / n.max(1.0) - mean * mean).max(0.0);
-            (mean as f32, var.sqrt() as f32)
+            DenseTransform::Log1p | DenseTransform::None => (0.0, 1.0),
         }
-        DenseTransform::Log1p | DenseTransform::None => (0.0, 1.0),
+    }
+}
+
+/// The rows a scan has read and not yet encoded.
+pub(crate) struct ScannedRows {
+    raws: Vec<Raw>,
+    labels: Vec<Vec<f32>>,
+    splits: Vec<SplitName>,
+    group_codes: Vec<u32>,
+}
+
+/// A scan in progress: the rows read and not yet drained, and what spans all rows (vocabulary
+/// interners, group ids, null counts, row numbers).
+pub(crate) struct Scan {
+    raws: Vec<Raw>,
+    labels: Vec<Vec<f32>>,
+    pub(crate) splits: Vec<SplitName>,
+    groups: Interner,
+    group_codes: Vec<u32>,
+    /// Null cells per input column and split.
+    pub(crate) nulls: Vec<[usize; 3]>,
+    /// Rows the split rule has numbered (across files).
+    rule_row: u64,
+    /// Rows read (across files): the row number vocabularies order first appearances by.
+    rows: u64,
+}
+
+impl Scan {
+    pub(crate) fn new(source: &TableSource) -> Self {
+        Self {
+            raws: source.columns.iter().map(Raw::empty).collect(),
+            labels: vec![Vec::new(); source.tasks.len()],
+            splits: Vec::new(),
+            groups: Interner::default(),
+            group_codes: Vec::new(),
+            nulls: vec![[0usize; 3]; source.columns.len()],
+            rule_row: 0,
+            rows: 0,
+        }
+    }
+
+    /// Rows read and not yet drained.
+    pub(crate) fn pending(&self) -> usize {
+        self.splits.len()
+    }
+
+    /// Adds the pending training rows' dense values to `fits` (one a column).
+    pub(crate) fn fit_dense_rows(&self, fits: &mut [DenseFit]) {
+        for (raw, fit) in self.raws.iter().zip(fits.iter_mut()) {
+            if let Raw::Dense { values } = raw {
+                for (v, split) in values.iter().zip(&self.splits) {
+                    if *split == SplitName::Train {
+                        fit.add(*v);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes the pending rows with the interners their codes refer to (fresh, empty interners
+    /// stay: encoding maps values through the fitted vocabulary, not through codes).
+    pub(crate) fn take_rows(&mut self) -> ScannedRows {
+        ScannedRows {
+            raws: self.raws.iter_mut().map(Raw::take).collect(),
+            labels: self.labels.iter_mut().map(std::mem::take).collect(),
+            splits: std::mem::take(&mut self.splits),
+            group_codes: std::mem::take(&mut self.group_codes),
+        }
+    }
+
+    /// Drops the pending rows but keeps the vocabulary interners with their counts (what fitting
+    /// reads once every row has been seen).
+    pub(crate) fn clear_rows(&mut self) {
+        self.raws.iter_mut().for_each(Raw::clear_rows);
+        self.labels.iter_mut().for_each(Vec::clear);
+        self.splits.clear();
+        self.group_codes.clear();
+    }
+
+    /// The interners fitting reads.
+    pub(crate) fn raws(&self) -> &[Raw] {
+        &self.raws
+    }
+}
+
+impl Raw {
+    /// An empty column of `spec`'s kind.
+    fn empty(spec: &ColumnSpec) -> Self {
+        match &spec.kind {
+            ColumnKind::Categorical { hash_buckets: Some(_), .. } => Raw::Hashed { ids: vec![] },
+            ColumnKind::Categorical { .. } => Raw::Codes { interner: Interner::default(), codes: vec![] },
+            ColumnKind::Dense { .. } => Raw::Dense { values: vec![] },
+            ColumnKind::MultiCategorical { .. } => {
+                Raw::Bag { interner: Interner::default(), offsets: vec![0], codes: vec![] }
+            }
+            ColumnKind::Text { .. } => Raw::Text { interner: Interner::default(), codes: vec![] },
+        }
+    }
+
+    /// Takes the rows and the interner, leaving an empty column.
+    fn take(&mut self) -> Raw {
+        match self {
+            Raw::Codes { interner, codes } => {
+                Raw::Codes { interner: std::mem::take(interner), codes: std::mem::take(codes) }
+            }
+            Raw::Hashed { ids } => Raw::Hashed { ids: std::mem::take(ids) },
+            Raw::Dense { values } => Raw::Dense { values: std::mem::take(values) },
+            Raw::Bag { interner, offsets, codes } => Raw::Bag {
+                interner: std::mem::take(interner),
+                offsets: std::mem::replace(offsets, vec![0]),
+                codes: std::mem::take(codes),
+            },
+            Raw::Text { interner, codes } => {
+                Raw::Text { interner: std::mem::take(interner), codes: std::mem::take(codes) }
+            }
+        }
+    }
+
+    /// Empties the rows; categorical and bag interners keep every value and training count.
+    fn clear_rows(&mut self) {
+        match self {
+            Raw::Codes { codes, .. } => codes.clear(),
+            Raw::Hashed { ids } => ids.clear(),
+            Raw::Dense { values } => values.clear(),
+            Raw::Bag { offsets, codes, .. } => {
+                offsets.truncate(1);
+                codes.clear();
+            }
+            Raw::Text { interner, codes } => {
+                *interner = Interner::default();
+                codes.clear();
+            }
+        }
     }
 }
 
@@ -604,9 +805,13 @@ fn record_input(
             }
             Ok(cell == Cell::Null)
         }
-        (Raw::Hashed { ids }, ColumnKind::Categorical { hash_buckets: Some(b), .. }) => {
+        (Raw::Hashed { ids }, ColumnKind::Categorical { hash_buckets: Some(b), hash_table, .. }) => {
             let cell = row.cells[at(name)];
-            ids.push(cell.text().map_or(0, |v| hash_bucket(&v, *b)));
+            ids.push(cell.text().map_or(0, |v| match hash_table {
+                // salted with the field's name: a shared table's fields do not collide by value
+                Some(_) => hash_bucket(&format!("{name}\u{1f}{v}"), *b),
+                None => hash_bucket(&v, *b),
+            }));
             Ok(cell == Cell::Null)
         }
         (Raw::Dense { values }, ColumnKind::Dense { transform, fill }) => {
@@ -728,11 +933,11 @@ impl LabelSets {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::{Cut, fnv1a64};
 
-    fn fixture(file: &str) -> PathBuf {
+    pub(crate) fn fixture(file: &str) -> PathBuf {
         let dir = std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
         Path::new(&dir).join("tests/fixtures/table-small").join(file)
     }
@@ -786,7 +991,7 @@ mod tests {
         tasks: Vec<TaskColumn>,
     }
 
-    fn source(file: &str) -> TableSource {
+    pub(crate) fn source(file: &str) -> TableSource {
         let parts: Parts = toml::from_str(COLUMNS).unwrap();
         TableSource {
             name: "small".into(),
@@ -923,7 +1128,7 @@ mod tests {
         let again = source("table.parquet").load(Some(&fitted.preprocessing), &mut no_text).unwrap();
         assert_eq!(fitted.dataset.test, again.dataset.test);
         let mut rare = source("table.csv");
-        rare.columns[0].kind = ColumnKind::Categorical { min_count: 6, hash_buckets: None };
+        rare.columns[0].kind = ColumnKind::Categorical { min_count: 6, hash_buckets: None, hash_table: None };
         let loaded = rare.load(None, &mut no_text).unwrap();
         let FittedColumn::Vocabulary { values, .. } = &loaded.preprocessing.columns[0] else { panic!("vocabulary") };
         let raw = rows();
@@ -964,7 +1169,7 @@ mod tests {
         assert_eq!((t.train.n_rows, t.valid.n_rows, t.test.n_rows), (40, 40, 40));
     }
 
-    struct FakeEncoder;
+    pub(crate) struct FakeEncoder;
     impl TextEmbedder for FakeEncoder {
         fn model_id(&self) -> String {
             "fake".into()
@@ -975,6 +1180,28 @@ mod tests {
         fn embed(&mut self, texts: &[String]) -> Result<Vec<f32>, String> {
             Ok(texts.iter().flat_map(|t| [t.len() as f32, t.matches(' ').count() as f32]).collect())
         }
+    }
+
+    /// Hashed fields naming one `hash_table` share its rows: the schema lists them, each value
+    /// is salted with its field's name; fields of one table with different bucket counts are an
+    /// error naming the column.
+    #[test]
+    fn hashed_fields_can_share_a_table() {
+        let mut s = source("table.csv");
+        for c in &mut s.columns[..2] {
+            c.kind = ColumnKind::Categorical { min_count: 1, hash_buckets: Some(64), hash_table: Some("ids".into()) };
+        }
+        let loaded = s.load(None, &mut no_text).unwrap();
+        assert_eq!(loaded.dataset.schema.shared_tables, vec![vec![0, 1]]);
+        let raw = rows();
+        let first = &raw[0];
+        let salted = |field: &str, v: &str| 1 + (fnv1a64(format!("{field}\u{1f}{v}").as_bytes()) % 64) as u32;
+        assert_eq!(loaded.dataset.train.categorical[0], salted("user", &first[0]));
+        assert_eq!(loaded.dataset.train.categorical[1], salted("item", &first[1]));
+        s.columns[1].kind =
+            ColumnKind::Categorical { min_count: 1, hash_buckets: Some(32), hash_table: Some("ids".into()) };
+        let err = s.load(None, &mut no_text).unwrap_err().to_string();
+        assert!(err.contains("`item`") && err.contains("hash_buckets"), "{err}");
     }
 
     /// A text column fills its template per row (nulls as empty strings) and gets the encoder's
@@ -1108,7 +1335,7 @@ mod tests {
         let mut s = source("list_column.parquet");
         s.columns = vec![ColumnSpec {
             name: "tags".into(),
-            kind: ColumnKind::Categorical { min_count: 1, hash_buckets: None },
+            kind: ColumnKind::Categorical { min_count: 1, hash_buckets: None, hash_table: None },
         }];
         s.tasks.truncate(1);
         s.group_by = None;

@@ -48,6 +48,10 @@ pub struct FeatureEmbeddingConfig {
     /// Row-sparse id tables: only the rows a batch reads get gradients and updates.
     #[config(default = false)]
     pub sparse: bool,
+    /// Categorical fields (indices) that share one block of rows (a shared hash table): each
+    /// group's fields must have the same vocabulary size.
+    #[config(default = "Vec::new()")]
+    pub shared_tables: Vec<Vec<usize>>,
 }
 
 /// Row offsets of fields in a fused table of the given vocabulary sizes.
@@ -69,6 +73,28 @@ impl FeatureEmbeddingConfig {
             .with_multi_categorical(schema.multi_categorical.clone())
             .with_text_dims(schema.text.iter().map(|t| t.dim).collect())
             .with_text_dim(text_dim)
+            .with_shared_tables(schema.shared_tables.clone())
+    }
+
+    /// Each categorical field's first row in the fused table, and the table's rows: fields of a
+    /// shared group start where the group's first field does.
+    fn field_rows(&self) -> (Vec<i64>, usize) {
+        let mut offsets = Vec::with_capacity(self.vocab_sizes.len());
+        let mut total = 0usize;
+        for (f, &vocab) in self.vocab_sizes.iter().enumerate() {
+            let group = self.shared_tables.iter().find(|g| g.contains(&f));
+            match group.map(|g| g[0]).filter(|&first| first != f) {
+                Some(first) => {
+                    assert_eq!(vocab, self.vocab_sizes[first], "the fields of a shared table have one size");
+                    offsets.push(offsets[first]);
+                }
+                None => {
+                    offsets.push(total as i64);
+                    total += vocab;
+                }
+            }
+        }
+        (offsets, total)
     }
 
     /// Width of the input vector: `(fields + multi fields) × dim + text fields × text_dim + n_dense`.
@@ -81,7 +107,7 @@ impl FeatureEmbeddingConfig {
     /// Initialise the embedding tables (`N(0, 1)`, as PyTorch's `nn.Embedding`) and the text
     /// projections (PyTorch's `nn.Linear` initialisation).
     pub fn init(&self, device: &Device) -> FeatureEmbedding {
-        let total: usize = self.vocab_sizes.iter().sum();
+        let (field_offsets_cat, total) = self.field_rows();
         let multi_total: usize = self.multi_categorical.iter().map(|f| f.vocab_size).sum();
         // every slot of field f is offset by field f's first row
         let field_offsets = offsets(self.multi_categorical.iter().map(|f| f.vocab_size));
@@ -93,7 +119,7 @@ impl FeatureEmbeddingConfig {
             .collect();
         FeatureEmbedding {
             table: (total > 0).then(|| EmbeddingConfig::new(total, self.dim).init(device)),
-            offsets: offsets(self.vocab_sizes.iter().copied()),
+            offsets: field_offsets_cat,
             bags: (multi_total > 0).then(|| EmbeddingConfig::new(multi_total, self.dim).init(device)),
             slot_offsets,
             bag_fields: self.multi_categorical.iter().map(|f| (f.max_len, f.pooling == Pooling::Mean)).collect(),
@@ -280,6 +306,26 @@ mod tests {
         let projected = emb.text[0].forward(text).into_data().try_into_vec::<f32>().unwrap();
         assert!(close(out[4], projected[0]) && close(out[6 + 5], projected[3]));
         assert_eq!(emb.output_dim(), 6);
+    }
+
+    /// Fields of a shared table start at the same row: the same id reads the same embedding in
+    /// either field; the other fields keep rows of their own.
+    #[test]
+    fn fields_of_a_shared_table_read_the_same_rows() {
+        let device = Device::flex();
+        let emb = FeatureEmbeddingConfig::new(vec![5, 3, 5], 0)
+            .with_dim(2)
+            .with_shared_tables(vec![vec![0, 2]])
+            .init(&device);
+        assert_eq!(emb.offsets, vec![0, 5, 0]);
+        assert_eq!(emb.table.as_ref().unwrap().weight.dims(), [8, 2]);
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![4i32, 1, 4, 3, 2, 1], [2, 3]), &device);
+        let out = emb.forward(FeatureBatch::new(Some(ids), None)).x.into_data().try_into_vec::<f32>().unwrap();
+        let w = emb.table.as_ref().unwrap().weight.val().into_data().try_into_vec::<f32>().unwrap();
+        assert_eq!(out[0..2], w[8..10], "field 0, id 4 → row 4");
+        assert_eq!(out[4..6], w[8..10], "field 2, id 4 → the same row 4");
+        assert_eq!(out[2..4], w[12..14], "field 1, id 1 → its own row 5 + 1");
+        assert_eq!(out[10..12], w[2..4], "field 2, id 1 → row 1, field 0's id 1");
     }
 
     #[test]

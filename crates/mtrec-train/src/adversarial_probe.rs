@@ -21,7 +21,7 @@ use burn::{
     optim::{AdamConfig, GradientsParams},
     tensor::{Device, Tensor, TensorData},
 };
-use mtrec_data::{BatchOrder, EncodedTable, MtlDataset, Schema, TaskKind, batches};
+use mtrec_data::{BatchOrder, EncodedTable, MtlDataset, Schema, SplitRows, TaskKind, batches};
 use mtrec_model::{MultiTaskModel, MultiTaskNet, TaskTowerConfig};
 use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
 use serde::{Deserialize, Serialize};
@@ -52,9 +52,9 @@ pub struct ProbeResult {
 
 /// Fits a fresh probe on `model`'s tower representation for every adversarial task of `dataset`;
 /// empty when it has none.
-pub fn adversarial_probe(
+pub fn adversarial_probe<S: SplitRows>(
     model: &MultiTaskNet,
-    dataset: &MtlDataset,
+    dataset: &MtlDataset<S>,
     device: &Device,
     seed: u64,
     batch_size: usize,
@@ -64,6 +64,23 @@ pub fn adversarial_probe(
     if adversarial.is_empty() {
         return Ok(BTreeMap::new());
     }
+    let (Some(train), Some(valid), Some(test)) =
+        (dataset.train.in_memory(), dataset.valid.in_memory(), dataset.test.in_memory())
+    else {
+        return Err(TrainError::Config(
+            "the adversarial probe fits on representations of every row: adversarial tasks need the data in \
+             memory (data.stream = false)"
+                .into(),
+        ));
+    };
+    let dataset = MtlDataset {
+        name: dataset.name.clone(),
+        schema: schema.clone(),
+        train: train.clone(),
+        valid: valid.clone(),
+        test: test.clone(),
+    };
+    let dataset = &dataset;
     let features = |table: &EncodedTable| representations(model, table, schema, device, batch_size);
     let (mut train, mut valid, mut test) =
         (features(&dataset.train), features(&dataset.valid), features(&dataset.test));

@@ -18,7 +18,7 @@
 //! `u64` length and its bytes, then the 16-byte MD5. Files of the first layout (`MTRECCK1`, the
 //! first four sections) still load.
 
-use std::path::Path;
+use std::{io::Write, path::Path};
 
 use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
@@ -72,18 +72,28 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// The file's bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.write_to(&mut out).expect("writing to memory");
+        out
+    }
+
+    /// Writes the file to `out` section by section, hashing as it goes (no copy of the whole file
+    /// in memory: a large model's checkpoint costs its sections, not twice them).
+    pub fn write_to(&self, out: &mut impl Write) -> std::io::Result<()> {
         let state = serde_json::to_vec(&self.state).expect("the training state serialises");
         let sections: [&[u8]; SECTIONS] =
             [&state, &self.model, &self.optimizer, &self.best_model, &self.sparse_optimizer];
-        let mut out = Vec::with_capacity(MAGIC.len() + sections.iter().map(|s| s.len() + 8).sum::<usize>() + 16);
-        out.extend_from_slice(MAGIC);
+        let mut hasher = Md5::new();
+        let mut put = |bytes: &[u8]| -> std::io::Result<()> {
+            hasher.update(bytes);
+            out.write_all(bytes)
+        };
+        put(MAGIC)?;
         for section in sections {
-            out.extend_from_slice(&(section.len() as u64).to_le_bytes());
-            out.extend_from_slice(section);
+            put(&(section.len() as u64).to_le_bytes())?;
+            put(section)?;
         }
-        let digest = Md5::digest(&out);
-        out.extend_from_slice(&digest);
-        out
+        out.write_all(&hasher.finalize())
     }
 
     /// Parses a checkpoint file's bytes; any damage is an error saying what is wrong.
@@ -126,7 +136,11 @@ impl Checkpoint {
 
     /// Writes the checkpoint to `path` atomically (temporary file, flush to disk, rename).
     pub fn save(&self, path: &Path) -> Result<(), TrainError> {
-        crate::run_dir::write_atomically(path, &self.to_bytes())
+        crate::run_dir::write_atomically_with(path, |file| {
+            let mut writer = std::io::BufWriter::new(file);
+            self.write_to(&mut writer)?;
+            writer.flush()
+        })
     }
 
     /// Reads the checkpoint at `path`.

@@ -134,6 +134,16 @@ pub struct DataConfig {
     pub group_by: Option<String>,
     /// Table: cache the encoded splits (see [`mtrec_data::default_cache_dir`]).
     pub cache: bool,
+    /// Table: encode the splits into chunk files and stream them through training and evaluation
+    /// (out of core: memory stays that of a few chunks, whatever the number of rows).
+    pub stream: bool,
+    /// Streaming: rows per chunk file.
+    pub chunk_rows: usize,
+    /// Streaming: chunks a training epoch shuffles together (the shuffle window).
+    pub shuffle_window: usize,
+    /// Streaming: the folder of the chunk files (default: `<cache>/<key>.chunks`, the key a hash
+    /// of the table's config, files and chunking; an existing complete encoding there is reused).
+    pub chunk_dir: Option<PathBuf>,
 }
 
 impl Default for DataConfig {
@@ -159,6 +169,10 @@ impl Default for DataConfig {
             tasks: vec![],
             group_by: None,
             cache: true,
+            stream: false,
+            chunk_rows: 1 << 18,
+            shuffle_window: 4,
+            chunk_dir: None,
         }
     }
 }
@@ -256,7 +270,76 @@ impl DataConfig {
                 "data.cascade makes a funnel; data.funnel says the tasks already are one: set one".into(),
             ));
         }
+        if self.stream && self.source != DataSource::Table {
+            return Err(TrainError::Config(format!(
+                "data.stream streams a table's chunk files: it needs data.source = \"table\" (the source is {:?})",
+                self.source
+            )));
+        }
+        if self.chunk_rows == 0 || self.shuffle_window == 0 {
+            return Err(TrainError::Config("data.chunk_rows and data.shuffle_window must be positive".into()));
+        }
         Ok(())
+    }
+
+    /// Encodes the table into chunk files (or reopens a complete encoding of the same table and
+    /// chunking) and returns the streamed dataset with its preprocessing; `fitted` as in
+    /// [`Self::load_with`]. See [`mtrec_data::ChunkedSplit`].
+    pub fn load_streamed(
+        &self,
+        fitted: Option<&Preprocessing>,
+    ) -> Result<(mtrec_data::ChunkedDataset, Preprocessing), TrainError> {
+        self.validate()?;
+        if !self.stream {
+            return Err(TrainError::Config("load_streamed needs data.stream = true".into()));
+        }
+        let table = self.table()?;
+        let options = mtrec_data::StreamOptions {
+            chunk_rows: self.chunk_rows,
+            window: self.shuffle_window,
+            funnel: self.funnel,
+            cascade: self.cascade,
+        };
+        // what the chunks encode: the table (config and file bytes), the preprocessing, the chunking
+        let flags = match (self.funnel, self.cascade) {
+            (true, _) => "-funnel",
+            (_, true) => "-cascade",
+            _ => "",
+        };
+        let key = format!("{}-{}{flags}", table.cache_key(fitted, &mut crate::open_text_encoder)?, self.chunk_rows);
+        let dir = match &self.chunk_dir {
+            Some(dir) => dir.clone(),
+            None => mtrec_data::default_cache_dir()
+                .ok_or_else(|| {
+                    TrainError::Config("data.stream: no cache folder (HOME unset); set data.chunk_dir".into())
+                })?
+                .join(format!("{key}.chunks")),
+        };
+        let key_file = dir.join("source.key");
+        let complete = dir.join(mtrec_data::MANIFEST_FILE).is_file();
+        if complete && std::fs::read_to_string(&key_file).is_ok_and(|k| k == key) {
+            tracing::info!("reusing the chunk files in {}", dir.display());
+            let opened = mtrec_data::open_chunks(&dir, self.shuffle_window)?;
+            return Ok((opened.dataset, opened.preprocessing));
+        }
+        let _ = std::fs::remove_file(&key_file);
+        let started = std::time::Instant::now();
+        let mut last = std::time::Instant::now();
+        let written = table.write_chunks(&dir, fitted, options, &mut crate::open_text_encoder, &mut |pass, rows| {
+            if last.elapsed().as_secs() >= 10 {
+                tracing::info!("{pass}: {rows} rows ({:.0} s)", started.elapsed().as_secs_f64());
+                last = std::time::Instant::now();
+            }
+        })?;
+        std::fs::write(&key_file, &key)
+            .map_err(|source| mtrec_data::DataError::Io { path: key_file.clone(), source })?;
+        tracing::info!(
+            "encoded {} into chunk files in {} ({:.1} s)",
+            table.name,
+            dir.display(),
+            started.elapsed().as_secs_f64()
+        );
+        Ok((written.dataset, written.preprocessing))
     }
 
     /// Loads the dataset; a table is encoded with `fitted` when given (a run's saved
@@ -468,6 +551,7 @@ impl ExperimentConfig {
             c.train.epochs = 1;
             c.data.dir = PathBuf::new();
             c.data.cache = true;
+            c.data.chunk_dir = None;
             c
         };
         normalise(self) == normalise(other)
@@ -528,9 +612,16 @@ impl ExperimentConfig {
     /// funnel; ESMM and AITM model the steps of a funnel, so a later step must never be positive
     /// where the earlier one is not (on the training rows) — the error counts the rows that break it
     /// and points to `data.cascade`.
-    pub fn check_dataset(&self, dataset: &MtlDataset) -> Result<(), TrainError> {
+    ///
+    /// A streamed dataset's funnel was checked on every row as it was encoded (`data.funnel`), so
+    /// the check here reads in-memory datasets only.
+    pub fn check_dataset<S: mtrec_data::SplitRows>(&self, dataset: &MtlDataset<S>) -> Result<(), TrainError> {
         let metric = self.train.early_stopping.metric.as_str();
-        if metric == "gauc" && dataset.valid.groups.is_empty() {
+        let grouped = match dataset.valid.in_memory() {
+            Some(table) => !table.groups.is_empty(),
+            None => self.data.group_by.is_some(),
+        };
+        if metric == "gauc" && !grouped {
             return Err(TrainError::Config(
                 "train.early_stopping.metric = \"gauc\" needs groups: set data.group_by (tables)".into(),
             ));
@@ -545,7 +636,17 @@ impl ExperimentConfig {
         }
         let schema = &dataset.schema;
         let steps: Vec<usize> = (0..schema.n_tasks()).filter(|&t| !schema.tasks[t].adversarial).collect();
-        let Some(v) = dataset.train.funnel_violation(&steps, schema.n_tasks()) else { return Ok(()) };
+        let Some(train) = dataset.train.in_memory() else {
+            return match schema.funnel {
+                true => Ok(()),
+                false => Err(TrainError::Config(format!(
+                    "model.architecture = {:?} needs funnel labels: a streamed dataset needs data.funnel or \
+                     data.cascade (checked on every row as it is encoded)",
+                    self.model.architecture.name()
+                ))),
+            };
+        };
+        let Some(v) = train.funnel_violation(&steps, schema.n_tasks()) else { return Ok(()) };
         let name = |t: usize| schema.tasks[t].name.as_str();
         Err(TrainError::Config(format!(
             "model.architecture = {:?} needs funnel labels (a step positive only where the step before it is), but \
@@ -555,7 +656,7 @@ impl ExperimentConfig {
             name(v.task),
             name(v.previous),
             v.rows,
-            dataset.train.n_rows,
+            train.n_rows,
             v.first_row
         )))
     }

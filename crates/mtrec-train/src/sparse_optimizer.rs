@@ -170,12 +170,13 @@ impl SparseRowOptimizer {
             out.extend_from_slice(&(state.steps.len() as u64 * 4).to_le_bytes());
             state.steps.iter().for_each(|s| out.extend_from_slice(&s.to_le_bytes()));
             for tensor in [&state.first, &state.second] {
-                let values: Vec<f32> = tensor.as_ref().map_or_else(Vec::new, |t| {
-                    t.clone().into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 state")
-                });
+                // one copy of the values (the tensor's data), written as little-endian f32
+                let data = tensor.as_ref().map(|t| t.clone().into_data().convert::<f32>());
+                let values: &[f32] = data.as_ref().map_or(&[], |d| d.as_slice::<f32>().expect("f32 state"));
                 let width = tensor.as_ref().map_or(0, |t| t.dims()[1] as u64);
                 out.extend_from_slice(&width.to_le_bytes());
                 out.extend_from_slice(&(values.len() as u64 * 4).to_le_bytes());
+                out.reserve(values.len() * 4);
                 values.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
             }
         }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use burn::tensor::{Device, Tensor};
-use mtrec_data::{BatchOrder, EncodedTable, Schema, batches};
+use mtrec_data::{BatchOrder, Schema, SplitRows};
 use mtrec_model::{MultiTaskModel, MultiTaskNet};
 use serde::{Deserialize, Serialize};
 
@@ -26,13 +26,14 @@ pub struct GateUtilisation {
 /// Gate statistics of every gated task of `model` on `table`; empty for ungated models.
 pub fn expert_utilisation(
     model: &MultiTaskNet,
-    table: &EncodedTable,
+    table: &impl SplitRows,
     schema: &Schema,
     device: &Device,
     batch_size: usize,
-) -> BTreeMap<String, GateUtilisation> {
+) -> Result<BTreeMap<String, GateUtilisation>, mtrec_data::DataError> {
     let mut sums: Vec<Option<(Tensor<1>, Tensor<1>)>> = vec![None; schema.n_tasks()];
-    for batch in batches(table, schema.widths(), batch_size, BatchOrder::Sequential, device) {
+    for batch in table.stream(schema.widths(), batch_size, BatchOrder::Sequential, device) {
+        let batch = batch?;
         for (t, out) in model.forward(batch.features).into_iter().enumerate() {
             let Some(w) = out.gate else { continue };
             let [_, e] = w.dims();
@@ -44,8 +45,9 @@ pub fn expert_utilisation(
             });
         }
     }
-    let n = table.n_rows.max(1) as f64;
-    sums.into_iter()
+    let n = table.n_rows().max(1) as f64;
+    Ok(sums
+        .into_iter()
         .enumerate()
         .filter_map(|(t, s)| {
             let (weight, entropy) = s?;
@@ -55,7 +57,7 @@ pub fn expert_utilisation(
             let collapsed = mean_weight.iter().any(|&w| w >= COLLAPSE_THRESHOLD);
             Some((schema.tasks[t].name.clone(), GateUtilisation { mean_weight, mean_entropy, collapsed }))
         })
-        .collect()
+        .collect())
 }
 
 /// One warning line per collapsed gate.
@@ -78,6 +80,7 @@ pub fn collapse_warnings(utilisation: &BTreeMap<String, GateUtilisation>) -> Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mtrec_data::batches;
     use mtrec_data::{CategoricalField, EncodedTable, TaskKind, TaskSpec};
     use mtrec_model::{Architecture, ModelConfig};
 
@@ -98,7 +101,7 @@ mod tests {
         };
         let cfg = ModelConfig { n_experts: 3, ..Default::default() };
         let model = cfg.init(&schema, &device);
-        let u = expert_utilisation(&model, &table, &schema, &device, 2);
+        let u = expert_utilisation(&model, &table, &schema, &device, 2).unwrap();
         // reference: the gates over all rows at once
         let batch = batches(&table, schema.widths(), 5, BatchOrder::Sequential, &device).next().unwrap();
         let outs = model.forward(batch.features);
@@ -123,6 +126,6 @@ mod tests {
         assert!(lines[0].contains("`t1`") && lines[0].contains("expert 0") && lines[0].contains("95%"), "{}", lines[0]);
         let ungated =
             ModelConfig { architecture: Architecture::SharedBottom, ..Default::default() }.init(&schema, &device);
-        assert!(expert_utilisation(&ungated, &table, &schema, &device, 2).is_empty());
+        assert!(expert_utilisation(&ungated, &table, &schema, &device, 2).unwrap().is_empty());
     }
 }
