@@ -86,13 +86,7 @@ impl ChunkedSplit {
                     chunks[c].rows
                 )));
             }
-            table.n_rows += chunk.n_rows;
-            table.categorical.extend(chunk.categorical);
-            table.multi.extend(chunk.multi);
-            table.dense.extend(chunk.dense);
-            table.text.extend(chunk.text);
-            table.labels.extend(chunk.labels);
-            table.groups.extend(chunk.groups);
+            table.append(chunk);
         }
         Ok(table)
     }

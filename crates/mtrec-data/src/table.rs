@@ -30,6 +30,17 @@ impl EncodedTable {
         self.labels.iter().skip(t).step_by(n_tasks).copied().collect()
     }
 
+    /// Appends `other`'s rows (of the same widths) after this table's.
+    pub fn append(&mut self, other: EncodedTable) {
+        self.n_rows += other.n_rows;
+        self.categorical.extend(other.categorical);
+        self.multi.extend(other.multi);
+        self.dense.extend(other.dense);
+        self.text.extend(other.text);
+        self.labels.extend(other.labels);
+        self.groups.extend(other.groups);
+    }
+
     /// Keeps the rows whose index satisfies `keep`, in order.
     pub fn filter_rows(&self, widths: crate::RowWidths, keep: impl Fn(usize) -> bool) -> Self {
         let mut out = EncodedTable::default();

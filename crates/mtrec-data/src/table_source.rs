@@ -270,7 +270,7 @@ impl TableSource {
         let nulls = scan.nulls.clone();
         let (schema, tables) = self.encode_rows(scan.take_rows(), &preprocessing, &mut embedders)?;
         let stats = self.stats(&tables, &schema, &nulls);
-        self.check_splits(&tables, &schema)?;
+        check_split_stats(&stats, &schema)?;
         let [train, valid, test] = tables;
         let dataset = MtlDataset { name: self.name.clone(), schema, train, valid, test };
         Ok(LoadedTable { dataset, preprocessing, stats })
@@ -538,37 +538,6 @@ impl TableSource {
         Ok((schema, tables))
     }
 
-    /// Every split holds rows; every binary task has both classes in validation (else its AUC, and
-    /// model selection on it, is undefined).
-    fn check_splits(&self, tables: &[EncodedTable; 3], schema: &Schema) -> Result<(), DataError> {
-        for (split, table) in SplitName::ALL.iter().zip(tables) {
-            if table.n_rows == 0 {
-                return Err(DataError::Invalid(format!(
-                    "data: the {} split is empty; check the files and data.split",
-                    split.as_str()
-                )));
-            }
-        }
-        let valid = &tables[SplitName::Valid as usize];
-        for (t, task) in schema.tasks.iter().enumerate() {
-            if task.kind != TaskKind::Binary {
-                continue;
-            }
-            let ys = valid.label_column(t, schema.n_tasks());
-            let positives = ys.iter().filter(|&&y| y > 0.5).count();
-            if positives == 0 || positives == ys.len() {
-                return Err(DataError::Invalid(format!(
-                    "data.tasks `{}`: the valid split holds only label {} ({} rows), so its AUC — and model \
-                     selection on it — is undefined; change the split or the task",
-                    task.name,
-                    if positives == 0 { 0 } else { 1 },
-                    ys.len()
-                )));
-            }
-        }
-        Ok(())
-    }
-
     fn stats(&self, tables: &[EncodedTable; 3], schema: &Schema, nulls: &[[usize; 3]]) -> [SplitStats; 3] {
         std::array::from_fn(|s| {
             let table = &tables[s];
@@ -609,6 +578,33 @@ fn open_encoder(
     column: &str,
 ) -> Result<Box<dyn TextEmbedder>, DataError> {
     text(&resolve(dir, encoder)).map_err(|e| DataError::Invalid(format!("text column `{column}`: {e}")))
+}
+
+/// Every split holds rows; every binary task has both classes in validation (else its AUC, and
+/// model selection on it, is undefined) — read from the splits' statistics (a binary task's rate is
+/// its share of 1s).
+pub(crate) fn check_split_stats(stats: &[SplitStats; 3], schema: &Schema) -> Result<(), DataError> {
+    for (split, s) in SplitName::ALL.iter().zip(stats) {
+        if s.rows == 0 {
+            return Err(DataError::Invalid(format!(
+                "data: the {} split is empty; check the files and data.split",
+                split.as_str()
+            )));
+        }
+    }
+    let valid = &stats[SplitName::Valid as usize];
+    for (task, (_, rate)) in schema.tasks.iter().zip(&valid.labels) {
+        if task.kind == TaskKind::Binary && (rate[0] <= 0.0 || rate[0] >= 1.0) {
+            return Err(DataError::Invalid(format!(
+                "data.tasks `{}`: the valid split holds only label {} ({} rows), so its AUC — and model selection \
+                 on it — is undefined; change the split or the task",
+                task.name,
+                if rate[0] <= 0.0 { 0 } else { 1 },
+                valid.rows
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// What a dense transform is fitted from, accumulated over the training values in file order

@@ -20,7 +20,7 @@ use crate::{
     ChunkRef, ChunkedSplit, DataError, EncodedTable, MtlDataset, Preprocessing, RowWidths, Schema, SplitName,
     SplitStats, TableSource, TaskKind, TextEmbedderFactory,
     chunk_file::write_chunk,
-    table_source::{DenseFit, Scan},
+    table_source::{DenseFit, Scan, check_split_stats},
 };
 
 /// The manifest's file name in a chunk folder.
@@ -117,14 +117,7 @@ impl SplitWriter {
         }
         self.groups.extend(table.groups.iter().copied());
         self.rows += table.n_rows;
-        let p = &mut self.pending;
-        p.n_rows += table.n_rows;
-        p.categorical.extend(table.categorical);
-        p.multi.extend(table.multi);
-        p.dense.extend(table.dense);
-        p.text.extend(table.text);
-        p.labels.extend(table.labels);
-        p.groups.extend(table.groups);
+        self.pending.append(table);
         while self.pending.n_rows >= self.chunk_rows {
             let rest = split_off(&mut self.pending, self.chunk_rows, widths);
             let full = std::mem::replace(&mut self.pending, rest);
@@ -287,7 +280,7 @@ impl TableSource {
                 self.columns.iter().zip(&scan.nulls).map(|(c, n)| (c.name.clone(), n[s])).collect();
             writers[s].stats(&schema, &nulls)
         });
-        check_streamed_splits(&stats, &schema)?;
+        check_split_stats(&stats, &schema)?;
         let manifest =
             Manifest { version: 1, name, schema, preprocessing, stats, chunk_rows, splits: writers.map(|w| w.chunks) };
         let json = serde_json::to_vec_pretty(&manifest).expect("the manifest serialises");
@@ -296,32 +289,6 @@ impl TableSource {
         std::fs::rename(&partial, dir.join(MANIFEST_FILE)).map_err(io)?;
         open_chunks(dir, options.window)
     }
-}
-
-/// Every split holds rows; every binary task has both classes in validation (as an in-memory load
-/// checks).
-fn check_streamed_splits(stats: &[SplitStats; 3], schema: &Schema) -> Result<(), DataError> {
-    for (split, s) in SplitName::ALL.iter().zip(stats) {
-        if s.rows == 0 {
-            return Err(DataError::Invalid(format!(
-                "data: the {} split is empty; check the files and data.split",
-                split.as_str()
-            )));
-        }
-    }
-    let valid = &stats[SplitName::Valid as usize];
-    for (task, (_, rate)) in schema.tasks.iter().zip(&valid.labels) {
-        if task.kind == TaskKind::Binary && (rate[0] <= 0.0 || rate[0] >= 1.0) {
-            return Err(DataError::Invalid(format!(
-                "data.tasks `{}`: the valid split holds only label {} ({} rows), so its AUC — and model selection \
-                 on it — is undefined; change the split or the task",
-                task.name,
-                if rate[0] <= 0.0 { 0 } else { 1 },
-                valid.rows
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// Opens the chunk folder `dir` written by [`TableSource::write_chunks`]; a missing or damaged
