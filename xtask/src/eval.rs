@@ -40,12 +40,12 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         SplitArg::Valid => Split::Valid,
         SplitArg::Test => Split::Test,
     };
-    let (config, dataset, metrics) = evaluate_run(&args.run_dir, split, &sets, args.file.as_deref())?;
+    let (config, data, metrics) = evaluate_run(&args.run_dir, split, &sets, args.file.as_deref())?;
     match &args.file {
-        Some(file) => println!("{} ({}), every row of {}:", config.name, dataset.name, file.display()),
-        None => println!("{} ({}), {:?} split:", config.name, dataset.name, args.split),
+        Some(file) => println!("{} ({}), every row of {}:", config.name, data.name(), file.display()),
+        None => println!("{} ({}), {:?} split:", config.name, data.name(), args.split),
     }
-    for (task, m) in dataset.schema.tasks.iter().zip(&metrics) {
+    for (task, m) in data.schema().tasks.iter().zip(&metrics) {
         let values: Vec<String> = m.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
         println!("  {}: {}", task.name, values.join(", "));
     }

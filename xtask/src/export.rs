@@ -21,11 +21,11 @@ pub struct ExportArgs {
 
 pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     let sets: Vec<String> = args.data_dir.iter().map(|d| crate::data_dir_override(d)).collect();
-    let (config, dataset, model, _) = load_run(&args.run_dir, &sets)?;
+    let (config, data, model, _) = load_run(&args.run_dir, &sets)?;
     let metadata = BTreeMap::from([
         ("format".to_string(), "mtrec".to_string()),
         ("architecture".to_string(), config.model.architecture.name().to_string()),
-        ("tasks".to_string(), dataset.schema.tasks.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(",")),
+        ("tasks".to_string(), data.schema().tasks.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(",")),
         ("config".to_string(), config.to_toml()),
     ]);
     let out = args.out.unwrap_or_else(|| args.run_dir.join("best_model.safetensors"));

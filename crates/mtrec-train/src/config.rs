@@ -14,6 +14,7 @@ use burn::{
     },
     module::ParamGroup,
 };
+use md5::Digest;
 use mtrec_balance::{BalanceConfig, BalanceContext, LossBalancer};
 use mtrec_data::{
     CensusGroup, CensusIncome, ColumnSpec, CsvOptions, MtlDataset, Preprocessing, Schema, SplitRule, Synthetic,
@@ -300,28 +301,45 @@ impl DataConfig {
             funnel: self.funnel,
             cascade: self.cascade,
         };
-        // what the chunks encode: the table (config and file bytes), the preprocessing, the chunking
+        // what the chunks encode: the table (config and file bytes), the chunking, and a given
+        // preprocessing; an encoding that fitted the same preprocessing itself serves too (a run's
+        // `eval` reuses its training's chunks)
         let flags = match (self.funnel, self.cascade) {
             (true, _) => "-funnel",
             (_, true) => "-cascade",
             _ => "",
         };
-        let key = format!("{}-{}{flags}", table.cache_key(fitted, &mut crate::open_text_encoder)?, self.chunk_rows);
-        let dir = match &self.chunk_dir {
-            Some(dir) => dir.clone(),
-            None => mtrec_data::default_cache_dir()
-                .ok_or_else(|| {
-                    TrainError::Config("data.stream: no cache folder (HOME unset); set data.chunk_dir".into())
-                })?
-                .join(format!("{key}.chunks")),
+        let base = format!("{}-{}{flags}", table.cache_key(None, &mut crate::open_text_encoder)?, self.chunk_rows);
+        let key = match fitted {
+            None => base.clone(),
+            Some(p) => {
+                let json = serde_json::to_vec(p).expect("preprocessing serialises");
+                let digest: String = md5::Md5::digest(&json).iter().map(|b| format!("{b:02x}")).collect();
+                format!("{base}-{digest}")
+            }
         };
-        let key_file = dir.join("source.key");
-        let complete = dir.join(mtrec_data::MANIFEST_FILE).is_file();
-        if complete && std::fs::read_to_string(&key_file).is_ok_and(|k| k == key) {
-            tracing::info!("reusing the chunk files in {}", dir.display());
-            let opened = mtrec_data::open_chunks(&dir, self.shuffle_window)?;
-            return Ok((opened.dataset, opened.preprocessing));
+        let cache = || {
+            mtrec_data::default_cache_dir().ok_or_else(|| {
+                TrainError::Config("data.stream: no cache folder (HOME unset); set data.chunk_dir".into())
+            })
+        };
+        let candidates = match &self.chunk_dir {
+            Some(dir) => vec![dir.clone()],
+            None => vec![cache()?.join(format!("{base}.chunks")), cache()?.join(format!("{key}.chunks"))],
+        };
+        for dir in &candidates {
+            let written = std::fs::read_to_string(dir.join("source.key")).unwrap_or_default();
+            if !dir.join(mtrec_data::MANIFEST_FILE).is_file() || (written != key && written != base) {
+                continue;
+            }
+            let opened = mtrec_data::open_chunks(dir, self.shuffle_window)?;
+            if fitted.is_none_or(|p| *p == opened.preprocessing) {
+                tracing::info!("reusing the chunk files in {}", dir.display());
+                return Ok((opened.dataset, opened.preprocessing));
+            }
         }
+        let dir = candidates.last().expect("a chunk folder").clone();
+        let key_file = dir.join("source.key");
         let _ = std::fs::remove_file(&key_file);
         let started = std::time::Instant::now();
         let mut last = std::time::Instant::now();

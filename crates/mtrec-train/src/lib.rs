@@ -46,5 +46,5 @@ pub use sparse_optimizer::{SparseGradients, SparseRowOptimizer, SparseRule, Tabl
 pub use step::{Optimizers, train_step};
 pub use synthetic_study::{StudyCell, StudyRun, StudyTrend, aggregate, study_figure, study_markdown, trend};
 pub use text::open_text_encoder;
-pub use trainer::{Split, Trainer, evaluate, evaluate_run, load_run, load_run_reading};
+pub use trainer::{RunData, Split, Trainer, evaluate, evaluate_run, load_run, load_run_reading};
 pub use utilisation::{COLLAPSE_THRESHOLD, GateUtilisation, collapse_warnings, expert_utilisation};

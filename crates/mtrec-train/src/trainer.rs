@@ -128,14 +128,64 @@ impl std::fmt::Display for Split {
     }
 }
 
+/// A run's data: held in memory, or streamed from chunk files (a `data.stream` run).
+#[derive(Debug, Clone)]
+pub enum RunData {
+    /// Decoded into memory.
+    Memory(Box<MtlDataset>),
+    /// Chunk files on disk.
+    Streamed(Box<mtrec_data::ChunkedDataset>),
+}
+
+impl RunData {
+    /// The dataset's name.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Memory(d) => &d.name,
+            Self::Streamed(d) => &d.name,
+        }
+    }
+
+    /// The dataset's schema.
+    pub fn schema(&self) -> &Schema {
+        match self {
+            Self::Memory(d) => &d.schema,
+            Self::Streamed(d) => &d.schema,
+        }
+    }
+
+    /// Rows of `split`.
+    pub fn n_rows(&self, split: Split) -> usize {
+        match self {
+            Self::Memory(d) => split.of(d.as_ref()).n_rows,
+            Self::Streamed(d) => split.of(d.as_ref()).n_rows,
+        }
+    }
+
+    /// Every metric of every task of `model` on `split` (see [`evaluate`]).
+    pub fn evaluate(
+        &self,
+        model: &MultiTaskNet,
+        split: Split,
+        device: &Device,
+        batch_size: usize,
+    ) -> Result<Vec<TaskMetrics>, TrainError> {
+        match self {
+            Self::Memory(d) => evaluate(model, split.of(d.as_ref()), split, &d.schema, device, batch_size),
+            Self::Streamed(d) => evaluate(model, split.of(d.as_ref()), split, &d.schema, device, batch_size),
+        }
+    }
+}
+
 /// The selected model of a run folder (`config.toml` + `best_model.bpk`), in evaluation mode, with
-/// its config and dataset (the schema sizes the model), encoded with the run's saved preprocessing
-/// when it has one; `overrides` are applied to the recorded config first (e.g. `data.dir=...`, or
-/// `data.test=new.csv` to score another file).
+/// its config and data (the schema sizes the model), encoded with the run's saved preprocessing
+/// when it has one — streamed from chunk files when the run streamed its data; `overrides` are
+/// applied to the recorded config first (e.g. `data.dir=...`, or `data.test=new.csv` to score
+/// another file).
 pub fn load_run(
     dir: &std::path::Path,
     overrides: &[String],
-) -> Result<(ExperimentConfig, MtlDataset, MultiTaskNet, Device), TrainError> {
+) -> Result<(ExperimentConfig, RunData, MultiTaskNet, Device), TrainError> {
     load_run_reading(dir, overrides, None)
 }
 
@@ -145,7 +195,7 @@ pub fn load_run_reading(
     dir: &std::path::Path,
     overrides: &[String],
     file: Option<&std::path::Path>,
-) -> Result<(ExperimentConfig, MtlDataset, MultiTaskNet, Device), TrainError> {
+) -> Result<(ExperimentConfig, RunData, MultiTaskNet, Device), TrainError> {
     let mut config = ExperimentConfig::from_file(&dir.join("config.toml"), overrides)?;
     let saved = crate::run_dir::read_preprocessing(dir)?;
     if let Some(file) = file {
@@ -158,33 +208,44 @@ pub fn load_run_reading(
         }
         config.data = config.data.reading(file);
     }
-    let (dataset, _) = config.data.load_with(saved.as_ref())?;
+    let data = if config.data.stream {
+        let fitted = saved.as_ref().ok_or_else(|| {
+            TrainError::Config(format!(
+                "{}: no {} (a streamed run writes it when it starts; its chunks are encoded with it)",
+                dir.display(),
+                crate::PREPROCESSING_FILE
+            ))
+        })?;
+        RunData::Streamed(Box::new(config.data.load_streamed(Some(fitted))?.0))
+    } else {
+        RunData::Memory(Box::new(config.data.load_with(saved.as_ref())?.0))
+    };
     let device = config.device.open().map_err(TrainError::Config)?;
     let path = dir.join("best_model.bpk");
     if !path.exists() {
         return Err(TrainError::Io { path, source: std::io::Error::from(std::io::ErrorKind::NotFound) });
     }
     let model = config
-        .build_model(&dataset.schema, &device)?
+        .build_model(data.schema(), &device)?
         .try_load_file(dir.join("best_model"))
         .map_err(|e| TrainError::Io { path: path.clone(), source: std::io::Error::other(e.to_string()) })?
         .valid();
-    Ok((config, dataset, model, device))
+    Ok((config, data, model, device))
 }
 
 /// Re-evaluates the selected model of a run folder ([`load_run`]) on `split`, or on every row of
-/// `file` ([`load_run_reading`]). Returns the config, the dataset and each task's metrics, in task
+/// `file` ([`load_run_reading`]). Returns the config, the data and each task's metrics, in task
 /// order.
 pub fn evaluate_run(
     dir: &std::path::Path,
     split: Split,
     overrides: &[String],
     file: Option<&std::path::Path>,
-) -> Result<(ExperimentConfig, MtlDataset, Vec<TaskMetrics>), TrainError> {
-    let (config, dataset, model, device) = load_run_reading(dir, overrides, file)?;
+) -> Result<(ExperimentConfig, RunData, Vec<TaskMetrics>), TrainError> {
+    let (config, data, model, device) = load_run_reading(dir, overrides, file)?;
     let split = if file.is_some() { Split::Test } else { split };
-    let metrics = evaluate(&model, split.of(&dataset), split, &dataset.schema, &device, config.train.eval_batch_size)?;
-    Ok((config, dataset, metrics))
+    let metrics = data.evaluate(&model, split, &device, config.train.eval_batch_size)?;
+    Ok((config, data, metrics))
 }
 
 fn by_task<T: Clone>(schema: &Schema, values: &[T]) -> BTreeMap<String, T> {
@@ -727,8 +788,8 @@ mod tests {
         let run = RunDirectory::create(dir.path().join("run"), &cfg).unwrap();
         let (summary, _, _) = Trainer::new(&cfg, &ds, Device::flex()).with_run_dir(run).verbose(false).run().unwrap();
         for (split, reported) in [(Split::Test, &summary.test), (Split::Valid, &summary.valid)] {
-            let (_, dataset, metrics) = evaluate_run(&dir.path().join("run"), split, &[], None).unwrap();
-            for (t, task) in dataset.schema.tasks.iter().enumerate() {
+            let (_, data, metrics) = evaluate_run(&dir.path().join("run"), split, &[], None).unwrap();
+            for (t, task) in data.schema().tasks.iter().enumerate() {
                 let (a, b) = (metrics[t]["mse"], reported[&task.name]["mse"]);
                 assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "{split:?} {}: {a} vs {b}", task.name);
             }
@@ -1055,7 +1116,7 @@ mod tests {
         Trainer::new(&cfg, &ds, Device::flex()).with_run_dir(run).verbose(false).run().unwrap();
         let file = census_fixture().join("../table-small/table.parquet");
         let (_, scored, metrics) = evaluate_run(&dir.path().join("run"), Split::Valid, &[], Some(&file)).unwrap();
-        assert_eq!(scored.test.n_rows, 120, "every row of the file");
+        assert_eq!(scored.n_rows(Split::Test), 120, "every row of the file");
         assert!(metrics[0].contains_key("auc") && metrics[1].contains_key("accuracy"), "{metrics:?}");
         std::fs::remove_file(dir.path().join("run").join(crate::PREPROCESSING_FILE)).unwrap();
         let err = evaluate_run(&dir.path().join("run"), Split::Test, &[], Some(&file)).unwrap_err().to_string();
@@ -1116,7 +1177,10 @@ mod tests {
         let (memory, fitted) = cfg.data.load_with(None).unwrap();
         assert_eq!(fitted.as_ref(), Some(&preprocessing));
         assert_eq!(streamed.schema, memory.schema);
-        let (summary, records, model) = Trainer::new(&cfg, &streamed, Device::flex()).verbose(false).run().unwrap();
+        let run = RunDirectory::create(data.path().join("run"), &cfg).unwrap();
+        run.write_preprocessing(&preprocessing).unwrap();
+        let (summary, records, model) =
+            Trainer::new(&cfg, &streamed, Device::flex()).with_run_dir(run).verbose(false).run().unwrap();
         assert_eq!(records.len(), 3);
         let loss = |e: usize| records[e].train_loss["click"] + records[e].train_loss["purchase"];
         assert!(loss(2) < 0.9 * loss(0), "training on the streamed batches lowers the loss: {records:?}");
@@ -1125,6 +1189,14 @@ mod tests {
         let in_memory = evaluate(&model, &memory.test, Split::Test, &memory.schema, &Device::flex(), 1000).unwrap();
         assert_eq!(on_chunks, in_memory, "metrics over every row, whichever way the rows are read");
         assert!(on_chunks[1].contains_key("cvr_auc"));
+        // `cargo xtask eval` of the run streams its test split again and reproduces the summary
+        let (_, run_data, metrics) = evaluate_run(&data.path().join("run"), Split::Test, &[], None).unwrap();
+        assert!(matches!(run_data, RunData::Streamed(_)));
+        for (t, task) in run_data.schema().tasks.iter().enumerate() {
+            for (metric, value) in &summary.test[&task.name] {
+                assert!((metrics[t][metric] - value).abs() < 1e-9, "{} {metric}", task.name);
+            }
+        }
         let modified = |p: &std::path::Path| std::fs::metadata(p).unwrap().modified().unwrap();
         let first = modified(&streamed.train.chunks[0].file);
         let (again, _) = cfg.data.load_streamed(None).unwrap();
