@@ -363,7 +363,13 @@ impl TableSource {
                 (ColumnKind::Categorical { min_count, .. }, Raw::Codes { interner, .. }) => {
                     FittedColumn::Vocabulary { name, values: interner.vocabulary(*min_count) }
                 }
-                (ColumnKind::Categorical { hash_buckets: Some(b), hash_table, .. }, Raw::Hashed { .. }) => {
+                (ColumnKind::Categorical { hash_buckets: Some(b), hash_table, min_count }, Raw::Hashed { .. }) => {
+                    if *min_count > 1 {
+                        tracing::warn!(
+                            "data.columns `{name}`: min_count = {min_count} is ignored: hashed ids \
+                             (hash_buckets = {b}) keep every value"
+                        );
+                    }
                     FittedColumn::Hashed { name, buckets: *b, table: hash_table.clone() }
                 }
                 (ColumnKind::Dense { transform, fill }, Raw::Dense { .. }) => {
