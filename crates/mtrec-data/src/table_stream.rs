@@ -201,7 +201,14 @@ impl TableSource {
         }
         let io = |source| DataError::Io { path: dir.to_path_buf(), source };
         std::fs::create_dir_all(dir).map_err(io)?;
+        // the manifest marks a complete encoding: gone until this one completes; an earlier
+        // encoding's chunks go too
         let _ = std::fs::remove_file(dir.join(MANIFEST_FILE));
+        for entry in std::fs::read_dir(dir).map_err(io)?.flatten() {
+            if entry.path().extension().is_some_and(|e| e == "chunk" || e == "partial") {
+                std::fs::remove_file(entry.path()).map_err(io)?;
+            }
+        }
         let chunk_rows = options.chunk_rows;
         let preprocessing = match fitted {
             Some(p) => p.clone(),

@@ -143,7 +143,8 @@ pub struct DataConfig {
     /// Streaming: chunks a training epoch shuffles together (the shuffle window).
     pub shuffle_window: usize,
     /// Streaming: the folder of the chunk files (default: `<cache>/<key>.chunks`, the key a hash
-    /// of the table's config, files and chunking; an existing complete encoding there is reused).
+    /// of the table's config, files and chunking; an existing complete encoding there is reused,
+    /// otherwise the folder's `*.chunk` files are replaced).
     pub chunk_dir: Option<PathBuf>,
 }
 
