@@ -47,7 +47,8 @@ fn unique_ids(ids: &[i64]) -> (Vec<i64>, Vec<i64>) {
 /// - table: `[V, D]`; ids: `[B, F]`; output: `[B, F, D]`
 pub fn sparse_lookup(table: &Param<Tensor<2>>, ids: Tensor<2, Int>) -> (Tensor<3>, Option<SparseRows>) {
     let weight = table.val();
-    if !weight.device().is_autodiff() {
+    // off autodiff (evaluation) or frozen (`no_grad`): a plain lookup, nothing to update
+    if !weight.device().is_autodiff() || !weight.is_require_grad() {
         return (mtrec_kernels::weight_rows(weight, ids), None);
     }
     let device = ids.device();
@@ -99,7 +100,10 @@ mod tests {
         assert_eq!(g, vec![3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 9.0, 10.0, 11.0]);
         assert!(table.val().grad(&grads).is_none(), "the table stays out of the graph");
         let inner = Param::from_tensor(table.val().inner());
-        let (_, none) = sparse_lookup(&inner, Tensor::<2, Int>::zeros([1, 1], &device.without_autodiff()));
+        let (_, none) = sparse_lookup(&inner, Tensor::<2, Int>::zeros([1, 1], &device.clone().without_autodiff()));
         assert!(none.is_none(), "no leaf off autodiff");
+        let frozen = Param::from_tensor(table.val().detach()).set_require_grad(false);
+        let (_, none) = sparse_lookup(&frozen, Tensor::<2, Int>::zeros([1, 1], &device));
+        assert!(none.is_none(), "no leaf for a frozen table");
     }
 }
