@@ -64,7 +64,7 @@ pub fn adversarial_probe<S: SplitRows>(
     if adversarial.is_empty() {
         return Ok(BTreeMap::new());
     }
-    let (Some(train), Some(valid), Some(test)) =
+    let (Some(train_rows), Some(valid_rows), Some(test_rows)) =
         (dataset.train.in_memory(), dataset.valid.in_memory(), dataset.test.in_memory())
     else {
         return Err(TrainError::Config(
@@ -73,18 +73,9 @@ pub fn adversarial_probe<S: SplitRows>(
                 .into(),
         ));
     };
-    let dataset = MtlDataset {
-        name: dataset.name.clone(),
-        schema: schema.clone(),
-        train: train.clone(),
-        valid: valid.clone(),
-        test: test.clone(),
-    };
-    let dataset = &dataset;
     let features = |table: &EncodedTable| representations(model, table, schema, device, batch_size);
-    let (mut train, mut valid, mut test) =
-        (features(&dataset.train), features(&dataset.valid), features(&dataset.test));
-    let width = train.len() / dataset.train.n_rows.max(1);
+    let (mut train, mut valid, mut test) = (features(train_rows), features(valid_rows), features(test_rows));
+    let width = train.len() / train_rows.n_rows.max(1);
     standardise(&mut train, &mut [&mut valid, &mut test], width);
     let n = schema.n_tasks();
     let mut out = BTreeMap::new();
@@ -94,9 +85,9 @@ pub fn adversarial_probe<S: SplitRows>(
         }
         let labels = |table: &EncodedTable| table.label_column(t, n);
         let result = fit_probe(
-            ProbeData { x: &train, y: &labels(&dataset.train) },
-            ProbeData { x: &valid, y: &labels(&dataset.valid) },
-            ProbeData { x: &test, y: &labels(&dataset.test) },
+            ProbeData { x: &train, y: &labels(train_rows) },
+            ProbeData { x: &valid, y: &labels(valid_rows) },
+            ProbeData { x: &test, y: &labels(test_rows) },
             width,
             device,
             seed,
