@@ -42,16 +42,20 @@ pub struct ChunkedSplit {
     pub widths: RowWidths,
     /// Chunks shuffled together (at least 1).
     pub window: usize,
+    /// Whether the chunks hold group ids (`group_by`); without them [`SplitRows::group_ids`]
+    /// reads nothing.
+    pub grouped: bool,
 }
 
 /// A window's rows and the order to visit them in.
 type Window = (EncodedTable, Vec<u32>);
 
 impl ChunkedSplit {
-    /// The split of these chunks, shuffled `window` chunks at a time.
-    pub fn new(chunks: Vec<ChunkRef>, widths: RowWidths, window: usize) -> Self {
+    /// The split of these chunks, shuffled `window` chunks at a time; `grouped`: the chunks hold
+    /// group ids.
+    pub fn new(chunks: Vec<ChunkRef>, widths: RowWidths, window: usize, grouped: bool) -> Self {
         let n_rows = chunks.iter().map(|c| c.rows).sum();
-        Self { chunks, n_rows, widths, window: window.max(1) }
+        Self { chunks, n_rows, widths, window: window.max(1), grouped }
     }
 
     /// The chunk indices of each window of an epoch, in reading order, and each window's row
@@ -196,6 +200,9 @@ impl SplitRows for ChunkedSplit {
 
     fn group_ids(&self) -> Result<Vec<u32>, DataError> {
         let mut groups = Vec::new();
+        if !self.grouped {
+            return Ok(groups);
+        }
         for chunk in &self.chunks {
             groups.extend(read_chunk(&chunk.file, self.widths)?.groups);
         }
@@ -236,7 +243,7 @@ mod tests {
                 ChunkRef { file, rows: n }
             })
             .collect();
-        ChunkedSplit::new(chunks, WIDTHS, window)
+        ChunkedSplit::new(chunks, WIDTHS, window, true)
     }
 
     fn rows_of(split: &ChunkedSplit, batch: usize, order: BatchOrder) -> (Vec<usize>, Vec<u32>) {

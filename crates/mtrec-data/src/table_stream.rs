@@ -306,9 +306,10 @@ pub fn open_chunks(dir: &Path, window: usize) -> Result<ChunkedTable, DataError>
     let manifest: Manifest = serde_json::from_slice(&bytes)
         .map_err(|e| DataError::Invalid(format!("{}: not a chunk manifest: {e}", path.display())))?;
     let widths = manifest.schema.widths();
+    let mut grouped = manifest.stats.iter().map(|s| s.groups > 0);
     let [train, valid, test] = manifest.splits.map(|chunks| {
         let chunks = chunks.into_iter().map(|c| ChunkRef { file: dir.join(c.file), rows: c.rows }).collect();
-        ChunkedSplit::new(chunks, widths, window)
+        ChunkedSplit::new(chunks, widths, window, grouped.next().expect("three splits"))
     });
     let dataset = MtlDataset { name: manifest.name, schema: manifest.schema, train, valid, test };
     Ok(ChunkedTable { dataset, preprocessing: manifest.preprocessing, stats: manifest.stats })
@@ -363,6 +364,7 @@ mod tests {
         }
         let reopened = open_chunks(dir.path(), 2).unwrap();
         assert_eq!(reopened.dataset.train, d.train);
+        assert_eq!(reopened.dataset.valid.group_ids().unwrap(), memory.dataset.valid.groups);
         // applying a saved preprocessing streams the same rows
         let again = tempfile::tempdir().unwrap();
         let applied =
@@ -414,6 +416,7 @@ mod tests {
             assert_eq!(streamed.schema, expected.schema);
             assert_eq!(streamed.name, expected.name);
             assert_eq!(streamed.test.read_all().unwrap(), expected.test);
+            assert!(!streamed.test.grouped && streamed.test.group_ids().unwrap().is_empty(), "no group_by");
         }
         // purchase without click: swap the tasks' columns
         let mut broken = s.clone();
