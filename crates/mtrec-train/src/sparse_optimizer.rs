@@ -11,7 +11,7 @@
 //!   a rare id's first update has the size of a frequent id's first update;
 //! - `adagrad`: Adagrad's squared-gradient sum per element;
 //! - `rowwise_adagrad` (FBGEMM/TorchRec's default for large tables): one sum per row, of the mean
-//!   squared gradient over the row — a quarter of Adam's state at dim 16 is 1/32 of it;
+//!   squared gradient over the row — at dim 16, 1/32 of lazy Adam's state;
 //! - `sgd`: `row −= lr·g` (what the dense step does, restricted to the rows with a gradient).
 //!
 //! The update reads and writes `U` rows of the table and of its state (`select` /
@@ -121,10 +121,13 @@ impl SparseGradients {
 /// Row ids and their gradient rows.
 type IdRows = (Vec<i64>, Tensor<2>);
 
-/// A table's optimizer state: per-row step counts and up to two `[V, ·]` accumulators.
+/// A table's optimizer state: per-row step counts (lazy Adam) and up to two `[V, ·]`
+/// accumulators. SGD keeps none.
 #[derive(Debug, Clone)]
 struct RowState {
-    /// How often each row was updated (lazy Adam's bias correction).
+    /// The table's rows `V`.
+    rows: usize,
+    /// How often each row was updated (lazy Adam's bias correction; empty for the other rules).
     steps: Vec<u32>,
     /// Lazy Adam's first moment `[V, D]`.
     first: Option<Tensor<2>>,
@@ -166,7 +169,7 @@ impl SparseRowOptimizer {
         for id in ids {
             let state = &self.states[id];
             out.extend_from_slice(&id.val().to_le_bytes());
-            out.extend_from_slice(&(state.steps.len() as u64).to_le_bytes());
+            out.extend_from_slice(&(state.rows as u64).to_le_bytes());
             out.extend_from_slice(&(state.steps.len() as u64 * 4).to_le_bytes());
             state.steps.iter().for_each(|s| out.extend_from_slice(&s.to_le_bytes()));
             for tensor in [&state.first, &state.second] {
@@ -197,8 +200,13 @@ impl SparseRowOptimizer {
                 .chunks_exact(4)
                 .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
                 .collect();
-            if steps.len() != vocab {
-                return Err(format!("table {id}: {} step counts for {vocab} rows", steps.len()));
+            let needed = if self.rule == SparseRule::LazyAdam { vocab } else { 0 };
+            if steps.len() != needed {
+                return Err(format!(
+                    "table {id}: {} step counts for {vocab} rows ({} keeps {needed})",
+                    steps.len(),
+                    self.rule.name()
+                ));
             }
             let mut tensor = |what: &str| -> Result<Option<Tensor<2>>, String> {
                 let width = reader.word(what)? as usize;
@@ -217,7 +225,7 @@ impl SparseRowOptimizer {
             };
             let first = tensor("the first accumulator")?;
             let second = tensor("the second accumulator")?;
-            states.insert(id, RowState { steps, first, second });
+            states.insert(id, RowState { rows: vocab, steps, first, second });
         }
         if !reader.0.is_empty() {
             return Err(format!("{} unexpected bytes after the sparse optimizer state", reader.0.len()));
@@ -245,12 +253,16 @@ impl SparseRowOptimizer {
         let rows = table.clone().select(0, index.clone());
         let grad = if self.weight_decay > 0.0 { grad + rows.clone().mul_scalar(self.weight_decay) } else { grad };
         let (b1, b2, eps, rule) = (self.beta_1, self.beta_2, self.epsilon, self.rule);
-        let state =
-            self.states.entry(id).or_insert_with(|| RowState { steps: vec![0; vocab], first: None, second: None });
+        // SGD keeps no state; the others start from none
+        let new_state = || RowState { rows: vocab, steps: vec![], first: None, second: None };
         let zeros = |width| Tensor::<2>::zeros([vocab, width], &device);
         let step = match rule {
             SparseRule::Sgd => grad,
             SparseRule::LazyAdam => {
+                let state = self.states.entry(id).or_insert_with(new_state);
+                if state.steps.is_empty() {
+                    state.steps = vec![0; vocab];
+                }
                 let m = state.first.take().unwrap_or_else(|| zeros(d));
                 let v = state.second.take().unwrap_or_else(|| zeros(d));
                 let m_rows = m.clone().select(0, index.clone()).mul_scalar(b1) + grad.clone().mul_scalar(1.0 - b1);
@@ -271,14 +283,12 @@ impl SparseRowOptimizer {
                 step
             }
             SparseRule::Adagrad | SparseRule::RowwiseAdagrad => {
+                let state = self.states.entry(id).or_insert_with(new_state);
                 let width = if rule == SparseRule::Adagrad { d } else { 1 };
                 let sums = state.second.take().unwrap_or_else(|| zeros(width));
                 let squares = grad.clone().powi_scalar(2);
                 let squares = if width == 1 { squares.mean_dim(1) } else { squares };
                 let rows_sum = sums.clone().select(0, index.clone()) + squares;
-                for &i in ids {
-                    state.steps[i as usize] += 1;
-                }
                 let step = grad / rows_sum.clone().sqrt().add_scalar(eps);
                 state.second = Some(sums.select_assign(0, index.clone(), rows_sum, IndexingUpdateOp::Assign));
                 step
@@ -557,7 +567,12 @@ mod tests {
             let module = optim.step(&lrs, module.clone(), grads(&module, &[0, 2], &g1, &device));
             let got: Vec<f32> = module.weight.val().into_data().try_into_vec().unwrap();
             assert_close(&got, &first, rule.name());
+            // the second step from a saved and restored state is the same step
+            let mut restored = SparseRowOptimizer::new(rule, eps as f32, wd as f32);
+            restored.load_state_bytes(&optim.state_bytes(), &device).unwrap();
+            let again = restored.step(&lrs, module.clone(), grads(&module, &[2], &g2, &device));
             let module = optim.step(&lrs, module.clone(), grads(&module, &[2], &g2, &device));
+            assert_eq!(again.weight.val().into_data(), module.weight.val().into_data(), "{}", rule.name());
             let got: Vec<f32> = module.weight.val().into_data().try_into_vec().unwrap();
             assert_close(&got, &second, rule.name());
             assert_eq!(got[2..4], start[2..4], "{}: row 1 is never read", rule.name());
