@@ -324,10 +324,11 @@ impl DataConfig {
                 TrainError::Config("data.stream: no cache folder (HOME unset); set data.chunk_dir".into())
             })
         };
-        let candidates = match &self.chunk_dir {
+        let mut candidates = match &self.chunk_dir {
             Some(dir) => vec![dir.clone()],
             None => vec![cache()?.join(format!("{base}.chunks")), cache()?.join(format!("{key}.chunks"))],
         };
+        candidates.dedup(); // without a preprocessing, the key is the base
         for dir in &candidates {
             let written = std::fs::read_to_string(dir.join("source.key")).unwrap_or_default();
             if !dir.join(mtrec_data::MANIFEST_FILE).is_file() || (written != key && written != base) {
