@@ -4,6 +4,7 @@
 //!   [--epochs N] [--seed N] [--set section.key=value]...` trains one experiment; without `--config`
 //!   it runs the built-in default (`configs/synthetic_mmoe.toml`: MMoE on the correlated synthetic
 //!   tasks, offline). Every epoch is checkpointed; `cargo xtask train --resume RUN_DIR` continues.
+//!   `cargo xtask-mpi train --ranks N [--hostfile FILE] …` trains data-parallel on MPI ranks.
 //! - `cargo xtask bench [--config FILE] [--devices flex,ndarray,wgpu] [--batch-sizes 256,1024,4096]
 //!   [--json FILE] [--torch SCRIPT]` measures training/inference speed per backend and batch size.
 //! - `cargo xtask compare --configs A.toml,B.toml [--seeds 3] [--out DIR]` trains every config with
@@ -29,6 +30,7 @@ mod embed;
 mod eval;
 mod export;
 mod plot;
+mod ranks;
 mod synthetic_study;
 mod train;
 

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use mtrec_data::{MtlDataset, SplitRows};
-use mtrec_train::{DeviceChoice, ExperimentConfig, RunDirectory, Summary, Trainer};
+use mtrec_train::{DataParallel, DeviceChoice, ExperimentConfig, RunDirectory, Summary, Trainer};
 
 /// The built-in default experiment: MMoE on the MMoE paper's synthetic tasks (p = 0.9).
 const DEFAULT_CONFIG: &str = include_str!("../../configs/synthetic_mmoe.toml");
@@ -37,9 +37,37 @@ pub struct TrainArgs {
     /// Override any config value: `--set train.lr=0.01 --set model.n_experts=4`.
     #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
     sets: Vec<String>,
+    /// Train data-parallel on N processes: relaunches this command under Open MPI's `mpirun -n N`
+    /// (needs the `mpi` feature: `cargo xtask-mpi`). Each rank computes the gradients of its shard
+    /// of every batch; the trajectory is one process's with the same batch size.
+    #[arg(long, value_name = "N")]
+    ranks: Option<usize>,
+    /// With `--ranks`: Open MPI's hostfile naming the machines (`host slots=K` a line). Each needs
+    /// this executable and the data at the same paths.
+    #[arg(long, requires = "ranks")]
+    hostfile: Option<PathBuf>,
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    match crate::ranks::start(args.ranks, args.hostfile.as_deref())? {
+        crate::ranks::Start::Launched => Ok(()),
+        crate::ranks::Start::Single => run_rank(args, DataParallel::single()),
+        #[cfg(feature = "mpi")]
+        crate::ranks::Start::Rank(world) => {
+            let rank = mtrec_train::Collective::rank(world.as_ref());
+            if let Err(e) = run_rank(args, DataParallel::new(Box::new(world.clone()))) {
+                // the others would wait for this rank in their next all-reduce: end them all
+                eprintln!("rank {rank}: error: {e:#}");
+                world.abort(1);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// One rank's run (the only one in one process); rank 0 prints and writes the run folder.
+fn run_rank(args: TrainArgs, parallel: DataParallel) -> anyhow::Result<()> {
+    let root = parallel.is_root();
     let mut sets = args.sets.clone();
     if let Some(d) = args.device {
         sets.push(format!("device=\"{}\"", d.name()));
@@ -65,42 +93,66 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         (None, Some(out)) => out.clone(),
         (None, None) => fresh_dir(PathBuf::from("runs").join(&config.name)),
     };
-    println!(
-        "mtrec: {} — {:?} on {:?} data, balance {:?}, device {}, seed {}",
-        config.name,
-        config.model.architecture,
-        config.data.source,
-        config.balance.method,
-        config.device.name(),
-        config.seed
-    );
+    if root {
+        println!(
+            "mtrec: {} — {:?} on {:?} data, balance {:?}, device {}, seed {}{}",
+            config.name,
+            config.model.architecture,
+            config.data.source,
+            config.balance.method,
+            config.device.name(),
+            config.seed,
+            if parallel.size() > 1 { format!(", {} data-parallel ranks", parallel.size()) } else { String::new() }
+        );
+    }
+    // rank 0 loads (and caches, or encodes into chunk files) first; the others then read its work
+    if !root {
+        parallel.barrier();
+    }
     let load_start = std::time::Instant::now();
     // a resumed run encodes its data with the preprocessing it was fitted with
     let saved = match &args.resume {
         Some(run) => mtrec_train::read_preprocessing(run)?,
         None => None,
     };
-    let run_dir = || -> anyhow::Result<RunDirectory> {
-        Ok(match args.resume {
-            Some(_) => RunDirectory::open(&out)?,
-            None => RunDirectory::create(&out, &config)?,
-        })
+    let resume = args.resume.is_some();
+    let loaded = |parallel: &DataParallel| {
+        if root {
+            parallel.barrier(); // the others may load now
+        }
     };
     let summary = if config.data.stream {
         let (dataset, preprocessing) = config.data.load_streamed(saved.as_ref())?;
-        describe(&dataset, load_start, "chunk files, streamed");
-        let dir = run_dir()?;
-        dir.write_preprocessing(&preprocessing)?;
-        train(&config, &dataset, dir, args.resume.is_some())?
+        loaded(&parallel);
+        let dir = RunDirectory::for_rank(&out, &config, resume, &parallel)?;
+        if let Some(dir) = dir.as_ref().filter(|_| root) {
+            describe(&dataset, load_start, "chunk files, streamed");
+            dir.write_preprocessing(&preprocessing)?;
+        }
+        train(&config, &dataset, dir, resume, parallel)?
     } else {
         let (dataset, preprocessing) = config.data.load_with(saved.as_ref())?;
-        describe(&dataset, load_start, "in memory");
-        let dir = run_dir()?;
-        if let Some(p) = &preprocessing {
-            dir.write_preprocessing(p)?;
+        loaded(&parallel);
+        let dir = RunDirectory::for_rank(&out, &config, resume, &parallel)?;
+        if let Some(dir) = dir.as_ref().filter(|_| root) {
+            describe(&dataset, load_start, "in memory");
+            if let Some(p) = &preprocessing {
+                dir.write_preprocessing(p)?;
+            }
         }
-        train(&config, &dataset, dir, args.resume.is_some())?
+        train(&config, &dataset, dir, resume, parallel)?
     };
+    if !root {
+        return Ok(());
+    }
+    if let Some(dp) = &summary.data_parallel {
+        println!(
+            "data parallel: {} ranks, {:.1}s in collective operations ({:.1}% of the training steps' time)",
+            dp.ranks,
+            dp.communication_seconds,
+            100.0 * dp.communication_share
+        );
+    }
     println!(
         "best epoch {} of {} ({:.0} train samples/s, {:.1}s)",
         summary.best_epoch, summary.epochs_run, summary.train_samples_per_sec, summary.wall_seconds
@@ -131,15 +183,20 @@ fn describe<S: SplitRows>(dataset: &MtlDataset<S>, load_start: std::time::Instan
     );
 }
 
-/// Trains `config` on `dataset` into `dir`.
+/// Trains `config` on `dataset` into `dir` (rank 0's; the others read it only to resume).
 fn train<S: SplitRows>(
     config: &ExperimentConfig,
     dataset: &MtlDataset<S>,
-    dir: RunDirectory,
+    dir: Option<RunDirectory>,
     resume: bool,
+    parallel: DataParallel,
 ) -> anyhow::Result<Summary> {
     let device = config.device.open().map_err(anyhow::Error::msg)?;
-    Ok(Trainer::new(config, dataset, device).with_run_dir(dir).resume(resume).run()?.0)
+    let mut trainer = Trainer::new(config, dataset, device).resume(resume).verbose(parallel.is_root());
+    if let Some(dir) = dir {
+        trainer = trainer.with_run_dir(dir);
+    }
+    Ok(trainer.with_data_parallel(parallel).run()?.0)
 }
 
 /// `base`, or `base-2`, `base-3`… whichever does not exist yet.

@@ -54,6 +54,57 @@ pub trait TaskGraph {
     /// a fixed combination (GradNorm), at the cost of one ordinary step. Only the tasks with
     /// `probe[t]` get probes; the others read the shared tensors directly.
     fn probed_forward(&mut self, probe: &[bool]) -> ProbedForward;
+
+    /// Number of data-parallel ranks the step's batch is split over (1 in one process).
+    ///
+    /// Each rank forwards its shard of the batch; the batch's loss is `Σ_r share_r · L_r` (losses are
+    /// means over rows), so anything linear in the losses — parameter gradients, the losses
+    /// themselves — is the share-weighted sum of the ranks' values ([`batch_mean`]). A balancer
+    /// that decides from such values (learned weights, norms, Gram matrices) reduces them over the
+    /// ranks first, so that every rank takes the same decision as one process with the whole batch.
+    fn ranks(&self) -> usize {
+        1
+    }
+
+    /// This rank's share of the step's batch: its rows over the batch's rows (1 in one process).
+    fn batch_share(&self) -> f64 {
+        1.0
+    }
+
+    /// Sums `values` over the ranks, in place (nothing in one process).
+    fn sum_over_ranks(&mut self, _values: &mut [f64]) {}
+}
+
+/// Turns this rank's values of quantities that are linear in the batch-mean losses (the losses,
+/// gradients of parameters) into their values on the whole batch: `Σ_r share_r · v_r`.
+pub fn batch_mean(graph: &mut dyn TaskGraph, values: &mut [f64]) {
+    if graph.ranks() > 1 {
+        let share = graph.batch_share();
+        values.iter_mut().for_each(|v| *v *= share);
+        graph.sum_over_ranks(values);
+    }
+}
+
+/// Turns this rank's squared norms and inner products of per-row gradients at the shared tensors
+/// into their values on the whole batch. A row's gradient of the batch-mean loss is its shard's
+/// gradient times the shard's share, so each rank's terms scale by `share²`.
+pub fn batch_squares(graph: &mut dyn TaskGraph, values: &mut [f64]) {
+    if graph.ranks() > 1 {
+        let share = graph.batch_share();
+        values.iter_mut().for_each(|v| *v *= share * share);
+        graph.sum_over_ranks(values);
+    }
+}
+
+/// [`batch_mean`] of a (small) tensor, through the host.
+pub fn batch_mean_tensor<const D: usize>(graph: &mut dyn TaskGraph, tensor: Tensor<D>) -> Tensor<D> {
+    if graph.ranks() == 1 {
+        return tensor;
+    }
+    let (shape, device) = (tensor.shape(), tensor.device());
+    let mut host = tensor.into_data().convert::<f64>().try_into_vec::<f64>().expect("float tensors convert to f64");
+    batch_mean(graph, &mut host);
+    Tensor::from_data(burn::tensor::TensorData::new(host, shape).convert::<f32>(), &device)
 }
 
 /// What a balancer hands back to the optimiser.

@@ -7,7 +7,7 @@
 
 use crate::{
     BalanceError, BalancedGradients, LossBalancer, TaskGradients, TaskGraph,
-    balancer::{EpochMean, restore_stateless},
+    balancer::{EpochMean, batch_mean, batch_squares, restore_stateless},
 };
 
 /// Maps the Gram matrix of the task gradients to the coefficients of their combination.
@@ -54,7 +54,15 @@ impl<C: GradientCombiner> LossBalancer for GradientCombination<C> {
 
     fn backward(&mut self, graph: &mut dyn TaskGraph) -> Result<BalancedGradients, BalanceError> {
         let grads = TaskGradients::compute(graph.cut_forward(), &vec![1.0; graph.n_tasks()]);
-        let (gram, losses) = grads.gram_and_losses();
+        let (mut gram, mut losses) = grads.gram_and_losses();
+        if graph.ranks() > 1 {
+            // the batch's Gram matrix and losses, on every rank
+            let t = gram.len();
+            let mut flat: Vec<f64> = gram.concat();
+            batch_squares(graph, &mut flat);
+            gram = flat.chunks(t).map(<[f64]>::to_vec).collect();
+            batch_mean(graph, &mut losses);
+        }
         if gram.iter().flatten().chain(&losses).any(|v| !v.is_finite()) {
             return Err(BalanceError(format!("{}: non-finite task gradients or losses", self.name())));
         }

@@ -35,7 +35,10 @@ use mtrec_model::frobenius;
 
 use crate::{
     BalanceError, BalancedGradients, LossBalancer, ProbedForward, TaskGraph,
-    balancer::{EpochMean, detached, parse_state, state_value, to_host, weighted_sum},
+    balancer::{
+        EpochMean, batch_mean, batch_mean_tensor, batch_squares, detached, parse_state, state_value, to_host,
+        weighted_sum,
+    },
     learnable::LearnableTaskValues,
 };
 
@@ -124,6 +127,7 @@ impl GradNorm {
     /// gradient's norm follows as one more value, the scale of [`RESIDUE_TOLERANCE`].
     fn norms(
         &self,
+        graph: &mut dyn TaskGraph,
         points: &[usize],
         per_task: &[Vec<Tensor<2>>],
         last_layer: Option<&mtrec_model::LastSharedLayer>,
@@ -145,18 +149,32 @@ impl GradNorm {
                     .position(|&k| k == last.output)
                     .ok_or_else(|| BalanceError("gradnorm: the last shared layer's output carries no probe".into()))?;
                 let jacobian = last.jacobian();
-                let partial: Vec<Tensor<3>> =
-                    per_task[..n - 1].iter().map(|g| last.weight_gradient(g[at].clone(), &jacobian)).collect();
+                // over data-parallel ranks: the batch's weight gradients (linear in the losses)
+                let partial: Vec<Tensor<3>> = per_task[..n - 1]
+                    .iter()
+                    .map(|g| batch_mean_tensor(graph, last.weight_gradient(g[at].clone(), &jacobian)))
+                    .collect();
                 let combined = last.weight.grad(grads, last.groups()).ok_or_else(|| {
                     BalanceError("gradnorm: the last shared layer received no gradient from the backward".into())
                 })?;
+                let combined = batch_mean_tensor(graph, combined);
                 let rest = partial.iter().fold(combined.clone(), |acc, p| acc - p.clone());
                 Ok(partial.into_iter().chain([rest, combined]).map(frobenius).collect())
             }
-            GradNormLayer::Representation => Ok(per_task
-                .iter()
-                .map(|g| g.iter().map(|x| x.clone().powi_scalar(2).sum()).reduce(Tensor::add).unwrap().sqrt())
-                .collect()),
+            GradNormLayer::Representation => {
+                let squares: Vec<Tensor<1>> = per_task
+                    .iter()
+                    .map(|g| g.iter().map(|x| x.clone().powi_scalar(2).sum()).reduce(Tensor::add).unwrap())
+                    .collect();
+                if graph.ranks() == 1 {
+                    return Ok(squares.into_iter().map(Tensor::sqrt).collect());
+                }
+                // over data-parallel ranks: the batch's squared norms, summed over every rank's rows
+                let device = squares[0].device();
+                let mut host = to_host(squares);
+                batch_squares(graph, &mut host);
+                Ok(host.iter().map(|v| Tensor::from_floats([v.sqrt() as f32], &device)).collect())
+            }
         }
     }
 }
@@ -181,9 +199,10 @@ impl LossBalancer for GradNorm {
                 task.iter().map(|p| p.grad_remove(&mut grads).unwrap_or_else(|| p.zeros_like().detach())).collect()
             })
             .collect();
-        let norms = self.norms(&points, &per_task, last_layer.as_ref(), &grads)?;
+        let norms = self.norms(graph, &points, &per_task, last_layer.as_ref(), &grads)?;
         let out = BalancedGradients { parts: vec![grads], task_losses: detached(&losses) };
-        let host = to_host(out.task_losses.iter().cloned().chain(norms).collect());
+        let mut host = to_host(out.task_losses.iter().cloned().chain(norms).collect());
+        batch_mean(graph, &mut host[..n]); // the batch's losses (the norms already are)
         let (losses, g) = host.split_at(n);
         if let Some(t) = host.iter().position(|v| !v.is_finite()) {
             let what = if t < n { "loss" } else { "gradient norm" };

@@ -29,7 +29,8 @@ mod task_gradients;
 mod uncertainty;
 
 pub use balancer::{
-    BalanceContext, BalanceError, BalancedGradients, CutForward, LossBalancer, ProbedForward, TaskGraph,
+    BalanceContext, BalanceError, BalancedGradients, CutForward, LossBalancer, ProbedForward, TaskGraph, batch_mean,
+    batch_mean_tensor, batch_squares,
 };
 pub use cagrad::{CaGrad, CaGradScale};
 pub use combination::{GradientCombination, GradientCombiner};

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     BalanceError, BalancedGradients, LossBalancer, TaskGraph,
-    balancer::{detached, parse_state, state_value, to_host},
+    balancer::{batch_mean, detached, parse_state, state_value, to_host},
     learnable::{LearnableTaskValues, vector},
 };
 
@@ -78,7 +78,10 @@ impl LossBalancer for UncertaintyWeighting {
         let ds = s
             .grad_remove(&mut grads)
             .ok_or_else(|| BalanceError("uncertainty weighting needs an autodiff device".into()))?;
-        self.log_variances.step(&to_host(vec![ds]));
+        // ∂/∂s_t is linear in the losses: over ranks, the share-weighted sum is the batch's
+        let mut ds = to_host(vec![ds]);
+        batch_mean(graph, &mut ds);
+        self.log_variances.step(&ds);
         Ok(BalancedGradients { parts: vec![grads], task_losses: detached(&losses) })
     }
 

@@ -38,6 +38,27 @@ pub struct MtlBatch {
     pub size: usize,
 }
 
+impl MtlBatch {
+    /// Rows `range` of the batch (a data-parallel rank's shard).
+    ///
+    /// # Panics
+    /// When `range` reaches past the batch.
+    pub fn rows(&self, range: std::ops::Range<usize>) -> MtlBatch {
+        assert!(range.end <= self.size && range.start <= range.end, "rows {range:?} of a batch of {}", self.size);
+        let f = &self.features;
+        MtlBatch {
+            features: FeatureBatch {
+                categorical: f.categorical.as_ref().map(|t| t.clone().slice(range.clone())),
+                multi: f.multi.as_ref().map(|t| t.clone().slice(range.clone())),
+                dense: f.dense.as_ref().map(|t| t.clone().slice(range.clone())),
+                text: f.text.as_ref().map(|t| t.clone().slice(range.clone())),
+            },
+            labels: self.labels.clone().slice(range.clone()),
+            size: range.len(),
+        }
+    }
+}
+
 /// The order batches are drawn in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BatchOrder {
@@ -162,6 +183,22 @@ mod tests {
         assert_eq!(dense, (0..10).map(|i| i as f32).collect::<Vec<_>>());
         let ids = got[2].features.categorical.clone().unwrap().into_data().try_into_vec_as::<i64>().unwrap();
         assert_eq!(ids, vec![16, 17, 18, 19]);
+    }
+
+    /// A shard of a batch holds the batch's rows of its range, every part cut the same way.
+    #[test]
+    fn rows_of_a_batch_are_its_rows() {
+        let device = Device::flex();
+        let batch = batches(&table(10), WIDTHS, 10, BatchOrder::Sequential, &device).next().unwrap();
+        let shard = batch.rows(3..7);
+        assert_eq!(shard.size, 4);
+        let dense = shard.features.dense.unwrap().into_data().try_into_vec::<f32>().unwrap();
+        assert_eq!(dense, vec![3.0, 4.0, 5.0, 6.0]);
+        let ids = shard.features.categorical.unwrap().into_data().try_into_vec_as::<i64>().unwrap();
+        assert_eq!(ids, vec![6, 7, 8, 9, 10, 11, 12, 13]);
+        let labels = shard.labels.into_data().try_into_vec::<f32>().unwrap();
+        assert_eq!(labels, vec![1.0, 0.0, 1.0, 0.0]);
+        assert!(shard.features.text.is_none() && shard.features.multi.is_none());
     }
 
     #[test]

@@ -75,7 +75,7 @@ fn run_side(model: &MultiTaskNet, dataset: &MtlDataset, device: &Device, rows: u
     let ad = device.clone().autodiff();
     let batch = batches(&dataset.train, widths, rows, BatchOrder::Sequential, &ad).next().expect("non-empty split");
     let mut balancer = FixedWeights::new(vec![1.0; kinds.len()]);
-    let (grads, _) = step_gradients(model, &mut balancer, &batch, &kinds)?;
+    let (grads, _) = step_gradients(model, &mut balancer, &batch, &kinds, None)?;
     // row-sparse tables (none at census size) are compared through the outputs alone
     let mut collector = GradientCollector { grads: &grads.dense, path: vec![], out: vec![] };
     model.visit(&mut collector);

@@ -74,6 +74,21 @@ pub struct Summary {
     /// representation the towers read, predicts the task's target (see [`crate::adversarial_probe`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub adversarial_probe: BTreeMap<String, crate::ProbeResult>,
+    /// Data-parallel runs: the ranks and the time their collective operations took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_parallel: Option<DataParallelStats>,
+}
+
+/// How a data-parallel run spent its time communicating.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DataParallelStats {
+    /// Number of ranks.
+    pub ranks: usize,
+    /// Seconds rank 0 spent in collective operations (gradient all-reduces, balancer reductions,
+    /// gathered evaluations), waiting for slower ranks included.
+    pub communication_seconds: f64,
+    /// `communication_seconds` over the training steps' seconds.
+    pub communication_share: f64,
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder, flushed to disk and
@@ -138,6 +153,24 @@ impl RunDirectory {
             return Err(TrainError::Io { path: config, source: std::io::Error::from(std::io::ErrorKind::NotFound) });
         }
         Ok(Self { path })
+    }
+
+    /// The run folder as data-parallel rank `parallel.rank()` sees it: rank 0 creates it (or opens
+    /// it to resume) and writes it; the others only read its checkpoint to resume (on several
+    /// machines it must be on each: a shared file system), and start without it otherwise.
+    pub fn for_rank(
+        path: impl Into<PathBuf>,
+        config: &ExperimentConfig,
+        resume: bool,
+        parallel: &crate::DataParallel,
+    ) -> Result<Option<Self>, TrainError> {
+        let path = path.into();
+        match (parallel.is_root(), resume) {
+            (true, true) => Self::open(path).map(Some),
+            (true, false) => Self::create(path, config).map(Some),
+            (false, true) => Self::open(path).map(Some),
+            (false, false) => Ok(None),
+        }
     }
 
     /// Removes what interrupted atomic writes left behind (temporary files named `.tmp…`, never

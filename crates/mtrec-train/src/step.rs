@@ -12,7 +12,7 @@ use mtrec_balance::{CutForward, LossBalancer, ProbedForward, TaskGraph};
 use mtrec_data::{MtlBatch, TaskKind};
 use mtrec_model::{MultiTaskModel, MultiTaskNet, SharedTensors, SparseRows};
 
-use crate::{SparseGradients, SparseRowOptimizer, TrainError, task_loss};
+use crate::{DataParallel, SparseGradients, SparseRowOptimizer, TrainError, task_loss};
 
 /// The optimizers of a model: Adam (or what `train.*` chose) for the dense parameters, a row-wise
 /// rule for row-sparse tables.
@@ -31,11 +31,13 @@ pub(crate) struct StepGraph<'a> {
     pub(crate) kinds: &'a [TaskKind],
     /// The sparse rows every forward of the step read.
     pub(crate) sparse_rows: Vec<SparseRows>,
+    /// In a data-parallel step: the ranks, and this rank's share of the batch (`batch` is its shard).
+    pub(crate) parallel: Option<(&'a DataParallel, f64)>,
 }
 
 impl<'a> StepGraph<'a> {
     pub(crate) fn new(model: &'a MultiTaskNet, batch: &'a MtlBatch, kinds: &'a [TaskKind]) -> Self {
-        Self { model, batch, kinds, sparse_rows: Vec::new() }
+        Self { model, batch, kinds, sparse_rows: Vec::new(), parallel: None }
     }
 }
 
@@ -91,6 +93,20 @@ impl TaskGraph for StepGraph<'_> {
             .unzip();
         ProbedForward { losses, points: shared.probe_points(), probes, last_layer: shared.last_layer }
     }
+
+    fn ranks(&self) -> usize {
+        self.parallel.map_or(1, |(p, _)| p.size())
+    }
+
+    fn batch_share(&self) -> f64 {
+        self.parallel.map_or(1.0, |(_, share)| share)
+    }
+
+    fn sum_over_ranks(&mut self, values: &mut [f64]) {
+        if let Some((p, _)) = self.parallel {
+            p.sum_f64(values);
+        }
+    }
 }
 
 /// Sums gradient sets of the model's parameters.
@@ -120,8 +136,10 @@ pub(crate) fn step_gradients(
     balancer: &mut dyn LossBalancer,
     batch: &MtlBatch,
     kinds: &[TaskKind],
+    parallel: Option<(&DataParallel, f64)>,
 ) -> Result<(StepGradients, Vec<Tensor<1>>), TrainError> {
     let mut graph = StepGraph::new(model, batch, kinds);
+    graph.parallel = parallel;
     let out = balancer.backward(&mut graph).map_err(|e| TrainError::Config(e.to_string()))?;
     let sparse = SparseGradients::collect(&graph.sparse_rows, &out.parts);
     Ok((StepGradients { dense: merge_gradients(out.parts, model), sparse }, out.task_losses))
@@ -140,7 +158,7 @@ pub fn train_step(
     lr: impl Into<ModuleLearningRate>,
 ) -> Result<(MultiTaskNet, Vec<Tensor<1>>), TrainError> {
     let lr = lr.into();
-    let (grads, losses) = step_gradients(&model, balancer, batch, kinds)?;
+    let (grads, losses) = step_gradients(&model, balancer, batch, kinds, None)?;
     let model = optim.sparse.step(&lr, model, grads.sparse);
     Ok((optim.dense.step(lr, model, grads.dense), losses))
 }
@@ -234,8 +252,8 @@ mod tests {
         let (model, batch) = conflicted.expect("some initialisation makes the tasks conflict");
         let mut pcgrad = GradientCombination::new(PcGrad::new(1), 2);
         let mut fixed = FixedWeights::new(vec![1.0, 1.0]);
-        let (pc, _) = step_gradients(&model, &mut pcgrad, &batch, &kinds).unwrap();
-        let (fx, _) = step_gradients(&model, &mut fixed, &batch, &kinds).unwrap();
+        let (pc, _) = step_gradients(&model, &mut pcgrad, &batch, &kinds, None).unwrap();
+        let (fx, _) = step_gradients(&model, &mut fixed, &batch, &kinds, None).unwrap();
         let (pc, fx) = (pc.dense, fx.dense);
         let mtrec_model::ArchitectureNet::CrossStitch(net) = &model.body else { unreachable!("cross-stitch") };
         let column = &net.columns[0][0].weight;

@@ -18,12 +18,11 @@ use mtrec_data::{BatchOrder, EncodedTable, MtlDataset, Schema, SplitRows, TaskKi
 use mtrec_model::{MultiTaskModel, MultiTaskNet};
 
 use crate::{
-    Checkpoint, EarlyStopping, EpochRecord, ExperimentConfig, Optimizers, RunDirectory, Summary, TaskMetrics,
-    TrainError, TrainingState, adversarial_probe,
+    Checkpoint, DataParallel, DataParallelStats, EarlyStopping, EpochRecord, ExperimentConfig, Optimizers,
+    RunDirectory, Summary, TaskMetrics, TrainError, TrainingState, adversarial_probe,
     checkpoint::epoch_seed,
-    collapse_warnings, expert_utilisation,
+    collapse_warnings, data_parallel_step, expert_utilisation,
     metrics::{conditional_auc, first_non_finite, group_auc, task_metrics},
-    train_step,
 };
 
 /// Trains one experiment on one dataset (in memory, or streamed from chunk files) and device.
@@ -35,6 +34,7 @@ pub struct Trainer<'a, S: SplitRows = EncodedTable> {
     verbose: bool,
     resume: bool,
     interrupt_after: Option<usize>,
+    parallel: DataParallel,
 }
 
 /// Runs `model` (in evaluation mode) over `table` and computes every metric of every task: `auc` and
@@ -50,14 +50,33 @@ pub fn evaluate(
     device: &Device,
     batch_size: usize,
 ) -> Result<Vec<TaskMetrics>, TrainError> {
+    evaluate_sharded(model, table, split, schema, device, batch_size, &DataParallel::single())
+}
+
+/// [`evaluate`] with the batches split over the ranks of `parallel` (each forwards its contiguous
+/// block of batches): the outputs and labels are gathered in row order, so every rank computes the
+/// metrics over all rows — the same numbers as one process.
+pub(crate) fn evaluate_sharded(
+    model: &MultiTaskNet,
+    table: &impl SplitRows,
+    split: Split,
+    schema: &Schema,
+    device: &Device,
+    batch_size: usize,
+    parallel: &DataParallel,
+) -> Result<Vec<TaskMetrics>, TrainError> {
     let n_tasks = schema.n_tasks();
     let mut outputs: Vec<Vec<f32>> = vec![Vec::with_capacity(table.n_rows()); n_tasks];
     let mut conditional: Vec<Option<Vec<f32>>> = vec![None; n_tasks];
     // the labels come with the batches (a streamed split is read once)
     let mut labels: Vec<Vec<f32>> = vec![Vec::with_capacity(table.n_rows()); n_tasks];
     let widths = schema.widths();
-    for batch in table.stream(widths, batch_size, BatchOrder::Sequential, device) {
+    let mine = parallel.block(table.n_rows().div_ceil(batch_size));
+    for (b, batch) in table.stream(widths, batch_size, BatchOrder::Sequential, device).enumerate() {
         let batch = batch?;
+        if !mine.contains(&b) {
+            continue;
+        }
         let rows = batch.labels.into_data().try_into_vec::<f32>().expect("f32 labels");
         for (t, column) in labels.iter_mut().enumerate() {
             column.extend(rows.iter().skip(t).step_by(n_tasks));
@@ -68,6 +87,15 @@ pub fn evaluate(
                 let c = c.into_data().try_into_vec::<f32>().expect("f32 outputs");
                 conditional[t].get_or_insert_with(Vec::new).extend(c);
             }
+        }
+    }
+    if parallel.size() > 1 {
+        // every rank's rows, in row order (blocks are in rank order)
+        for t in 0..n_tasks {
+            outputs[t] = parallel.gather_f32(std::mem::take(&mut outputs[t]));
+            labels[t] = parallel.gather_f32(std::mem::take(&mut labels[t]));
+            let c = parallel.gather_f32(conditional[t].take().unwrap_or_default());
+            conditional[t] = (!c.is_empty()).then_some(c);
         }
     }
     let groups = table.group_ids()?;
@@ -290,7 +318,28 @@ struct LoopState {
 impl<'a, S: SplitRows> Trainer<'a, S> {
     /// A trainer for `config` on `dataset`, computing on `device` (autodiff is added for training).
     pub fn new(config: &'a ExperimentConfig, dataset: &'a MtlDataset<S>, device: Device) -> Self {
-        Self { config, dataset, device, run_dir: None, verbose: true, resume: false, interrupt_after: None }
+        Self {
+            config,
+            dataset,
+            device,
+            run_dir: None,
+            verbose: true,
+            resume: false,
+            interrupt_after: None,
+            parallel: DataParallel::single(),
+        }
+    }
+
+    /// Train data-parallel over `parallel`'s ranks (see [`DataParallel`]): every rank runs the
+    /// trainer with the same config, data and run folder; rank 0 alone writes the folder's files.
+    pub fn with_data_parallel(mut self, parallel: DataParallel) -> Self {
+        self.parallel = parallel;
+        self
+    }
+
+    /// The run folder, on the rank that writes it.
+    fn writer(&self) -> Option<&RunDirectory> {
+        self.run_dir.as_ref().filter(|_| self.parallel.is_root())
     }
 
     /// Write the run's files into `dir`.
@@ -342,8 +391,11 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
         let (cfg, schema) = (self.config, &self.dataset.schema);
         let monitored = cfg.train.early_stopping.monitored_tasks(schema)?;
         cfg.check_dataset(self.dataset)?;
+        self.check_data_parallel()?;
         let start = Instant::now();
-        let (mut model, mut state) = self.start()?;
+        let (model, mut state) = self.start()?;
+        // every rank starts from rank 0's parameters
+        let mut model = self.parallel.broadcast_parameters(model);
         let first = if state.stopper.should_stop() { cfg.train.epochs + 1 } else { state.done + 1 };
         let lr = cfg.learning_rates(schema, &model)?;
         let config_toml = cfg.to_toml(); // what every checkpoint records
@@ -357,25 +409,8 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
             state.samples += self.dataset.train.n_rows();
             state.balancer.end_epoch(&train_losses);
 
-            let eval_model = model.valid();
-            let valid = self.evaluate(&eval_model, Split::Valid)?;
-            let metric = &cfg.train.early_stopping.metric;
-            let (monitor, skipped) = monitored_value(&valid, &monitored, metric, schema)?;
-            if !skipped.is_empty() && !skipped_warned {
-                self.say(&format!(
-                    "warning: epoch {epoch}: {skipped:?} have no validation {metric} (one class?); the monitored \
-                     mean leaves them out"
-                ));
-                skipped_warned = true;
-            }
-            let improved = state.stopper.update(epoch, monitor);
-            if improved {
-                if let Some(dir) = &self.run_dir {
-                    state.best_bytes = record_bytes(eval_model.clone().into_record(), &dir.best_model_path())?;
-                    dir.write_best_model(&state.best_bytes)?;
-                }
-                state.best = Some((eval_model, valid.clone()));
-            }
+            let (valid, monitor, improved) =
+                self.validate(epoch, &model, &mut state, &monitored, &mut skipped_warned)?;
             let record = EpochRecord {
                 epoch,
                 train_loss: by_task(schema, &train_losses),
@@ -388,15 +423,9 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
                 samples_per_sec: self.dataset.train.n_rows() as f64 / epoch_train.as_secs_f64(),
             };
             if self.verbose {
-                println!("{}", epoch_line(&record, cfg.train.epochs, metric));
+                println!("{}", epoch_line(&record, cfg.train.epochs, &cfg.train.early_stopping.metric));
             }
-            if let Some(dir) = &self.run_dir {
-                dir.append_epoch(&record)?;
-                self.checkpoint(dir, epoch, &model, &state, &config_toml, start)?;
-                if self.interrupt_after == Some(epoch) {
-                    return Err(TrainError::Interrupted { epoch, dir: dir.path().to_path_buf() });
-                }
-            }
+            self.save_epoch(&record, &model, &state, &config_toml, start)?;
             state.records.push(record);
             if state.stopper.should_stop() {
                 break;
@@ -405,13 +434,90 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
         self.finish(model, state, start)
     }
 
+    /// What data-parallel training cannot do.
+    fn check_data_parallel(&self) -> Result<(), TrainError> {
+        if self.parallel.size() > 1 && self.config.model.batch_norm {
+            return Err(TrainError::Config(
+                "model.batch_norm = true cannot train data-parallel: each rank would keep running statistics of its \
+                 own shard; set model.batch_norm = false or train in one process"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Evaluates the epoch's model on validation and lets early stopping judge it; keeps it (and
+    /// writes `best_model.bpk`) when it is the best so far. Returns the validation metrics, the
+    /// monitored value and whether it improved.
+    fn validate(
+        &self,
+        epoch: usize,
+        model: &MultiTaskNet,
+        state: &mut LoopState,
+        monitored: &[usize],
+        skipped_warned: &mut bool,
+    ) -> Result<(Vec<TaskMetrics>, f64, bool), TrainError> {
+        let (cfg, schema) = (self.config, &self.dataset.schema);
+        let eval_model = model.valid();
+        let valid = self.evaluate(&eval_model, Split::Valid)?;
+        let metric = &cfg.train.early_stopping.metric;
+        let (monitor, skipped) = monitored_value(&valid, monitored, metric, schema)?;
+        if !skipped.is_empty() && !*skipped_warned {
+            self.say(&format!(
+                "warning: epoch {epoch}: {skipped:?} have no validation {metric} (one class?); the monitored mean \
+                 leaves them out"
+            ));
+            *skipped_warned = true;
+        }
+        let improved = state.stopper.update(epoch, monitor);
+        if improved {
+            if let Some(dir) = self.writer() {
+                state.best_bytes = record_bytes(eval_model.clone().into_record(), &dir.best_model_path())?;
+                dir.write_best_model(&state.best_bytes)?;
+            }
+            state.best = Some((eval_model, valid.clone()));
+        }
+        Ok((valid, monitor, improved))
+    }
+
+    /// Appends the epoch's record and writes its checkpoint (rank 0); stops the run here when asked
+    /// to ([`Self::interrupt_after`]).
+    fn save_epoch(
+        &self,
+        record: &EpochRecord,
+        model: &MultiTaskNet,
+        state: &LoopState,
+        config_toml: &str,
+        start: Instant,
+    ) -> Result<(), TrainError> {
+        let Some(dir) = &self.run_dir else { return Ok(()) };
+        if let Some(dir) = self.writer() {
+            dir.append_epoch(record)?;
+            self.checkpoint(dir, record.epoch, model, state, config_toml, start)?;
+        }
+        if self.interrupt_after == Some(record.epoch) {
+            return Err(TrainError::Interrupted { epoch: record.epoch, dir: dir.path().to_path_buf() });
+        }
+        Ok(())
+    }
+
     /// A fresh model, optimiser and balancer, or those of the run folder's checkpoint.
     fn start(&self) -> Result<(MultiTaskNet, LoopState), TrainError> {
         let (cfg, schema) = (self.config, &self.dataset.schema);
         let device = &self.device;
+        // rank 0 draws the initial parameters (the others receive them) before any other rank
+        // touches the generator: ranks that are threads of one process share it
+        let root = self.parallel.is_root();
+        if !root {
+            self.parallel.barrier();
+        }
         device.seed(cfg.seed);
         let es = &cfg.train.early_stopping;
         let model = cfg.build_model(schema, &device.clone().autodiff())?.materialize();
+        initialise_parameters(&model);
+        if root {
+            self.parallel.barrier();
+        }
         let mut state = LoopState {
             balancer: cfg.balancer(schema)?,
             optim: cfg.train.optimizer(),
@@ -428,7 +534,8 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
             return Ok((model, state));
         }
         let dir = self.run_dir.as_ref().ok_or_else(|| TrainError::Config("resuming needs the run folder".into()))?;
-        let restored = restore(dir, cfg, schema, device, model, state.optim, state.balancer.as_mut())?;
+        let write = self.parallel.is_root();
+        let restored = restore(dir, write, cfg, schema, device, model, state.optim, state.balancer.as_mut())?;
         let saved = restored.state;
         state.optim = restored.optim;
         state.stopper = restored.stopper;
@@ -436,8 +543,10 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
         state.best_bytes = restored.best_bytes;
         (state.done, state.samples, state.earlier_wall) = (saved.epoch, saved.samples, saved.wall_seconds);
         state.train_time = Duration::from_secs_f64(saved.train_seconds);
-        state.records = dir.truncate_epochs(saved.epoch)?;
-        dir.write_config(cfg)?;
+        if write {
+            state.records = dir.truncate_epochs(saved.epoch)?;
+            dir.write_config(cfg)?;
+        }
         if self.verbose {
             println!("resuming {} after epoch {}", dir.path().display(), saved.epoch);
         }
@@ -460,27 +569,36 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
         let kinds = schema.task_kinds();
         let n_batches = ds.train.n_rows().div_ceil(cfg.train.batch_size);
         self.device.seed(epoch_seed(cfg.seed, epoch));
-        let bar = self.progress_bar(epoch, n_batches);
+        let bar = if self.parallel.is_root() { self.progress_bar(epoch, n_batches) } else { ProgressBar::hidden() };
         let ad = self.device.clone().autodiff();
         let order = BatchOrder::Shuffled(cfg.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64));
         let mut loss_sums: Vec<Tensor<1>> = (0..kinds.len()).map(|_| Tensor::zeros([1], &self.device)).collect();
+        let parallel = &self.parallel;
         let all_steps = (cfg.train.epochs * n_batches) as f64;
         for (b, batch) in ds.train.stream(schema.widths(), cfg.train.batch_size, order, &ad).enumerate() {
             let batch = batch?;
             let progress = ((epoch - 1) * n_batches + b) as f64 / all_steps;
             let m = &cfg.model;
             model.set_adversarial_weight(m.adversarial_schedule.lambda(m.adversarial_weight, progress));
-            let task_losses;
-            (model, task_losses) =
-                train_step(model, &mut state.optim, state.balancer.as_mut(), &batch, &kinds, lr.clone())?;
+            let (task_losses, rows);
+            (model, task_losses, rows) = data_parallel_step(
+                model,
+                &mut state.optim,
+                state.balancer.as_mut(),
+                &batch,
+                &kinds,
+                lr.clone(),
+                parallel,
+            )?;
             for (sum, loss) in loss_sums.iter_mut().zip(task_losses) {
-                *sum = sum.clone() + loss.without_autodiff().mul_scalar(batch.size as f64);
+                *sum = sum.clone() + loss.without_autodiff().mul_scalar(rows);
             }
             bar.inc(1);
         }
         bar.finish_and_clear();
-        let losses: Vec<f64> =
-            loss_sums.into_iter().map(|s| s.into_scalar::<f32>() as f64 / ds.train.n_rows() as f64).collect();
+        let mut losses: Vec<f64> = loss_sums.into_iter().map(|s| s.into_scalar::<f32>() as f64).collect();
+        parallel.sum_f64(&mut losses); // every rank's rows
+        losses.iter_mut().for_each(|l| *l /= ds.train.n_rows() as f64);
         if let Some((t, &value)) = losses.iter().enumerate().find(|(_, v)| !v.is_finite()) {
             return Err(TrainError::Diverged { epoch, task: schema.tasks[t].name.clone(), value });
         }
@@ -503,7 +621,8 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
 
     fn evaluate(&self, model: &MultiTaskNet, split: Split) -> Result<Vec<TaskMetrics>, TrainError> {
         let ds = self.dataset;
-        evaluate(model, split.of(ds), split, &ds.schema, &self.device, self.config.train.eval_batch_size)
+        let batch_size = self.config.train.eval_batch_size;
+        evaluate_sharded(model, split.of(ds), split, &ds.schema, &self.device, batch_size, &self.parallel)
     }
 
     /// Writes the epoch's checkpoint.
@@ -542,12 +661,12 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
     fn finish(
         self,
         model: MultiTaskNet,
-        state: LoopState,
+        mut state: LoopState,
         start: Instant,
     ) -> Result<(Summary, Vec<EpochRecord>, MultiTaskNet), TrainError> {
         let (cfg, ds) = (self.config, self.dataset);
         let schema = &ds.schema;
-        let (best_model, best_valid) = match state.best {
+        let (best_model, best_valid) = match state.best.take() {
             Some(b) => b,
             None => {
                 let m = model.valid();
@@ -556,6 +675,17 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
             }
         };
         let test = self.evaluate(&best_model, Split::Test)?;
+        let communication = self.parallel.communication_time().as_secs_f64();
+        let data_parallel = (self.parallel.size() > 1).then(|| DataParallelStats {
+            ranks: self.parallel.size(),
+            communication_seconds: communication,
+            communication_share: communication / state.train_time.as_secs_f64().max(f64::MIN_POSITIVE),
+        });
+        if !self.parallel.is_root() {
+            // the gate statistics and the probe are rank 0's, for its summary
+            let (utilisation, probe) = (BTreeMap::new(), BTreeMap::new());
+            return self.summarise(best_model, best_valid, test, utilisation, probe, data_parallel, state, start);
+        }
         let utilisation = expert_utilisation(&best_model, &ds.valid, schema, &self.device, cfg.train.eval_batch_size)?;
         for line in collapse_warnings(&utilisation) {
             self.say(&line);
@@ -568,6 +698,24 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
                 p.test_auc.map_or("undefined".into(), |a| format!("{a:.4}"))
             ));
         }
+        self.summarise(best_model, best_valid, test, utilisation, probe, data_parallel, state, start)
+    }
+
+    /// The run's summary, written with the figures (on the writing rank).
+    #[allow(clippy::too_many_arguments)]
+    fn summarise(
+        self,
+        best_model: MultiTaskNet,
+        best_valid: Vec<TaskMetrics>,
+        test: Vec<TaskMetrics>,
+        utilisation: BTreeMap<String, crate::GateUtilisation>,
+        probe: BTreeMap<String, crate::ProbeResult>,
+        data_parallel: Option<DataParallelStats>,
+        state: LoopState,
+        start: Instant,
+    ) -> Result<(Summary, Vec<EpochRecord>, MultiTaskNet), TrainError> {
+        let (cfg, ds) = (self.config, self.dataset);
+        let schema = &ds.schema;
         let records = state.records;
         let epochs_run = records.len();
         let summary = Summary {
@@ -587,8 +735,9 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
             test: by_task(schema, &test),
             expert_utilisation: utilisation,
             adversarial_probe: probe,
+            data_parallel,
         };
-        if let Some(dir) = &self.run_dir {
+        if let Some(dir) = self.writer() {
             dir.write_summary(&summary)?;
             // a figure that cannot be drawn does not fail the run; `cargo xtask plot` redraws them
             let metric = &cfg.train.early_stopping.metric;
@@ -613,8 +762,10 @@ struct Restored {
 /// Loads the run folder's checkpoint into a freshly built `model`, `optim` and `balancer`; rewrites
 /// `best_model.bpk` from it (a process killed after saving a new best model but before its
 /// checkpoint leaves a newer file there).
+#[allow(clippy::too_many_arguments)]
 fn restore(
     dir: &RunDirectory,
+    write: bool,
     cfg: &ExperimentConfig,
     schema: &Schema,
     device: &Device,
@@ -622,7 +773,9 @@ fn restore(
     mut optim: Optimizers,
     balancer: &mut dyn LossBalancer,
 ) -> Result<Restored, TrainError> {
-    dir.remove_partial_writes()?;
+    if write {
+        dir.remove_partial_writes()?;
+    }
     let path = dir.checkpoint_path();
     let checkpoint = Checkpoint::load(&path)?;
     let state = checkpoint.state;
@@ -652,7 +805,9 @@ fn restore(
         .map_err(|e| TrainError::Checkpoint { path: path.clone(), reason: e.0 })?;
     let best = match &state.best_valid {
         Some(valid) if !checkpoint.best_model.is_empty() => {
-            dir.write_best_model(&checkpoint.best_model)?;
+            if write {
+                dir.write_best_model(&checkpoint.best_model)?;
+            }
             Some((load(cfg.build_model(schema, device)?, checkpoint.best_model.clone())?.valid(), valid.clone()))
         }
         Some(_) => {
@@ -664,6 +819,21 @@ fn restore(
         None => None,
     };
     Ok(Restored { stopper: state.early_stopping.clone(), state, model, optim, best, best_bytes: checkpoint.best_model })
+}
+
+/// Draws every lazily initialised parameter now, in the module's order, from the generator as
+/// seeded with the run's seed. Otherwise burn draws each at its first use — inside the first
+/// training step, interleaved with that step's dropout masks — so the initial values would depend
+/// on the forward's order and batch size, and data-parallel ranks (smaller batches) would start
+/// from different values than one process.
+fn initialise_parameters(model: &MultiTaskNet) {
+    struct Initialise;
+    impl burn::module::ModuleVisitor for Initialise {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+            let _ = param.val();
+        }
+    }
+    model.visit(&mut Initialise);
 }
 
 fn checkpoint_error(path: &std::path::Path, e: impl std::fmt::Display) -> TrainError {
@@ -1017,52 +1187,9 @@ mod tests {
 
     /// The small mixed table of the data crate: a binary and a 5-class task (`stars`), a group.
     fn table_config() -> ExperimentConfig {
-        let fixture = census_fixture().join("../table-small");
-        let text = format!(
-            r#"
-            [data]
-            source = "table"
-            dir = {:?}
-            path = ["table.csv"]
-            group_by = "user"
-            cache = false
-            [data.split]
-            rule = "row_mod"
-            modulus = 5
-            valid = [3]
-            test = [4]
-            [[data.columns]]
-            name = "user"
-            kind = "categorical"
-            [[data.columns]]
-            name = "genres"
-            kind = "multi_categorical"
-            max_len = 3
-            [[data.columns]]
-            name = "price"
-            kind = "dense"
-            transform = "standard"
-            [[data.tasks]]
-            name = "click"
-            kind = "binary"
-            positive = [1]
-            [[data.tasks]]
-            name = "stars"
-            column = "rating"
-            kind = "multiclass"
-            classes = [1, 2, 3, 4, 5]
-            [train]
-            epochs = 3
-            batch_size = 16
-            lr = 0.01
-            [train.early_stopping]
-            metric = "gauc"
-            task = "click"
-            patience = 10
-            "#,
-            fixture.display().to_string()
-        );
-        ExperimentConfig::from_toml(&text, "table config", &[]).unwrap()
+        let dir = toml::Value::String(census_fixture().join("../table-small").display().to_string());
+        let text = include_str!("../tests/fixtures/table_small.toml");
+        ExperimentConfig::from_toml(text, "table config", &[format!("data.dir={dir}")]).unwrap()
     }
 
     /// A 5-class task trains with every balancer and every architecture that takes it: its loss
