@@ -11,7 +11,8 @@ use std::{
 
 use anyhow::{Context, bail};
 use clap::Args;
-use mtrec_train::{BenchOptions, BenchResult, DeviceChoice, ExperimentConfig};
+use mtrec_lab::{BenchOptions, BenchResult};
+use mtrec_train::{DeviceChoice, ExperimentConfig};
 use serde::Serialize;
 
 const RESULT_PREFIX: &str = "MTREC_BENCH_RESULT ";
@@ -164,7 +165,7 @@ fn run_interleaved(args: &BenchArgs) -> anyhow::Result<()> {
         args.setup.warmup_steps
     );
     let dev = device.open().map_err(anyhow::Error::msg)?;
-    let times = mtrec_train::interleaved_step_ms(
+    let times = mtrec_lab::interleaved_step_ms(
         &configs,
         &datasets,
         &dev,
@@ -196,7 +197,7 @@ pub fn run_one(args: BenchOneArgs) -> anyhow::Result<()> {
         warmup_steps: args.setup.warmup_steps,
         measure_steps: args.setup.steps,
     };
-    let result = mtrec_train::bench(
+    let result = mtrec_lab::bench(
         &config,
         &dataset,
         &args.device.open().map_err(anyhow::Error::msg)?,

@@ -6,9 +6,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use mtrec_data::{MtlDataset, Preprocessing, TaskKind};
-use mtrec_train::{
-    ConfigResult, DataConfig, ExperimentConfig, RunDirectory, Trainer, compare_figure, fill_delta_m, markdown,
-};
+use mtrec_lab::{ConfigResult, compare_figure, fill_delta_m, markdown};
+use mtrec_train::{DataConfig, ExperimentConfig, RunDirectory, Trainer};
 use serde::Serialize;
 
 /// Arguments of `cargo xtask compare`.

@@ -463,7 +463,7 @@ fn bench_stream(config: &mtrec_train::ExperimentConfig, rounds: usize) -> anyhow
             config.data.shuffle_window,
             config.data.chunk_rows,
             config.train.batch_size,
-            mtrec_train::peak_rss_mib().unwrap_or(f64::NAN)
+            mtrec_lab::peak_rss_mib().unwrap_or(f64::NAN)
         );
     }
     Ok(())

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use mtrec_train::{ExperimentConfig, RunDirectory, StudyRun, Trainer, aggregate, study_figure, study_markdown, trend};
+use mtrec_lab::{StudyRun, aggregate, study_figure, study_markdown, trend};
+use mtrec_train::{ExperimentConfig, RunDirectory, Trainer};
 use serde::Serialize;
 
 /// The three models of the study; they differ only in `[model]` (and name).
@@ -41,8 +42,8 @@ pub struct StudyArgs {
 struct Report {
     epochs: usize,
     seeds: u64,
-    cells: Vec<mtrec_train::StudyCell>,
-    trend: mtrec_train::StudyTrend,
+    cells: Vec<mtrec_lab::StudyCell>,
+    trend: mtrec_lab::StudyTrend,
     runs: Vec<StudyRun>,
 }
 

@@ -6,10 +6,8 @@
 //! two-phase forward and the balancer for gradients, and never branches on which one it runs.
 
 mod adversarial_probe;
-mod bench;
 mod checkpoint;
 mod collective;
-mod compare;
 mod config;
 mod data_parallel;
 mod device;
@@ -26,16 +24,13 @@ mod run_dir;
 mod safetensors;
 mod sparse_optimizer;
 mod step;
-mod synthetic_study;
 mod text;
 mod trainer;
 mod utilisation;
 
 pub use adversarial_probe::{PROBE_EPOCHS, PROBE_HIDDEN, PROBE_MIN_STEPS, ProbeResult, adversarial_probe};
-pub use bench::{BenchOptions, BenchResult, bench, interleaved_step_ms, peak_rss_mib};
 pub use checkpoint::{CHECKPOINT_FILE, Checkpoint, TrainingState};
 pub use collective::{Collective, SingleProcess, ThreadGroup, launcher_ranks};
-pub use compare::{ConfigResult, compare_figure, delta_m, fill_delta_m, higher_is_better, markdown, mean_std};
 pub use config::{DataConfig, DataSource, EarlyStoppingConfig, ExperimentConfig, LoadedData, TaskOptions, TrainConfig};
 pub use data_parallel::{BUCKET_FLOATS, DataParallel, data_parallel_step};
 pub use device::DeviceChoice;
@@ -43,7 +38,7 @@ pub use early_stopping::EarlyStopping;
 pub use error::TrainError;
 pub use fused_adam::FusedAdam;
 pub use loss::task_loss;
-pub use metrics::{TaskMetrics, binary_logloss, mae, mse, roc_auc};
+pub use metrics::{TaskMetrics, binary_logloss, higher_is_better, mae, mse, roc_auc};
 #[cfg(feature = "mpi")]
 pub use mpi_collective::MpiCollective;
 pub use parity::{ParityReport, check_parity};
@@ -52,7 +47,6 @@ pub use run_dir::{DataParallelStats, EpochRecord, PREPROCESSING_FILE, RunDirecto
 pub use safetensors::{safetensors_bytes, save_safetensors, tensors_to_safetensors};
 pub use sparse_optimizer::{SparseGradients, SparseRowOptimizer, SparseRule, TableGradient};
 pub use step::{Optimizers, train_step};
-pub use synthetic_study::{StudyCell, StudyRun, StudyTrend, aggregate, study_figure, study_markdown, trend};
 pub use text::open_text_encoder;
 pub use trainer::{RunData, Split, Trainer, evaluate, evaluate_run, load_run, load_run_reading};
 pub use utilisation::{COLLAPSE_THRESHOLD, GateUtilisation, collapse_warnings, expert_utilisation};

@@ -8,6 +8,12 @@ use mtrec_data::{TaskKind, TaskSpec};
 ///
 /// Equals the probability that a random positive scores above a random negative, counting ties as
 /// one half (the Mann–Whitney statistic with average ranks). `None` — undefined — when either class
+/// Whether a larger value of `metric` is better (`auc`, `gauc`, `cvr_auc`, `accuracy`,
+/// `macro_auc`), or a smaller one (`logloss`, `mse`, `mae`).
+pub fn higher_is_better(metric: &str) -> bool {
+    matches!(metric, "auc" | "gauc" | "cvr_auc" | "accuracy" | "macro_auc")
+}
+
 /// is absent or a score is not finite (a NaN has no rank: sorting it anywhere would invent one).
 pub fn roc_auc(scores: &[f32], labels: &[f32]) -> Option<f64> {
     assert_eq!(scores.len(), labels.len());

@@ -373,9 +373,11 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
         self
     }
 
-    /// Prints a line when verbose, logs it otherwise.
+    /// Prints a line when verbose, logs it otherwise (on rank 0).
     fn say(&self, line: &str) {
-        if self.verbose {
+        if !self.parallel.is_root() {
+            // the ranks decide alike: rank 0 speaks for them
+        } else if self.verbose {
             println!("{line}");
         } else {
             tracing::warn!("{line}");

@@ -8,7 +8,7 @@ use mtrec_data::{BatchOrder, MtlDataset, batches};
 use mtrec_model::MultiTaskModel;
 use serde::{Deserialize, Serialize};
 
-use crate::{ExperimentConfig, TrainError, train_step};
+use mtrec_train::{ExperimentConfig, TrainError, train_step};
 
 /// How long to measure.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -215,8 +215,8 @@ pub fn interleaved_step_ms(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{DataConfig, DataSource};
     use mtrec_data::SyntheticConfig;
+    use mtrec_train::{DataConfig, DataSource};
 
     #[test]
     fn percentiles_of_hand_made_latencies() {

@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Figure, Panel, PanelKind, Series, mean_std};
+use mtrec_train::{Figure, Panel, PanelKind, Series};
+
+use crate::mean_std;
 
 /// One training run of the study.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

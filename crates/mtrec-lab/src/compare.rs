@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{EpochRecord, Figure, Panel, PanelKind, Series};
+use mtrec_train::{EpochRecord, Figure, Panel, PanelKind, Series, higher_is_better};
 
 /// Mean and sample standard deviation (`n − 1`; 0 for one value).
 pub fn mean_std(values: &[f64]) -> (f64, f64) {
@@ -18,12 +18,6 @@ pub fn mean_std(values: &[f64]) -> (f64, f64) {
     }
     let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
     (mean, var.sqrt())
-}
-
-/// Whether a larger value of `metric` is better (`auc`, `gauc`, `cvr_auc`, `accuracy`,
-/// `macro_auc`), or a smaller one (`logloss`, `mse`, `mae`).
-pub fn higher_is_better(metric: &str) -> bool {
-    matches!(metric, "auc" | "gauc" | "cvr_auc" | "accuracy" | "macro_auc")
 }
 
 /// Δm of `config` against `baseline`, both per main task `(metric, mean)`. `None` unless both have
