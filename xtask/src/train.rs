@@ -147,7 +147,7 @@ fn run_rank(args: TrainArgs, parallel: DataParallel) -> anyhow::Result<()> {
     }
     if let Some(dp) = &summary.data_parallel {
         println!(
-            "data parallel: {} ranks, {:.1}s in collective operations ({:.1}% of the training steps' time)",
+            "data parallel: {} ranks, {:.1}s of the training steps in collective operations ({:.1}%)",
             dp.ranks,
             dp.communication_seconds,
             100.0 * dp.communication_share

@@ -84,10 +84,10 @@ pub struct Summary {
 pub struct DataParallelStats {
     /// Number of ranks.
     pub ranks: usize,
-    /// Seconds rank 0 spent in collective operations (gradient all-reduces, balancer reductions,
-    /// gathered evaluations), waiting for slower ranks included.
+    /// Seconds rank 0's training steps spent in collective operations (gradient all-reduces,
+    /// balancer reductions), waiting for slower ranks included; in a resumed run, since the resume.
     pub communication_seconds: f64,
-    /// `communication_seconds` over the training steps' seconds.
+    /// `communication_seconds` over the same training steps' seconds.
     pub communication_share: f64,
 }
 

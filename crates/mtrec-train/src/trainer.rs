@@ -313,6 +313,10 @@ struct LoopState {
     samples: usize,
     earlier_wall: f64,
     done: usize,
+    /// This process's training time (a resumed run's `train_time` includes the earlier ones') and
+    /// the part of it spent in collective operations.
+    steps_time: Duration,
+    steps_communication: Duration,
 }
 
 impl<'a, S: SplitRows> Trainer<'a, S> {
@@ -403,11 +407,13 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
         let config_toml = cfg.to_toml(); // what every checkpoint records
         let mut skipped_warned = false;
         for epoch in first..=cfg.train.epochs {
-            let epoch_start = Instant::now();
+            let (epoch_start, communication) = (Instant::now(), self.parallel.communication_time());
             let train_losses;
             (model, train_losses) = self.train_epoch(epoch, model, &mut state, &lr)?;
             let epoch_train = epoch_start.elapsed();
             state.train_time += epoch_train;
+            state.steps_time += epoch_train;
+            state.steps_communication += self.parallel.communication_time() - communication;
             state.samples += self.dataset.train.n_rows();
             state.balancer.end_epoch(&train_losses);
 
@@ -528,6 +534,8 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
             best_bytes: Vec::new(),
             records: Vec::new(),
             train_time: Duration::ZERO,
+            steps_time: Duration::ZERO,
+            steps_communication: Duration::ZERO,
             samples: 0,
             earlier_wall: 0.0,
             done: 0,
@@ -677,11 +685,11 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
             }
         };
         let test = self.evaluate(&best_model, Split::Test)?;
-        let communication = self.parallel.communication_time().as_secs_f64();
+        let communication = state.steps_communication.as_secs_f64();
         let data_parallel = (self.parallel.size() > 1).then(|| DataParallelStats {
             ranks: self.parallel.size(),
             communication_seconds: communication,
-            communication_share: communication / state.train_time.as_secs_f64().max(f64::MIN_POSITIVE),
+            communication_share: communication / state.steps_time.as_secs_f64().max(f64::MIN_POSITIVE),
         });
         if !self.parallel.is_root() {
             // the gate statistics and the probe are rank 0's, for its summary

@@ -38,6 +38,7 @@ fn thread_ranks_match_one_process() {
             assert_same_metrics(&name, summary, &one_summary, 1e-4);
             let dp = summary.data_parallel.as_ref().expect("a data-parallel summary");
             assert_eq!(dp.ranks, ranks);
+            assert!(dp.communication_seconds > 0.0 && (0.0..1.0).contains(&dp.communication_share), "{dp:?}");
         }
     }
 }
