@@ -105,10 +105,6 @@ fn run_rank(args: TrainArgs, parallel: DataParallel) -> anyhow::Result<()> {
             if parallel.size() > 1 { format!(", {} data-parallel ranks", parallel.size()) } else { String::new() }
         );
     }
-    // rank 0 loads (and caches, or encodes into chunk files) first; the others then read its work
-    if !root {
-        parallel.barrier();
-    }
     let load_start = std::time::Instant::now();
     // a resumed run encodes its data with the preprocessing it was fitted with
     let saved = match &args.resume {
@@ -116,14 +112,9 @@ fn run_rank(args: TrainArgs, parallel: DataParallel) -> anyhow::Result<()> {
         None => None,
     };
     let resume = args.resume.is_some();
-    let loaded = |parallel: &DataParallel| {
-        if root {
-            parallel.barrier(); // the others may load now
-        }
-    };
+    // rank 0 loads (and caches, or encodes into chunk files) first; the others then read its work
     let summary = if config.data.stream {
-        let (dataset, preprocessing) = config.data.load_streamed(saved.as_ref())?;
-        loaded(&parallel);
+        let (dataset, preprocessing) = parallel.root_first(|| config.data.load_streamed(saved.as_ref()))?;
         let dir = RunDirectory::for_rank(&out, &config, resume, &parallel)?;
         if let Some(dir) = dir.as_ref().filter(|_| root) {
             describe(&dataset, load_start, "chunk files, streamed");
@@ -131,8 +122,7 @@ fn run_rank(args: TrainArgs, parallel: DataParallel) -> anyhow::Result<()> {
         }
         train(&config, &dataset, dir, resume, parallel)?
     } else {
-        let (dataset, preprocessing) = config.data.load_with(saved.as_ref())?;
-        loaded(&parallel);
+        let (dataset, preprocessing) = parallel.root_first(|| config.data.load_with(saved.as_ref()))?;
         let dir = RunDirectory::for_rank(&out, &config, resume, &parallel)?;
         if let Some(dir) = dir.as_ref().filter(|_| root) {
             describe(&dataset, load_start, "in memory");

@@ -79,9 +79,22 @@ impl DataParallel {
         self.communication.get()
     }
 
-    /// Waits for every rank (data loading: rank 0 encodes, the others then read its cache).
+    /// Waits for every rank.
     pub fn barrier(&self) {
         self.timed(|c| c.barrier());
+    }
+
+    /// Runs `work` on rank 0 before the other ranks start it: rank 0 writes what the others then
+    /// read (a table cache, chunk files), or draws from a generator ranks that are threads share.
+    pub fn root_first<R>(&self, work: impl FnOnce() -> R) -> R {
+        if !self.is_root() {
+            self.barrier();
+        }
+        let out = work();
+        if self.is_root() {
+            self.barrier();
+        }
+        out
     }
 
     fn timed<R>(&self, op: impl FnOnce(&dyn Collective) -> R) -> R {
@@ -115,11 +128,8 @@ impl DataParallel {
     /// that every rank takes part in every collective operation of the step.
     pub fn shard(&self, batch_size: usize) -> (Range<usize>, f64) {
         let rows = self.block(batch_size);
-        if rows.is_empty() {
-            (0..batch_size.min(1), 0.0)
-        } else {
-            (rows.clone(), rows.len() as f64 / batch_size as f64)
-        }
+        let share = rows.len() as f64 / batch_size as f64;
+        if rows.is_empty() { (0..batch_size.min(1), 0.0) } else { (rows, share) }
     }
 
     /// `module` with rank 0's parameter values on every rank.
@@ -160,11 +170,15 @@ impl DataParallel {
     pub(crate) fn reduce_sparse(&self, model: &MultiTaskNet, grads: SparseGradients, share: f64) -> SparseGradients {
         let mut params = ParamList::default();
         model.visit(&mut params);
-        let mut local: Vec<Option<TableGradient>> =
-            params.params.iter().map(|(id, _)| grads.tables.iter().find(|g| g.table == *id).cloned()).collect();
+        let mut tables = grads.tables;
+        let mut local: Vec<Option<TableGradient>> = params
+            .params
+            .iter()
+            .map(|(id, _)| tables.iter().position(|g| g.table == *id).map(|k| tables.swap_remove(k)))
+            .collect();
         let mut present: Vec<f32> = local.iter().map(|g| g.is_some() as u8 as f32).collect();
         self.timed(|c| c.sum_f32(&mut present));
-        let mut tables = Vec::new();
+        let mut summed = Vec::new();
         for (k, (id, shape)) in params.params.iter().enumerate() {
             if present[k] == 0.0 {
                 continue;
@@ -192,9 +206,9 @@ impl DataParallel {
                 sum[at..at + width].iter_mut().zip(&all_rows[j * width..(j + 1) * width]).for_each(|(s, v)| *s += v);
             }
             let grad = Tensor::from_data(TensorData::new(sum, [merged.len(), width]), &device);
-            tables.push(TableGradient { table: *id, ids: merged, grad });
+            summed.push(TableGradient { table: *id, ids: merged, grad });
         }
-        SparseGradients { tables }
+        SparseGradients { tables: summed }
     }
 }
 

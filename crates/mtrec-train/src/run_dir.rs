@@ -164,12 +164,12 @@ impl RunDirectory {
         resume: bool,
         parallel: &crate::DataParallel,
     ) -> Result<Option<Self>, TrainError> {
-        let path = path.into();
-        match (parallel.is_root(), resume) {
-            (true, true) => Self::open(path).map(Some),
-            (true, false) => Self::create(path, config).map(Some),
-            (false, true) => Self::open(path).map(Some),
-            (false, false) => Ok(None),
+        if resume {
+            Self::open(path).map(Some)
+        } else if parallel.is_root() {
+            Self::create(path, config).map(Some)
+        } else {
+            Ok(None)
         }
     }
 

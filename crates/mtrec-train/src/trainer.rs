@@ -72,7 +72,8 @@ pub(crate) fn evaluate_sharded(
     let mut labels: Vec<Vec<f32>> = vec![Vec::with_capacity(table.n_rows()); n_tasks];
     let widths = schema.widths();
     let mine = parallel.block(table.n_rows().div_ceil(batch_size));
-    for (b, batch) in table.stream(widths, batch_size, BatchOrder::Sequential, device).enumerate() {
+    // the batches after this rank's block are not read
+    for (b, batch) in table.stream(widths, batch_size, BatchOrder::Sequential, device).enumerate().take(mine.end) {
         let batch = batch?;
         if !mine.contains(&b) {
             continue;
@@ -377,13 +378,17 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
         self
     }
 
+    /// Whether this trainer prints its progress: when verbose, on rank 0 (the ranks train alike:
+    /// rank 0 speaks for them).
+    fn prints(&self) -> bool {
+        self.verbose && self.parallel.is_root()
+    }
+
     /// Prints a line when verbose, logs it otherwise (on rank 0).
     fn say(&self, line: &str) {
-        if !self.parallel.is_root() {
-            // the ranks decide alike: rank 0 speaks for them
-        } else if self.verbose {
+        if self.prints() {
             println!("{line}");
-        } else {
+        } else if self.parallel.is_root() {
             tracing::warn!("{line}");
         }
     }
@@ -430,7 +435,7 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
                 seconds: epoch_start.elapsed().as_secs_f64(),
                 samples_per_sec: self.dataset.train.n_rows() as f64 / epoch_train.as_secs_f64(),
             };
-            if self.verbose {
+            if self.prints() {
                 println!("{}", epoch_line(&record, cfg.train.epochs, &cfg.train.early_stopping.metric));
             }
             self.save_epoch(&record, &model, &state, &config_toml, start)?;
@@ -513,19 +518,15 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
     fn start(&self) -> Result<(MultiTaskNet, LoopState), TrainError> {
         let (cfg, schema) = (self.config, &self.dataset.schema);
         let device = &self.device;
+        let es = &cfg.train.early_stopping;
         // rank 0 draws the initial parameters (the others receive them) before any other rank
         // touches the generator: ranks that are threads of one process share it
-        let root = self.parallel.is_root();
-        if !root {
-            self.parallel.barrier();
-        }
-        device.seed(cfg.seed);
-        let es = &cfg.train.early_stopping;
-        let model = cfg.build_model(schema, &device.clone().autodiff())?.materialize();
-        initialise_parameters(&model);
-        if root {
-            self.parallel.barrier();
-        }
+        let model = self.parallel.root_first(|| {
+            device.seed(cfg.seed);
+            let model = cfg.build_model(schema, &device.clone().autodiff())?.materialize();
+            initialise_parameters(&model);
+            Ok::<_, TrainError>(model)
+        })?;
         let mut state = LoopState {
             balancer: cfg.balancer(schema)?,
             optim: cfg.train.optimizer(),
@@ -557,7 +558,7 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
             state.records = dir.truncate_epochs(saved.epoch)?;
             dir.write_config(cfg)?;
         }
-        if self.verbose {
+        if self.prints() {
             println!("resuming {} after epoch {}", dir.path().display(), saved.epoch);
         }
         Ok((restored.model, state))
@@ -579,7 +580,7 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
         let kinds = schema.task_kinds();
         let n_batches = ds.train.n_rows().div_ceil(cfg.train.batch_size);
         self.device.seed(epoch_seed(cfg.seed, epoch));
-        let bar = if self.parallel.is_root() { self.progress_bar(epoch, n_batches) } else { ProgressBar::hidden() };
+        let bar = self.progress_bar(epoch, n_batches);
         let ad = self.device.clone().autodiff();
         let order = BatchOrder::Shuffled(cfg.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64));
         let mut loss_sums: Vec<Tensor<1>> = (0..kinds.len()).map(|_| Tensor::zeros([1], &self.device)).collect();
@@ -616,7 +617,7 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
     }
 
     fn progress_bar(&self, epoch: usize, n_batches: usize) -> ProgressBar {
-        if !(self.verbose && std::io::stderr().is_terminal()) {
+        if !(self.prints() && std::io::stderr().is_terminal()) {
             return ProgressBar::hidden();
         }
         let bar = ProgressBar::new(n_batches as u64);
@@ -671,12 +672,12 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
     fn finish(
         self,
         model: MultiTaskNet,
-        mut state: LoopState,
+        state: LoopState,
         start: Instant,
     ) -> Result<(Summary, Vec<EpochRecord>, MultiTaskNet), TrainError> {
         let (cfg, ds) = (self.config, self.dataset);
         let schema = &ds.schema;
-        let (best_model, best_valid) = match state.best.take() {
+        let (best_model, best_valid) = match state.best {
             Some(b) => b,
             None => {
                 let m = model.valid();
@@ -691,41 +692,7 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
             communication_seconds: communication,
             communication_share: communication / state.steps_time.as_secs_f64().max(f64::MIN_POSITIVE),
         });
-        if !self.parallel.is_root() {
-            // the gate statistics and the probe are rank 0's, for its summary
-            let (utilisation, probe) = (BTreeMap::new(), BTreeMap::new());
-            return self.summarise(best_model, best_valid, test, utilisation, probe, data_parallel, state, start);
-        }
-        let utilisation = expert_utilisation(&best_model, &ds.valid, schema, &self.device, cfg.train.eval_batch_size)?;
-        for line in collapse_warnings(&utilisation) {
-            self.say(&line);
-        }
-        let probe = adversarial_probe(&best_model, ds, &self.device, cfg.seed, cfg.train.eval_batch_size)?;
-        for (task, p) in &probe {
-            self.say(&format!(
-                "adversarial probe `{task}`: a fresh classifier on the representation the towers read reaches test \
-                 AUC {}",
-                p.test_auc.map_or("undefined".into(), |a| format!("{a:.4}"))
-            ));
-        }
-        self.summarise(best_model, best_valid, test, utilisation, probe, data_parallel, state, start)
-    }
-
-    /// The run's summary, written with the figures (on the writing rank).
-    #[allow(clippy::too_many_arguments)]
-    fn summarise(
-        self,
-        best_model: MultiTaskNet,
-        best_valid: Vec<TaskMetrics>,
-        test: Vec<TaskMetrics>,
-        utilisation: BTreeMap<String, crate::GateUtilisation>,
-        probe: BTreeMap<String, crate::ProbeResult>,
-        data_parallel: Option<DataParallelStats>,
-        state: LoopState,
-        start: Instant,
-    ) -> Result<(Summary, Vec<EpochRecord>, MultiTaskNet), TrainError> {
-        let (cfg, ds) = (self.config, self.dataset);
-        let schema = &ds.schema;
+        let (utilisation, probe) = self.diagnostics(&best_model)?;
         let records = state.records;
         let epochs_run = records.len();
         let summary = Summary {
@@ -757,7 +724,33 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
         }
         Ok((summary, records, best_model))
     }
+
+    /// The selected model's gate statistics and adversarial probe, with their warnings: rank 0's,
+    /// for its summary (the other ranks skip them).
+    fn diagnostics(&self, best_model: &MultiTaskNet) -> Result<Diagnostics, TrainError> {
+        if !self.parallel.is_root() {
+            return Ok((BTreeMap::new(), BTreeMap::new()));
+        }
+        let (cfg, ds) = (self.config, self.dataset);
+        let batch_size = cfg.train.eval_batch_size;
+        let utilisation = expert_utilisation(best_model, &ds.valid, &ds.schema, &self.device, batch_size)?;
+        for line in collapse_warnings(&utilisation) {
+            self.say(&line);
+        }
+        let probe = adversarial_probe(best_model, ds, &self.device, cfg.seed, batch_size)?;
+        for (task, p) in &probe {
+            self.say(&format!(
+                "adversarial probe `{task}`: a fresh classifier on the representation the towers read reaches test \
+                 AUC {}",
+                p.test_auc.map_or("undefined".into(), |a| format!("{a:.4}"))
+            ));
+        }
+        Ok((utilisation, probe))
+    }
 }
+
+/// The selected model's gate statistics and adversarial probes, by task.
+type Diagnostics = (BTreeMap<String, crate::GateUtilisation>, BTreeMap<String, crate::ProbeResult>);
 
 /// What a checkpoint restores.
 struct Restored {
