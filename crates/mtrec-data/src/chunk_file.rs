@@ -49,7 +49,7 @@ pub fn chunk_bytes(table: &EncodedTable, widths: RowWidths) -> Vec<u8> {
 /// killed writer leaves no half chunk under the final name).
 pub fn write_chunk(path: &Path, table: &EncodedTable, widths: RowWidths) -> Result<(), DataError> {
     let io = |source| DataError::Io { path: path.to_path_buf(), source };
-    let partial = path.with_extension("partial");
+    let partial = crate::unique_temporary(path);
     std::fs::write(&partial, chunk_bytes(table, widths)).map_err(io)?;
     std::fs::rename(&partial, path).map_err(io)
 }

@@ -212,6 +212,14 @@ impl SplitRows for ChunkedSplit {
     fn in_memory(&self) -> Option<&EncodedTable> {
         None
     }
+
+    fn label_means(&self, n_tasks: usize) -> Result<Vec<f64>, DataError> {
+        let mut sums = vec![0.0; n_tasks];
+        for chunk in &self.chunks {
+            crate::split_rows::label_sums(&read_chunk(&chunk.file, self.widths)?, n_tasks, &mut sums);
+        }
+        Ok(sums.into_iter().map(|s| s / self.n_rows.max(1) as f64).collect())
+    }
 }
 
 #[cfg(test)]

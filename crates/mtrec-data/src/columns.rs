@@ -9,6 +9,8 @@
 //! - `dense`: a number; `transform` fitted on the training rows: `minmax` (to `[0, 1]` with the
 //!   training minimum and maximum, clipped), `standard` (zero mean, unit variance), `log1p`
 //!   (`ln(1 + x)`, for counts), `none`. A missing value takes `fill`, or is an error.
+//!   `clip_quantiles = [q_lo, q_hi]` clips to training quantiles first (robust scaling); see
+//!   [`crate::dense_fit`] for constant columns and outliers.
 //! - `multi_categorical`: a list of values in one cell, split at `separator` (genres
 //!   `Action|Comedy`, tags, recently viewed ids), up to `max_len` kept, embedded as a bag and pooled
 //!   (`mean` or `sum`). Vocabulary as for `categorical` (ids from 2: 0 is an empty slot, 1 an unseen
@@ -67,6 +69,10 @@ pub enum ColumnKind {
         /// The value of a missing (null, empty, NaN) cell; without it a missing value is an error.
         #[serde(default)]
         fill: Option<f64>,
+        /// `[q_lo, q_hi]`: clip every value to these quantiles of the training values before
+        /// `minmax` or `standard` (robust scaling: an outlier no longer sets the scale).
+        #[serde(default)]
+        clip_quantiles: Option<[f64; 2]>,
     },
     /// A list of values in one cell.
     MultiCategorical {
@@ -91,6 +97,10 @@ pub enum ColumnKind {
         encoder: std::path::PathBuf,
     },
 }
+
+/// The largest `hash_buckets`: ids `1..=N` must stay positive 32-bit signed integers, the type of
+/// the model's id tensors.
+pub const MAX_HASH_BUCKETS: u64 = i32::MAX as u64 - 1;
 
 fn one() -> u64 {
     1
@@ -129,7 +139,21 @@ impl ColumnSpec {
             ColumnKind::Categorical { min_count: 0, .. } | ColumnKind::MultiCategorical { min_count: 0, .. } => {
                 bad("min_count must be at least 1")
             }
-            ColumnKind::Dense { fill: Some(f), .. } if !f.is_finite() => bad("fill must be a finite number"),
+            ColumnKind::Dense { fill: Some(f), .. } if !f.is_finite() || f.abs() > f32::MAX as f64 => {
+                bad("fill must be a finite number within f32's range")
+            }
+            ColumnKind::Dense { clip_quantiles: Some([a, b]), transform, .. } => {
+                if !(0.0 <= *a && a < b && *b <= 1.0) {
+                    bad(&format!("clip_quantiles = [{a}, {b}] must be quantiles with 0 ≤ q_lo < q_hi ≤ 1"))
+                } else if !matches!(transform, DenseTransform::Minmax | DenseTransform::Standard) {
+                    bad("clip_quantiles applies to transform = \"minmax\" or \"standard\"")
+                } else {
+                    Ok(())
+                }
+            }
+            ColumnKind::Categorical { hash_buckets: Some(b), .. } if *b > MAX_HASH_BUCKETS => bad(&format!(
+                "hash_buckets = {b} is above {MAX_HASH_BUCKETS}: ids are 32-bit signed integers in the model"
+            )),
             ColumnKind::MultiCategorical { max_len: 0, .. } => bad("max_len must be positive"),
             ColumnKind::MultiCategorical { separator, .. } if separator.is_empty() => bad("separator is empty"),
             ColumnKind::Text { template: Some(t), .. } if template_columns(t).is_empty() => {
@@ -176,7 +200,9 @@ pub fn fill_template(template: &str, value: impl Fn(&str) -> Option<String>) -> 
     out
 }
 
-/// A label value of a config: a string or a number (`positive = [1, "yes"]`).
+/// A label value of a config: a string, a number or a boolean (`positive = [1, "yes"]`). A number
+/// or boolean matches a cell holding that number whatever its rendering (`1`, `1.0`, `True`, a
+/// Parquet integer, float or boolean); a string matches the cell's text.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum LabelValue {
@@ -184,6 +210,8 @@ pub enum LabelValue {
     Int(i64),
     /// A float, matched against the cell's number.
     Float(f64),
+    /// A boolean (`true` = 1), matched against the cell's number (`True`, `1`, a Parquet boolean).
+    Bool(bool),
     /// A string, matched against the cell's text.
     Text(String),
 }
@@ -194,6 +222,7 @@ impl LabelValue {
         match self {
             Self::Int(i) => i.to_string(),
             Self::Float(f) => f.to_string(),
+            Self::Bool(b) => b.to_string(),
             Self::Text(s) => s.clone(),
         }
     }
@@ -208,6 +237,13 @@ pub enum LabelTransform {
     None,
     /// `ln(1 + y)` (watch time, counts).
     Log1p,
+}
+
+impl LabelTransform {
+    /// Whether the labels are as they are.
+    pub fn is_none(&self) -> bool {
+        *self == Self::None
+    }
 }
 
 /// One `[[data.tasks]]` entry.

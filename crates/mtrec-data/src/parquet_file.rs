@@ -1,6 +1,7 @@
 //! Apache Parquet, read with the `parquet` crate (arrow-rs) batch by batch with column
 //! projection: only the configured columns are decoded. Strings, integers, floats and booleans are
-//! read; any other column type is an error naming the column and its type.
+//! read (rendered as [`crate::cell`] says); any other column type is an error naming the column and
+//! its type.
 
 use std::{fs::File, path::Path};
 
@@ -93,13 +94,13 @@ fn cell(column: &ArrayRef, i: usize) -> Cell<'_> {
         Int16 => Cell::Int(column.as_primitive::<types::Int16Type>().value(i) as i64),
         Int32 => Cell::Int(column.as_primitive::<types::Int32Type>().value(i) as i64),
         Int64 => Cell::Int(column.as_primitive::<types::Int64Type>().value(i)),
-        UInt8 => Cell::Int(column.as_primitive::<types::UInt8Type>().value(i) as i64),
-        UInt16 => Cell::Int(column.as_primitive::<types::UInt16Type>().value(i) as i64),
-        UInt32 => Cell::Int(column.as_primitive::<types::UInt32Type>().value(i) as i64),
-        UInt64 => Cell::Int(column.as_primitive::<types::UInt64Type>().value(i) as i64),
-        Float32 => Cell::Float(column.as_primitive::<types::Float32Type>().value(i) as f64),
-        Float64 => Cell::Float(column.as_primitive::<types::Float64Type>().value(i)),
-        Boolean => Cell::Int(column.as_boolean().value(i) as i64),
+        UInt8 => Cell::UInt(column.as_primitive::<types::UInt8Type>().value(i) as u64),
+        UInt16 => Cell::UInt(column.as_primitive::<types::UInt16Type>().value(i) as u64),
+        UInt32 => Cell::UInt(column.as_primitive::<types::UInt32Type>().value(i) as u64),
+        UInt64 => Cell::UInt(column.as_primitive::<types::UInt64Type>().value(i)),
+        Float32 => Cell::float32(column.as_primitive::<types::Float32Type>().value(i)),
+        Float64 => Cell::float(column.as_primitive::<types::Float64Type>().value(i)),
+        Boolean => Cell::Bool(column.as_boolean().value(i)),
         _ => Cell::Null,
     }
 }

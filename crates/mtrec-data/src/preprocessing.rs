@@ -29,8 +29,10 @@ pub enum FittedColumn {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         table: Option<String>,
     },
-    /// A dense transform with its fitted parameters: `(x − shift) · scale`, then clipped to
-    /// `[0, 1]` for `minmax`; `ln(1 + x)` for `log1p`.
+    /// A dense transform with its fitted parameters: `x` clipped to `clip` when set, then
+    /// `(x − min) / (max − min)` clipped to `[0, 1]` for `minmax` (0 when the training range is
+    /// empty), `(x − mean) / std` for `standard` (scale 1 when the deviation is 0), `ln(1 + x)` for
+    /// `log1p` — computed in f64 (a range wider than f32 does not overflow).
     Dense {
         /// The column.
         name: String,
@@ -42,6 +44,9 @@ pub enum FittedColumn {
         spread: f32,
         /// The value of a missing cell.
         fill: Option<f64>,
+        /// The training quantiles every value is clipped to first (`clip_quantiles`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        clip: Option<[f32; 2]>,
     },
     /// A multi-valued vocabulary: `values[i]` has id `i + 2` (0 empty slot, 1 unseen).
     Bag {
@@ -91,12 +96,18 @@ impl FittedColumn {
     /// A dense value, transformed with the fitted parameters.
     pub fn apply_dense(&self, x: f32) -> f32 {
         match self {
-            Self::Dense { transform, shift, spread, .. } => match transform {
-                DenseTransform::Minmax => ((x - shift) / (spread - shift).max(1e-12)).clamp(0.0, 1.0),
-                DenseTransform::Standard => (x - shift) / spread.max(1e-12),
-                DenseTransform::Log1p => x.ln_1p(),
-                DenseTransform::None => x,
-            },
+            Self::Dense { transform, shift, spread, clip, .. } => {
+                let x = clip.map_or(x, |[a, b]| x.clamp(a, b)) as f64;
+                let (shift, spread) = (*shift as f64, *spread as f64);
+                match transform {
+                    DenseTransform::Minmax if spread > shift => ((x - shift) / (spread - shift)).clamp(0.0, 1.0) as f32,
+                    DenseTransform::Minmax => f32::from(x > shift),
+                    DenseTransform::Standard if spread > 0.0 && spread.is_finite() => ((x - shift) / spread) as f32,
+                    DenseTransform::Standard => (x - shift) as f32,
+                    DenseTransform::Log1p => x.ln_1p() as f32,
+                    DenseTransform::None => x as f32,
+                }
+            }
             _ => x,
         }
     }
@@ -116,8 +127,14 @@ mod tests {
     /// Each transform by hand, with the census min-max rule (clipped, guarded spread).
     #[test]
     fn dense_transforms_by_hand() {
-        let dense =
-            |transform, shift, spread| FittedColumn::Dense { name: "x".into(), transform, shift, spread, fill: None };
+        let dense = |transform, shift, spread| FittedColumn::Dense {
+            name: "x".into(),
+            transform,
+            shift,
+            spread,
+            fill: None,
+            clip: None,
+        };
         let minmax = dense(DenseTransform::Minmax, 10.0, 30.0);
         assert_eq!([minmax.apply_dense(10.0), minmax.apply_dense(20.0), minmax.apply_dense(40.0)], [0.0, 0.5, 1.0]);
         assert_eq!(minmax.apply_dense(-5.0), 0.0, "clipped below");

@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::LabelTransform;
+
 /// The kind of a task decides its head, its loss and its metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -44,17 +46,28 @@ pub struct TaskSpec {
     /// Multiclass tasks: the number of classes (0 for the other kinds).
     #[serde(default)]
     pub n_classes: usize,
+    /// Regression tasks: the transform the labels (and so the model's outputs) are in; with
+    /// `log1p`, metrics are reported in both spaces (`mse` of `expm1` of both, `mse_log1p` as
+    /// trained).
+    #[serde(default, skip_serializing_if = "LabelTransform::is_none")]
+    pub label_transform: LabelTransform,
 }
 
 impl TaskSpec {
     /// A main binary or regression task.
     pub fn new(name: impl Into<String>, kind: TaskKind) -> Self {
-        Self { name: name.into(), kind, adversarial: false, n_classes: 0 }
+        Self { name: name.into(), kind, adversarial: false, n_classes: 0, label_transform: LabelTransform::None }
     }
 
     /// A main multiclass task with `n_classes` classes.
     pub fn multiclass(name: impl Into<String>, n_classes: usize) -> Self {
-        Self { name: name.into(), kind: TaskKind::Multiclass, adversarial: false, n_classes }
+        Self {
+            name: name.into(),
+            kind: TaskKind::Multiclass,
+            adversarial: false,
+            n_classes,
+            label_transform: LabelTransform::None,
+        }
     }
 
     /// Width of the task's head: one logit per class for multiclass, else 1.

@@ -11,7 +11,10 @@
 //! - `column`: a column whose value names the split (`train`, `valid`, `test`, or the values
 //!   configured for each);
 //! - `time`: a column compared with two cuts, `train < valid_from ≤ valid < test_from ≤ test` (numbers,
-//!   or strings compared as text, e.g. ISO dates).
+//!   or strings compared as text, e.g. ISO dates). A row whose time is missing (null, or NaN for
+//!   numeric cuts) has no place on the time line: an error naming file, line and column, unless
+//!   `missing = "train"` (such rows train) or `missing = "drop"` (they are left out, counted in a
+//!   warning). A time that is not a number where the cuts are numbers is always an error.
 
 use serde::{Deserialize, Serialize};
 
@@ -105,7 +108,29 @@ pub enum SplitRule {
         valid_from: Cut,
         /// First value of test.
         test_from: Cut,
+        /// Where a row without a time goes (default: it is an error).
+        #[serde(default, skip_serializing_if = "MissingTime::is_error")]
+        missing: MissingTime,
     },
+}
+
+/// Where a `time` rule puts a row whose time is missing (null, or NaN for numeric cuts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MissingTime {
+    /// An error naming file, line and column.
+    #[default]
+    Error,
+    /// The row trains.
+    Train,
+    /// The row is in no split.
+    Drop,
+}
+
+impl MissingTime {
+    fn is_error(&self) -> bool {
+        *self == Self::Error
+    }
 }
 
 /// splitmix64 (Steele, Lea & Flood 2014): a fixed 64-bit mixing function.
@@ -149,6 +174,9 @@ impl SplitRule {
                 }
             }
             Self::Time { valid_from, test_from, .. } => match (valid_from, test_from) {
+                (Cut::Number(a), Cut::Number(b)) if a.is_nan() || b.is_nan() => {
+                    Err("data.split: valid_from and test_from must be numbers, not NaN".into())
+                }
                 (Cut::Number(a), Cut::Number(b)) if a <= b => Ok(()),
                 (Cut::Text(a), Cut::Text(b)) if a <= b => Ok(()),
                 _ => Err(format!(
@@ -168,8 +196,28 @@ impl SplitRule {
     }
 
     /// The split of row `row` (0-based), whose rule column holds `cell` (`None`: null, or no rule
-    /// column). An `Err` says why the row cannot be placed (the caller adds file and line).
-    pub fn assign(&self, row: u64, cell: Option<&str>) -> Result<SplitName, String> {
+    /// column); `None` when the row is in no split (`missing = "drop"`). An `Err` says why the row
+    /// cannot be placed (the caller adds file and line).
+    pub fn assign(&self, row: u64, cell: Option<&str>) -> Result<Option<SplitName>, String> {
+        if let Self::Time { column, valid_from, missing, .. } = self {
+            let nan = matches!(valid_from, Cut::Number(_))
+                && cell.is_some_and(|v| v.trim().parse::<f64>().is_ok_and(f64::is_nan));
+            if cell.is_none() || nan {
+                let what = if nan { "NaN" } else { "null" };
+                return match missing {
+                    MissingTime::Error => Err(format!(
+                        "the time column {column:?} is {what}: a row without a time has no split (set \
+                         data.split.missing = \"train\" or \"drop\" to place such rows)"
+                    )),
+                    MissingTime::Train => Ok(Some(SplitName::Train)),
+                    MissingTime::Drop => Ok(None),
+                };
+            }
+        }
+        self.place(row, cell).map(Some)
+    }
+
+    fn place(&self, row: u64, cell: Option<&str>) -> Result<SplitName, String> {
         match self {
             Self::RowMod { modulus, valid, test } => {
                 let r = row % modulus;
@@ -206,7 +254,7 @@ impl SplitRule {
                     ))
                 }
             }
-            Self::Time { column, valid_from, test_from } => {
+            Self::Time { column, valid_from, test_from, .. } => {
                 let value = cell.ok_or_else(|| format!("the time column {column:?} is null"))?;
                 let before = |cut: &Cut| -> Result<bool, String> {
                     match cut {
@@ -235,7 +283,7 @@ mod tests {
     use super::*;
 
     fn assign_all(rule: &SplitRule, n: u64, cell: impl Fn(u64) -> Option<String>) -> Vec<SplitName> {
-        (0..n).map(|i| rule.assign(i, cell(i).as_deref()).unwrap()).collect()
+        (0..n).map(|i| rule.assign(i, cell(i).as_deref()).unwrap().unwrap()).collect()
     }
 
     #[test]
@@ -273,12 +321,17 @@ mod tests {
             valid: vec!["b".into()],
             test: vec!["c".into(), "d".into()],
         };
-        assert_eq!(rule.assign(0, Some("d")), Ok(SplitName::Test));
+        assert_eq!(rule.assign(0, Some("d")), Ok(Some(SplitName::Test)));
         assert!(rule.assign(0, Some("e")).unwrap_err().contains("\"e\""));
         assert!(rule.assign(0, None).unwrap_err().contains("null"));
-        let rule = SplitRule::Time { column: "t".into(), valid_from: Cut::Number(10.0), test_from: Cut::Number(20.0) };
+        let rule = SplitRule::Time {
+            column: "t".into(),
+            valid_from: Cut::Number(10.0),
+            test_from: Cut::Number(20.0),
+            missing: MissingTime::Error,
+        };
         let got: Vec<SplitName> =
-            ["9.5", "10", "19", "20", "31"].iter().map(|v| rule.assign(0, Some(v)).unwrap()).collect();
+            ["9.5", "10", "19", "20", "31"].iter().map(|v| rule.assign(0, Some(v)).unwrap().unwrap()).collect();
         use SplitName::*;
         assert_eq!(got, vec![Train, Valid, Valid, Test, Test]);
         assert!(rule.assign(0, Some("soon")).unwrap_err().contains("not a number"));
@@ -286,10 +339,41 @@ mod tests {
             column: "day".into(),
             valid_from: Cut::Text("2024-03-01".into()),
             test_from: Cut::Text("2024-04-01".into()),
+            missing: MissingTime::Error,
         };
-        assert_eq!(rule.assign(0, Some("2024-02-29")), Ok(Train));
-        assert_eq!(rule.assign(0, Some("2024-03-15")), Ok(Valid));
-        assert_eq!(rule.assign(0, Some("2024-04-01")), Ok(Test));
+        assert_eq!(rule.assign(0, Some("2024-02-29")), Ok(Some(Train)));
+        assert_eq!(rule.assign(0, Some("2024-03-15")), Ok(Some(Valid)));
+        assert_eq!(rule.assign(0, Some("2024-04-01")), Ok(Some(Test)));
+    }
+
+    /// A missing or NaN time is an error naming the column (it went to test before: `NaN < cut` is
+    /// false), or goes where `missing` says; an unparseable time is an error whatever `missing` is.
+    #[test]
+    fn a_row_without_a_time_is_an_error_or_goes_where_missing_says() {
+        let rule = |missing| SplitRule::Time {
+            column: "t".into(),
+            valid_from: Cut::Number(10.0),
+            test_from: Cut::Number(20.0),
+            missing,
+        };
+        for cell in [None, Some("NaN"), Some("nan")] {
+            let e = rule(MissingTime::Error).assign(0, cell).unwrap_err();
+            assert!(e.contains("\"t\"") && e.contains("data.split.missing"), "{cell:?}: {e}");
+            assert_eq!(rule(MissingTime::Train).assign(0, cell), Ok(Some(SplitName::Train)), "{cell:?}");
+            assert_eq!(rule(MissingTime::Drop).assign(0, cell), Ok(None), "{cell:?}");
+        }
+        assert!(rule(MissingTime::Drop).assign(0, Some("soon")).unwrap_err().contains("not a number"));
+        let text = SplitRule::Time {
+            column: "day".into(),
+            valid_from: Cut::Text("2024-03-01".into()),
+            test_from: Cut::Text("2024-04-01".into()),
+            missing: MissingTime::Error,
+        };
+        assert!(text.assign(0, None).unwrap_err().contains("null"));
+        let parsed: SplitRule =
+            toml::from_str("rule = \"time\"\ncolumn = \"t\"\nvalid_from = 1\ntest_from = 2\nmissing = \"drop\"\n")
+                .unwrap();
+        assert!(matches!(parsed, SplitRule::Time { missing: MissingTime::Drop, .. }));
     }
 
     #[test]
@@ -299,9 +383,14 @@ mod tests {
         assert!(e.contains("both"), "{e}");
         let e = SplitRule::Random { valid: 0.7, test: 0.5, seed: 1 }.validate().unwrap_err();
         assert!(e.contains("data.split"), "{e}");
-        let e = SplitRule::Time { column: "t".into(), valid_from: Cut::Number(3.0), test_from: Cut::Text("x".into()) }
-            .validate()
-            .unwrap_err();
+        let e = SplitRule::Time {
+            column: "t".into(),
+            valid_from: Cut::Number(3.0),
+            test_from: Cut::Text("x".into()),
+            missing: MissingTime::Error,
+        }
+        .validate()
+        .unwrap_err();
         assert!(e.contains("one kind"), "{e}");
     }
 }

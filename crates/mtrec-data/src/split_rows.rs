@@ -27,6 +27,17 @@ pub trait SplitRows: Sync {
     /// The split as one table, when it is held in memory (what the adversarial probe, the funnel
     /// check and the cascade filter read).
     fn in_memory(&self) -> Option<&EncodedTable>;
+
+    /// The mean of each of the `n_tasks` labels over the split (what a regression head's bias
+    /// starts at); a streamed split reads its chunks once.
+    fn label_means(&self, n_tasks: usize) -> Result<Vec<f64>, DataError>;
+}
+
+/// Per task, the sum of its labels in `table` (row-major `[rows, n_tasks]`).
+pub(crate) fn label_sums(table: &EncodedTable, n_tasks: usize, into: &mut [f64]) {
+    for row in table.labels.chunks_exact(n_tasks.max(1)) {
+        into.iter_mut().zip(row).for_each(|(s, &y)| *s += y as f64);
+    }
 }
 
 impl SplitRows for EncodedTable {
@@ -50,5 +61,11 @@ impl SplitRows for EncodedTable {
 
     fn in_memory(&self) -> Option<&EncodedTable> {
         Some(self)
+    }
+
+    fn label_means(&self, n_tasks: usize) -> Result<Vec<f64>, DataError> {
+        let mut sums = vec![0.0; n_tasks];
+        label_sums(self, n_tasks, &mut sums);
+        Ok(sums.into_iter().map(|s| s / self.n_rows.max(1) as f64).collect())
     }
 }

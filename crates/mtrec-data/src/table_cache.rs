@@ -1,6 +1,6 @@
 //! The encoded-table cache: a second run on the same files and data config skips parsing.
 //!
-//! The key is the MD5 of the data config (files, columns, tasks, split…), of every file's bytes,
+//! The key is the MD5 of the entry layout, of the data config (files, columns, tasks, split…), of every file's bytes,
 //! of each text encoder's identity and of a saved preprocessing when one is applied — change any of
 //! them and the cache misses. An entry is `MTRECTB1`, a JSON header (name, schema, preprocessing,
 //! statistics, array lengths), the arrays little-endian, and the MD5 of everything before it; it is
@@ -21,7 +21,9 @@ use crate::{
     TextEmbedderFactory, table_source::TextEmbedder,
 };
 
-const MAGIC: &[u8; 8] = b"MTRECTB1";
+// 2: cells render canonically whatever the file format (Parquet floats and booleans as pandas
+// writes them), and tasks carry their label transform — entries of layout 1 miss the cache
+const MAGIC: &[u8; 8] = b"MTRECTB2";
 
 /// What happened to the cache on a load.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,7 +162,7 @@ fn write_entry(path: &Path, table: &LoadedTable) -> Result<(), DataError> {
     let io = |source| DataError::Io { path: path.to_path_buf(), source };
     let dir = path.parent().expect("an entry is in a folder");
     std::fs::create_dir_all(dir).map_err(io)?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let tmp = crate::unique_temporary(path);
     let mut file = File::create(&tmp).map_err(io)?;
     file.write_all(&entry_bytes(table)).map_err(io)?;
     file.sync_all().map_err(io)?;

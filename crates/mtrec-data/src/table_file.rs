@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::DataError;
+pub(crate) use crate::cell::Cell;
 
 /// A file format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,41 +61,6 @@ impl Default for CsvOptions {
             quoting: true,
             trim: false,
             null_values: vec![String::new()],
-        }
-    }
-}
-
-/// A cell of a configured column.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) enum Cell<'a> {
-    /// No value.
-    Null,
-    /// Text (every CSV value; Parquet strings).
-    Text(&'a str),
-    /// A Parquet integer or boolean.
-    Int(i64),
-    /// A Parquet float.
-    Float(f64),
-}
-
-impl Cell<'_> {
-    /// The cell as text, the way CSV writes it (`Int(5)` → `"5"`); `None` for null.
-    pub(crate) fn text(&self) -> Option<std::borrow::Cow<'_, str>> {
-        match *self {
-            Cell::Null => None,
-            Cell::Text(s) => Some(s.into()),
-            Cell::Int(i) => Some(i.to_string().into()),
-            Cell::Float(f) => Some(f.to_string().into()),
-        }
-    }
-
-    /// The cell as a number: `Ok(None)` for null, `Err` (the text) when it is not a number.
-    pub(crate) fn number(&self) -> Result<Option<f32>, String> {
-        match *self {
-            Cell::Null => Ok(None),
-            Cell::Text(s) => s.trim().parse::<f32>().map(Some).map_err(|_| s.to_string()),
-            Cell::Int(i) => Ok(Some(i as f32)),
-            Cell::Float(f) => Ok(Some(f as f32)),
         }
     }
 }

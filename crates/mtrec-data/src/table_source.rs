@@ -16,9 +16,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     CategoricalField, ColumnKind, ColumnSpec, CsvOptions, DataError, DenseTransform, EncodedTable, FittedColumn,
-    LabelTransform, MtlDataset, MultiCategoricalField, Preprocessing, RowWidths, Schema, SplitName, SplitRule,
-    TableFormat, TaskColumn, TaskKind, TaskSpec, TextField,
+    LabelTransform, LabelValue, MtlDataset, MultiCategoricalField, Preprocessing, RowWidths, Schema, SplitName,
+    SplitRule, TableFormat, TaskColumn, TaskKind, TaskSpec, TextField,
     columns::{fill_template, hash_bucket},
+    dense_fit::DenseFit,
     table_file::{Cell, RowRef, cell_error, format_of, resolve, scan_file},
 };
 
@@ -117,6 +118,10 @@ pub(crate) struct Interner {
 }
 
 const NULL: u32 = u32::MAX;
+
+/// The group id of a row whose `group_by` cell is null: it belongs to no group, and GAUC leaves
+/// it out.
+pub const NO_GROUP: u32 = u32::MAX;
 
 impl Interner {
     fn code(&mut self, value: &str, row: u64, train: bool) -> u32 {
@@ -258,6 +263,7 @@ impl TableSource {
         self.validate()?;
         let mut scan = Scan::new(self);
         self.scan(&mut scan, &mut |_| Ok(()))?;
+        scan.report_dropped(self);
         let preprocessing = match fitted {
             Some(p) => self.check_fitted(p)?.clone(),
             None => {
@@ -299,6 +305,11 @@ impl TableSource {
                             .assign(scan.rule_row, text.as_deref())
                             .map_err(|m| cell_error(&path, row.place, rule.column().unwrap_or("-"), m))?;
                         scan.rule_row += 1;
+                        let Some(s) = s else {
+                            // `missing = "drop"`: the row is in no split
+                            scan.dropped += 1;
+                            return Ok(());
+                        };
                         if matches!(self.files, TableFiles::Holdout { .. }) && s == SplitName::Train {
                             return Err(cell_error(
                                 &path,
@@ -323,8 +334,11 @@ impl TableSource {
                     scan.labels[t].push(y);
                 }
                 if let Some(g) = &self.group_by {
-                    let value = row.cells[at(g)].text().map(|t| t.into_owned()).unwrap_or_default();
-                    let code = scan.groups.code(&value, n, train);
+                    // a row without a group belongs to none (GAUC leaves it out), not to a group ""
+                    let code = match row.cells[at(g)].text() {
+                        Some(value) => scan.groups.code(&value, n, train),
+                        None => NO_GROUP,
+                    };
                     scan.group_codes.push(code);
                 }
                 scan.splits.push(split);
@@ -372,9 +386,8 @@ impl TableSource {
                     }
                     FittedColumn::Hashed { name, buckets: *b, table: hash_table.clone() }
                 }
-                (ColumnKind::Dense { transform, fill }, Raw::Dense { .. }) => {
-                    let (shift, spread) = fit.finish(*transform);
-                    FittedColumn::Dense { name, transform: *transform, shift, spread, fill: *fill }
+                (ColumnKind::Dense { transform, fill, clip_quantiles }, Raw::Dense { .. }) => {
+                    fit.finish(&name, *transform, *clip_quantiles, *fill)
                 }
                 (ColumnKind::MultiCategorical { max_len, pooling, min_count, .. }, Raw::Bag { interner, .. }) => {
                     FittedColumn::Bag {
@@ -519,6 +532,7 @@ impl TableSource {
                     kind => TaskSpec::new(&t.name, kind),
                 };
                 spec.adversarial = t.adversarial;
+                spec.label_transform = t.transform;
                 spec
             })
             .collect();
@@ -564,7 +578,7 @@ impl TableSource {
                     (task.name.clone(), values)
                 })
                 .collect();
-            let mut distinct = table.groups.clone();
+            let mut distinct: Vec<u32> = table.groups.iter().copied().filter(|&g| g != NO_GROUP).collect();
             distinct.sort_unstable();
             distinct.dedup();
             SplitStats {
@@ -613,47 +627,6 @@ pub(crate) fn check_split_stats(stats: &[SplitStats; 3], schema: &Schema) -> Res
     Ok(())
 }
 
-/// What a dense transform is fitted from, accumulated over the training values in file order
-/// (the same sums whether the rows are held in memory or streamed).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct DenseFit {
-    n: f64,
-    sum: f64,
-    sq: f64,
-    lo: f32,
-    hi: f32,
-}
-
-impl Default for DenseFit {
-    fn default() -> Self {
-        Self { n: 0.0, sum: 0.0, sq: 0.0, lo: f32::INFINITY, hi: f32::NEG_INFINITY }
-    }
-}
-
-impl DenseFit {
-    /// Adds a training value.
-    pub(crate) fn add(&mut self, v: f32) {
-        self.n += 1.0;
-        self.sum += v as f64;
-        self.sq += (v as f64) * (v as f64);
-        self.lo = self.lo.min(v);
-        self.hi = self.hi.max(v);
-    }
-
-    /// The fitted `(shift, spread)` of `transform`.
-    pub(crate) fn finish(&self, transform: DenseTransform) -> (f32, f32) {
-        match transform {
-            DenseTransform::Minmax => (self.lo, self.hi),
-            DenseTransform::Standard => {
-                let mean = self.sum / self.n.max(1.0);
-                let var = (self.sq / self.n.max(1.0) - mean * mean).max(0.0);
-                (mean as f32, var.sqrt() as f32)
-            }
-            DenseTransform::Log1p | DenseTransform::None => (0.0, 1.0),
-        }
-    }
-}
-
 /// The rows a scan has read and not yet encoded.
 pub(crate) struct ScannedRows {
     raws: Vec<Raw>,
@@ -676,6 +649,8 @@ pub(crate) struct Scan {
     rule_row: u64,
     /// Rows read (across files): the row number vocabularies order first appearances by.
     rows: u64,
+    /// Rows the split rule placed in no split (a time rule's `missing = "drop"`).
+    pub(crate) dropped: u64,
 }
 
 impl Scan {
@@ -689,6 +664,18 @@ impl Scan {
             nulls: vec![[0usize; 3]; source.columns.len()],
             rule_row: 0,
             rows: 0,
+            dropped: 0,
+        }
+    }
+
+    /// Warns, naming the column, when the split rule left rows out.
+    pub(crate) fn report_dropped(&self, source: &TableSource) {
+        if self.dropped > 0 {
+            tracing::warn!(
+                "data.split: {} rows without a value in the time column {:?} were dropped (missing = \"drop\")",
+                self.dropped,
+                source.split.as_ref().and_then(SplitRule::column).unwrap_or("-")
+            );
         }
     }
 
@@ -816,10 +803,9 @@ fn record_input(
             }));
             Ok(cell == Cell::Null)
         }
-        (Raw::Dense { values }, ColumnKind::Dense { transform, fill }) => {
+        (Raw::Dense { values }, ColumnKind::Dense { transform, fill, .. }) => {
             let cell = row.cells[at(name)];
-            let parsed =
-                cell.number().map_err(|t| cell_error(path, row.place, name, format!("not a number: {t:?}")))?;
+            let parsed = cell.number().map_err(|m| cell_error(path, row.place, name, m))?;
             let value = match parsed {
                 Some(v) if v.is_infinite() => {
                     return Err(cell_error(path, row.place, name, format!("not finite: {v}")));
@@ -869,45 +855,64 @@ fn record_input(
     }
 }
 
-/// A task's label values as sets of text.
-struct LabelSets {
-    positive: Vec<String>,
-    negative: Vec<String>,
-    classes: Vec<String>,
+/// A task's label values, matched against cells by value: a number (`1`, `0.5`, `true`) matches a
+/// cell holding that number, whatever its rendering (`1`, `1.0`, `True`, a Parquet integer, float or
+/// boolean); a string matches the cell's canonical text ([`crate::cell`]).
+struct LabelSets<'t> {
+    positive: &'t [LabelValue],
+    negative: &'t [LabelValue],
+    classes: &'t [LabelValue],
 }
 
-impl LabelSets {
-    fn new(task: &TaskColumn) -> Self {
-        let texts = |v: &[crate::LabelValue]| v.iter().map(|x| x.as_text()).collect();
-        Self { positive: texts(&task.positive), negative: texts(&task.negative), classes: texts(&task.classes) }
+/// Whether `cell` holds `value` (see [`LabelSets`]).
+fn label_matches(value: &LabelValue, cell: Cell) -> bool {
+    let number = || cell.number_f64().ok().flatten();
+    match value {
+        LabelValue::Int(i) => match cell {
+            Cell::Int(j) => *i == j,
+            Cell::UInt(u) => u64::try_from(*i).is_ok_and(|i| i == u),
+            _ => number() == Some(*i as f64),
+        },
+        LabelValue::Float(f) => number() == Some(*f),
+        LabelValue::Bool(b) => number() == Some(f64::from(u8::from(*b))),
+        LabelValue::Text(t) => cell.text().is_some_and(|c| *c == **t),
+    }
+}
+
+impl<'t> LabelSets<'t> {
+    fn new(task: &'t TaskColumn) -> Self {
+        Self { positive: &task.positive, negative: &task.negative, classes: &task.classes }
     }
 
     /// The label of one cell; `Err` says what is wrong.
     fn label(&self, task: &TaskColumn, cell: Cell) -> Result<f32, String> {
         let missing = || format!("task `{}`: the label is missing", task.name);
+        let shown = |v: &[LabelValue]| v.iter().map(LabelValue::as_text).collect::<Vec<_>>();
+        let number = || cell.number_f64().map_err(|m| format!("task `{}`: {m}", task.name));
         match task.kind {
             TaskKind::Binary => match task.threshold {
                 Some(th) => {
-                    let v = cell.number().map_err(|t| format!("task `{}`: not a number: {t:?}", task.name))?;
-                    let v = v.filter(|v| !v.is_nan()).ok_or_else(missing)?;
-                    Ok(f32::from(v as f64 >= th))
+                    let v = number()?.filter(|v| !v.is_nan()).ok_or_else(missing)?;
+                    Ok(f32::from(v >= th))
                 }
                 None => {
                     let v = cell.text().ok_or_else(missing)?;
-                    if self.positive.iter().any(|p| *p == *v) {
+                    if self.positive.iter().any(|p| label_matches(p, cell)) {
                         Ok(1.0)
-                    } else if self.negative.is_empty() || self.negative.iter().any(|p| *p == *v) {
+                    } else if self.negative.is_empty() || self.negative.iter().any(|p| label_matches(p, cell)) {
                         Ok(0.0)
                     } else {
                         Err(format!(
                             "task `{}`: label {v:?} is neither positive {:?} nor negative {:?}",
-                            task.name, self.positive, self.negative
+                            task.name,
+                            shown(self.positive),
+                            shown(self.negative)
                         ))
                     }
                 }
             },
             TaskKind::Regression => {
-                let v = cell.number().map_err(|t| format!("task `{}`: not a number: {t:?}", task.name))?;
+                let v = cell.number().map_err(|m| format!("task `{}`: {m}", task.name))?;
                 let v = v.filter(|v| v.is_finite()).ok_or_else(missing)?;
                 match task.transform {
                     LabelTransform::None => Ok(v),
@@ -918,16 +923,18 @@ impl LabelSets {
             TaskKind::Multiclass => {
                 let v = cell.text().ok_or_else(missing)?;
                 if let Some(n) = task.n_classes {
-                    return match v.trim().parse::<usize>() {
-                        Ok(c) if c < n => Ok(c as f32),
+                    return match number() {
+                        Ok(Some(c)) if c >= 0.0 && c.fract() == 0.0 && c < n as f64 => Ok(c as f32),
                         _ => Err(format!("task `{}`: label {v:?} is not a class id 0..{}", task.name, n - 1)),
                     };
                 }
-                match self.classes.iter().position(|c| *c == *v) {
+                match self.classes.iter().position(|c| label_matches(c, cell)) {
                     Some(c) => Ok(c as f32),
-                    None => {
-                        Err(format!("task `{}`: label {v:?} is not one of the classes {:?}", task.name, self.classes))
-                    }
+                    None => Err(format!(
+                        "task `{}`: label {v:?} is not one of the classes {:?}",
+                        task.name,
+                        shown(self.classes)
+                    )),
                 }
             }
         }
@@ -1030,6 +1037,126 @@ pub(crate) mod tests {
         assert_eq!(csv.dataset.test, parquet.dataset.test);
         assert_eq!(csv.preprocessing, parquet.preprocessing);
         assert_eq!((csv.dataset.train.n_rows, csv.dataset.valid.n_rows, csv.dataset.test.n_rows), (72, 24, 24));
+    }
+
+    /// One pandas frame written as CSV (`to_csv`) and as Parquet (`to_parquet`) by
+    /// `tests/fixtures/pandas-frame/make_frame.py` — float ids, float32 values, booleans, uint64
+    /// above i64::MAX, nulls — encodes identically from either file, whichever was fitted on
+    /// (what `eval --file` of the other format relies on). Before the canonical rendering, Parquet
+    /// gave `8` for pandas' `8.0`, `0.20000000298023224` for `0.2`, `1` for `True`, and a negative
+    /// id for 2⁶³.
+    #[test]
+    fn csv_and_parquet_of_one_frame_encode_identically() {
+        let toml = r#"
+            [[columns]]
+            name = "user"
+            kind = "categorical"
+            [[columns]]
+            name = "code"
+            kind = "categorical"
+            [[columns]]
+            name = "flag"
+            kind = "categorical"
+            [[columns]]
+            name = "big"
+            kind = "categorical"
+            [[columns]]
+            name = "price"
+            kind = "dense"
+            transform = "standard"
+            fill = 0.0
+            [[tasks]]
+            name = "click"
+            kind = "binary"
+            positive = [true]
+            negative = [0]
+            [[tasks]]
+            name = "rating"
+            kind = "regression"
+        "#;
+        let parts: Parts = toml::from_str(toml).unwrap();
+        let dir = fixture("").parent().unwrap().join("pandas-frame");
+        let frame = |file: &str| TableSource {
+            name: "frame".into(),
+            dir: dir.clone(),
+            files: TableFiles::Paths(vec![file.into()]),
+            format: None,
+            csv: CsvOptions::default(),
+            split: Some(SplitRule::RowMod { modulus: 6, valid: vec![3], test: vec![4] }),
+            columns: parts.columns.clone(),
+            tasks: parts.tasks.clone(),
+            group_by: Some("shop".into()),
+        };
+        let csv = frame("frame.csv").load(None, &mut no_text).unwrap();
+        let parquet = frame("frame.parquet").load(None, &mut no_text).unwrap();
+        assert_eq!(csv.preprocessing, parquet.preprocessing, "the same vocabularies from either file");
+        for (a, b) in [(&csv, &parquet), (&parquet, &csv)] {
+            let again = (if std::ptr::eq(a, &csv) { frame("frame.parquet") } else { frame("frame.csv") })
+                .load(Some(&a.preprocessing), &mut no_text)
+                .unwrap();
+            assert_eq!(again.dataset.schema, b.dataset.schema);
+            for (x, y) in [(&again.dataset.train, &a.dataset.train), (&again.dataset.test, &a.dataset.test)] {
+                assert_eq!(x, y, "applying one file's preprocessing to the other encodes the same rows");
+            }
+        }
+        let vocabulary = |c: usize| match &csv.preprocessing.columns[c] {
+            FittedColumn::Vocabulary { values, .. } => values.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert!(vocabulary(0).contains(&"8.0".to_string()), "{:?}", vocabulary(0));
+        assert!(vocabulary(1).contains(&"0.2".to_string()), "{:?}", vocabulary(1));
+        assert!(vocabulary(2).contains(&"True".to_string()), "{:?}", vocabulary(2));
+        assert!(vocabulary(3).iter().all(|v| v.parse::<u64>().is_ok_and(|u| u >= 1 << 63)), "{:?}", vocabulary(3));
+        // the frame's null users are null, not an id of "" or "nan"
+        assert!(!vocabulary(0).iter().any(|v| v.is_empty() || v == "nan"));
+        // click = True is 1 in either file (positive = [true]); nulls in `shop` belong to no group
+        let d = &parquet.dataset;
+        assert_eq!(d.train.label_column(0, 2), csv.dataset.train.label_column(0, 2));
+        assert!(d.train.label_column(0, 2).contains(&1.0) && d.train.label_column(0, 2).contains(&0.0));
+        assert!(d.train.groups.contains(&NO_GROUP), "a null group is no group");
+    }
+
+    /// A null `group_by` cell is in no group ([`NO_GROUP`]), not in a pseudo-user `""` that GAUC
+    /// would average in; the statistics count only real groups.
+    #[test]
+    fn null_groups_are_no_group() {
+        let csv = csv_with(|r| r[0] = String::new()); // record 2's user (the group) is null
+        let loaded = load_text(&csv, |_| {}).unwrap();
+        let train = &loaded.dataset.train;
+        assert_eq!(train.groups[2], NO_GROUP, "record 2 trains and has no group");
+        assert_eq!(train.groups.iter().filter(|&&g| g == NO_GROUP).count(), 1);
+        let real: std::collections::HashSet<u32> = train.groups.iter().copied().filter(|&g| g != NO_GROUP).collect();
+        assert_eq!(loaded.stats[0].groups, real.len());
+    }
+
+    /// A time split: a NaN or null time is an error naming file, line and column (it went to test
+    /// before), or trains / is dropped as `missing` says; a value beyond f32 is an error naming file,
+    /// line and column (it became an infinity).
+    #[test]
+    fn missing_times_and_overflowing_values_are_named() {
+        let time = |missing| {
+            move |s: &mut TableSource| {
+                s.split = Some(SplitRule::Time {
+                    column: "day".into(),
+                    valid_from: Cut::Text("2024-02-01".into()),
+                    test_from: Cut::Text("2024-03-01".into()),
+                    missing,
+                })
+            }
+        };
+        let no_day = csv_with(|r| r[9] = String::new());
+        let e = load_text(&no_day, time(crate::MissingTime::Error)).err().unwrap().to_string();
+        assert!(e.contains("t.csv: line 4: column \"day\"") && e.contains("null"), "{e}");
+        let all = load_text(&std::fs::read_to_string(fixture("table.csv")).unwrap(), time(crate::MissingTime::Error))
+            .unwrap()
+            .dataset;
+        let trained = load_text(&no_day, time(crate::MissingTime::Train)).unwrap().dataset;
+        let dropped = load_text(&no_day, time(crate::MissingTime::Drop)).unwrap().dataset;
+        let rows = |d: &MtlDataset| d.train.n_rows + d.valid.n_rows + d.test.n_rows;
+        assert_eq!((rows(&trained), rows(&dropped)), (rows(&all), rows(&all) - 1));
+        let huge = csv_with(|r| r[4] = "1e39".into());
+        let e = load_text(&huge, |_| {}).err().unwrap().to_string();
+        assert!(e.contains("t.csv: line 4: column \"price\"") && e.contains("overflows f32"), "{e}");
     }
 
     /// Every rule on the fixture, recomputed by hand from the raw rows: vocabulary ids in order of
@@ -1166,6 +1293,7 @@ pub(crate) mod tests {
             column: "day".into(),
             valid_from: Cut::Text("2024-02-01".into()),
             test_from: Cut::Text("2024-03-01".into()),
+            missing: crate::MissingTime::Error,
         });
         let t = s.load(None, &mut no_text).unwrap().dataset;
         assert_eq!((t.train.n_rows, t.valid.n_rows, t.test.n_rows), (40, 40, 40));

@@ -17,10 +17,12 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    ChunkRef, ChunkedSplit, DataError, EncodedTable, MtlDataset, Preprocessing, RowWidths, Schema, SplitName,
-    SplitStats, TableSource, TaskKind, TextEmbedderFactory,
+    ChunkRef, ChunkedSplit, DataError, EncodedTable, FolderLock, MtlDataset, Preprocessing, RowWidths, Schema,
+    SplitName, SplitStats, TableSource, TaskKind, TextEmbedderFactory,
     chunk_file::write_chunk,
-    table_source::{DenseFit, Scan, check_split_stats},
+    dense_fit::DenseFit,
+    folder_lock::unique_temporary,
+    table_source::{Scan, check_split_stats},
 };
 
 /// The manifest's file name in a chunk folder.
@@ -115,7 +117,7 @@ impl SplitWriter {
                 }
             }
         }
-        self.groups.extend(table.groups.iter().copied());
+        self.groups.extend(table.groups.iter().copied().filter(|&g| g != crate::NO_GROUP));
         self.rows += table.n_rows;
         self.pending.append(table);
         while self.pending.n_rows >= self.chunk_rows {
@@ -186,7 +188,8 @@ fn funnel_steps(schema: &Schema, key: &str) -> Result<Vec<usize>, DataError> {
 
 impl TableSource {
     /// Encodes the table into chunk files in `dir` (see the [module docs](self)), with `fitted`
-    /// when given; `progress` hears the rows read so far in each pass.
+    /// when given; `progress` hears the rows read so far in each pass. The folder is locked while
+    /// it is written ([`FolderLock`]): a second encoder into it waits.
     pub fn write_chunks(
         &self,
         dir: &Path,
@@ -195,6 +198,21 @@ impl TableSource {
         text: &mut TextEmbedderFactory,
         progress: &mut dyn FnMut(&str, u64),
     ) -> Result<ChunkedTable, DataError> {
+        let lock = FolderLock::exclusive(dir)?;
+        self.write_chunks_locked(&lock, fitted, options, text, progress)
+    }
+
+    /// [`Self::write_chunks`] into the folder of a lock the caller holds (to decide under the
+    /// same lock whether an earlier encoding serves).
+    pub fn write_chunks_locked(
+        &self,
+        lock: &FolderLock,
+        fitted: Option<&Preprocessing>,
+        options: StreamOptions,
+        text: &mut TextEmbedderFactory,
+        progress: &mut dyn FnMut(&str, u64),
+    ) -> Result<ChunkedTable, DataError> {
+        let dir = lock.dir();
         self.validate()?;
         if options.chunk_rows == 0 || options.window == 0 {
             return Err(DataError::Invalid("data.chunk_rows and data.shuffle_window must be positive".into()));
@@ -205,7 +223,7 @@ impl TableSource {
         // encoding's chunks go too
         let _ = std::fs::remove_file(dir.join(MANIFEST_FILE));
         for entry in std::fs::read_dir(dir).map_err(io)?.flatten() {
-            if entry.path().extension().is_some_and(|e| e == "chunk" || e == "partial") {
+            if entry.path().extension().is_some_and(|e| e == "chunk" || e == "partial" || e == "tmp") {
                 std::fs::remove_file(entry.path()).map_err(io)?;
             }
         }
@@ -270,6 +288,7 @@ impl TableSource {
         if scan.pending() > 0 || schema.is_none() {
             flush(&mut scan, &mut schema)?;
         }
+        scan.report_dropped(self);
         let mut schema = schema.expect("encoded at least once");
         let widths = schema.widths();
         for writer in &mut writers {
@@ -291,7 +310,7 @@ impl TableSource {
         let manifest =
             Manifest { version: 1, name, schema, preprocessing, stats, chunk_rows, splits: writers.map(|w| w.chunks) };
         let json = serde_json::to_vec_pretty(&manifest).expect("the manifest serialises");
-        let partial = dir.join(format!("{MANIFEST_FILE}.partial"));
+        let partial = unique_temporary(&dir.join(MANIFEST_FILE));
         std::fs::write(&partial, json).map_err(io)?;
         std::fs::rename(&partial, dir.join(MANIFEST_FILE)).map_err(io)?;
         open_chunks(dir, options.window)
@@ -373,6 +392,41 @@ mod tests {
         std::fs::write(dir.path().join(MANIFEST_FILE), b"{").unwrap();
         let err = open_chunks(dir.path(), 2).unwrap_err().to_string();
         assert!(err.contains(MANIFEST_FILE), "{err}");
+    }
+
+    /// Two encoders into one chunk folder at once (two runs sharing `MTREC_CACHE_DIR`, two ranks)
+    /// take turns: both succeed and the folder holds one complete encoding equal to the in-memory
+    /// load (unlocked, each deleted the other's chunk files mid-write).
+    #[test]
+    fn concurrent_encoders_into_one_folder_take_turns() {
+        let s = source("table.csv");
+        let memory = s.load(None, &mut fake_text).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let options = StreamOptions { chunk_rows: 3, window: 2, ..Default::default() };
+        let results: Vec<Result<ChunkedTable, DataError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..3)
+                .map(|_| {
+                    scope.spawn(|| {
+                        s.write_chunks(dir.path(), None, options, &mut fake_text, &mut |_, _| {
+                            std::thread::sleep(std::time::Duration::from_millis(1))
+                        })
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for r in results {
+            let table = r.unwrap();
+            assert_eq!(table.dataset.train.read_all().unwrap(), memory.dataset.train);
+        }
+        let reopened = open_chunks(dir.path(), 2).unwrap();
+        assert_eq!(reopened.dataset.test.read_all().unwrap(), memory.dataset.test);
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "tmp" || x == "partial"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 
     /// A funnel streams as `into_funnel` loads it; a cascade as `into_cascade`; a row breaking the

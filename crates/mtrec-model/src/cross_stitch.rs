@@ -142,6 +142,10 @@ impl MultiTaskModel for CrossStitch {
         (0..self.n_tasks()).map(|t| self.stitched(t, shared)).collect()
     }
 
+    fn output_bias(&self, task: usize) -> Option<burn::module::ParamId> {
+        self.towers[task].head.bias.as_ref().map(|b| b.id)
+    }
+
     fn task_parameters(&self, task: usize) -> ParamGroup {
         ParamGroup::ids_from_module((self.columns[task].clone(), self.towers[task].clone()))
     }

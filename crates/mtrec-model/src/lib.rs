@@ -9,6 +9,7 @@ mod adversarial;
 mod aitm;
 mod cross_stitch;
 mod embedding;
+mod embedding_tables;
 mod esmm;
 mod experts;
 mod last_layer;
@@ -26,6 +27,7 @@ pub use adversarial::{AdversarialHead, AdversarialHeadConfig, dann_lambda, gradi
 pub use aitm::{AitAttention, Aitm, AitmConfig};
 pub use cross_stitch::{CrossStitch, CrossStitchConfig};
 pub use embedding::{Embedded, FeatureEmbedding, FeatureEmbeddingConfig};
+pub use embedding_tables::EmbeddingTable;
 pub use esmm::{Esmm, EsmmConfig, log_sigmoid};
 pub use experts::{ExpertBank, ExpertBankConfig, ExpertGate, ExpertGateConfig};
 pub use last_layer::{Jacobian, LastLayerWeight, LastSharedLayer, frobenius};

@@ -128,6 +128,10 @@ impl MultiTaskModel for Mmoe {
         (0..self.n_tasks()).map(|t| self.mixture(t, shared).0).collect()
     }
 
+    fn output_bias(&self, task: usize) -> Option<burn::module::ParamId> {
+        self.towers[task].head.bias.as_ref().map(|b| b.id)
+    }
+
     fn task_parameters(&self, task: usize) -> ParamGroup {
         ParamGroup::ids_from_module((self.gates[task].clone(), self.towers[task].clone()))
     }

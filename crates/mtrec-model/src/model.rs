@@ -2,7 +2,7 @@
 //! architecture an experiment chose, and the experiment-level model configuration.
 
 use burn::{
-    module::{Module, ParamGroup},
+    module::{Module, ModuleMapper, Param, ParamGroup, ParamId},
     tensor::{Device, Tensor},
 };
 use mtrec_data::{FeatureBatch, Schema, TaskKind};
@@ -157,6 +157,13 @@ pub trait MultiTaskModel {
     /// The parameters that belong to task `task` alone (its gate, tower, head): the group a
     /// per-task learning-rate scale applies to.
     fn task_parameters(&self, task: usize) -> ParamGroup;
+
+    /// The bias of task `task`'s output unit, when the architecture's head has one that adds to
+    /// the output directly (a regression head's bias starts at the training label mean); `None`
+    /// where the output is not a plain linear head (ESMM's and AITM's products of probabilities).
+    fn output_bias(&self, _task: usize) -> Option<ParamId> {
+        None
+    }
 
     /// Both phases, all tasks.
     fn forward(&self, features: FeatureBatch) -> Vec<TaskOutput> {
@@ -364,6 +371,25 @@ impl ModelConfig {
         {
             return Err(format!("model.architecture = {:?} needs binary tasks", self.architecture.name()));
         }
+        // ids are 32-bit signed integers, offset into one fused table a kind
+        // (the fields of a shared hash table count once)
+        let categorical: Vec<(&str, usize)> = (schema.categorical.iter().enumerate())
+            .filter(|(i, _)| !schema.shared_tables.iter().any(|t| t.contains(i) && t[0] != *i))
+            .map(|(_, f)| (f.name.as_str(), f.vocab_size))
+            .collect();
+        let bags: Vec<(&str, usize)> =
+            schema.multi_categorical.iter().map(|f| (f.name.as_str(), f.vocab_size)).collect();
+        for fields in [categorical, bags] {
+            let total: usize = fields.iter().map(|(_, v)| v).sum();
+            if total > i32::MAX as usize {
+                let (largest, rows) = fields.iter().max_by_key(|(_, v)| *v).expect("a field");
+                return Err(format!(
+                    "the id fields need {total} embedding rows together (largest: column `{largest}`, {rows}); ids \
+                     are 32-bit signed integers, so at most {} rows: lower hash_buckets or share a hash_table",
+                    i32::MAX
+                ));
+            }
+        }
         if let Some(t) = schema.tasks.iter().find(|t| t.kind == TaskKind::Multiclass && t.n_classes < 2) {
             return Err(format!("task `{}` is multiclass with {} classes: it needs at least 2", t.name, t.n_classes));
         }
@@ -487,6 +513,22 @@ impl ModelConfig {
     }
 }
 
+/// Sets the listed bias parameters to constants.
+struct BiasSetter(Vec<(ParamId, f32)>);
+
+impl ModuleMapper for BiasSetter {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let Some(&(_, value)) = self.0.iter().find(|(id, _)| *id == param.id) else { return param };
+        let (id, tensor, mapper) = param.consume();
+        let require_grad = tensor.is_require_grad();
+        let mut filled = tensor.zeros_like().add_scalar(value);
+        if require_grad {
+            filled = filled.require_grad();
+        }
+        Param::from_mapped_value(id, filled, mapper)
+    }
+}
+
 /// Whichever architecture an experiment runs.
 #[derive(Module, Debug)]
 pub enum ArchitectureNet {
@@ -540,6 +582,18 @@ impl MultiTaskNet {
         if parts.len() == 1 { parts.pop().expect("one part") } else { Tensor::cat(parts, 1) }
     }
 
+    /// Sets the output bias of each task `t` with `values[t] = Some(v)` to `v` (a regression
+    /// head starting at the training label mean: the first steps then learn the signal, not the
+    /// label's offset). Tasks whose head has no bias ([`MultiTaskModel::output_bias`]) keep theirs.
+    pub fn with_output_biases(self, values: &[Option<f32>]) -> Self {
+        let targets: Vec<(ParamId, f32)> =
+            (values.iter().enumerate()).filter_map(|(t, v)| Some((self.output_bias(t)?, (*v)?))).collect();
+        if targets.is_empty() {
+            return self;
+        }
+        self.map(&mut BiasSetter(targets))
+    }
+
     /// Sets λ of every adversarial head's gradient reversal (a warm-up schedule changes it as
     /// training progresses).
     pub fn set_adversarial_weight(&mut self, lambda: f64) {
@@ -550,6 +604,10 @@ impl MultiTaskNet {
 }
 
 impl MultiTaskModel for MultiTaskNet {
+    fn output_bias(&self, task: usize) -> Option<ParamId> {
+        (task < self.body.inner().n_tasks()).then(|| self.body.inner().output_bias(task)).flatten()
+    }
+
     fn n_tasks(&self) -> usize {
         self.body.inner().n_tasks() + self.adversaries.len()
     }

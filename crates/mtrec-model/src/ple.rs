@@ -205,6 +205,10 @@ impl MultiTaskModel for Ple {
         (0..self.n_tasks()).map(|t| self.mixture(t, shared).0).collect()
     }
 
+    fn output_bias(&self, task: usize) -> Option<burn::module::ParamId> {
+        self.towers[task].head.bias.as_ref().map(|b| b.id)
+    }
+
     fn task_parameters(&self, task: usize) -> ParamGroup {
         let levels: Vec<(ExpertBank, ExpertGate)> =
             self.levels.iter().map(|l| (l.task_experts[task].clone(), l.task_gates[task].clone())).collect();

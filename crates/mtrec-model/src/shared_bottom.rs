@@ -95,6 +95,10 @@ impl MultiTaskModel for SharedBottom {
         vec![shared.tensors[0].clone()]
     }
 
+    fn output_bias(&self, task: usize) -> Option<burn::module::ParamId> {
+        self.towers[task].head.bias.as_ref().map(|b| b.id)
+    }
+
     fn task_parameters(&self, task: usize) -> ParamGroup {
         ParamGroup::ids_from_module(self.towers[task].clone())
     }

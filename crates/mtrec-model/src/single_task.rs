@@ -54,6 +54,10 @@ impl MultiTaskModel for SingleTask {
         shared.tensors.clone()
     }
 
+    fn output_bias(&self, task: usize) -> Option<burn::module::ParamId> {
+        self.towers[task].head.bias.as_ref().map(|b| b.id)
+    }
+
     fn task_parameters(&self, task: usize) -> ParamGroup {
         ParamGroup::ids_from_module((self.inputs[task].clone(), self.bottoms[task].clone(), self.towers[task].clone()))
     }

@@ -37,11 +37,7 @@ impl CachedEncoder {
         let dim = self.encoder.dim();
         let missing: Vec<&str> = {
             let mut seen = std::collections::HashSet::new();
-            texts
-                .iter()
-                .filter(|t| self.cache.get(t).is_none() && seen.insert(t.as_str()))
-                .map(String::as_str)
-                .collect()
+            texts.iter().filter(|t| !self.cache.contains(t) && seen.insert(t.as_str())).map(String::as_str).collect()
         };
         self.hits += texts.len() - missing.len();
         if !missing.is_empty() {
@@ -73,7 +69,11 @@ impl CachedEncoder {
         }
         let mut out = Vec::with_capacity(texts.len() * dim);
         for t in texts {
-            out.extend_from_slice(self.cache.get(t).expect("every text is cached now"));
+            let v = self.cache.get(t).ok_or_else(|| TextError::Corrupt {
+                path: self.encoder.dir().to_path_buf(),
+                reason: "an embedding just cached could not be read back from the embedding cache".into(),
+            })?;
+            out.extend_from_slice(&v);
         }
         Ok(out)
     }

@@ -97,9 +97,11 @@ impl SentenceEncoder {
                 result.errors.iter().take(2).map(|e| e.to_string()).collect::<Vec<_>>()
             )));
         }
-        // the identity covers everything that changes an embedding: weights, tokenizer, length, pooling
+        // the identity covers everything that changes an embedding: weights, the architecture's
+        // config (layer norm epsilon, activations…), tokenizer, length, pooling
         let mut id = Sha256::new();
         id.update(weights_sha.as_bytes());
+        id.update(sha256_file(&dir.join("config.json"))?.as_bytes());
         id.update(sha256_file(&dir.join("tokenizer.json"))?.as_bytes());
         id.update(format!("{max_len}/{:?}", pooling).as_bytes());
         let model_id = id.finalize().iter().map(|b| format!("{b:02x}")).collect();
@@ -131,7 +133,8 @@ impl SentenceEncoder {
         &self.dir
     }
 
-    /// The model's identity: sha256 over the weights' sha256, the tokenizer's and the pooling.
+    /// The model's identity: sha256 over the sha256 of the weights, of `config.json` and of the
+    /// tokenizer, the maximum length and the pooling.
     pub fn model_id(&self) -> &str {
         &self.model_id
     }
@@ -354,6 +357,14 @@ mod tests {
         assert_ne!(third.encoder().model_id(), first.encoder().model_id());
         third.embed_texts(&texts).unwrap();
         assert_eq!(third.encoded, 2, "a changed model misses the cache");
+        // the same weights with another config.json (layer norm epsilon): another identity too
+        std::fs::copy(dir.join("model.safetensors"), changed.path().join("model.safetensors")).unwrap();
+        let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
+        let mut json: serde_json::Value = serde_json::from_str(&config).unwrap();
+        json["layer_norm_eps"] = serde_json::json!(1e-5);
+        std::fs::write(changed.path().join("config.json"), json.to_string()).unwrap();
+        let fourth = crate::CachedEncoder::open(changed.path(), &Device::flex(), Some(cache.path())).unwrap();
+        assert_ne!(fourth.encoder().model_id(), first.encoder().model_id(), "config.json is part of the key");
     }
 }
 

@@ -175,6 +175,26 @@ impl Collective for ThreadGroup {
     }
 }
 
+/// The rounds of a variable-count gather whose counts (`counts[r]` values from rank `r`) may add
+/// up past what one MPI call can address (its counts and offsets are 32-bit: at most `limit`
+/// values a call): per round, each rank's `(start, len)` in its own values, the round's lengths
+/// adding up to at most `limit`. Every rank computes the same plan from the same counts.
+#[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+pub(crate) fn gather_rounds(counts: &[u64], limit: u64) -> Vec<Vec<(usize, usize)>> {
+    let share = (limit / counts.len().max(1) as u64).max(1);
+    let rounds = counts.iter().map(|c| c.div_ceil(share)).max().unwrap_or(0).max(1);
+    (0..rounds)
+        .map(|k| {
+            (counts.iter())
+                .map(|&c| {
+                    let start = (k * share).min(c);
+                    (start as usize, ((k + 1) * share).min(c).saturating_sub(start) as usize)
+                })
+                .collect()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,5 +231,28 @@ mod tests {
             assert_eq!(d, vec![0, 7, 14]);
             assert_eq!(e, vec![3.0, 3.0]);
         }
+    }
+
+    /// A gather whose total passes 2³¹ goes in rounds that each stay under the limit and together
+    /// cover every value of every rank once, in order (the 32-bit offsets overflowed before).
+    #[test]
+    fn gathers_past_the_32_bit_limit_go_in_rounds() {
+        let counts = [3_000_000_000u64, 5, 0, 2_500_000_000];
+        let limit = i32::MAX as u64;
+        let rounds = gather_rounds(&counts, limit);
+        assert!(rounds.len() > 1);
+        let mut next = [0usize; 4];
+        for round in &rounds {
+            assert!(round.iter().map(|&(_, n)| n as u64).sum::<u64>() <= limit);
+            for (r, &(start, n)) in round.iter().enumerate() {
+                if n > 0 {
+                    assert_eq!(start, next[r], "rank {r}'s values in order");
+                }
+                next[r] = start + n;
+            }
+        }
+        assert_eq!(next.map(|n| n as u64), counts, "every value once");
+        assert_eq!(gather_rounds(&[4, 2], 100), vec![vec![(0, 4), (0, 2)]], "one round when it fits");
+        assert_eq!(gather_rounds(&[0, 0], 100), vec![vec![(0, 0), (0, 0)]]);
     }
 }

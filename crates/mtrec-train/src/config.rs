@@ -329,6 +329,9 @@ impl DataConfig {
             None => vec![cache()?.join(format!("{base}.chunks")), cache()?.join(format!("{key}.chunks"))],
         };
         candidates.dedup(); // without a preprocessing, the key is the base
+        // the folder written is locked before anything is decided: a second run (or rank) encoding
+        // the same table waits, then finds the first one's complete encoding and reuses it
+        let lock = mtrec_data::FolderLock::exclusive(candidates.last().expect("a chunk folder"))?;
         for dir in &candidates {
             let written = std::fs::read_to_string(dir.join("source.key")).unwrap_or_default();
             if !dir.join(mtrec_data::MANIFEST_FILE).is_file() || (written != key && written != base) {
@@ -345,12 +348,13 @@ impl DataConfig {
         let _ = std::fs::remove_file(&key_file);
         let started = std::time::Instant::now();
         let mut last = std::time::Instant::now();
-        let written = table.write_chunks(&dir, fitted, options, &mut crate::open_text_encoder, &mut |pass, rows| {
-            if last.elapsed().as_secs() >= 10 {
-                tracing::info!("{pass}: {rows} rows ({:.0} s)", started.elapsed().as_secs_f64());
-                last = std::time::Instant::now();
-            }
-        })?;
+        let written =
+            table.write_chunks_locked(&lock, fitted, options, &mut crate::open_text_encoder, &mut |pass, rows| {
+                if last.elapsed().as_secs() >= 10 {
+                    tracing::info!("{pass}: {rows} rows ({:.0} s)", started.elapsed().as_secs_f64());
+                    last = std::time::Instant::now();
+                }
+            })?;
         std::fs::write(&key_file, &key)
             .map_err(|source| mtrec_data::DataError::Io { path: key_file.clone(), source })?;
         tracing::info!(
@@ -496,7 +500,7 @@ impl EarlyStoppingConfig {
             "auc" | "gauc" | "cvr_auc" => &[TaskKind::Binary],
             "logloss" => &[TaskKind::Binary, TaskKind::Multiclass],
             "accuracy" | "macro_auc" => &[TaskKind::Multiclass],
-            "mse" | "mae" => &[TaskKind::Regression],
+            "mse" | "mae" | "mse_log1p" | "mae_log1p" => &[TaskKind::Regression],
             _ => return None,
         })
     }
@@ -506,7 +510,7 @@ impl EarlyStoppingConfig {
         let kinds = Self::kinds_of(&self.metric).ok_or_else(|| {
             TrainError::Config(format!(
                 "train.early_stopping.metric = {:?}: expected auc, gauc, cvr_auc, logloss (binary), accuracy, \
-                 macro_auc, logloss (multiclass), mse or mae (regression)",
+                 macro_auc, logloss (multiclass), mse, mae, mse_log1p or mae_log1p (regression)",
                 self.metric
             ))
         })?;

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use mtrec_data::{TaskKind, TaskSpec};
+use mtrec_data::{LabelTransform, TaskKind, TaskSpec};
 
 /// Exact area under the ROC curve of `scores` for binary `labels` (1 = positive).
 ///
@@ -62,11 +62,12 @@ pub fn binary_logloss(logits: &[f32], labels: &[f32]) -> f64 {
 
 /// Group AUC (GAUC): the AUC within each group (a user, an item…), averaged with each group's
 /// number of rows (impressions) as its weight, over the groups whose labels hold both classes —
-/// the others have no AUC and are skipped. Returns `(gauc, groups used)`; `None` when no group has
-/// both classes.
+/// the others have no AUC and are skipped. Rows without a group ([`mtrec_data::NO_GROUP`]: a null
+/// `group_by` cell) belong to none and are left out. Returns `(gauc, groups used)`; `None` when no
+/// group has both classes.
 pub fn group_auc(scores: &[f32], labels: &[f32], groups: &[u32]) -> Option<(f64, usize)> {
     assert!(scores.len() == labels.len() && labels.len() == groups.len());
-    let mut order: Vec<usize> = (0..groups.len()).collect();
+    let mut order: Vec<usize> = (0..groups.len()).filter(|&i| groups[i] != mtrec_data::NO_GROUP).collect();
     order.sort_by_key(|&i| groups[i]);
     let (mut weighted, mut weight, mut used) = (0.0f64, 0.0f64, 0usize);
     let (mut s, mut l) = (Vec::new(), Vec::new());
@@ -158,6 +159,16 @@ pub(crate) fn task_metrics(task: &TaskSpec, outputs: &[f32], labels: &[f32]) -> 
             }
             m.insert("logloss".into(), binary_logloss(outputs, labels));
         }
+        TaskKind::Regression if task.label_transform == LabelTransform::Log1p => {
+            // trained in log space; reported in the label's own units too (`expm1` of both)
+            m.insert("mse_log1p".into(), mse(outputs, labels));
+            m.insert("mae_log1p".into(), mae(outputs, labels));
+            let units = |v: &[f32]| v.iter().map(|&x| (x as f64).exp_m1()).collect::<Vec<f64>>();
+            let (p, y) = (units(outputs), units(labels));
+            let n = p.len().max(1) as f64;
+            m.insert("mse".into(), p.iter().zip(&y).map(|(a, b)| (a - b).powi(2)).sum::<f64>() / n);
+            m.insert("mae".into(), p.iter().zip(&y).map(|(a, b)| (a - b).abs()).sum::<f64>() / n);
+        }
         TaskKind::Regression => {
             m.insert("mse".into(), mse(outputs, labels));
             m.insert("mae".into(), mae(outputs, labels));
@@ -225,6 +236,23 @@ mod tests {
         assert_eq!(first_non_finite(&[0.5, 1.0, f32::NAN]).map(|(i, _)| i), Some(2));
     }
 
+    /// A `log1p` regression task reports MSE and MAE in the label's units (`expm1` of outputs and
+    /// labels) and, named `_log1p`, in the log space it trains in; a plain one only the former.
+    #[test]
+    fn log1p_regression_reports_both_spaces() {
+        let mut task = TaskSpec::new("watch", TaskKind::Regression);
+        task.label_transform = LabelTransform::Log1p;
+        let (y, p) = ([1.0f32, 3.0], [2.0f32, 3.0]);
+        let (ly, lp): (Vec<f32>, Vec<f32>) =
+            (y.iter().map(|v| v.ln_1p()).collect(), p.iter().map(|v| v.ln_1p()).collect());
+        let m = task_metrics(&task, &lp, &ly);
+        assert!((m["mse"] - 0.5).abs() < 1e-5 && (m["mae"] - 0.5).abs() < 1e-5, "{m:?}");
+        let log_err = (3.0f64.ln() - 2.0f64.ln()).powi(2) / 2.0;
+        assert!((m["mse_log1p"] - log_err).abs() < 1e-6, "{m:?}");
+        let plain = task_metrics(&TaskSpec::new("r", TaskKind::Regression), &p, &y);
+        assert_eq!((plain["mse"], plain.contains_key("mse_log1p")), (0.5, false));
+    }
+
     /// GAUC by hand: group 1 has AUC 1 over 3 rows, group 2 AUC 0 over 2 rows, group 3 one class
     /// (skipped): (1·3 + 0·2) / 5 = 0.6 over 2 groups.
     #[test]
@@ -240,6 +268,13 @@ mod tests {
         let pick = |v: &[f32]| shuffled.iter().map(|&i| v[i]).collect::<Vec<f32>>();
         let g: Vec<u32> = shuffled.iter().map(|&i| groups[i]).collect();
         assert_eq!(group_auc(&pick(&scores), &pick(&labels), &g), Some((0.6, 2)));
+        // rows without a group are in none: not one more group of their own
+        let mut with_null = groups.to_vec();
+        let (mut s2, mut l2) = (scores.to_vec(), labels.to_vec());
+        with_null.extend([mtrec_data::NO_GROUP; 4]);
+        s2.extend([0.9, 0.1, 0.8, 0.2]);
+        l2.extend([0.0, 1.0, 1.0, 0.0]);
+        assert_eq!(group_auc(&s2, &l2, &with_null), Some((0.6, 2)), "null groups are left out");
     }
 
     /// Multiclass by hand: 3 rows, 3 classes.

@@ -35,16 +35,30 @@ impl MpiCollective {
         self.world.abort(code)
     }
 
+    /// Every rank's values, in rank order. MPI's counts and offsets are 32-bit, so a gather whose
+    /// total passes 2³¹ values goes in rounds ([`crate::collective::gather_rounds`]).
     fn gather<T: Equivalence + Copy + Default>(&self, values: &[T]) -> Vec<T> {
         let size = self.world.size() as usize;
-        let count = i32::try_from(values.len()).expect("a gathered buffer under 2³¹ elements");
-        let mut counts = vec![0i32; size];
+        let count = values.len() as u64;
+        let mut counts = vec![0u64; size];
         self.world.all_gather_into(&count, &mut counts[..]);
-        let displs: Vec<i32> = counts.iter().scan(0, |at, &c| Some(std::mem::replace(at, *at + c))).collect();
-        let mut all = vec![T::default(); counts.iter().map(|&c| c as usize).sum()];
-        {
-            let mut partition = PartitionMut::new(&mut all[..], &counts[..], &displs[..]);
-            self.world.all_gather_varcount_into(values, &mut partition);
+        let first: Vec<usize> =
+            counts.iter().scan(0usize, |at, &c| Some(std::mem::replace(at, *at + c as usize))).collect();
+        let mut all = vec![T::default(); counts.iter().sum::<u64>() as usize];
+        let rank = self.world.rank() as usize;
+        for round in crate::collective::gather_rounds(&counts, i32::MAX as u64) {
+            let lens: Vec<i32> = round.iter().map(|&(_, n)| n as i32).collect();
+            let displs: Vec<i32> = lens.iter().scan(0i32, |at, &c| Some(std::mem::replace(at, *at + c))).collect();
+            let mut buffer = vec![T::default(); round.iter().map(|&(_, n)| n).sum()];
+            {
+                let (start, n) = round[rank];
+                let mut partition = PartitionMut::new(&mut buffer[..], &lens[..], &displs[..]);
+                self.world.all_gather_varcount_into(&values[start..start + n], &mut partition);
+            }
+            for (r, &(start, n)) in round.iter().enumerate() {
+                let at = displs[r] as usize;
+                all[first[r] + start..first[r] + start + n].copy_from_slice(&buffer[at..at + n]);
+            }
         }
         all
     }

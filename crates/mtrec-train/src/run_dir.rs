@@ -77,6 +77,46 @@ pub struct Summary {
     /// Data-parallel runs: the ranks and the time their collective operations took.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_parallel: Option<DataParallelStats>,
+    /// The id tables, whether each was row-sparse and why, and the optimizer that updated it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub embedding_tables: Vec<EmbeddingTableUse>,
+}
+
+/// An id table of a run and the optimizer that updated it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmbeddingTableUse {
+    /// The table, and whether (and why) it was row-sparse.
+    #[serde(flatten)]
+    pub table: mtrec_model::EmbeddingTable,
+    /// `train.sparse_optimizer` for a row-sparse table (`lazy_adam`, …); `adam` for a dense one.
+    pub optimizer: String,
+}
+
+impl EmbeddingTableUse {
+    /// The id tables of `config`'s model for `schema`.
+    pub fn of(config: &ExperimentConfig, schema: &mtrec_data::Schema) -> Vec<Self> {
+        (config.model.embedding_tables(schema).into_iter())
+            .map(|table| {
+                let optimizer =
+                    if table.sparse { config.train.sparse_optimizer.name().to_string() } else { "adam".into() };
+                Self { table, optimizer }
+            })
+            .collect()
+    }
+
+    /// One line for the log and `config.toml`.
+    pub fn describe(&self) -> String {
+        let t = &self.table;
+        format!(
+            "embedding table `{}` ({} rows; fields {}): {}, updated by {} ({})",
+            t.table,
+            t.rows,
+            t.fields.join(", "),
+            if t.sparse { "row-sparse" } else { "dense" },
+            self.optimizer,
+            t.chosen_by
+        )
+    }
 }
 
 /// How a data-parallel run spent its time communicating.
@@ -189,6 +229,17 @@ impl RunDirectory {
     /// Rewrites `config.toml` (a resumed run may have a new epoch budget or data folder).
     pub fn write_config(&self, config: &ExperimentConfig) -> Result<(), TrainError> {
         self.write("config.toml", config.to_toml().as_bytes())
+    }
+
+    /// Rewrites `config.toml` with `notes` after it as comments: what the run decided from its
+    /// data (which tables were row-sparse), readable beside the config and ignored when it is read.
+    pub fn write_config_with_notes(&self, config: &ExperimentConfig, notes: &[String]) -> Result<(), TrainError> {
+        let mut text = config.to_toml();
+        if !notes.is_empty() {
+            text.push_str("\n# What this run chose from its data (comments; not read back):\n");
+            notes.iter().for_each(|n| text.push_str(&format!("# {n}\n")));
+        }
+        self.write("config.toml", text.as_bytes())
     }
 
     /// Where the run's checkpoint is.

@@ -6,9 +6,14 @@
 //! balancer's gradient sets (summing sets, merging leaves of the same table);
 //! [`SparseRowOptimizer::step`] applies one of:
 //!
-//! - `lazy_adam` (TensorFlow's LazyAdam, PyTorch's `SparseAdam`): Adam's moments per row, updated
-//!   when the row is read; bias correction by the row's own step count (how often it was read), so
-//!   a rare id's first update has the size of a frequent id's first update;
+//! - `lazy_adam` (TensorFlow's `LazyAdam`, PyTorch's `SparseAdam`, checked against the latter's
+//!   numbers): Adam's moments per row, updated when the row is read; one step count per table
+//!   (steps in which the table had a gradient), and their update rule
+//!   `row −= lr·√(1−β₂ᵗ)/(1−β₁ᵗ) · m/(√v + ε)` — so a row first read at step 2 moves by
+//!   0.744·lr, less than a row read from the start;
+//! - `lazy_adam_per_row`: the same moments, bias-corrected by each row's own update count
+//!   (`m̂/(√v̂ + ε)` with `t` = how often the row was read), so a rare id's first update has the
+//!   size of a frequent id's first — mtrec's `lazy_adam` before it followed `SparseAdam`;
 //! - `adagrad`: Adagrad's squared-gradient sum per element;
 //! - `rowwise_adagrad` (FBGEMM/TorchRec's default for large tables): one sum per row, of the mean
 //!   squared gradient over the row — at dim 16, 1/32 of lazy Adam's state;
@@ -32,9 +37,11 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum SparseRule {
-    /// Adam with per-row moments and per-row step counts.
+    /// Adam with per-row moments and one step count per table (PyTorch's `SparseAdam`).
     #[default]
     LazyAdam,
+    /// Adam with per-row moments and per-row step counts.
+    LazyAdamPerRow,
     /// Adagrad, one squared-gradient sum per element.
     Adagrad,
     /// Adagrad with one squared-gradient sum per row (the mean over the row).
@@ -48,6 +55,7 @@ impl SparseRule {
     pub fn name(self) -> &'static str {
         match self {
             Self::LazyAdam => "lazy_adam",
+            Self::LazyAdamPerRow => "lazy_adam_per_row",
             Self::Adagrad => "adagrad",
             Self::RowwiseAdagrad => "rowwise_adagrad",
             Self::Sgd => "sgd",
@@ -127,7 +135,8 @@ type IdRows = (Vec<i64>, Tensor<2>);
 struct RowState {
     /// The table's rows `V`.
     rows: usize,
-    /// How often each row was updated (lazy Adam's bias correction; empty for the other rules).
+    /// Lazy Adam's bias correction: the table's step count (`lazy_adam`, one entry) or how often
+    /// each row was updated (`lazy_adam_per_row`, one a row); empty for the other rules.
     steps: Vec<u32>,
     /// Lazy Adam's first moment `[V, D]`.
     first: Option<Tensor<2>>,
@@ -200,7 +209,14 @@ impl SparseRowOptimizer {
                 .chunks_exact(4)
                 .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
                 .collect();
-            let needed = if self.rule == SparseRule::LazyAdam { vocab } else { 0 };
+            let needed = self.step_counts(vocab);
+            if self.rule == SparseRule::LazyAdam && steps.len() == vocab && vocab > 1 {
+                return Err(format!(
+                    "table {id}: the state holds a step count per row: it was written by an mtrec whose lazy_adam \
+                     corrected each row by its own count (now `lazy_adam_per_row`); lazy_adam now follows \
+                     PyTorch's SparseAdam, so this checkpoint cannot continue under it"
+                ));
+            }
             if steps.len() != needed {
                 return Err(format!(
                     "table {id}: {} step counts for {vocab} rows ({} keeps {needed})",
@@ -234,6 +250,15 @@ impl SparseRowOptimizer {
         Ok(())
     }
 
+    /// The step counts the rule keeps for a table of `rows` rows.
+    fn step_counts(&self, rows: usize) -> usize {
+        match self.rule {
+            SparseRule::LazyAdam => 1,
+            SparseRule::LazyAdamPerRow => rows,
+            _ => 0,
+        }
+    }
+
     /// Applies `grads` to the sparse tables of `module`, each at the learning rate `lr` gives its
     /// parameter.
     pub fn step<M: Module>(&mut self, lr: &ModuleLearningRate, module: M, grads: SparseGradients) -> M {
@@ -256,28 +281,37 @@ impl SparseRowOptimizer {
         // SGD keeps no state; the others start from none
         let new_state = || RowState { rows: vocab, steps: vec![], first: None, second: None };
         let zeros = |width| Tensor::<2>::zeros([vocab, width], &device);
+        let counts = self.step_counts(vocab);
         let step = match rule {
             SparseRule::Sgd => grad,
-            SparseRule::LazyAdam => {
+            SparseRule::LazyAdam | SparseRule::LazyAdamPerRow => {
                 let state = self.states.entry(id).or_insert_with(new_state);
                 if state.steps.is_empty() {
-                    state.steps = vec![0; vocab];
+                    state.steps = vec![0; counts];
                 }
                 let m = state.first.take().unwrap_or_else(|| zeros(d));
                 let v = state.second.take().unwrap_or_else(|| zeros(d));
                 let m_rows = m.clone().select(0, index.clone()).mul_scalar(b1) + grad.clone().mul_scalar(1.0 - b1);
                 let v_rows = v.clone().select(0, index.clone()).mul_scalar(b2)
                     + grad.clone().powi_scalar(2).mul_scalar(1.0 - b2);
-                let (mut c1, mut c2) = (Vec::with_capacity(n), Vec::with_capacity(n));
-                for &i in ids {
-                    let t = &mut state.steps[i as usize];
-                    *t += 1;
-                    c1.push(1.0 / (1.0 - b1.powi(*t as i32)));
-                    c2.push(1.0 / (1.0 - b2.powi(*t as i32)));
-                }
-                let c1 = Tensor::<2>::from_data(TensorData::new(c1, [n, 1]), &device);
-                let c2 = Tensor::<2>::from_data(TensorData::new(c2, [n, 1]), &device);
-                let step = (m_rows.clone() * c1) / ((v_rows.clone() * c2).sqrt().add_scalar(eps));
+                let step = if rule == SparseRule::LazyAdam {
+                    // SparseAdam: the table's step, ε outside the bias correction
+                    state.steps[0] += 1;
+                    let t = state.steps[0] as i32;
+                    let size = (1.0 - (b2 as f64).powi(t)).sqrt() / (1.0 - (b1 as f64).powi(t));
+                    (m_rows.clone() / v_rows.clone().sqrt().add_scalar(eps)).mul_scalar(size)
+                } else {
+                    let (mut c1, mut c2) = (Vec::with_capacity(n), Vec::with_capacity(n));
+                    for &i in ids {
+                        let t = &mut state.steps[i as usize];
+                        *t += 1;
+                        c1.push(1.0 / (1.0 - b1.powi(*t as i32)));
+                        c2.push(1.0 / (1.0 - b2.powi(*t as i32)));
+                    }
+                    let c1 = Tensor::<2>::from_data(TensorData::new(c1, [n, 1]), &device);
+                    let c2 = Tensor::<2>::from_data(TensorData::new(c2, [n, 1]), &device);
+                    (m_rows.clone() * c1) / ((v_rows.clone() * c2).sqrt().add_scalar(eps))
+                };
                 state.first = Some(m.select_assign(0, index.clone(), m_rows, IndexingUpdateOp::Assign));
                 state.second = Some(v.select_assign(0, index.clone(), v_rows, IndexingUpdateOp::Assign));
                 step
@@ -470,16 +504,104 @@ mod tests {
         }
     }
 
-    /// Lazy Adam on hand-made rows: rows 1 and 3 at step 1, rows 3 and 4 at step 2, row 1 at step
-    /// 3 — each row's moments and bias correction count its own updates (row 1's second update is
-    /// bias-corrected as a second step although it is the run's third), untouched rows keep their
-    /// values, and a state saved and restored continues identically.
+    /// The table after each step of `reference/sparse_adam.py`: `torch.optim.SparseAdam` (PyTorch
+    /// 2.15) on the hand-made rows of the tests below.
+    const SPARSE_ADAM: [[f32; 10]; 3] = [
+        [
+            -3.000000119e-01,
+            -2.000000030e-01,
+            -1.099999920e-01,
+            9.999996051e-03,
+            1.000000015e-01,
+            2.000000030e-01,
+            2.900000215e-01,
+            3.900000155e-01,
+            5.000000000e-01,
+            6.000000238e-01,
+        ],
+        [
+            -3.000000119e-01,
+            -2.000000030e-01,
+            -1.099999920e-01,
+            9.999996051e-03,
+            1.000000015e-01,
+            2.000000030e-01,
+            2.863404453e-01,
+            3.815587759e-01,
+            4.925586581e-01,
+            6.074413657e-01,
+        ],
+        [
+            -3.000000119e-01,
+            -2.000000030e-01,
+            -1.182196811e-01,
+            1.164393406e-02,
+            1.000000015e-01,
+            2.000000030e-01,
+            2.863404453e-01,
+            3.815587759e-01,
+            4.925586581e-01,
+            6.074413657e-01,
+        ],
+    ];
+
+    /// The steps of the hand-made tests: rows 1 and 3, then rows 3 and 4, then row 1.
+    const STEPS: [(&[i64], [f32; 4]); 3] =
+        [(&[1, 3], [0.5, -1.0, 2.0, 0.25]), (&[3, 4], [-0.75, 1.5, 0.1, -0.2]), (&[1], [0.3, 0.6, 0.0, 0.0])];
+
+    /// `lazy_adam` is PyTorch's SparseAdam: the table after each step equals SparseAdam's (row 4,
+    /// first read at step 2, moves by 0.744·lr, not lr), and a saved and restored state continues
+    /// identically. (The per-row rule it had before is 7 % off SparseAdam on row 4 after step 2.)
     #[test]
-    fn lazy_adam_follows_the_rule_written_out() {
+    fn lazy_adam_follows_sparse_adam() {
         let device = Device::flex();
         let start: Vec<f32> = (0..10).map(|k| 0.1 * k as f32 - 0.3).collect();
-        let steps: [(&[i64], [f32; 4]); 3] =
-            [(&[1, 3], [0.5, -1.0, 2.0, 0.25]), (&[3, 4], [-0.75, 1.5, 0.1, -0.2]), (&[1], [0.3, 0.6, 0.0, 0.0])];
+        let lrs = ModuleLearningRate::from(0.01);
+        let run = |rule| {
+            let mut optim = SparseRowOptimizer::new(rule, 1e-8, 0.0);
+            let mut module = table(&start, &device);
+            let mut after = Vec::new();
+            let mut saved = None;
+            for (k, (ids, g)) in STEPS.iter().enumerate() {
+                let gradient = grads(&module, ids, &g[..ids.len() * 2], &device);
+                module = optim.step(&lrs, module, gradient);
+                after.push(module.weight.val().into_data().try_into_vec::<f32>().unwrap());
+                if k == 1 {
+                    saved = Some((optim.state_bytes(), module.clone()));
+                }
+            }
+            (after, saved.unwrap(), module)
+        };
+        let (after, (bytes, resumed), end) = run(SparseRule::LazyAdam);
+        for (k, (got, expected)) in after.iter().zip(SPARSE_ADAM).enumerate() {
+            for (j, (g, e)) in got.iter().zip(expected).enumerate() {
+                assert!((g - e).abs() <= 2e-7, "step {}: [{j}] {g} vs SparseAdam {e}", k + 1);
+            }
+        }
+        assert!(((0.5 - after[1][8]) / 0.01 - 0.744).abs() < 1e-3, "row 4's first move: {}", after[1][8]);
+        let mut fresh = SparseRowOptimizer::new(SparseRule::LazyAdam, 1e-8, 0.0);
+        fresh.load_state_bytes(&bytes, &device).unwrap();
+        let (ids, g) = STEPS[2];
+        let resumed = fresh.step(&lrs, resumed.clone(), grads(&resumed, ids, &g[..2], &device));
+        assert_eq!(resumed.weight.val().into_data(), end.weight.val().into_data(), "restored state continues");
+        // the per-row rule is another optimizer (and its state does not load as lazy_adam's)
+        let (per_row, (per_row_bytes, _), _) = run(SparseRule::LazyAdamPerRow);
+        assert!((per_row[1][8] - SPARSE_ADAM[1][8]).abs() > 1e-3, "per-row correction differs: {}", per_row[1][8]);
+        let e = SparseRowOptimizer::new(SparseRule::LazyAdam, 1e-8, 0.0)
+            .load_state_bytes(&per_row_bytes, &device)
+            .unwrap_err();
+        assert!(e.contains("lazy_adam_per_row"), "{e}");
+    }
+
+    /// `lazy_adam_per_row` on hand-made rows: rows 1 and 3 at step 1, rows 3 and 4 at step 2, row 1
+    /// at step 3 — each row's moments and bias correction count its own updates (row 1's second
+    /// update is bias-corrected as a second step although it is the run's third), untouched rows
+    /// keep their values, and a state saved and restored continues identically.
+    #[test]
+    fn lazy_adam_per_row_follows_the_rule_written_out() {
+        let device = Device::flex();
+        let start: Vec<f32> = (0..10).map(|k| 0.1 * k as f32 - 0.3).collect();
+        let steps = STEPS;
         let (lr, eps, b1, b2) = (0.01f64, 1e-8f64, 0.9f64, 0.999f64);
         // by hand, in f64
         let mut w: Vec<f64> = start.iter().map(|&v| v as f64).collect();
@@ -499,7 +621,7 @@ mod tests {
             }
             expected.push(w.clone());
         }
-        let mut optim = SparseRowOptimizer::new(SparseRule::LazyAdam, eps as f32, 0.0);
+        let mut optim = SparseRowOptimizer::new(SparseRule::LazyAdamPerRow, eps as f32, 0.0);
         let lrs = ModuleLearningRate::from(lr);
         let mut module = table(&start, &device);
         let mut saved = None;
@@ -515,7 +637,7 @@ mod tests {
             }
         }
         let (bytes, resumed) = saved.unwrap();
-        let mut fresh = SparseRowOptimizer::new(SparseRule::LazyAdam, eps as f32, 0.0);
+        let mut fresh = SparseRowOptimizer::new(SparseRule::LazyAdamPerRow, eps as f32, 0.0);
         fresh.load_state_bytes(&bytes, &device).unwrap();
         let (ids, g) = steps[2];
         let resumed = fresh.step(&lrs, resumed.clone(), grads(&resumed, ids, &g[..2], &device));

@@ -114,6 +114,10 @@ pub(crate) fn evaluate_sharded(
                 metrics.insert("gauc".into(), gauc);
                 metrics.insert("gauc_groups".into(), groups as f64);
             }
+            if grouped {
+                let without = groups.iter().filter(|&&g| g == mtrec_data::NO_GROUP).count();
+                metrics.insert("gauc_rows_without_group".into(), without as f64);
+            }
             if schema.funnel && t > 0 && !task.adversarial {
                 let scores = conditional[t].as_deref().unwrap_or(&outputs[t]);
                 if let Some(auc) = conditional_auc(scores, &labels[t], &labels[t - 1]) {
@@ -405,6 +409,14 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
         self.check_data_parallel()?;
         let start = Instant::now();
         let (model, mut state) = self.start()?;
+        let tables = crate::EmbeddingTableUse::of(cfg, schema);
+        let notes: Vec<String> = tables.iter().map(crate::EmbeddingTableUse::describe).collect();
+        if self.prints() {
+            notes.iter().for_each(|n| println!("{n}"));
+        }
+        if let Some(dir) = self.writer() {
+            dir.write_config_with_notes(cfg, &notes)?;
+        }
         // every rank starts from rank 0's parameters
         let mut model = self.parallel.broadcast_parameters(model);
         let first = if state.stopper.should_stop() { cfg.train.epochs + 1 } else { state.done + 1 };
@@ -521,11 +533,17 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
         let es = &cfg.train.early_stopping;
         // rank 0 draws the initial parameters (the others receive them) before any other rank
         // touches the generator: ranks that are threads of one process share it
+        // a regression head starts at the training label mean (its scale is the data's, not 0)
+        let regression = schema.tasks.iter().any(|t| t.kind == TaskKind::Regression);
+        let means = if regression { self.dataset.train.label_means(schema.n_tasks())? } else { vec![] };
+        let biases: Vec<Option<f32>> = (schema.tasks.iter().enumerate())
+            .map(|(t, task)| (task.kind == TaskKind::Regression).then(|| means[t] as f32))
+            .collect();
         let model = self.parallel.root_first(|| {
             device.seed(cfg.seed);
             let model = cfg.build_model(schema, &device.clone().autodiff())?.materialize();
             initialise_parameters(&model);
-            Ok::<_, TrainError>(model)
+            Ok::<_, TrainError>(model.with_output_biases(&biases))
         })?;
         let mut state = LoopState {
             balancer: cfg.balancer(schema)?,
@@ -713,6 +731,7 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
             expert_utilisation: utilisation,
             adversarial_probe: probe,
             data_parallel,
+            embedding_tables: crate::EmbeddingTableUse::of(cfg, &ds.schema),
         };
         if let Some(dir) = self.writer() {
             dir.write_summary(&summary)?;
@@ -1251,6 +1270,54 @@ mod tests {
         std::fs::remove_file(dir.path().join("run").join(crate::PREPROCESSING_FILE)).unwrap();
         let err = evaluate_run(&dir.path().join("run"), Split::Test, &[], Some(&file)).unwrap_err().to_string();
         assert!(err.contains("preprocessing.json"), "{err}");
+    }
+
+    /// A run says which id tables were row-sparse and which optimizer updated them: printed, as
+    /// comments after `config.toml` (which still reads back as the config), and in `summary.json`
+    /// — so a `hash_buckets` ablation crossing the automatic threshold cannot switch silently.
+    #[test]
+    fn runs_record_which_tables_were_sparse() {
+        for sparse in [None, Some(true)] {
+            let mut cfg = table_config();
+            cfg.train.epochs = 1;
+            cfg.model.sparse_embeddings = sparse;
+            let ds = cfg.data.load().unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let run = RunDirectory::create(dir.path().join("run"), &cfg).unwrap();
+            let (summary, _, _) =
+                Trainer::new(&cfg, &ds, Device::flex()).with_run_dir(run).verbose(false).run().unwrap();
+            let table = summary.embedding_tables.iter().find(|t| t.table.table == "categorical").unwrap();
+            assert_eq!(table.table.sparse, sparse == Some(true));
+            assert_eq!(table.optimizer, if sparse == Some(true) { "lazy_adam" } else { "adam" });
+            assert!(table.table.fields.contains(&"user".to_string()), "{table:?}");
+            let text = std::fs::read_to_string(dir.path().join("run/config.toml")).unwrap();
+            let expected =
+                if sparse == Some(true) { "row-sparse, updated by lazy_adam" } else { "dense, updated by adam" };
+            assert!(text.contains(expected), "{text}");
+            assert_eq!(ExperimentConfig::from_file(&dir.path().join("run/config.toml"), &[]).unwrap(), cfg);
+            let json: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(dir.path().join("run/summary.json")).unwrap()).unwrap();
+            assert_eq!(json["embedding_tables"][0]["sparse"], serde_json::json!(sparse == Some(true)), "{json}");
+        }
+    }
+
+    /// A regression head starts at the training label mean (labels around 3.5 start near 3.5,
+    /// not near 0); classification heads keep their drawn bias.
+    #[test]
+    fn regression_heads_start_at_the_training_label_mean() {
+        let cfg = tiny_config(mtrec_model::Architecture::Mmoe);
+        let mut ds = cfg.data.load().unwrap();
+        for t in [&mut ds.train, &mut ds.valid, &mut ds.test] {
+            t.labels.iter_mut().for_each(|y| *y += 3.5);
+        }
+        let means = ds.train.label_means(2).unwrap();
+        assert!(means.iter().all(|m| (m - 3.5).abs() < 0.5), "{means:?}");
+        let (model, _) = Trainer::new(&cfg, &ds, Device::flex()).verbose(false).start().unwrap();
+        let mtrec_model::ArchitectureNet::Mmoe(m) = &model.body else { panic!("mmoe") };
+        for (t, mean) in means.iter().enumerate() {
+            let bias: Vec<f32> = m.towers[t].head.bias.as_ref().unwrap().val().into_data().try_into_vec().unwrap();
+            assert!((bias[0] as f64 - mean).abs() < 1e-5, "task {t}: bias {bias:?}, mean {mean}");
+        }
     }
 
     /// `data.funnel` declares tasks that already are a funnel: checked, then ESMM trains on them and
