@@ -53,11 +53,11 @@ impl EmbeddingCache {
         let path = dir.map(|d| d.join(model_id).join(CACHE_FILE));
         let mut cache =
             Self { path, dim, offsets: HashMap::new(), memory: HashMap::new(), reader: None, pending: Vec::new() };
-        if let Some(path) = cache.path.clone().filter(|p| p.exists()) {
-            if let Err(reason) = cache.index(&path) {
-                tracing::warn!("ignoring the embedding cache {}: {reason}", path.display());
-                cache.offsets.clear();
-            }
+        if let Some(path) = cache.path.clone().filter(|p| p.exists())
+            && let Err(reason) = cache.index(&path)
+        {
+            tracing::warn!("ignoring the embedding cache {}: {reason}", path.display());
+            cache.offsets.clear();
         }
         cache
     }

@@ -506,6 +506,7 @@ mod tests {
 
     /// The table after each step of `reference/sparse_adam.py`: `torch.optim.SparseAdam` (PyTorch
     /// 2.15) on the hand-made rows of the tests below.
+    #[allow(clippy::excessive_precision)] // pasted as the script prints them
     const SPARSE_ADAM: [[f32; 10]; 3] = [
         [
             -3.000000119e-01,
