@@ -17,7 +17,24 @@ use crate::{
 const BATCH_ROWS: usize = 8192;
 
 /// Reads `path` row by row (see [`crate::table_file::scan_file`]).
+///
+/// The `parquet` crate asserts on some damaged files instead of returning an error (fuzzing
+/// found one: a column chunk whose metadata gives a negative offset); such a panic is turned into
+/// an error naming the file, as any other unreadable file.
 pub(crate) fn scan(
+    path: &Path,
+    wanted: &[String],
+    on_row: &mut dyn FnMut(&RowRef) -> Result<(), DataError>,
+) -> Result<u64, DataError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scan_rows(path, wanted, on_row))).unwrap_or_else(|panic| {
+        let reason = (panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "the reader failed".into());
+        Err(DataError::Invalid(format!("{}: not a readable Parquet file: {reason}", path.display())))
+    })
+}
+
+fn scan_rows(
     path: &Path,
     wanted: &[String],
     on_row: &mut dyn FnMut(&RowRef) -> Result<(), DataError>,

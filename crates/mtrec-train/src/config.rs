@@ -544,17 +544,19 @@ impl ExperimentConfig {
     /// `origin` names the text in error messages (usually the file path).
     pub fn from_toml(text: &str, origin: &str, overrides: &[String]) -> Result<Self, TrainError> {
         let bad = |e: toml::de::Error| TrainError::Config(format!("{origin}: {e}"));
-        let config: Self = if overrides.is_empty() {
-            toml::from_str(text).map_err(bad)?
-        } else {
-            let mut table: toml::Table = toml::from_str(text).map_err(bad)?;
-            for o in overrides {
-                apply_override(&mut table, o)?;
+        let mut table: toml::Table = toml::from_str(text).map_err(bad)?;
+        for o in overrides {
+            apply_override(&mut table, o)?;
+        }
+        let defaults = toml::Table::try_from(Self::default()).expect("the default config serialises");
+        sections_are_tables(&table, &defaults, "").map_err(|m| TrainError::Config(format!("{origin}: {m}")))?;
+        let config: Self = toml::Value::Table(table).try_into::<Self>().map_err(|e| {
+            if overrides.is_empty() {
+                TrainError::Config(format!("{origin}: {e}"))
+            } else {
+                TrainError::Config(format!("{origin} with --set {overrides:?}: {e}"))
             }
-            toml::Value::Table(table)
-                .try_into::<Self>()
-                .map_err(|e| TrainError::Config(format!("{origin} with --set {overrides:?}: {e}")))?
-        };
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -712,6 +714,26 @@ impl ExperimentConfig {
     }
 }
 
+/// Every key that is a section in the defaults (`[train]`, `[train.early_stopping]`…) must be a
+/// table in `user`: serde would otherwise read an array into a section's fields by position
+/// (`--set train=[16, 8]` became epochs 16, batch size 8 — found by fuzzing).
+fn sections_are_tables(user: &toml::Table, defaults: &toml::Table, prefix: &str) -> Result<(), String> {
+    for (key, default) in defaults {
+        let (Some(toml::Value::Table(inner)), Some(value)) = (Some(default), user.get(key)) else { continue };
+        let name = format!("{prefix}{key}");
+        match value {
+            toml::Value::Table(given) => sections_are_tables(given, inner, &format!("{name}."))?,
+            other => {
+                return Err(format!(
+                    "{name} is a section: set its keys ({name}.key = value), not {} {other}",
+                    other.type_str()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Sets `a.b.c = value` in `table`; the value is read as TOML (`3`, `1e-3`, `true`, `[16, 8]`,
 /// `"mmoe"`) and otherwise taken as a bare string (`mmoe`).
 fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<(), TrainError> {
@@ -782,6 +804,11 @@ mod tests {
         assert!(err.contains("lrr"), "{err}");
         let err = ExperimentConfig::from_toml("", "x.toml", &["train.epochs=0".into()]).unwrap_err().to_string();
         assert!(err.contains("train.epochs"), "{err}");
+        // a section replaced by a value is refused, not read by position (fuzzing found it)
+        for (text, set) in [("", "train=[16, 8]"), ("train = [16, 8]\n", "seed=1"), ("", "train.early_stopping=3")] {
+            let err = ExperimentConfig::from_toml(text, "x.toml", &[set.to_string()]).unwrap_err().to_string();
+            assert!(err.contains("is a section"), "{text:?} {set}: {err}");
+        }
         // an item of a list of tables by its index
         let columns = include_str!("../../../configs/ctr_vocab.toml");
         let sets = ["data.columns.0.hash_buckets=10_000_000".to_string(), "model.sparse_embeddings=true".into()];

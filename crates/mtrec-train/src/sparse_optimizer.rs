@@ -233,7 +233,7 @@ impl SparseRowOptimizer {
                     .collect();
                 match (width, values.len()) {
                     (0, 0) => Ok(None),
-                    (w, n) if w > 0 && n == vocab * w => {
+                    (w, n) if w > 0 && vocab.checked_mul(w) == Some(n) => {
                         Ok(Some(Tensor::from_data(TensorData::new(values, [vocab, w]), device)))
                     }
                     (w, n) => Err(format!("table {id}: {what} holds {n} values, not {vocab} × {w}")),
