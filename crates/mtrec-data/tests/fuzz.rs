@@ -199,7 +199,7 @@ fn regression_parquet_negative_column_offset() {
     source.columns[0].name = "user".into();
     source.columns[1].name = "price".into();
     source.tasks[0].name = "click".into();
-    let e = source.load(None, &mut no_text).err().expect("refused").to_string();
+    let e = source.load(None, &mut no_text).expect_err("refused").to_string();
     assert!(e.contains("t.parquet") && e.contains("not a readable Parquet file"), "{e}");
 }
 
