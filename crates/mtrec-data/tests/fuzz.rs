@@ -132,13 +132,7 @@ proptest! {
         }
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("t.parquet"), &bytes).unwrap();
-        let mut source = table(dir.path(), "t.parquet");
-        source.columns[0].name = "user".into();
-        source.columns[1].name = "price".into();
-        source.tasks[0].name = "click".into();
-        source.tasks[0].threshold = None;
-        source.tasks[0].positive = vec![LabelValue::Int(1)];
-        match source.load(None, &mut no_text) {
+        match parquet_table(dir.path()).load(None, &mut no_text) {
             Ok(_) => prop_assert!(cut.is_none() || bytes.len() == original.len(), "a cut file loaded"),
             Err(e) => prop_assert!(names_the_file(&e, "t.parquet"), "{}", e),
         }
@@ -181,6 +175,17 @@ proptest! {
     }
 }
 
+/// [`table`] over the Parquet fixture's columns (`user`, `price`, label `click` = 1), as `t.parquet`.
+fn parquet_table(dir: &Path) -> TableSource {
+    let mut source = table(dir, "t.parquet");
+    source.columns[0].name = "user".into();
+    source.columns[1].name = "price".into();
+    source.tasks[0].name = "click".into();
+    source.tasks[0].threshold = None;
+    source.tasks[0].positive = vec![LabelValue::Int(1)];
+    source
+}
+
 fn parquet_fixture() -> Vec<u8> {
     let dir = std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
     std::fs::read(Path::new(&dir).join("tests/fixtures/table-small/table.parquet")).unwrap()
@@ -195,11 +200,7 @@ fn regression_parquet_negative_column_offset() {
     bytes[2816] ^= 183;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("t.parquet"), &bytes).unwrap();
-    let mut source = table(dir.path(), "t.parquet");
-    source.columns[0].name = "user".into();
-    source.columns[1].name = "price".into();
-    source.tasks[0].name = "click".into();
-    let e = source.load(None, &mut no_text).expect_err("refused").to_string();
+    let e = parquet_table(dir.path()).load(None, &mut no_text).expect_err("refused").to_string();
     assert!(e.contains("t.parquet") && e.contains("not a readable Parquet file"), "{e}");
 }
 
