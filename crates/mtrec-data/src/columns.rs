@@ -360,6 +360,18 @@ mod tests {
         assert_eq!(fill_template("{a}{a}!", |_| Some("x".into())), "xx!");
     }
 
+    /// `hash_buckets` past the 32-bit signed id range is refused, naming the column (it used to give
+    /// negative ids); the largest allowed value passes.
+    #[test]
+    fn hash_buckets_stay_in_the_id_range() {
+        let spec = |b: u64| -> ColumnSpec {
+            toml::from_str(&format!("name = \"user_id\"\nkind = \"categorical\"\nhash_buckets = {b}\n")).unwrap()
+        };
+        let e = spec(1 << 31).validate().unwrap_err();
+        assert!(e.contains("`user_id`") && e.contains("hash_buckets = 2147483648"), "{e}");
+        assert!(spec(MAX_HASH_BUCKETS).validate().is_ok());
+    }
+
     #[test]
     fn column_and_task_options_are_checked() {
         let toml = r#"
