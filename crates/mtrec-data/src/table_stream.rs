@@ -429,6 +429,30 @@ mod tests {
         assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 
+    /// An encoder waits for the folder's lock: while another holder has it, nothing is read or
+    /// written (no progress in 300 ms); once it is let go, the encoding completes. (The test above
+    /// can pass without the lock when the threads happen not to overlap; this one cannot.)
+    #[test]
+    fn an_encoder_waits_while_the_folder_is_locked() {
+        let s = source("table.csv");
+        let dir = tempfile::tempdir().unwrap();
+        let held = FolderLock::exclusive(dir.path()).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|scope| {
+            let encoder = scope.spawn(|| {
+                let options = StreamOptions { chunk_rows: 3, window: 2, ..Default::default() };
+                s.write_chunks(dir.path(), None, options, &mut fake_text, &mut |_, _| {
+                    let _ = tx.send(());
+                })
+            });
+            let waited = rx.recv_timeout(std::time::Duration::from_millis(300));
+            assert!(waited.is_err(), "the encoder ran while the folder was locked");
+            drop(held);
+            encoder.join().unwrap().unwrap();
+        });
+        assert!(dir.path().join(MANIFEST_FILE).exists());
+    }
+
     /// A funnel streams as `into_funnel` loads it; a cascade as `into_cascade`; a row breaking the
     /// funnel is an error naming the split and the row.
     #[test]
