@@ -54,6 +54,6 @@ pub use synthetic::{Synthetic, SyntheticConfig};
 pub use synthetic_ctr::{CtrChunk, SyntheticCtr, SyntheticCtrConfig};
 pub use table::{EncodedTable, FunnelViolation, MtlDataset};
 pub use table_cache::{CacheOutcome, default_cache_dir};
-pub use table_file::{CsvOptions, TableFormat, read_column};
+pub use table_file::{CsvOptions, TableFormat, read_column, resolve};
 pub use table_source::{LoadedTable, NO_GROUP, SplitStats, TableFiles, TableSource, TextEmbedder, TextEmbedderFactory};
 pub use table_stream::{ChunkedDataset, ChunkedTable, MANIFEST_FILE, StreamOptions, open_chunks};

@@ -113,13 +113,17 @@ pub struct MultiCategoricalField {
     pub pooling: Pooling,
 }
 
-/// One text input field: a sentence embedding of the field's text from a frozen pretrained encoder.
+/// One text input field: a sentence embedding of the field's text from a frozen pretrained
+/// encoder, or the text's token ids for an encoder the model trains.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TextField {
     /// The field's name.
     pub name: String,
-    /// Width of its embedding.
+    /// Width of its embedding (of its token ids: the encoder's longest sequence).
     pub dim: usize,
+    /// The values are token ids (`id + 1`, `0` for padding), not an embedding.
+    #[serde(default)]
+    pub tokens: bool,
 }
 
 /// The row widths of an [`EncodedTable`](crate::EncodedTable)'s arrays, as

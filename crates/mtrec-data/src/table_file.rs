@@ -153,7 +153,7 @@ pub(crate) fn format_of(path: &Path, format: Option<TableFormat>) -> Result<Tabl
     })
 }
 
-/// `path` relative to `dir` (absolute paths stay).
-pub(crate) fn resolve(dir: &Path, path: &Path) -> PathBuf {
+/// `path` relative to `dir` (absolute paths stay): how a table resolves its files and encoders.
+pub fn resolve(dir: &Path, path: &Path) -> PathBuf {
     if path.is_absolute() { path.to_path_buf() } else { dir.join(path) }
 }

@@ -23,8 +23,10 @@ use crate::{
     table_file::{Cell, RowRef, cell_error, format_of, resolve, scan_file},
 };
 
-/// A frozen sentence encoder, as the table loader sees it: the data crate knows text only through
-/// this trait (`mtrec-text` implements it).
+/// A text encoder as the table loader sees it: the data crate knows text only through this trait
+/// (`mtrec-text` implements it). A frozen encoder gives each text its sentence embedding; for an
+/// encoder the model trains, the "embedding" is the text's token ids (see [`Self::tokens`]), which
+/// the model's encoder reads at every step.
 pub trait TextEmbedder {
     /// The model's identity (its weights' sha256): cached encodings are keyed by it.
     fn model_id(&self) -> String;
@@ -32,6 +34,11 @@ pub trait TextEmbedder {
     fn dim(&self) -> usize;
     /// The embeddings of `texts`, row-major `[texts, dim]`.
     fn embed(&mut self, texts: &[String]) -> Result<Vec<f32>, String>;
+    /// Whether the values are token ids (`id + 1` each, `0` for padding) for a trainable encoder
+    /// rather than a sentence embedding.
+    fn tokens(&self) -> bool {
+        false
+    }
 }
 
 /// Opens the encoder of a text column (its `encoder` folder).
@@ -512,7 +519,7 @@ impl TableSource {
                         out.extend_from_slice(&vectors[c as usize * dim..(c as usize + 1) * dim]);
                     }
                     texts.push(out);
-                    schema.text.push(TextField { name: column.name.clone(), dim: *dim });
+                    schema.text.push(TextField { name: column.name.clone(), dim: *dim, tokens: embedder.tokens() });
                 }
                 _ => {
                     return Err(DataError::Invalid(format!(

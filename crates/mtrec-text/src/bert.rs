@@ -1,6 +1,9 @@
 //! A BERT-family encoder in Burn: token, position and type embeddings with their LayerNorm, then
 //! BERT's layers — post-norm (`LayerNorm(x + attention(x))`, `LayerNorm(x + FFN(x))`), LayerNorm
-//! epsilon from the config (1e-12), erf GELU in the FFN, padding masked out of the attention. The
+//! epsilon from the config (1e-12), erf GELU in the FFN, padding masked out of the attention,
+//! dropout (`hidden_dropout_prob`) on the embeddings and every sub-layer's output while the model
+//! trains (dropout on the attention probabilities is not applied: the fused attention op has no
+//! such input). The
 //! layer is burn-nn's `TransformerEncoderLayer` (post-norm) computed with burn's fused attention op
 //! (`burn::tensor::module::attention`: flex runs it per batch and head without materialising the
 //! softmax weights of a separate op) and every linear layer on `[B·L, H]` matrices: one large
@@ -13,7 +16,7 @@
 use burn::{
     config::Config,
     module::Module,
-    nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig},
+    nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig},
     tensor::{Bool, Device, Int, Tensor, module::attention, ops::AttentionModuleOptions},
 };
 
@@ -42,6 +45,10 @@ pub struct BertConfig {
     /// The FFN activation (`gelu`: erf GELU, the only one supported).
     #[config(default = "String::from(\"gelu\")")]
     pub hidden_act: String,
+    /// Dropout on the embeddings' and every sub-layer's output while training (BERT's 0.1);
+    /// inactive in inference and in a frozen encoder.
+    #[config(default = 0.1)]
+    pub hidden_dropout_prob: f64,
 }
 
 impl BertConfig {
@@ -50,12 +57,14 @@ impl BertConfig {
         let h = self.hidden_size;
         let norm = || LayerNormConfig::new(h).with_epsilon(self.layer_norm_eps).init(device);
         let linear = |i, o| LinearConfig::new(i, o).init(device);
+        let dropout = || DropoutConfig::new(self.hidden_dropout_prob).init();
         BertModel {
             embeddings: BertEmbeddings {
                 word_embeddings: EmbeddingConfig::new(self.vocab_size, h).init(device),
                 position_embeddings: EmbeddingConfig::new(self.max_position_embeddings, h).init(device),
                 token_type_embeddings: EmbeddingConfig::new(self.type_vocab_size, h).init(device),
                 layer_norm: norm(),
+                dropout: dropout(),
             },
             layers: (0..self.num_hidden_layers)
                 .map(|_| BertLayer {
@@ -65,11 +74,13 @@ impl BertConfig {
                         value: linear(h, h),
                         output: linear(h, h),
                         layer_norm: norm(),
+                        dropout: dropout(),
                         n_heads: self.num_attention_heads,
                     },
                     intermediate: linear(h, self.intermediate_size),
                     output: linear(self.intermediate_size, h),
                     layer_norm: norm(),
+                    dropout: dropout(),
                 })
                 .collect(),
         }
@@ -89,6 +100,8 @@ pub struct BertAttention {
     pub output: Linear,
     /// LayerNorm of `x + output`.
     pub layer_norm: LayerNorm,
+    /// Dropout on the output projection (training only).
+    pub dropout: Dropout,
     /// Attention heads.
     #[module(skip)]
     pub n_heads: usize,
@@ -108,7 +121,7 @@ impl BertAttention {
         let v = split(self.value.forward(x.clone()));
         let context = attention(q, k, v, Some(mask), None, AttentionModuleOptions::default());
         let context = context.swap_dims(1, 2).reshape([b * l, h]);
-        self.layer_norm.forward(x + self.output.forward(context))
+        self.layer_norm.forward(x + self.dropout.forward(self.output.forward(context)))
     }
 }
 
@@ -123,6 +136,8 @@ pub struct BertLayer {
     pub output: Linear,
     /// LayerNorm of `x + FFN(x)`.
     pub layer_norm: LayerNorm,
+    /// Dropout on the FFN's output (training only).
+    pub dropout: Dropout,
 }
 
 impl BertLayer {
@@ -131,7 +146,7 @@ impl BertLayer {
     pub fn forward(&self, x: Tensor<2>, mask: Tensor<4, Bool>) -> Tensor<2> {
         let x = self.attention.forward(x, mask);
         let ff = self.output.forward(crate::gelu::gelu(self.intermediate.forward(x.clone())));
-        self.layer_norm.forward(x + ff)
+        self.layer_norm.forward(x + self.dropout.forward(ff))
     }
 }
 
@@ -146,6 +161,8 @@ pub struct BertEmbeddings {
     pub token_type_embeddings: Embedding,
     /// LayerNorm over the sum.
     pub layer_norm: LayerNorm,
+    /// Dropout on the normalised sum (training only).
+    pub dropout: Dropout,
 }
 
 /// A BERT encoder (no pooler: sentence embeddings pool the last hidden states).
@@ -172,7 +189,7 @@ impl BertModel {
         let x = e.word_embeddings.forward(ids)
             + e.position_embeddings.forward(positions)
             + e.token_type_embeddings.forward(types);
-        let x = e.layer_norm.forward(x);
+        let x = e.dropout.forward(e.layer_norm.forward(x));
         let [_, _, h] = x.dims();
         let hidden = x.reshape([batch * length, h]);
         let mask = padding.reshape([batch, 1, 1, length]).expand([batch, 1, length, length]);

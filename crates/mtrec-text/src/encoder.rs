@@ -28,8 +28,8 @@ use crate::{
 pub const DEFAULT_BATCH: usize = 64;
 
 #[derive(Deserialize)]
-struct SentenceBertConfig {
-    max_seq_length: usize,
+pub(crate) struct SentenceBertConfig {
+    pub(crate) max_seq_length: usize,
 }
 
 /// A frozen pretrained sentence encoder.
@@ -63,40 +63,8 @@ pub fn sha256_file(path: &Path) -> Result<String, TextError> {
 impl SentenceEncoder {
     /// Loads the model folder `dir` onto `device` (without autodiff: the encoder is frozen).
     pub fn open(dir: &Path, device: &Device) -> Result<Self, TextError> {
-        if !dir.is_dir() {
-            return Err(TextError::Missing { path: dir.to_path_buf() });
-        }
-        let config: BertConfig = read_json(&dir.join("config.json"))?;
-        if config.hidden_act != "gelu" {
-            return Err(TextError::Corrupt {
-                path: dir.join("config.json"),
-                reason: format!("hidden_act {:?}: only BERT's erf GELU (\"gelu\") is supported", config.hidden_act),
-            });
-        }
-        let sbert: SentenceBertConfig = read_json(&dir.join("sentence_bert_config.json"))?;
-        let max_len = sbert.max_seq_length.min(config.max_position_embeddings);
-        let tokenizer = SentenceTokenizer::from_file(&dir.join("tokenizer.json"), max_len)?;
-        let pooling = SentencePooling::from_dir(dir)?;
-        let weights = dir.join("model.safetensors");
-        let weights_sha = sha256_file(&weights)?;
         let device = device.clone().without_autodiff();
-        let mut model = config.init(&device);
-        let remapper = KeyRemapper::from_patterns(hf_key_remapping()).expect("the remapping patterns are valid");
-        let mut store = SafetensorsStore::from_file(&weights)
-            .with_from_adapter(PyTorchToBurnAdapter)
-            .remap(remapper)
-            .allow_partial(true);
-        let corrupt = |reason: String| TextError::Corrupt { path: weights.clone(), reason };
-        let result = model.load_from(&mut store).map_err(|e| corrupt(e.to_string()))?;
-        if !result.missing.is_empty() || !result.errors.is_empty() {
-            let missing: Vec<&str> = result.missing.iter().map(|(p, _)| p.as_str()).take(5).collect();
-            return Err(corrupt(format!(
-                "not a BERT of config.json's shapes: {} tensors missing (e.g. {missing:?}), {} errors ({:?})",
-                result.missing.len(),
-                result.errors.len(),
-                result.errors.iter().take(2).map(|e| e.to_string()).collect::<Vec<_>>()
-            )));
-        }
+        let Pretrained { config, model, tokenizer, pooling, max_len, weights_sha } = Pretrained::load(dir, &device)?;
         // the identity covers everything that changes an embedding: weights, the architecture's
         // config (layer norm epsilon, activations…), tokenizer, length, pooling
         let mut id = Sha256::new();
@@ -190,6 +158,57 @@ impl SentenceEncoder {
         let padding = Tensor::<2, Bool>::from_data(TensorData::new(padding, [b, len]), &self.device);
         let hidden = self.model.forward(ids, padding.clone());
         self.pooling.forward(hidden, padding).into_data().try_into_vec::<f32>().expect("f32 embeddings")
+    }
+}
+
+/// A sentence-transformers folder's parts, loaded: the BERT with its pretrained weights on a
+/// device, its config, tokenizer, pooling and longest sequence.
+pub(crate) struct Pretrained {
+    pub(crate) config: BertConfig,
+    pub(crate) model: BertModel,
+    pub(crate) tokenizer: SentenceTokenizer,
+    pub(crate) pooling: SentencePooling,
+    pub(crate) max_len: usize,
+    pub(crate) weights_sha: String,
+}
+
+impl Pretrained {
+    /// Reads the folder `dir`; the model's parameters live on `device`.
+    pub(crate) fn load(dir: &Path, device: &Device) -> Result<Self, TextError> {
+        if !dir.is_dir() {
+            return Err(TextError::Missing { path: dir.to_path_buf() });
+        }
+        let config: BertConfig = read_json(&dir.join("config.json"))?;
+        if config.hidden_act != "gelu" {
+            return Err(TextError::Corrupt {
+                path: dir.join("config.json"),
+                reason: format!("hidden_act {:?}: only BERT's erf GELU (\"gelu\") is supported", config.hidden_act),
+            });
+        }
+        let sbert: SentenceBertConfig = read_json(&dir.join("sentence_bert_config.json"))?;
+        let max_len = sbert.max_seq_length.min(config.max_position_embeddings);
+        let tokenizer = SentenceTokenizer::from_file(&dir.join("tokenizer.json"), max_len)?;
+        let pooling = SentencePooling::from_dir(dir)?;
+        let weights = dir.join("model.safetensors");
+        let weights_sha = sha256_file(&weights)?;
+        let mut model = config.init(device);
+        let remapper = KeyRemapper::from_patterns(hf_key_remapping()).expect("the remapping patterns are valid");
+        let mut store = SafetensorsStore::from_file(&weights)
+            .with_from_adapter(PyTorchToBurnAdapter)
+            .remap(remapper)
+            .allow_partial(true);
+        let corrupt = |reason: String| TextError::Corrupt { path: weights.clone(), reason };
+        let result = model.load_from(&mut store).map_err(|e| corrupt(e.to_string()))?;
+        if !result.missing.is_empty() || !result.errors.is_empty() {
+            let missing: Vec<&str> = result.missing.iter().map(|(p, _)| p.as_str()).take(5).collect();
+            return Err(corrupt(format!(
+                "not a BERT of config.json's shapes: {} tensors missing (e.g. {missing:?}), {} errors ({:?})",
+                result.missing.len(),
+                result.errors.len(),
+                result.errors.iter().take(2).map(|e| e.to_string()).collect::<Vec<_>>()
+            )));
+        }
+        Ok(Self { config, model, tokenizer, pooling, max_len, weights_sha })
     }
 }
 

@@ -2,11 +2,12 @@
 //!
 //! flex 0.22.1 evaluates `gelu` one element at a time with libm's scalar `erff`, which the
 //! compiler cannot vectorise: in a MiniLM layer it took more time than either FFN matmul (62 ms at
-//! 5,120 tokens). The encoder is frozen — no backward — so on flex this runs GELU on the tensor's
-//! host data instead, with a branch-free rational approximation of `erf` (the one Eigen and
-//! TensorFlow use for `float`; within 5e-7 of `erf`, see the test) that compiles to SIMD (AVX-512
-//! where the CPU has it, through mtrec-kernels' run-time dispatch), split over rayon's threads.
-//! Other backends keep burn's `gelu`.
+//! 5,120 tokens). Where no gradient flows through it (a frozen encoder, or the frozen layers of
+//! one that trains), on flex this runs GELU on the tensor's host data instead, with a branch-free
+//! rational approximation of `erf` (the one Eigen and TensorFlow use for `float`; within 5e-7 of
+//! `erf`, see the test) that compiles to SIMD (AVX-512 where the CPU has it, through
+//! mtrec-kernels' run-time dispatch), split over rayon's threads. Tensors of the autodiff graph and
+//! other backends keep burn's `gelu`.
 
 use burn::tensor::{DType, Device, Tensor, TensorData, activation};
 use mtrec_kernels::{ElementLoop, vectorized};
@@ -58,7 +59,8 @@ fn gelu_in_place(values: &mut [f32]) {
 /// - x: any; output: the same
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     let device = x.device();
-    if device != Device::flex() || x.dtype() != DType::F32 {
+    // a tensor of the autodiff graph (an encoder that trains) keeps burn's differentiable op
+    if device != Device::flex() || x.dtype() != DType::F32 || x.is_tracked() {
         return activation::gelu(x);
     }
     let shape = x.shape();

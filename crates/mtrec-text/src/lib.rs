@@ -7,8 +7,11 @@
 //! `tokenizer.json` through the `tokenizers` crate, pooling and normalisation from `modules.json` —
 //! and encodes texts on any burn backend, batches grouped by length. [`CachedEncoder`] adds the
 //! on-disk [`EmbeddingCache`] (each distinct text encoded once per model) and implements
-//! [`mtrec_data::TextEmbedder`], the one way the data crate sees text. The encoder is frozen: it is
-//! never trained.
+//! [`mtrec_data::TextEmbedder`], the one way the data crate sees text.
+//!
+//! The encoder can also train with the tasks: [`TextEncoder`] is the same BERT as a module of the
+//! model (wholly trainable, its top layers, or LoRA adapters, as [`TextTrainingConfig`] says), fed
+//! with the token ids [`TokenInput`] puts into the table.
 
 mod bert;
 mod cache;
@@ -17,6 +20,8 @@ mod encoder;
 mod error;
 mod gelu;
 mod pooling;
+mod text_encoder;
+mod token_input;
 mod tokenizer;
 
 pub use bert::{BertAttention, BertConfig, BertEmbeddings, BertLayer, BertModel, hf_key_remapping};
@@ -25,4 +30,6 @@ pub use embedder::CachedEncoder;
 pub use encoder::{DEFAULT_BATCH, SentenceEncoder, sha256_file};
 pub use error::TextError;
 pub use pooling::{PoolingMode, SentencePooling};
+pub use text_encoder::{Finetune, LORA_TARGETS, TextEncoder, TextTrainingConfig};
+pub use token_input::TokenInput;
 pub use tokenizer::SentenceTokenizer;

@@ -1,0 +1,396 @@
+//! The language model as part of the model: a pretrained sentence encoder that trains with the
+//! tasks — wholly, its top layers, or through LoRA adapters — as the first piece of the shared
+//! phase of every architecture's forward.
+//!
+//! [`TextTrainingConfig`] is the `[model.text]` section: how the encoder of the table's text
+//! columns trains. `finetune = "frozen"` (the default) keeps today's path: texts are encoded once
+//! and the model reads their cached embeddings. Any other mode makes the table hold each text's
+//! token ids ([`crate::TokenInput`]) and puts a [`TextEncoder`] into the model's input layer:
+//!
+//! - `full`: every parameter trains;
+//! - `top`: the top `train_layers` transformer layers train, the embeddings and the layers below
+//!   are frozen (their forward builds no autodiff graph);
+//! - `lora`: every pretrained parameter is frozen and the `lora_targets` projections of every
+//!   layer get trainable LoRA adapters (burn's [`Module::apply_lora`]: `W + α/r·A·B`, `B = 0` at
+//!   the start, so the model starts as the pretrained one).
+//!
+//! The encoder's parameters are shared parameters for every balancer: a gradient method sees them
+//! in the shared phase as it sees a shared bottom.
+
+use std::path::Path;
+
+use burn::{
+    module::{Lora, Module, ParamGroup},
+    tensor::{Bool, Device, Int, Tensor},
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{BertModel, SentencePooling, TextError, encoder::Pretrained};
+
+/// How the encoder of the text columns trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Finetune {
+    /// Not at all: texts are encoded once and their embeddings cached.
+    #[default]
+    Frozen,
+    /// Every parameter.
+    Full,
+    /// The top `train_layers` transformer layers.
+    Top,
+    /// LoRA adapters on the `lora_targets` projections.
+    Lora,
+}
+
+/// The projections LoRA can adapt, by name.
+pub const LORA_TARGETS: [&str; 6] = ["query", "key", "value", "attention_output", "intermediate", "output"];
+
+/// The `[model.text]` section: how the encoder of the table's text columns trains (see the
+/// [module docs](self)).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TextTrainingConfig {
+    /// `frozen` (default), `full`, `top` or `lora`.
+    pub finetune: Finetune,
+    /// `top`: the number of top transformer layers that train (default 2).
+    pub train_layers: usize,
+    /// Longest token sequence of a trainable encoder's input (default 128, as the usual fine-tuning
+    /// recipe; never beyond the model's `max_seq_length`). A frozen encoder uses the model's own.
+    pub max_len: usize,
+    /// Dropout inside the encoder while it trains (default: the model's `hidden_dropout_prob`,
+    /// 0.1 for BERT).
+    pub dropout: Option<f64>,
+    /// `lora`: rank r of the adapters (default 8).
+    pub lora_rank: usize,
+    /// `lora`: scale numerator α; the update is `α/r·A·B` (default 16).
+    pub lora_alpha: f64,
+    /// `lora`: which projections get adapters, of [`LORA_TARGETS`] (default query and value, as
+    /// in the LoRA paper).
+    pub lora_targets: Vec<String>,
+    /// Learning rate of the encoder's parameters (default 2e-5; LoRA usually wants 1e-4 to 1e-3).
+    pub lr: f64,
+    /// Fraction of the run's steps over which the encoder's learning rate warms up linearly from
+    /// 0; it then decays linearly to 0 at the last step (default 0.1).
+    pub warmup: f64,
+    /// Decoupled weight decay of the encoder's parameters (AdamW; default 0.01).
+    pub weight_decay: f64,
+    /// Clip each encoder parameter's gradient to this L2 norm (default 1.0; `0`: no clipping).
+    pub max_grad_norm: f64,
+}
+
+impl Default for TextTrainingConfig {
+    fn default() -> Self {
+        Self {
+            finetune: Finetune::Frozen,
+            train_layers: 2,
+            max_len: 128,
+            dropout: None,
+            lora_rank: 8,
+            lora_alpha: 16.0,
+            lora_targets: vec!["query".into(), "value".into()],
+            lr: 2e-5,
+            warmup: 0.1,
+            weight_decay: 0.01,
+            max_grad_norm: 1.0,
+        }
+    }
+}
+
+impl TextTrainingConfig {
+    /// Whether the encoder trains (the table then holds token ids).
+    pub fn trains(&self) -> bool {
+        self.finetune != Finetune::Frozen
+    }
+
+    /// Checks the values; the message names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_len < 2 {
+            return Err("model.text.max_len must be at least 2 ([CLS] and [SEP])".into());
+        }
+        if self.finetune == Finetune::Top && self.train_layers == 0 {
+            return Err("model.text.train_layers must be positive with finetune = \"top\"".into());
+        }
+        if let Some(p) = self.dropout
+            && !(0.0..1.0).contains(&p)
+        {
+            return Err(format!("model.text.dropout = {p}: expected 0 ≤ p < 1"));
+        }
+        if self.finetune == Finetune::Lora {
+            if self.lora_rank == 0 || !(self.lora_alpha > 0.0) {
+                return Err("model.text.lora_rank and lora_alpha must be positive".into());
+            }
+            if self.lora_targets.is_empty() {
+                return Err(format!("model.text.lora_targets is empty: name some of {LORA_TARGETS:?}"));
+            }
+            if let Some(t) = self.lora_targets.iter().find(|t| !LORA_TARGETS.contains(&t.as_str())) {
+                return Err(format!("model.text.lora_targets: unknown projection {t:?}; expected {LORA_TARGETS:?}"));
+            }
+        }
+        if !(self.lr > 0.0) || !(0.0..1.0).contains(&self.warmup) || self.weight_decay < 0.0 || self.max_grad_norm < 0.0
+        {
+            return Err("model.text: lr must be positive, 0 ≤ warmup < 1, weight_decay and max_grad_norm ≥ 0".into());
+        }
+        Ok(())
+    }
+
+    /// The parameter paths (inside the encoder) of the LoRA targets, as regexes.
+    fn lora_paths(&self) -> Vec<String> {
+        self.lora_targets
+            .iter()
+            .map(|t| {
+                let inner = match t.as_str() {
+                    "attention_output" => r"attention\.output",
+                    "query" | "key" | "value" => return format!(r"^layers\.\d+\.attention\.{t}\.weight$"),
+                    other => other,
+                };
+                format!(r"^layers\.\d+\.{inner}\.weight$")
+            })
+            .collect()
+    }
+}
+
+/// A pretrained sentence encoder inside the model (see the [module docs](self)).
+#[derive(Module, Debug)]
+pub struct TextEncoder {
+    /// The BERT.
+    pub bert: BertModel,
+    /// Its pooling (and normalisation).
+    #[module(skip)]
+    pub pooling: SentencePooling,
+}
+
+impl TextEncoder {
+    /// The pretrained encoder of the sentence-transformers folder `dir` on `device`, its parameters
+    /// trainable as `training` says (`frozen`: none).
+    pub fn open(dir: &Path, training: &TextTrainingConfig, device: &Device) -> Result<Self, TextError> {
+        let mut pretrained = Pretrained::load(dir, device)?;
+        if let Some(p) = training.dropout {
+            pretrained.config.hidden_dropout_prob = p;
+        }
+        let mut bert = pretrained.model;
+        if pretrained.config.hidden_dropout_prob != 0.1 || training.dropout.is_some() {
+            // the config's dropout was set when the model was built; rebuild the dropout modules
+            bert = with_dropout(bert, pretrained.config.hidden_dropout_prob);
+        }
+        // parameters loaded from a file are not tracked: the trainable ones are made so
+        let bert = match training.finetune {
+            Finetune::Frozen => bert.no_grad(),
+            Finetune::Full => bert.unfreeze().train(),
+            Finetune::Top => {
+                let n = bert.layers.len();
+                let keep = n.saturating_sub(training.train_layers);
+                let BertModel { embeddings, layers } = bert.unfreeze().train();
+                BertModel {
+                    embeddings: embeddings.no_grad(),
+                    layers: layers
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, l)| if i < keep { l.no_grad() } else { l })
+                        .collect(),
+                }
+            }
+            Finetune::Lora => {
+                let group = ParamGroup::from_any_regexes(training.lora_paths()).map_err(|e| TextError::Corrupt {
+                    path: dir.to_path_buf(),
+                    reason: format!("model.text.lora_targets: {e:?}"),
+                })?;
+                bert.apply_lora(Lora::new(training.lora_rank, training.lora_alpha).set_param_group(group))
+            }
+        };
+        Ok(Self { bert, pooling: pretrained.pooling })
+    }
+
+    /// Width of a sentence embedding.
+    pub fn dim(&self) -> usize {
+        self.bert.embeddings.word_embeddings.weight.dims()[1]
+    }
+
+    /// Sentence embeddings of token-id rows as [`crate::TokenInput`] writes them (`id + 1`, `0` for
+    /// padding); the batch is cut to its longest text first (padding is wasted work).
+    ///
+    /// # Shapes
+    /// - tokens: `[B, L]`
+    /// - output: `[B, hidden]`
+    pub fn forward(&self, tokens: Tensor<2>) -> Tensor<2> {
+        let [batch, width] = tokens.dims();
+        let filled = tokens.clone().greater_elem(0.0);
+        let longest = filled.int().sum_dim(1).max().into_scalar::<i64>().clamp(1, width as i64) as usize;
+        let tokens = tokens.slice([0..batch, 0..longest]);
+        let padding: Tensor<2, Bool> = tokens.clone().lower_equal_elem(0.0);
+        let ids: Tensor<2, Int> = (tokens - 1.0).clamp_min(0.0).int();
+        let hidden = self.bert.forward(ids, padding.clone());
+        self.pooling.forward(hidden, padding)
+    }
+}
+
+/// `bert` with every dropout module at probability `p`.
+fn with_dropout(mut bert: BertModel, p: f64) -> BertModel {
+    let dropout = || burn::nn::DropoutConfig::new(p).init();
+    bert.embeddings.dropout = dropout();
+    for layer in &mut bert.layers {
+        layer.attention.dropout = dropout();
+        layer.dropout = dropout();
+    }
+    bert
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The config's checks name the key.
+    #[test]
+    fn the_section_is_checked() {
+        assert!(TextTrainingConfig::default().validate().is_ok());
+        let bad =
+            TextTrainingConfig { lora_targets: vec!["qkv".into()], finetune: Finetune::Lora, ..Default::default() };
+        assert!(bad.validate().unwrap_err().contains("qkv"));
+        let top = TextTrainingConfig { finetune: Finetune::Top, train_layers: 0, ..Default::default() };
+        assert!(top.validate().unwrap_err().contains("train_layers"));
+        let paths = TextTrainingConfig {
+            lora_targets: vec!["query".into(), "attention_output".into(), "output".into()],
+            ..Default::default()
+        }
+        .lora_paths();
+        let group = ParamGroup::from_any_regexes(paths).unwrap();
+        let id = burn::module::ParamId::new();
+        assert!(group.matches(&id, Some("layers.3.attention.query.weight")));
+        assert!(group.matches(&id, Some("layers.0.attention.output.weight")));
+        assert!(group.matches(&id, Some("layers.0.output.weight")));
+        assert!(!group.matches(&id, Some("layers.0.attention.key.weight")));
+        assert!(!group.matches(&id, Some("layers.0.intermediate.weight")));
+        assert!(!group.matches(&id, Some("embeddings.word_embeddings.weight")));
+    }
+
+    use burn::{
+        optim::{AdamConfig, GradientsParams},
+        tensor::TensorData,
+    };
+
+    use crate::TokenInput;
+
+    /// The tiny BERT written by `tests/fixtures/tiny-bert/make_tiny_bert.py`, and its reference.
+    fn tiny() -> (std::path::PathBuf, serde_json::Value) {
+        let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-bert");
+        let reference = serde_json::from_str(&std::fs::read_to_string(here.join("reference.json")).unwrap()).unwrap();
+        (here.join("model"), reference)
+    }
+
+    fn floats(v: &serde_json::Value) -> Vec<f32> {
+        v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+    }
+
+    /// The reference texts as token rows, on `device`.
+    fn token_rows(dir: &Path, reference: &serde_json::Value, device: &Device) -> Tensor<2> {
+        let input = TokenInput::open(dir, None).unwrap();
+        let texts: Vec<String> =
+            reference["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect();
+        let values = input.values(&texts).unwrap();
+        Tensor::from_data(TensorData::new(values, [texts.len(), input.len()]), device)
+    }
+
+    fn no_dropout(finetune: Finetune) -> TextTrainingConfig {
+        TextTrainingConfig { finetune, dropout: Some(0.0), ..Default::default() }
+    }
+
+    fn assert_close(a: &[f32], b: &[f32], tol: f32, what: &str) {
+        assert_eq!(a.len(), b.len(), "{what}");
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!((x - y).abs() <= tol * (1.0 + y.abs()), "{what}[{i}]: {x} vs {y}");
+        }
+    }
+
+    /// Fully fine-tuned, the tiny BERT gives PyTorch's embeddings and PyTorch's gradients of
+    /// `sum(embedding · w)` (token ids from the same tokenizer, padded to the longest row).
+    #[test]
+    fn gradients_of_fine_tuning_equal_pytorchs() {
+        let (dir, reference) = tiny();
+        let device = Device::flex().autodiff();
+        let encoder = TextEncoder::open(&dir, &no_dropout(Finetune::Full), &device).unwrap();
+        let tokens = token_rows(&dir, &reference, &device);
+        let out = encoder.forward(tokens);
+        let got: Vec<f32> = out.clone().into_data().convert::<f32>().into_vec().unwrap();
+        assert_close(&got, &floats(&reference["embedding"]), 1e-5, "embedding");
+        let w = Tensor::<1>::from_data(TensorData::new(floats(&reference["w"]), [8]), &device);
+        let grads = (out * w.unsqueeze_dim::<2>(0)).sum().backward();
+        let b = &encoder.bert;
+        let grad2 = |p: &burn::module::Param<Tensor<2>>| -> Vec<f32> {
+            p.grad(&grads).unwrap().into_data().convert::<f32>().into_vec().unwrap()
+        };
+        let grad1 = |p: &burn::module::Param<Tensor<1>>| -> Vec<f32> {
+            p.grad(&grads).unwrap().into_data().convert::<f32>().into_vec().unwrap()
+        };
+        let expected = &reference["grads"];
+        assert_close(
+            &grad2(&b.layers[1].attention.query.weight),
+            &floats(&expected["layers.1.attention.query.weight"]),
+            1e-4,
+            "query",
+        );
+        assert_close(
+            &grad2(&b.layers[0].intermediate.weight),
+            &floats(&expected["layers.0.intermediate.weight"]),
+            1e-4,
+            "intermediate",
+        );
+        let bias = b.layers[0].output.bias.as_ref().unwrap();
+        assert_close(&grad1(bias), &floats(&expected["layers.0.output.bias"]), 1e-4, "output bias");
+        assert_close(
+            &grad1(&b.embeddings.layer_norm.gamma),
+            &floats(&expected["embeddings.layer_norm.gamma"]),
+            1e-4,
+            "gamma",
+        );
+        assert_close(
+            &grad2(&b.embeddings.word_embeddings.weight),
+            &floats(&expected["embeddings.word_embeddings.weight"]),
+            1e-4,
+            "word embeddings",
+        );
+    }
+
+    /// `top`: only the top layers get gradients, the embeddings and lower layers none.
+    #[test]
+    fn top_layers_alone_train() {
+        let (dir, reference) = tiny();
+        let device = Device::flex().autodiff();
+        let cfg = TextTrainingConfig { train_layers: 1, ..no_dropout(Finetune::Top) };
+        let encoder = TextEncoder::open(&dir, &cfg, &device).unwrap();
+        let grads = encoder.forward(token_rows(&dir, &reference, &device)).sum().backward();
+        let b = &encoder.bert;
+        assert!(b.layers[1].intermediate.weight.grad(&grads).is_some(), "the top layer trains");
+        assert!(b.layers[0].intermediate.weight.grad(&grads).is_none(), "the lower layer is frozen");
+        assert!(b.embeddings.word_embeddings.weight.grad(&grads).is_none(), "the embeddings are frozen");
+    }
+
+    /// LoRA with B = 0 is the pretrained (frozen) model; only the adapters get gradients; after a
+    /// training step moves B, the merged model (`materialize`) equals the adapted one.
+    #[test]
+    fn lora_starts_as_the_frozen_model_and_merges_exactly() {
+        let (dir, reference) = tiny();
+        let device = Device::flex().autodiff();
+        let tokens = token_rows(&dir, &reference, &device);
+        let frozen = TextEncoder::open(&dir, &no_dropout(Finetune::Frozen), &device).unwrap();
+        let lora_cfg = TextTrainingConfig {
+            lora_rank: 2,
+            lora_targets: vec!["query".into(), "value".into(), "intermediate".into()],
+            ..no_dropout(Finetune::Lora)
+        };
+        let lora = TextEncoder::open(&dir, &lora_cfg, &device).unwrap();
+        let v = |t: Tensor<2>| -> Vec<f32> { t.into_data().convert::<f32>().into_vec().unwrap() };
+        let base = v(frozen.forward(tokens.clone()));
+        assert_close(&v(lora.forward(tokens.clone())), &base, 1e-6, "B = 0 is the frozen model");
+        let w = Tensor::<1>::from_data(TensorData::new(floats(&reference["w"]), [8]), &device);
+        let grads = (lora.forward(tokens.clone()) * w.unsqueeze_dim::<2>(0)).sum().backward();
+        assert!(lora.bert.embeddings.word_embeddings.weight.grad(&grads).is_none(), "the base is frozen");
+        assert!(lora.bert.layers[0].attention.key.weight.grad(&grads).is_none(), "no adapter on key");
+        let grads = GradientsParams::from_grads(grads, &lora);
+        assert!(!grads.is_empty(), "the adapters get gradients");
+        let mut optim = AdamConfig::new().init();
+        let stepped = optim.step(1e-1, lora, grads);
+        let adapted = v(stepped.forward(tokens.clone()));
+        assert!(adapted.iter().zip(&base).any(|(a, b)| (a - b).abs() > 1e-4), "the step moved the model");
+        let merged = stepped.materialize();
+        assert_close(&v(merged.forward(tokens)), &adapted, 1e-5, "merged equals adapted");
+    }
+}
