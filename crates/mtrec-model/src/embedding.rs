@@ -7,6 +7,9 @@
 //!   in a fused table of their own and pooled (mean or sum) over the filled slots — empty slots (id 0)
 //!   count for nothing;
 //! - text fields: a frozen sentence embedding, through a learnable linear projection to `text_dim`;
+//!   or, with a trainable encoder attached ([`FeatureEmbedding::with_text_encoder`]), the text's
+//!   token ids through the encoder (the language model: the first piece of the shared phase), then
+//!   the projection;
 //! - dense features, appended as they are.
 //!
 //! `x = [categorical embeddings, pooled bags, projected texts, dense]`. A new input kind changes this
@@ -23,6 +26,7 @@ use burn::{
     tensor::{Device, Int, Tensor, TensorData},
 };
 use mtrec_data::{FeatureBatch, MultiCategoricalField, Pooling, Schema};
+use mtrec_text::TextEncoder;
 
 use crate::{SparseRows, sparse_lookup};
 
@@ -125,6 +129,8 @@ impl FeatureEmbeddingConfig {
             bag_fields: self.multi_categorical.iter().map(|f| (f.max_len, f.pooling == Pooling::Mean)).collect(),
             text: self.text_dims.iter().map(|&d| LinearConfig::new(d, self.text_dim).init(device)).collect(),
             text_dims: self.text_dims.clone(),
+            encoder: None,
+            token_fields: vec![false; self.text_dims.len()],
             dim: self.dim,
             n_dense: self.n_dense,
             sparse: self.sparse,
@@ -150,9 +156,14 @@ pub struct FeatureEmbedding {
     pub bag_fields: Vec<(usize, bool)>,
     /// One projection per text field.
     pub text: Vec<Linear>,
-    /// Each text field's embedding width.
+    /// Each text field's width in the batch (its embedding's, or its token ids').
     #[module(skip)]
     pub text_dims: Vec<usize>,
+    /// The trainable sentence encoder of the token-id text fields.
+    pub encoder: Option<TextEncoder>,
+    /// Which text fields hold token ids (read through [`Self::encoder`]).
+    #[module(skip)]
+    pub token_fields: Vec<bool>,
     /// Embedding width.
     #[module(skip)]
     pub dim: usize,
@@ -204,8 +215,15 @@ impl FeatureEmbedding {
         if let Some(text) = text {
             let [batch, _] = text.dims();
             let mut start = 0;
-            for (projection, &d) in self.text.iter().zip(&self.text_dims) {
-                parts.push(projection.forward(text.clone().slice([0..batch, start..start + d])));
+            for ((projection, &d), &tokens) in self.text.iter().zip(&self.text_dims).zip(&self.token_fields) {
+                let values = text.clone().slice([0..batch, start..start + d]);
+                let embedding = if tokens {
+                    let encoder = self.encoder.as_ref().expect("token-id text fields come with a text encoder");
+                    encoder.forward(values)
+                } else {
+                    values
+                };
+                parts.push(projection.forward(embedding));
                 start += d;
             }
         }
@@ -216,6 +234,22 @@ impl FeatureEmbedding {
         assert!(!parts.is_empty(), "a batch needs input columns");
         let x = if parts.len() == 1 { parts.pop().unwrap() } else { Tensor::cat(parts, 1) };
         Embedded { x, sparse_rows }
+    }
+
+    /// Attaches a trainable sentence encoder for the text fields of token ids (`tokens[f]`: field
+    /// `f` holds them): their projections now read the encoder's sentence embedding.
+    pub fn with_text_encoder(mut self, encoder: TextEncoder, tokens: &[bool]) -> Self {
+        assert_eq!(tokens.len(), self.text.len(), "one flag a text field");
+        let device = encoder.bert.embeddings.word_embeddings.weight.device();
+        for (projection, &is_tokens) in self.text.iter_mut().zip(tokens) {
+            if is_tokens {
+                let width = projection.weight.dims()[1];
+                *projection = LinearConfig::new(encoder.dim(), width).init(&device);
+            }
+        }
+        self.token_fields = tokens.to_vec();
+        self.encoder = Some(encoder);
+        self
     }
 
     /// The rows of `table` at `ids` (`[B, S]` → `[B, S, dim]`): row-sparse or through the graph.

@@ -6,12 +6,13 @@ use burn::{
     tensor::{Device, Tensor},
 };
 use mtrec_data::{FeatureBatch, Schema, TaskKind};
+use mtrec_text::{TextEncoder, TextTrainingConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::{
     AdversarialHead, AdversarialHeadConfig, Aitm, AitmConfig, CrossStitch, CrossStitchConfig, Esmm, EsmmConfig,
-    FeatureEmbeddingConfig, LastSharedLayer, Mmoe, MmoeConfig, Omoe, Ple, PleConfig, SharedBottom, SharedBottomConfig,
-    SingleTask, SparseRows,
+    FeatureEmbedding, FeatureEmbeddingConfig, LastSharedLayer, Mmoe, MmoeConfig, Omoe, Ple, PleConfig, SharedBottom,
+    SharedBottomConfig, SingleTask, SparseRows,
 };
 
 /// What the shared part of a model yields: every tensor the task branches read.
@@ -271,6 +272,9 @@ pub struct ModelConfig {
     /// categorical or the multi-valued table has at least [`SPARSE_AUTO_ROWS`] rows.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sparse_embeddings: Option<bool>,
+    /// `[model.text]`: how the sentence encoder of the text columns trains (frozen by default;
+    /// see [`TextTrainingConfig`]).
+    pub text: TextTrainingConfig,
 }
 
 /// The table size from which `model.sparse_embeddings` (unset) makes the id tables row-sparse.
@@ -317,6 +321,7 @@ impl Default for ModelConfig {
             adversarial_schedule: AdversarialSchedule::Constant,
             fused_kernels: true,
             sparse_embeddings: None,
+            text: TextTrainingConfig::default(),
         }
     }
 }
@@ -327,6 +332,7 @@ impl ModelConfig {
         if self.embedding_dim == 0 || self.text_dim == 0 {
             return Err("model.embedding_dim and model.text_dim must be positive".into());
         }
+        self.text.validate()?;
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(format!("model.dropout = {} must be in [0, 1)", self.dropout));
         }
@@ -370,6 +376,21 @@ impl ModelConfig {
             && schema.tasks[..main].iter().any(|t| t.kind != TaskKind::Binary)
         {
             return Err(format!("model.architecture = {:?} needs binary tasks", self.architecture.name()));
+        }
+        if let Some(field) = schema.text.iter().find(|f| f.tokens != self.text.trains()) {
+            return Err(if field.tokens {
+                format!(
+                    "text field `{}` holds token ids (a table loaded for a trainable encoder) but model.text.finetune \
+                     is \"frozen\"",
+                    field.name
+                )
+            } else {
+                format!(
+                    "text field `{}` holds sentence embeddings but model.text.finetune = {:?} trains the encoder: \
+                     load the table through the experiment config, which asks for token ids",
+                    field.name, self.text.finetune
+                )
+            });
         }
         // ids are 32-bit signed integers, offset into one fused table a kind
         // (the fields of a shared hash table count once)
@@ -551,6 +572,20 @@ pub enum ArchitectureNet {
 }
 
 impl ArchitectureNet {
+    /// Every input layer (one; one a task for single-task networks).
+    fn inputs_mut(&mut self) -> Vec<&mut FeatureEmbedding> {
+        match self {
+            Self::SharedBottom(m) => vec![&mut m.input],
+            Self::Mmoe(m) => vec![&mut m.input],
+            Self::Omoe(m) => vec![&mut m.input],
+            Self::Ple(m) => vec![&mut m.input],
+            Self::SingleTask(m) => m.inputs.iter_mut().collect(),
+            Self::CrossStitch(m) => vec![&mut m.input],
+            Self::Esmm(m) => vec![&mut m.input],
+            Self::Aitm(m) => vec![&mut m.input],
+        }
+    }
+
     fn inner(&self) -> &dyn MultiTaskModel {
         match self {
             Self::SharedBottom(m) => m,
@@ -592,6 +627,31 @@ impl MultiTaskNet {
             return self;
         }
         self.map(&mut BiasSetter(targets))
+    }
+
+    /// Attaches a trainable sentence encoder to every input layer (one, or one a task for
+    /// single-task networks: `open` is called for each, so none shares parameters) for the text
+    /// fields holding token ids (`tokens[f]`).
+    pub fn with_text_encoders<E>(
+        mut self,
+        tokens: &[bool],
+        mut open: impl FnMut() -> Result<TextEncoder, E>,
+    ) -> Result<Self, E> {
+        for input in self.body.inputs_mut() {
+            let taken = std::mem::replace(input, FeatureEmbeddingConfig::new(vec![], 0).init(&Device::flex()));
+            *input = taken.with_text_encoder(open()?, tokens);
+        }
+        Ok(self)
+    }
+
+    /// The parameters of the trainable text encoders (`None`: the model has none), for their own
+    /// learning rate, weight decay and clipping.
+    pub fn text_encoder_parameters(&self) -> Option<ParamGroup> {
+        let mut body = self.body.clone();
+        (body.inputs_mut().into_iter())
+            .filter_map(|input| input.encoder.clone())
+            .map(ParamGroup::ids_from_module)
+            .reduce(|a, b| a.fuse(&b))
     }
 
     /// Sets λ of every adversarial head's gradient reversal (a warm-up schedule changes it as

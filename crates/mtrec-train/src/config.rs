@@ -7,7 +7,9 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use burn::module::Module;
 use burn::{
+    grad_clipping::GradientClipping,
     lr_scheduler::{
         LrSchedulerConfig,
         module_lr_scheduler::{ModuleLearningRate, ModuleLrSchedulerConfig},
@@ -146,6 +148,11 @@ pub struct DataConfig {
     /// of the table's config, files and chunking; an existing complete encoding there is reused,
     /// otherwise the folder's `*.chunk` files are replaced).
     pub chunk_dir: Option<PathBuf>,
+    /// Text columns hold token ids of at most this many tokens, for a trainable encoder, instead of
+    /// sentence embeddings: not a key of the file — [`ExperimentConfig`] sets it from
+    /// `model.text` (`finetune` other than `frozen`, `max_len`).
+    #[serde(skip)]
+    pub text_tokens: Option<usize>,
 }
 
 impl Default for DataConfig {
@@ -175,6 +182,7 @@ impl Default for DataConfig {
             chunk_rows: 1 << 18,
             shuffle_window: 4,
             chunk_dir: None,
+            text_tokens: None,
         }
     }
 }
@@ -186,6 +194,32 @@ const CENSUS_DIR: &str = "data/census-income";
 pub type LoadedData = (MtlDataset, Option<Preprocessing>);
 
 impl DataConfig {
+    /// The encoder folder of the table's text columns (`None`: no text column), resolved as the
+    /// table resolves it; a trainable encoder is one language model for all text columns, so they
+    /// must name the same folder.
+    pub fn text_encoder_dir(&self) -> Result<Option<PathBuf>, TrainError> {
+        if self.source != DataSource::Table {
+            return Ok(None);
+        }
+        let table = self.table()?;
+        let mut dirs = self.columns.iter().filter_map(|c| match &c.kind {
+            mtrec_data::ColumnKind::Text { encoder, .. } => {
+                Some((c.name.as_str(), mtrec_data::resolve(&table.dir, encoder)))
+            }
+            _ => None,
+        });
+        let Some((first_name, first)) = dirs.next() else { return Ok(None) };
+        if let Some((name, other)) = dirs.find(|(_, d)| *d != first) {
+            return Err(TrainError::Config(format!(
+                "data.columns `{first_name}` and `{name}` name different encoders ({} and {}): a trainable \
+                 encoder (model.text.finetune) is one language model for every text column",
+                first.display(),
+                other.display()
+            )));
+        }
+        Ok(Some(first))
+    }
+
     /// Loads (census, table) or generates (synthetic) the dataset.
     pub fn load(&self) -> Result<MtlDataset, TrainError> {
         Ok(self.load_with(None)?.0)
@@ -310,7 +344,11 @@ impl DataConfig {
             (_, true) => "-cascade",
             _ => "",
         };
-        let base = format!("{}-{}{flags}", table.cache_key(None, &mut crate::open_text_encoder)?, self.chunk_rows);
+        let base = format!(
+            "{}-{}{flags}",
+            table.cache_key(None, &mut |dir: &Path| crate::open_text_input(dir, self.text_tokens))?,
+            self.chunk_rows
+        );
         let key = match fitted {
             None => base.clone(),
             Some(p) => {
@@ -348,13 +386,18 @@ impl DataConfig {
         let _ = std::fs::remove_file(&key_file);
         let started = std::time::Instant::now();
         let mut last = std::time::Instant::now();
-        let written =
-            table.write_chunks_locked(&lock, fitted, options, &mut crate::open_text_encoder, &mut |pass, rows| {
+        let written = table.write_chunks_locked(
+            &lock,
+            fitted,
+            options,
+            &mut |dir: &Path| crate::open_text_input(dir, self.text_tokens),
+            &mut |pass, rows| {
                 if last.elapsed().as_secs() >= 10 {
                     tracing::info!("{pass}: {rows} rows ({:.0} s)", started.elapsed().as_secs_f64());
                     last = std::time::Instant::now();
                 }
-            })?;
+            },
+        )?;
         std::fs::write(&key_file, &key)
             .map_err(|source| mtrec_data::DataError::Io { path: key_file.clone(), source })?;
         tracing::info!(
@@ -400,7 +443,9 @@ impl DataConfig {
             DataSource::Table => {
                 let table = self.table()?;
                 let cache = if self.cache { mtrec_data::default_cache_dir() } else { None };
-                let (loaded, outcome) = table.load_cached(fitted, cache.as_deref(), &mut crate::open_text_encoder)?;
+                let (loaded, outcome) = table.load_cached(fitted, cache.as_deref(), &mut |dir: &Path| {
+                    crate::open_text_input(dir, self.text_tokens)
+                })?;
                 if let mtrec_data::CacheOutcome::Hit(path) = outcome {
                     tracing::info!("table cache hit: {}", path.display());
                 }
@@ -558,7 +603,14 @@ impl ExperimentConfig {
             }
         })?;
         config.validate()?;
-        Ok(config)
+        Ok(config.with_text_input())
+    }
+
+    /// The config with `data.text_tokens` following `model.text`: a trainable encoder reads
+    /// token ids. (Parsing a config does this; a config built in code calls it.)
+    pub fn with_text_input(mut self) -> Self {
+        self.data.text_tokens = self.model.text.trains().then_some(self.model.text.max_len);
+        self
     }
 
     /// Reads a config file; see [`from_toml`](Self::from_toml).
@@ -629,9 +681,59 @@ impl ExperimentConfig {
     }
 
     /// The model of `[model]` for a dataset's schema, on `device`; the schema is checked first.
+    ///
+    /// With `model.text.finetune` other than `frozen`, every input layer gets the pretrained
+    /// encoder of the table's text columns ([`mtrec_text::TextEncoder`]), trainable as
+    /// `model.text` says.
     pub fn build_model(&self, schema: &Schema, device: &burn::tensor::Device) -> Result<MultiTaskNet, TrainError> {
         self.model.check_schema(schema).map_err(TrainError::Config)?;
-        Ok(self.model.init(schema, device))
+        let model = self.model.init(schema, device).materialize();
+        if !self.model.text.trains() {
+            return Ok(model);
+        }
+        let dir = self.data.text_encoder_dir()?.ok_or_else(|| {
+            TrainError::Config(format!(
+                "model.text.finetune = {:?} trains the text encoder, but the table has no text column",
+                self.model.text.finetune
+            ))
+        })?;
+        let tokens: Vec<bool> = schema.text.iter().map(|f| f.tokens).collect();
+        model.with_text_encoders(&tokens, || {
+            mtrec_text::TextEncoder::open(&dir, &self.model.text, device)
+                .map_err(|e| TrainError::Config(format!("model.text: {e}")))
+        })
+    }
+
+    /// The optimisers: `train`'s for the model; for a trainable text encoder's parameters, AdamW
+    /// with `model.text`'s weight decay and per-parameter gradient-norm clipping.
+    pub fn optimizers(&self, model: &MultiTaskNet) -> crate::Optimizers {
+        let mut optim = self.train.optimizer();
+        if let Some(group) = model.text_encoder_parameters() {
+            let text = &self.model.text;
+            let adamw = burn::optim::AdamWConfig::new()
+                .with_weight_decay(text.weight_decay as f32)
+                .with_epsilon(self.train.adam_epsilon as f32)
+                .build();
+            let clip = (text.max_grad_norm > 0.0).then(|| GradientClipping::Norm(text.max_grad_norm as f32));
+            optim.dense = optim.dense.with_group(group, adamw, clip);
+        }
+        optim
+    }
+
+    /// The learning rates at training progress `p ∈ [0, 1]`: [`Self::learning_rates`], with a
+    /// trainable text encoder's `model.text.lr` warmed up linearly over the first `warmup` of the
+    /// run and decayed linearly to 0 at its end.
+    pub fn learning_rates_at(
+        &self,
+        schema: &Schema,
+        model: &MultiTaskNet,
+        progress: f64,
+    ) -> Result<ModuleLearningRate, TrainError> {
+        let Some(group) = model.text_encoder_parameters() else { return self.learning_rates(schema, model) };
+        let text = &self.model.text;
+        let factor =
+            if progress < text.warmup { progress / text.warmup } else { (1.0 - progress) / (1.0 - text.warmup) };
+        self.learning_rates_with(schema, model, Some((group, text.lr * factor.clamp(0.0, 1.0))))
     }
 
     /// Checks the config against the dataset: a `gauc` monitor needs groups, a `cvr_auc` one a
@@ -701,7 +803,19 @@ impl ExperimentConfig {
         schema: &Schema,
         model: &impl MultiTaskModel,
     ) -> Result<ModuleLearningRate, TrainError> {
+        self.learning_rates_with(schema, model, None)
+    }
+
+    fn learning_rates_with(
+        &self,
+        schema: &Schema,
+        model: &impl MultiTaskModel,
+        encoder: Option<(ParamGroup, f64)>,
+    ) -> Result<ModuleLearningRate, TrainError> {
         let mut policy = ModuleLrSchedulerConfig::new(LrSchedulerConfig::Constant(self.train.lr));
+        if let Some((group, lr)) = encoder {
+            policy = policy.with_group(group, LrSchedulerConfig::Constant(lr));
+        }
         for (name, options) in &self.tasks {
             let task = schema.task_index(name).ok_or_else(|| {
                 let names: Vec<&str> = schema.tasks.iter().map(|t| t.name.as_str()).collect();

@@ -49,6 +49,6 @@ pub use run_dir::{
 pub use safetensors::{safetensors_bytes, save_safetensors, tensors_to_safetensors};
 pub use sparse_optimizer::{SparseGradients, SparseRowOptimizer, SparseRule, TableGradient};
 pub use step::{Optimizers, train_step};
-pub use text::open_text_encoder;
+pub use text::{open_text_encoder, open_text_input};
 pub use trainer::{RunData, Split, Trainer, evaluate, evaluate_run, load_run, load_run_reading};
 pub use utilisation::{COLLAPSE_THRESHOLD, GateUtilisation, collapse_warnings, expert_utilisation};

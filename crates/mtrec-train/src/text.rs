@@ -1,13 +1,13 @@
 //! Text columns' encoders, opened for the table loader: a [`CachedEncoder`] of the model folder,
 //! on the CPU backend, its embeddings cached under the table cache's folder (`text/<model>/`).
 //! Within a process each folder is opened once (the loader asks for it to key its cache, to fit
-//! and to encode).
+//! and to encode). A trainable encoder's columns hold token ids instead ([`open_text_input`]).
 
 use std::{cell::RefCell, collections::HashMap, path::Path, path::PathBuf, rc::Rc};
 
 use burn::tensor::Device;
 use mtrec_data::TextEmbedder;
-use mtrec_text::CachedEncoder;
+use mtrec_text::{CachedEncoder, TokenInput};
 
 thread_local! {
     static OPENED: RefCell<HashMap<PathBuf, Rc<RefCell<CachedEncoder>>>> = RefCell::new(HashMap::new());
@@ -27,6 +27,15 @@ impl TextEmbedder for SharedEncoder {
 
     fn embed(&mut self, texts: &[String]) -> Result<Vec<f32>, String> {
         self.0.borrow_mut().embed(texts)
+    }
+}
+
+/// What a text column's values are: token ids of at most `tokens` tokens for a trainable encoder
+/// (`Some`: [`TokenInput`]), else the sentence embeddings of [`open_text_encoder`].
+pub fn open_text_input(dir: &Path, tokens: Option<usize>) -> Result<Box<dyn TextEmbedder>, String> {
+    match tokens {
+        Some(max_len) => Ok(Box::new(TokenInput::open(dir, Some(max_len)).map_err(|e| e.to_string())?)),
+        None => open_text_encoder(dir),
     }
 }
 

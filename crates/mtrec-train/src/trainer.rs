@@ -541,13 +541,13 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
             .collect();
         let model = self.parallel.root_first(|| {
             device.seed(cfg.seed);
-            let model = cfg.build_model(schema, &device.clone().autodiff())?.materialize();
+            let model = cfg.build_model(schema, &device.clone().autodiff())?;
             initialise_parameters(&model);
             Ok::<_, TrainError>(model.with_output_biases(&biases))
         })?;
         let mut state = LoopState {
             balancer: cfg.balancer(schema)?,
-            optim: cfg.train.optimizer(),
+            optim: cfg.optimizers(&model),
             stopper: EarlyStopping::new(es.higher_is_better(), es.patience, es.min_delta),
             best: None,
             best_bytes: Vec::new(),
@@ -609,16 +609,11 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
             let progress = ((epoch - 1) * n_batches + b) as f64 / all_steps;
             let m = &cfg.model;
             model.set_adversarial_weight(m.adversarial_schedule.lambda(m.adversarial_weight, progress));
+            // a trainable text encoder's learning rate follows its warm-up and decay
+            let lr = if m.text.trains() { cfg.learning_rates_at(schema, &model, progress)? } else { lr.clone() };
             let (task_losses, rows);
-            (model, task_losses, rows) = data_parallel_step(
-                model,
-                &mut state.optim,
-                state.balancer.as_mut(),
-                &batch,
-                &kinds,
-                lr.clone(),
-                parallel,
-            )?;
+            (model, task_losses, rows) =
+                data_parallel_step(model, &mut state.optim, state.balancer.as_mut(), &batch, &kinds, lr, parallel)?;
             for (sum, loss) in loss_sums.iter_mut().zip(task_losses) {
                 *sum = sum.clone() + loss.without_autodiff().mul_scalar(rows);
             }
@@ -1212,6 +1207,63 @@ mod tests {
         let dir = toml::Value::String(census_fixture().join("../table-small").display().to_string());
         let text = include_str!("../tests/fixtures/table_small.toml");
         ExperimentConfig::from_toml(text, "table config", &[format!("data.dir={dir}")]).unwrap()
+    }
+
+    /// The small table with its `title` as a text column read by the tiny BERT of mtrec-text's
+    /// fixtures, trained as `finetune` says.
+    fn text_table_config(finetune: &str) -> ExperimentConfig {
+        let dir = toml::Value::String(census_fixture().join("../table-small").display().to_string());
+        let tiny =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../mtrec-text/tests/fixtures/tiny-bert/model");
+        let text = format!(
+            "{}\n[[data.columns]]\nname = \"title\"\nkind = \"text\"\nencoder = {:?}\n\n[model.text]\nfinetune = \"{finetune}\"\nlr = 0.01\nwarmup = 0.2\n",
+            include_str!("../tests/fixtures/table_small.toml"),
+            tiny.display().to_string()
+        );
+        ExperimentConfig::from_toml(&text, "text table config", &[format!("data.dir={dir}"), "train.epochs=2".into()])
+            .unwrap()
+    }
+
+    /// The first weight of the first layer of the model's text encoder.
+    fn encoder_weight(model: &MultiTaskNet) -> Vec<f32> {
+        let mtrec_model::ArchitectureNet::Mmoe(m) = &model.body else { panic!("mmoe") };
+        let encoder = m.input.encoder.as_ref().expect("a text encoder");
+        encoder.bert.layers[0].attention.value.weight.val().into_data().convert::<f32>().into_vec().unwrap()
+    }
+
+    /// A fine-tuned text encoder is part of the shared phase: it trains under every balancer (its
+    /// weights move from the pretrained ones), the loss falls, and PCGrad trains it differently
+    /// from fixed weights; a frozen-mode config is refused for a token table and vice versa.
+    #[test]
+    fn a_fine_tuned_encoder_trains_with_every_balancer() {
+        use mtrec_balance::BalanceMethod::*;
+        let base = text_table_config("full");
+        let ds = base.data.load().unwrap();
+        assert!(ds.schema.text[0].tokens, "the table holds token ids");
+        let pretrained = {
+            let model = base.build_model(&ds.schema, &Device::flex().autodiff()).unwrap();
+            encoder_weight(&model)
+        };
+        let mut trained = std::collections::HashMap::new();
+        for method in [Fixed, Uncertainty, Gradnorm, Dwa, Rlw, Pcgrad, Mgda, Cagrad, ImtlG] {
+            let mut cfg = base.clone();
+            cfg.balance.method = method;
+            let (summary, records, model) = Trainer::new(&cfg, &ds, Device::flex()).verbose(false).run().unwrap();
+            assert!(summary.test["click"]["auc"].is_finite(), "{method:?}");
+            let (first, last) = (records[0].train_loss["stars"], records.last().unwrap().train_loss["stars"]);
+            assert!(last.is_finite() && first.is_finite(), "{method:?}: {first} → {last}");
+            let w = encoder_weight(&model);
+            let moved = w.iter().zip(&pretrained).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(moved > 1e-5, "{method:?}: the encoder did not train ({moved})");
+            trained.insert(format!("{method:?}"), w);
+        }
+        let differ = trained["Pcgrad"].iter().zip(&trained["Fixed"]).any(|(a, b)| (a - b).abs() > 1e-6);
+        assert!(differ, "PCGrad trains the encoder differently from fixed weights");
+        // a token table under a frozen model, and an embedding table under a trainable one, are refused
+        let mut frozen = base.clone();
+        frozen.model.text.finetune = mtrec_text::Finetune::Frozen;
+        let err = frozen.build_model(&ds.schema, &Device::flex()).unwrap_err().to_string();
+        assert!(err.contains("title") && err.contains("frozen"), "{err}");
     }
 
     /// A 5-class task trains with every balancer and every architecture that takes it: its loss
