@@ -16,6 +16,7 @@ mod dense_relu;
 mod embedding_rows;
 mod flex_tensor;
 mod gate_mix;
+mod gelu;
 mod simd;
 mod switch;
 
@@ -25,5 +26,6 @@ pub use embedding_rows::{EmbeddingRowsBackend, embedding_rows, weight_rows};
 pub use flex_tensor::f32_tensor;
 use flex_tensor::{contiguous, f32_values, whole};
 pub use gate_mix::{GateMixBackend, gate_mix, plain_gate_mix};
+pub use gelu::{GeluBackend, gelu};
 pub use simd::{ElementLoop, vectorized};
 pub use switch::{fused_kernels, set_fused_kernels, use_fused};

@@ -145,7 +145,7 @@ impl BertLayer {
     /// - x: `[B·L, H]`; mask `[B, 1, L, L]`; output `[B·L, H]`
     pub fn forward(&self, x: Tensor<2>, mask: Tensor<4, Bool>) -> Tensor<2> {
         let x = self.attention.forward(x, mask);
-        let ff = self.output.forward(crate::gelu::gelu(self.intermediate.forward(x.clone())));
+        let ff = self.output.forward(mtrec_kernels::gelu(self.intermediate.forward(x.clone())));
         self.layer_norm.forward(x + self.dropout.forward(ff))
     }
 }

@@ -18,7 +18,6 @@ mod cache;
 mod embedder;
 mod encoder;
 mod error;
-mod gelu;
 mod pooling;
 mod text_encoder;
 mod token_input;

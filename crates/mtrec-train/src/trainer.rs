@@ -564,7 +564,7 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
         }
         let dir = self.run_dir.as_ref().ok_or_else(|| TrainError::Config("resuming needs the run folder".into()))?;
         let write = self.parallel.is_root();
-        let restored = restore(dir, write, cfg, schema, device, model, state.optim, state.balancer.as_mut())?;
+        let restored = restore(dir, write, cfg, schema, device, model, state.balancer.as_mut())?;
         let saved = restored.state;
         state.optim = restored.optim;
         state.stopper = restored.stopper;
@@ -787,7 +787,6 @@ fn restore(
     schema: &Schema,
     device: &Device,
     model: MultiTaskNet,
-    mut optim: Optimizers,
     balancer: &mut dyn LossBalancer,
 ) -> Result<Restored, TrainError> {
     if write {
@@ -810,6 +809,9 @@ fn restore(
             .map_err(|e| checkpoint_error(&path, e))
     };
     let model = load(model, checkpoint.model)?;
+    // the parameters now have the checkpoint's ids: the optimiser's groups (a trainable text
+    // encoder's AdamW) are drawn from them, as the interrupted run's were
+    let mut optim = cfg.optimizers(&model);
     optim.dense = optim.dense.load_record(
         OptimizerRecord::from_bytes(Bytes::from_bytes_vec(checkpoint.optimizer))
             .map_err(|e| checkpoint_error(&path, e))?,

@@ -137,6 +137,62 @@ fn a_resumed_run_ends_as_the_uninterrupted_run() {
     }
 }
 
+/// A run whose text encoder trains (the tiny BERT of mtrec-text's fixtures on the small table's
+/// titles; fully, and through LoRA adapters), interrupted after epoch 1 and resumed, ends as the
+/// uninterrupted run: the checkpoint holds the encoder's (or the adapters') weights and their AdamW
+/// state, and the encoder's dropout draws continue.
+#[test]
+fn a_resumed_fine_tuning_run_ends_as_the_uninterrupted_run() {
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join("../mtrec-data/tests/fixtures/table-small");
+    let tiny = root.join("../mtrec-text/tests/fixtures/tiny-bert/model");
+    for finetune in ["full", "lora"] {
+        let text = format!(
+            "{}\n[[data.columns]]\nname = \"title\"\nkind = \"text\"\nencoder = {:?}\n\n[model.text]\nfinetune = \"{finetune}\"\nlr = 0.01\nlora_rank = 2\n",
+            include_str!("fixtures/table_small.toml"),
+            tiny.display().to_string()
+        );
+        let overrides = [format!("data.dir={:?}", dir.display().to_string()), "train.epochs=3".into()];
+        let cfg = ExperimentConfig::from_toml(&text, "fine-tuning config", &overrides).unwrap();
+        let ds = cfg.data.load().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        let (summary_a, records_a, _) = Trainer::new(&cfg, &ds, Device::flex())
+            .with_run_dir(RunDirectory::create(&a, &cfg).unwrap())
+            .verbose(false)
+            .run()
+            .unwrap();
+        let (_, records_c, _) = Trainer::new(&cfg, &ds, Device::flex()).verbose(false).run().unwrap();
+        for (ra, rb) in records_a.iter().zip(&records_c) {
+            assert_same(
+                &untimed(ra),
+                &untimed(rb),
+                &format!("{finetune}, a second uninterrupted run: epoch {}", ra.epoch),
+            );
+        }
+        let err = Trainer::new(&cfg, &ds, Device::flex())
+            .with_run_dir(RunDirectory::create(&b, &cfg).unwrap())
+            .verbose(false)
+            .interrupt_after(1)
+            .run()
+            .err()
+            .unwrap();
+        assert!(matches!(err, TrainError::Interrupted { epoch: 1, .. }), "{err}");
+        let (summary_b, records_b, _) = Trainer::new(&cfg, &ds, Device::flex())
+            .with_run_dir(RunDirectory::open(&b).unwrap())
+            .verbose(false)
+            .resume(true)
+            .run()
+            .unwrap();
+        assert_eq!(records_b.len(), 3, "{finetune}");
+        for (ra, rb) in records_a.iter().zip(&records_b) {
+            assert_same(&untimed(ra), &untimed(rb), &format!("{finetune} epoch {}", ra.epoch));
+        }
+        assert_same(&untimed_summary(&summary_a), &untimed_summary(&summary_b), &format!("{finetune} summary"));
+    }
+}
+
 /// A checkpoint written by another config is refused, naming the checkpoint; more epochs and a
 /// moved data folder are allowed.
 #[test]
