@@ -13,6 +13,7 @@
 
 mod adam;
 mod dense_relu;
+mod dropout;
 mod embedding_rows;
 mod flex_tensor;
 mod gate_mix;
@@ -22,6 +23,7 @@ mod switch;
 
 pub use adam::FusedAdamBackend;
 pub use dense_relu::{FusedDenseBackend, dense_relu, linear_relu, plain_dense_relu};
+pub use dropout::{DropoutBackend, dropout};
 pub use embedding_rows::{EmbeddingRowsBackend, embedding_rows, weight_rows};
 pub use flex_tensor::f32_tensor;
 use flex_tensor::{contiguous, f32_values, whole};

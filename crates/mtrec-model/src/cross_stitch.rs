@@ -125,7 +125,7 @@ impl MultiTaskModel for CrossStitch {
                 .columns
                 .iter()
                 .zip(h)
-                .map(|(column, h)| self.dropout.forward(relu(column[k].forward(h))))
+                .map(|(column, h)| mtrec_kernels::dropout(&self.dropout, relu(column[k].forward(h))))
                 .collect();
             h = if k + 1 < layers { Self::stitch(next, alpha.val()) } else { next };
         }

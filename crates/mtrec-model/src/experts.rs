@@ -106,7 +106,7 @@ impl ExpertBank {
         };
         let [b, width] = h.dims();
         let mut activated = h.reshape([b, e, width / e]);
-        let mut h = self.dropout.forward(activated.clone());
+        let mut h = mtrec_kernels::dropout(&self.dropout, activated.clone());
         for (k, (w, bias)) in self.weights.iter().zip(&self.biases).enumerate() {
             // [E, B, h_k] · [E, h_k, h_{k+1}] + [E, 1, h_{k+1}]
             input = h.swap_dims(0, 1);
@@ -117,7 +117,7 @@ impl ExpertBank {
                 z = norm.forward(z.reshape([b, e * d])).reshape([b, e, d]);
             }
             activated = relu(z);
-            h = self.dropout.forward(activated.clone());
+            h = mtrec_kernels::dropout(&self.dropout, activated.clone());
         }
         let [b, e, d] = h.dims();
         let flat = h.clone().reshape([b, e * d]);

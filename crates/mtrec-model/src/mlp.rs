@@ -62,7 +62,7 @@ impl Mlp {
     /// - output: `[B, hidden.last()]`
     pub fn forward(&self, mut x: Tensor<2>) -> Tensor<2> {
         for (i, layer) in self.layers.iter().enumerate() {
-            x = self.dropout.forward(self.layer_relu(i, layer, x));
+            x = mtrec_kernels::dropout(&self.dropout, self.layer_relu(i, layer, x));
         }
         x
     }
@@ -93,7 +93,7 @@ impl Mlp {
         for (i, layer) in self.layers.iter().enumerate() {
             input = x.clone();
             activated = self.layer_relu(i, layer, x);
-            x = self.dropout.forward(activated.clone());
+            x = mtrec_kernels::dropout(&self.dropout, activated.clone());
         }
         LastSharedLayer {
             output,

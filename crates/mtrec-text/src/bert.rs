@@ -121,7 +121,7 @@ impl BertAttention {
         let v = split(self.value.forward(x.clone()));
         let context = attention(q, k, v, Some(mask), None, AttentionModuleOptions::default());
         let context = context.swap_dims(1, 2).reshape([b * l, h]);
-        self.layer_norm.forward(x + self.dropout.forward(self.output.forward(context)))
+        self.layer_norm.forward(x + mtrec_kernels::dropout(&self.dropout, self.output.forward(context)))
     }
 }
 
@@ -146,7 +146,7 @@ impl BertLayer {
     pub fn forward(&self, x: Tensor<2>, mask: Tensor<4, Bool>) -> Tensor<2> {
         let x = self.attention.forward(x, mask);
         let ff = self.output.forward(mtrec_kernels::gelu(self.intermediate.forward(x.clone())));
-        self.layer_norm.forward(x + self.dropout.forward(ff))
+        self.layer_norm.forward(x + mtrec_kernels::dropout(&self.dropout, ff))
     }
 }
 
@@ -189,7 +189,7 @@ impl BertModel {
         let x = e.word_embeddings.forward(ids)
             + e.position_embeddings.forward(positions)
             + e.token_type_embeddings.forward(types);
-        let x = e.dropout.forward(e.layer_norm.forward(x));
+        let x = mtrec_kernels::dropout(&e.dropout, e.layer_norm.forward(x));
         let [_, _, h] = x.dims();
         let hidden = x.reshape([batch * length, h]);
         let mask = padding.reshape([batch, 1, 1, length]).expand([batch, 1, length, length]);

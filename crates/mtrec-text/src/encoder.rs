@@ -428,10 +428,10 @@ mod profile {
         time("context [64,12,80,80]x[..,80,32]", 5, || s.clone().matmul(q.clone()));
         time("softmax [64,12,80,80]", 5, || activation::softmax(s.clone(), 3));
         time("gelu, burn's [5120,1536]", 5, || activation::gelu(y.clone()));
-        time("gelu, mtrec's on a shared tensor (copies its data)", 5, || crate::gelu::gelu(y.clone()));
+        time("gelu, mtrec's on a shared tensor (copies its data)", 5, || mtrec_kernels::gelu(y.clone()));
         time("y * 1 [5120,1536]", 5, || y.clone() * 1.0);
         time("y * 1, then burn's gelu", 5, || activation::gelu(y.clone() * 1.0));
-        time("y * 1, then mtrec's gelu", 5, || crate::gelu::gelu(y.clone() * 1.0));
+        time("y * 1, then mtrec's gelu", 5, || mtrec_kernels::gelu(y.clone() * 1.0));
         time("attention [64,12,80,32]", 5, || {
             module::attention(q.clone(), q.clone(), q.clone(), None, None, AttentionModuleOptions::default())
         });

@@ -309,16 +309,16 @@ mod tests {
         let encoder = TextEncoder::open(&dir, &no_dropout(Finetune::Full), &device).unwrap();
         let tokens = token_rows(&dir, &reference, &device);
         let out = encoder.forward(tokens);
-        let got: Vec<f32> = out.clone().into_data().convert::<f32>().into_vec().unwrap();
+        let got: Vec<f32> = out.clone().into_data().try_into_vec::<f32>().unwrap();
         assert_close(&got, &floats(&reference["embedding"]), 1e-5, "embedding");
         let w = Tensor::<1>::from_data(TensorData::new(floats(&reference["w"]), [8]), &device);
         let grads = (out * w.unsqueeze_dim::<2>(0)).sum().backward();
         let b = &encoder.bert;
         let grad2 = |p: &burn::module::Param<Tensor<2>>| -> Vec<f32> {
-            p.grad(&grads).unwrap().into_data().convert::<f32>().into_vec().unwrap()
+            p.grad(&grads).unwrap().into_data().try_into_vec::<f32>().unwrap()
         };
         let grad1 = |p: &burn::module::Param<Tensor<1>>| -> Vec<f32> {
-            p.grad(&grads).unwrap().into_data().convert::<f32>().into_vec().unwrap()
+            p.grad(&grads).unwrap().into_data().try_into_vec::<f32>().unwrap()
         };
         let expected = &reference["grads"];
         assert_close(
@@ -377,7 +377,7 @@ mod tests {
             ..no_dropout(Finetune::Lora)
         };
         let lora = TextEncoder::open(&dir, &lora_cfg, &device).unwrap();
-        let v = |t: Tensor<2>| -> Vec<f32> { t.into_data().convert::<f32>().into_vec().unwrap() };
+        let v = |t: Tensor<2>| -> Vec<f32> { t.into_data().try_into_vec::<f32>().unwrap() };
         let base = v(frozen.forward(tokens.clone()));
         assert_close(&v(lora.forward(tokens.clone())), &base, 1e-6, "B = 0 is the frozen model");
         let w = Tensor::<1>::from_data(TensorData::new(floats(&reference["w"]), [8]), &device);

@@ -1230,7 +1230,7 @@ mod tests {
     fn encoder_weight(model: &MultiTaskNet) -> Vec<f32> {
         let mtrec_model::ArchitectureNet::Mmoe(m) = &model.body else { panic!("mmoe") };
         let encoder = m.input.encoder.as_ref().expect("a text encoder");
-        encoder.bert.layers[0].attention.value.weight.val().into_data().convert::<f32>().into_vec().unwrap()
+        encoder.bert.layers[0].attention.value.weight.val().into_data().try_into_vec::<f32>().unwrap()
     }
 
     /// A fine-tuned text encoder is part of the shared phase: it trains under every balancer (its
