@@ -116,7 +116,7 @@ impl TextTrainingConfig {
             return Err(format!("model.text.dropout = {p}: expected 0 ≤ p < 1"));
         }
         if self.finetune == Finetune::Lora {
-            if self.lora_rank == 0 || !(self.lora_alpha > 0.0) {
+            if self.lora_rank == 0 || !(self.lora_alpha.is_finite() && self.lora_alpha > 0.0) {
                 return Err("model.text.lora_rank and lora_alpha must be positive".into());
             }
             if self.lora_targets.is_empty() {
@@ -126,8 +126,8 @@ impl TextTrainingConfig {
                 return Err(format!("model.text.lora_targets: unknown projection {t:?}; expected {LORA_TARGETS:?}"));
             }
         }
-        if !(self.lr > 0.0) || !(0.0..1.0).contains(&self.warmup) || self.weight_decay < 0.0 || self.max_grad_norm < 0.0
-        {
+        let lr_ok = self.lr.is_finite() && self.lr > 0.0;
+        if !lr_ok || !(0.0..1.0).contains(&self.warmup) || self.weight_decay < 0.0 || self.max_grad_norm < 0.0 {
             return Err("model.text: lr must be positive, 0 ≤ warmup < 1, weight_decay and max_grad_norm ≥ 0".into());
         }
         Ok(())

@@ -714,7 +714,7 @@ impl ExperimentConfig {
                 .with_weight_decay(text.weight_decay as f32)
                 .with_epsilon(self.train.adam_epsilon as f32)
                 .build();
-            let clip = (text.max_grad_norm > 0.0).then(|| GradientClipping::Norm(text.max_grad_norm as f32));
+            let clip = (text.max_grad_norm > 0.0).then_some(GradientClipping::Norm(text.max_grad_norm as f32));
             optim.dense = optim.dense.with_group(group, adamw, clip);
         }
         optim
