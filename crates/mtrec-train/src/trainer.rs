@@ -1326,6 +1326,28 @@ mod tests {
         assert!(err.contains("preprocessing.json"), "{err}");
     }
 
+    /// A fine-tuned run's saved model (its trained encoder inside) re-evaluates to the test metrics
+    /// the run reported, and scores another file's texts through the fine-tuned encoder (the file's
+    /// titles become token ids, as `eval --file` does).
+    #[test]
+    fn a_fine_tuned_run_evaluates_and_scores_another_file() {
+        let mut cfg = text_table_config("lora");
+        cfg.model.text.lora_rank = 2;
+        let (ds, preprocessing) = cfg.data.load_with(None).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDirectory::create(dir.path().join("run"), &cfg).unwrap();
+        run.write_preprocessing(preprocessing.as_ref().unwrap()).unwrap();
+        let (summary, _, _) = Trainer::new(&cfg, &ds, Device::flex()).with_run_dir(run).verbose(false).run().unwrap();
+        let (_, _, metrics) = evaluate_run(&dir.path().join("run"), Split::Test, &[], None).unwrap();
+        let (a, b) = (metrics[0]["auc"], summary.test["click"]["auc"]);
+        assert!((a - b).abs() <= 1e-9, "re-evaluated {a} vs reported {b}");
+        let file = census_fixture().join("../table-small/table.parquet");
+        let (_, scored, metrics) = evaluate_run(&dir.path().join("run"), Split::Valid, &[], Some(&file)).unwrap();
+        assert!(scored.schema().text[0].tokens, "the file's texts are token ids");
+        assert_eq!(scored.n_rows(Split::Test), 120, "every row of the file");
+        assert!(metrics[0]["auc"].is_finite(), "{metrics:?}");
+    }
+
     /// A run says which id tables were row-sparse and which optimizer updated them: printed, as
     /// comments after `config.toml` (which still reads back as the config), and in `summary.json`
     /// — so a `hash_buckets` ablation crossing the automatic threshold cannot switch silently.
