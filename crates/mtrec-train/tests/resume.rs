@@ -158,33 +158,17 @@ fn a_resumed_fine_tuning_run_ends_as_the_uninterrupted_run() {
         let ds = cfg.data.load().unwrap();
         let tmp = tempfile::tempdir().unwrap();
         let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-        let (summary_a, records_a, _) = Trainer::new(&cfg, &ds, Device::flex())
-            .with_run_dir(RunDirectory::create(&a, &cfg).unwrap())
-            .verbose(false)
-            .run()
-            .unwrap();
+        let trainer = |dir: RunDirectory| Trainer::new(&cfg, &ds, Device::flex()).with_run_dir(dir).verbose(false);
+        let (summary_a, records_a, _) = trainer(RunDirectory::create(&a, &cfg).unwrap()).run().unwrap();
         let (_, records_c, _) = Trainer::new(&cfg, &ds, Device::flex()).verbose(false).run().unwrap();
-        for (ra, rb) in records_a.iter().zip(&records_c) {
-            assert_same(
-                &untimed(ra),
-                &untimed(rb),
-                &format!("{finetune}, a second uninterrupted run: epoch {}", ra.epoch),
-            );
-        }
-        let err = Trainer::new(&cfg, &ds, Device::flex())
-            .with_run_dir(RunDirectory::create(&b, &cfg).unwrap())
-            .verbose(false)
-            .interrupt_after(1)
-            .run()
-            .err()
-            .unwrap();
+        assert_same(
+            &records_a.iter().map(untimed).collect::<Vec<_>>(),
+            &records_c.iter().map(untimed).collect(),
+            finetune,
+        );
+        let err = trainer(RunDirectory::create(&b, &cfg).unwrap()).interrupt_after(1).run().err().unwrap();
         assert!(matches!(err, TrainError::Interrupted { epoch: 1, .. }), "{err}");
-        let (summary_b, records_b, _) = Trainer::new(&cfg, &ds, Device::flex())
-            .with_run_dir(RunDirectory::open(&b).unwrap())
-            .verbose(false)
-            .resume(true)
-            .run()
-            .unwrap();
+        let (summary_b, records_b, _) = trainer(RunDirectory::open(&b).unwrap()).resume(true).run().unwrap();
         assert_eq!(records_b.len(), 3, "{finetune}");
         for (ra, rb) in records_a.iter().zip(&records_b) {
             assert_same(&untimed(ra), &untimed(rb), &format!("{finetune} epoch {}", ra.epoch));
