@@ -106,7 +106,12 @@ pub fn dropout<const D: usize>(layer: &Dropout, x: Tensor<D>) -> Tensor<D> {
         .expect("f32 draws");
     let bits = |u: f32| ((u as f64) * 4_294_967_296.0) as u64 & 0xffff_ffff;
     let seed = bits(draws[0]) | (bits(draws[1]) << 32);
-    Tensor::from_dispatch(<Dispatch as DropoutBackend>::fused_dropout(x.into_dispatch(), layer.prob as f32, seed))
+    seeded_dropout(x, layer.prob as f32, seed)
+}
+
+/// The fused dropout of an f32 flex tensor (autodiff or not) with the mask of `seed`.
+fn seeded_dropout<const D: usize>(x: Tensor<D>, p: f32, seed: u64) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as DropoutBackend>::fused_dropout(x.into_dispatch(), p, seed))
 }
 
 /// The fused dropout as a backend extension (flex, and autodiff over it).
@@ -169,18 +174,18 @@ mod tests {
     use burn::{nn::DropoutConfig, tensor::Device};
 
     /// Forward and backward by hand: every output is 0 or `x/(1 − p)`, the gradient is zero exactly
-    /// where the output is, the kept share is `1 − p` within sampling error, and the same seed of
-    /// the generator gives the same mask; a layer not training, or a plain device, passes `x`.
+    /// where the output is, the kept share is `1 − p` within sampling error, and the same seed
+    /// gives the same mask; a layer not training, or a plain device, passes `x`. (That a seeded
+    /// generator draws the same seed is tested in `tests/dropout_seeding.rs`, alone in its process:
+    /// the generator is shared by every test of this crate running beside it.)
     #[test]
     fn the_fused_dropout_keeps_one_minus_p_and_its_gradient_follows_the_mask() {
         let device = Device::flex().autodiff();
-        let layer = DropoutConfig::new(0.3).init();
         let n = 200_003;
         let values: Vec<f32> = (0..n).map(|i| 1.0 + (i % 7) as f32).collect();
         let run = |seed: u64| {
-            device.seed(seed);
             let x = Tensor::<1>::from_floats(values.as_slice(), &device).reshape([n, 1]).require_grad();
-            let y = dropout(&layer, x.clone());
+            let y = seeded_dropout(x.clone(), 0.3, seed);
             let grads = (y.clone() * 2.0).sum().backward();
             let dx: Vec<f32> = x.grad(&grads).unwrap().into_data().try_into_vec::<f32>().unwrap();
             (y.into_data().try_into_vec::<f32>().unwrap(), dx)
@@ -199,8 +204,9 @@ mod tests {
         let share = kept_count as f64 / n as f64;
         // binomial standard deviation ≈ 0.001 at this n
         assert!((share - 0.7).abs() < 0.005, "kept share {share}");
-        assert_eq!(run(7).0, y, "the same generator seed draws the same mask");
+        assert_eq!(run(7).0, y, "the same seed draws the same mask");
         assert_ne!(run(8).0, y, "another seed another mask");
+        let layer = DropoutConfig::new(0.3).init();
         let plain = Tensor::<1>::from_floats(values.as_slice(), &Device::flex());
         let out: Vec<f32> = dropout(&layer, plain).into_data().try_into_vec::<f32>().unwrap();
         assert_eq!(out, values, "without autodiff dropout is off");
