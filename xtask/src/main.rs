@@ -43,6 +43,22 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Tells mimalloc never to hand freed pages back to the OS. By default it purges pages idle for a
+/// second, and a training step of a fine-tuned encoder frees and re-allocates its large activation
+/// buffers less often than that: every step faulted them in again and the kernel zeroed them (13 %
+/// of a full fine-tuning step in `clear_page`, measured with perf; the step ran ×1.25 faster with
+/// the purge off). The process keeps its peak memory instead, which a training run reaches anyway.
+#[allow(unsafe_code)]
+fn keep_freed_pages() {
+    /// `mi_option_purge_delay` in mimalloc v3's `mi_option_e` (`mimalloc.h`).
+    const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
+    unsafe extern "C" {
+        fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
+    }
+    // SAFETY: mi_option_set only stores an integer option; -1 means "never purge" (mimalloc.h).
+    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
+}
+
 /// The `--set` override that points `data.dir` at `dir` (what every `--data-dir` flag means).
 fn data_dir_override(dir: &Path) -> String {
     format!("data.dir={}", toml::Value::String(dir.display().to_string()))
@@ -84,6 +100,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    keep_freed_pages();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)

@@ -182,6 +182,17 @@ impl BertModel {
     /// - output: `[B, L, hidden]`
     pub fn forward(&self, ids: Tensor<2, Int>, padding: Tensor<2, Bool>) -> Tensor<3> {
         let [batch, length] = ids.dims();
+        let x = self.embed(ids);
+        let [_, h] = x.dims();
+        self.forward_layers(x, padding, 0).reshape([batch, length, h])
+    }
+
+    /// The embedding layer's output, token by token.
+    ///
+    /// # Shapes
+    /// - ids: `[B, L]`; output: `[B·L, hidden]`
+    pub fn embed(&self, ids: Tensor<2, Int>) -> Tensor<2> {
+        let [batch, length] = ids.dims();
         let device = ids.device();
         let positions = Tensor::<1, Int>::arange(0..length as i64, &device).unsqueeze_dim::<2>(0).repeat_dim(0, batch);
         let types = Tensor::<2, Int>::zeros([batch, length], &device);
@@ -191,10 +202,18 @@ impl BertModel {
             + e.token_type_embeddings.forward(types);
         let x = mtrec_kernels::dropout(&e.dropout, e.layer_norm.forward(x));
         let [_, _, h] = x.dims();
-        let hidden = x.reshape([batch * length, h]);
+        x.reshape([batch * length, h])
+    }
+
+    /// The layers from `first` on, applied to the hidden states after layer `first − 1` (the
+    /// embeddings' output when `first` is 0).
+    ///
+    /// # Shapes
+    /// - x: `[B·L, hidden]`; padding: `[B, L]`; output: `[B·L, hidden]`
+    pub fn forward_layers(&self, x: Tensor<2>, padding: Tensor<2, Bool>, first: usize) -> Tensor<2> {
+        let [batch, length] = padding.dims();
         let mask = padding.reshape([batch, 1, 1, length]).expand([batch, 1, length, length]);
-        let x = self.layers.iter().fold(hidden, |x, layer| layer.forward(x, mask.clone()));
-        x.reshape([batch, length, h])
+        self.layers[first..].iter().fold(x, |x, layer| layer.forward(x, mask.clone()))
     }
 }
 

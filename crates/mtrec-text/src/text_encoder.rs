@@ -9,7 +9,9 @@
 //!
 //! - `full`: every parameter trains;
 //! - `top`: the top `train_layers` transformer layers train, the embeddings and the layers below
-//!   are frozen (their forward builds no autodiff graph);
+//!   are frozen (their forward builds no autodiff graph); with `prefix_cache` (on by default)
+//!   their output is computed once per distinct text and stored ([`PrefixCache`]), so a step runs
+//!   only the top layers;
 //! - `lora`: every pretrained parameter is frozen and the `lora_targets` projections of every
 //!   layer get trainable LoRA adapters (burn's [`Module::apply_lora`]: `W + α/r·A·B`, `B = 0` at
 //!   the start, so the model starts as the pretrained one).
@@ -24,8 +26,12 @@ use burn::{
     tensor::{Bool, Device, Int, Tensor},
 };
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
-use crate::{BertModel, SentencePooling, TextError, encoder::Pretrained};
+use crate::{
+    BertModel, PrefixCache, PrefixCacheMode, SentencePooling, TextError, encoder::Pretrained, prefix_folder,
+    sha256_file,
+};
 
 /// How the encoder of the text columns trains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -76,6 +82,9 @@ pub struct TextTrainingConfig {
     pub weight_decay: f64,
     /// Clip each encoder parameter's gradient to this L2 norm (default 1.0; `0`: no clipping).
     pub max_grad_norm: f64,
+    /// `top`: store the frozen layers' states once per text (`f32`, default; `f16`: half the
+    /// disk) or run them every step (`off`); see [`PrefixCache`].
+    pub prefix_cache: PrefixCacheMode,
 }
 
 impl Default for TextTrainingConfig {
@@ -92,6 +101,7 @@ impl Default for TextTrainingConfig {
             warmup: 0.1,
             weight_decay: 0.01,
             max_grad_norm: 1.0,
+            prefix_cache: PrefixCacheMode::F32,
         }
     }
 }
@@ -157,6 +167,12 @@ pub struct TextEncoder {
     /// Its pooling (and normalisation).
     #[module(skip)]
     pub pooling: SentencePooling,
+    /// The pretrained model's identity (sha256 of its weights, config and tokenizer).
+    #[module(skip)]
+    pub model_id: String,
+    /// `top` with a prefix store: the frozen layers' states, computed once per text.
+    #[module(skip)]
+    pub prefix: Option<PrefixCache>,
 }
 
 impl TextEncoder {
@@ -197,7 +213,26 @@ impl TextEncoder {
                 bert.apply_lora(Lora::new(training.lora_rank, training.lora_alpha).set_param_group(group))
             }
         };
-        Ok(Self { bert, pooling: pretrained.pooling })
+        let mut id = Sha256::new();
+        id.update(pretrained.weights_sha.as_bytes());
+        id.update(sha256_file(&dir.join("config.json"))?.as_bytes());
+        id.update(sha256_file(&dir.join("tokenizer.json"))?.as_bytes());
+        let model_id = id.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        Ok(Self { bert, pooling: pretrained.pooling, model_id, prefix: None })
+    }
+
+    /// With `finetune = "top"` and `prefix_cache` on, the frozen layers' states are stored once
+    /// per text, in a folder of `root` named by [`prefix_folder`] (`None`: in memory), and a step
+    /// runs only the trained layers (see [`PrefixCache`]). Otherwise `self` unchanged.
+    pub fn with_prefix_cache(mut self, root: Option<&Path>, training: &TextTrainingConfig) -> Self {
+        let frozen = self.bert.layers.len().saturating_sub(training.train_layers);
+        if training.finetune != Finetune::Top || training.prefix_cache == PrefixCacheMode::Off || frozen == 0 {
+            return self;
+        }
+        let folder = prefix_folder(&self.model_id, frozen, training.max_len, training.prefix_cache);
+        let dir = root.map(|r| r.join(folder));
+        self.prefix = Some(PrefixCache::new(&self.bert, frozen, dir.as_deref(), training.prefix_cache));
+        self
     }
 
     /// Width of a sentence embedding.
@@ -217,8 +252,17 @@ impl TextEncoder {
         let longest = filled.int().sum_dim(1).max().into_scalar::<i64>().clamp(1, width as i64) as usize;
         let tokens = tokens.slice([0..batch, 0..longest]);
         let padding: Tensor<2, Bool> = tokens.clone().lower_equal_elem(0.0);
-        let ids: Tensor<2, Int> = (tokens - 1.0).clamp_min(0.0).int();
-        let hidden = self.bert.forward(ids, padding.clone());
+        let hidden = match &self.prefix {
+            Some(prefix) => {
+                let h = self.dim();
+                let states = prefix.states(tokens);
+                self.bert.forward_layers(states, padding.clone(), prefix.layers()).reshape([batch, longest, h])
+            }
+            None => {
+                let ids: Tensor<2, Int> = (tokens - 1.0).clamp_min(0.0).int();
+                self.bert.forward(ids, padding.clone())
+            }
+        };
         self.pooling.forward(hidden, padding)
     }
 }
@@ -361,6 +405,46 @@ mod tests {
         assert!(b.layers[1].intermediate.weight.grad(&grads).is_some(), "the top layer trains");
         assert!(b.layers[0].intermediate.weight.grad(&grads).is_none(), "the lower layer is frozen");
         assert!(b.embeddings.word_embeddings.weight.grad(&grads).is_none(), "the embeddings are frozen");
+    }
+
+    /// `top` with the prefix store: the stored states plus the top layer give the full forward's
+    /// embeddings and top-layer gradients (≤ 1e-5); each distinct text is stored once, and
+    /// another encoder on the same folder reads them back instead of computing; f16 rounds.
+    #[test]
+    fn the_prefix_cache_equals_the_full_forward() {
+        let (dir, reference) = tiny();
+        let device = Device::flex().autodiff();
+        let rows = token_rows(&dir, &reference, &device);
+        let tokens = Tensor::cat(vec![rows.clone(), rows.clone().slice([0..1])], 0); // a repeated text
+        let n_texts = rows.dims()[0];
+        let off = TextTrainingConfig { train_layers: 1, prefix_cache: PrefixCacheMode::Off, ..no_dropout(Finetune::Top) };
+        let on = TextTrainingConfig { prefix_cache: PrefixCacheMode::F32, ..off.clone() };
+        let store = tempfile::tempdir().unwrap();
+        let full = TextEncoder::open(&dir, &off, &device).unwrap().with_prefix_cache(Some(store.path()), &off);
+        assert!(full.prefix.is_none(), "prefix_cache = off");
+        let cached = TextEncoder::open(&dir, &on, &device).unwrap().with_prefix_cache(Some(store.path()), &on);
+        let w = Tensor::<1>::from_data(TensorData::new(floats(&reference["w"]), [8]), &device).unsqueeze_dim::<2>(0);
+        let run = |e: &TextEncoder| {
+            let out = e.forward(tokens.clone());
+            let grads = (out.clone() * w.clone()).sum().backward();
+            let g = e.bert.layers[1].intermediate.weight.grad(&grads).unwrap();
+            (out.into_data().try_into_vec::<f32>().unwrap(), g.into_data().try_into_vec::<f32>().unwrap())
+        };
+        let (want, want_grad) = run(&full);
+        let (got, got_grad) = run(&cached);
+        assert_close(&got, &want, 1e-5, "cached embedding");
+        assert_close(&got_grad, &want_grad, 1e-5, "cached top-layer gradient");
+        let prefix = cached.prefix.as_ref().unwrap();
+        assert_eq!((prefix.layers(), prefix.len()), (1, n_texts), "each distinct text stored once");
+        let again = TextEncoder::open(&dir, &on, &device).unwrap().with_prefix_cache(Some(store.path()), &on);
+        assert_eq!(again.prefix.as_ref().unwrap().len(), n_texts, "a second encoder reads the stored states");
+        assert_close(&run(&again).0, &want, 1e-5, "read back");
+        let half = TextTrainingConfig { prefix_cache: PrefixCacheMode::F16, ..off.clone() };
+        let f16 = TextEncoder::open(&dir, &half, &device).unwrap().with_prefix_cache(Some(store.path()), &half);
+        assert_eq!(f16.prefix.as_ref().unwrap().len(), 0, "f16 states live in their own folder");
+        let (got16, _) = run(&f16);
+        assert_close(&got16, &want, 1e-2, "f16 states");
+        assert!(got16.iter().zip(&want).any(|(a, b)| a != b), "f16 rounds");
     }
 
     /// LoRA with B = 0 is the pretrained (frozen) model; only the adapters get gradients; after a
