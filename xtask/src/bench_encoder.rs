@@ -7,7 +7,10 @@
 //! of the encoder with a two-output head on batches of `--batch` texts drawn at random from the
 //! first `--n`, `--max-len` tokens at most, for `--steps` steps after one warm-up step; with
 //! `--torch-train ../shared/reference/torch_finetune_wcr.py` the PyTorch reference runs the same
-//! number of steps alternately (`--freeze-layers` for `top`), and the ratio is printed.
+//! number of steps alternately (`--freeze-layers` for `top`), and the ratio is printed. `top` uses
+//! the frozen-prefix store (`--prefix-cache f32|f16`, in memory; `off` runs the frozen layers every
+//! step as the reference does): the prefixes of the `--n` texts are computed first and timed
+//! apart (once per text, whatever the number of epochs), then the steps run the top layers only.
 
 use std::{path::PathBuf, process::Command, time::Instant};
 
@@ -53,6 +56,9 @@ pub struct BenchEncoderArgs {
     /// Fine-tuning `top`: the layers that train.
     #[arg(long, default_value_t = 2)]
     train_layers: usize,
+    /// Fine-tuning `top`: the frozen-prefix store (`f32`, `f16`, `off`)
+    #[arg(long, default_value = "f32")]
+    prefix_cache: String,
     /// Fine-tuning: the PyTorch reference script (`torch_finetune_wcr.py`), run with `python3`.
     #[arg(long)]
     torch_train: Option<PathBuf>,
@@ -74,15 +80,31 @@ fn run_train(args: &BenchEncoderArgs, mode: &str, texts: &[String]) -> anyhow::R
         finetune,
         train_layers: args.train_layers,
         max_len: args.max_len,
+        prefix_cache: serde_json::from_value(serde_json::Value::String(args.prefix_cache.clone()))
+            .with_context(|| format!("--prefix-cache {}: expected off, f32 or f16", args.prefix_cache))?,
         ..Default::default()
     };
     let device = Device::flex().autodiff();
-    let encoder = mtrec_text::TextEncoder::open(&args.model, &training, &device)?;
+    let encoder = mtrec_text::TextEncoder::open(&args.model, &training, &device)?.with_prefix_cache(None, &training);
     let head = burn::nn::LinearConfig::new(encoder.dim(), 2).init(&device);
     let mut model = FineTuned { encoder, head };
     let input = mtrec_text::TokenInput::open(&args.model, Some(args.max_len))?;
     let values = input.values(texts)?;
     let width = input.len();
+    if let Some(prefix) = &model.encoder.prefix {
+        let start = Instant::now();
+        for rows in values.chunks(64 * width) {
+            let x = Tensor::<2>::from_data(burn::tensor::TensorData::new(rows.to_vec(), [rows.len() / width, width]), &device);
+            let _ = prefix.states(x);
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        println!(
+            "frozen prefix ({} layers) of {} texts, once: {seconds:.2} s, {:.1} texts/s",
+            prefix.layers(),
+            prefix.len(),
+            texts.len() as f64 / seconds
+        );
+    }
     let mut optim = burn::optim::AdamWConfig::new().with_weight_decay(0.01).init();
     // batches drawn at random (a fixed LCG), as the reference's shuffled epoch
     let mut state = 42u64;

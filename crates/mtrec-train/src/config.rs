@@ -684,7 +684,8 @@ impl ExperimentConfig {
     ///
     /// With `model.text.finetune` other than `frozen`, every input layer gets the pretrained
     /// encoder of the table's text columns ([`mtrec_text::TextEncoder`]), trainable as
-    /// `model.text` says.
+    /// `model.text` says; `top` stores its frozen prefix under the cache folder's `text-prefix/`
+    /// ([`mtrec_text::PrefixCache`]).
     pub fn build_model(&self, schema: &Schema, device: &burn::tensor::Device) -> Result<MultiTaskNet, TrainError> {
         self.model.check_schema(schema).map_err(TrainError::Config)?;
         let model = self.model.init(schema, device).materialize();
@@ -698,9 +699,21 @@ impl ExperimentConfig {
             ))
         })?;
         let tokens: Vec<bool> = schema.text.iter().map(|f| f.tokens).collect();
+        // `top`: one frozen-prefix store for every input layer's encoder (their frozen layers are
+        // the same pretrained ones), on disk in the cache folder
+        let prefix_root = mtrec_data::default_cache_dir().map(|d| d.join("text-prefix"));
+        let mut prefix: Option<mtrec_text::PrefixCache> = None;
         model.with_text_encoders(&tokens, || {
-            mtrec_text::TextEncoder::open(&dir, &self.model.text, device)
-                .map_err(|e| TrainError::Config(format!("model.text: {e}")))
+            let mut encoder = mtrec_text::TextEncoder::open(&dir, &self.model.text, device)
+                .map_err(|e| TrainError::Config(format!("model.text: {e}")))?;
+            match &prefix {
+                Some(shared) => encoder.prefix = Some(shared.clone()),
+                None => {
+                    encoder = encoder.with_prefix_cache(prefix_root.as_deref(), &self.model.text);
+                    prefix = encoder.prefix.clone();
+                }
+            }
+            Ok(encoder)
         })
     }
 
