@@ -94,7 +94,10 @@ fn run_train(args: &BenchEncoderArgs, mode: &str, texts: &[String]) -> anyhow::R
     if let Some(prefix) = &model.encoder.prefix {
         let start = Instant::now();
         for rows in values.chunks(64 * width) {
-            let x = Tensor::<2>::from_data(burn::tensor::TensorData::new(rows.to_vec(), [rows.len() / width, width]), &device);
+            let x = Tensor::<2>::from_data(
+                burn::tensor::TensorData::new(rows.to_vec(), [rows.len() / width, width]),
+                &device,
+            );
             let _ = prefix.states(x);
         }
         let seconds = start.elapsed().as_secs_f64();

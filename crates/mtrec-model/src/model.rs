@@ -654,6 +654,13 @@ impl MultiTaskNet {
             .reduce(|a, b| a.fuse(&b))
     }
 
+    /// The trainable text encoder of the first input layer (`None`: the model has none); every
+    /// input layer's encoder starts from the same pretrained model.
+    pub fn text_encoder(&self) -> Option<TextEncoder> {
+        let mut body = self.body.clone();
+        body.inputs_mut().into_iter().find_map(|input| input.encoder.clone())
+    }
+
     /// Sets λ of every adversarial head's gradient reversal (a warm-up schedule changes it as
     /// training progresses).
     pub fn set_adversarial_weight(&mut self, lambda: f64) {

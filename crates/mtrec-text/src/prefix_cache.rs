@@ -150,11 +150,13 @@ impl PrefixCache {
         let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, shape), &device);
         let padding = Tensor::<2, Bool>::from_data(TensorData::new(pad, shape), &device);
         let x = self.frozen.embed(ids);
-        let states: Vec<f32> =
-            self.frozen.forward_layers(x, padding, 0).into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 states");
-        rows.iter()
-            .enumerate()
-            .map(|(r, row)| states[r * longest * hidden..][..row.len() * hidden].to_vec())
-            .collect()
+        let states: Vec<f32> = self
+            .frozen
+            .forward_layers(x, padding, 0)
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .expect("f32 states");
+        rows.iter().enumerate().map(|(r, row)| states[r * longest * hidden..][..row.len() * hidden].to_vec()).collect()
     }
 }

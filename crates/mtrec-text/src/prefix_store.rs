@@ -193,10 +193,7 @@ impl PrefixStore {
         let values = &body[36..];
         Some(match self.elt {
             4 => values.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect(),
-            _ => values
-                .chunks_exact(2)
-                .map(|c| f16::from_le_bytes(c.try_into().expect("2 bytes")).to_f32())
-                .collect(),
+            _ => values.chunks_exact(2).map(|c| f16::from_le_bytes(c.try_into().expect("2 bytes")).to_f32()).collect(),
         })
     }
 
@@ -206,13 +203,18 @@ impl PrefixStore {
         if let Some(bad) = entries.iter().find(|(_, v)| v.is_empty() || v.len() % self.hidden != 0) {
             return Err(TextError::Corrupt {
                 path: self.path.clone().unwrap_or_default(),
-                reason: format!("prefix states of {} values are not whole tokens of width {}", bad.1.len(), self.hidden),
+                reason: format!(
+                    "prefix states of {} values are not whole tokens of width {}",
+                    bad.1.len(),
+                    self.hidden
+                ),
             });
         }
         let Some(path) = self.path.clone() else {
             for (key, values) in entries {
                 // an f16 store rounds in memory as on disk
-                let values = if self.elt == 2 { values.iter().map(|&v| f16::from_f32(v).to_f32()).collect() } else { values };
+                let values =
+                    if self.elt == 2 { values.iter().map(|&v| f16::from_f32(v).to_f32()).collect() } else { values };
                 self.memory.insert(key, values);
             }
             return Ok(());

@@ -417,7 +417,8 @@ mod tests {
         let rows = token_rows(&dir, &reference, &device);
         let tokens = Tensor::cat(vec![rows.clone(), rows.clone().slice([0..1])], 0); // a repeated text
         let n_texts = rows.dims()[0];
-        let off = TextTrainingConfig { train_layers: 1, prefix_cache: PrefixCacheMode::Off, ..no_dropout(Finetune::Top) };
+        let off =
+            TextTrainingConfig { train_layers: 1, prefix_cache: PrefixCacheMode::Off, ..no_dropout(Finetune::Top) };
         let on = TextTrainingConfig { prefix_cache: PrefixCacheMode::F32, ..off.clone() };
         let store = tempfile::tempdir().unwrap();
         let full = TextEncoder::open(&dir, &off, &device).unwrap().with_prefix_cache(Some(store.path()), &off);
