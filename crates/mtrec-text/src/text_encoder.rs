@@ -415,7 +415,7 @@ mod tests {
         let (dir, reference) = tiny();
         let device = Device::flex().autodiff();
         let rows = token_rows(&dir, &reference, &device);
-        let tokens = Tensor::cat(vec![rows.clone(), rows.clone().slice([0..1])], 0); // a repeated text
+        let tokens = Tensor::cat(vec![rows.clone(), rows.clone().narrow(0, 0, 1)], 0); // a repeated text
         let n_texts = rows.dims()[0];
         let off =
             TextTrainingConfig { train_layers: 1, prefix_cache: PrefixCacheMode::Off, ..no_dropout(Finetune::Top) };
