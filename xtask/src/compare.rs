@@ -1,13 +1,16 @@
 //! `cargo xtask compare`: every config with every seed, then a table of mean ± std over seeds
-//! (and Δm against a single-task config among them) as `compare.md` and `compare.json`.
+//! (and Δm against a single-task config among them) as `compare.md` and `compare.json`. With
+//! `--reuse`, a run already finished in the output folder under the same resolved config is read
+//! back instead of trained again: an interrupted compare (hours of fine-tuning) goes on where it
+//! stopped, and a seed trained apart can join the table.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
 use mtrec_data::{MtlDataset, Preprocessing, TaskKind};
 use mtrec_lab::{ConfigResult, compare_figure, fill_delta_m, markdown};
-use mtrec_train::{DataConfig, ExperimentConfig, RunDirectory, Trainer};
+use mtrec_train::{DataConfig, EpochRecord, ExperimentConfig, RunDirectory, Summary, Trainer, read_epochs};
 use serde::Serialize;
 
 /// Arguments of `cargo xtask compare`.
@@ -28,6 +31,21 @@ pub struct CompareArgs {
     /// Override a value in every config, as in `train`.
     #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
     sets: Vec<String>,
+    /// Read a run that `<out>/<name>/seed<k>` already holds finished (`summary.json` written,
+    /// `config.toml` the same as this run's) instead of training it again.
+    #[arg(long)]
+    reuse: bool,
+}
+
+/// The summary and epochs of the finished run in `dir`, when its `config.toml` is `config`'s.
+fn finished_run(dir: &Path, config: &ExperimentConfig) -> anyhow::Result<Option<(Summary, Vec<EpochRecord>)>> {
+    let (summary, recorded) = (dir.join("summary.json"), dir.join("config.toml"));
+    if !summary.is_file() || std::fs::read_to_string(&recorded).ok().as_deref() != Some(config.to_toml().as_str()) {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&summary).with_context(|| format!("reading {}", summary.display()))?;
+    let summary = serde_json::from_str(&text).with_context(|| format!("reading {}", summary.display()))?;
+    Ok(Some((summary, read_epochs(dir)?)))
 }
 
 #[derive(Serialize)]
@@ -85,13 +103,24 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
             }
             let run = c as u64 * args.seeds + k + 1;
             println!("run {run}/{total}: {} seed {}", config.name, config.seed);
-            let dir = RunDirectory::create(args.out.join(&config.name).join(format!("seed{}", config.seed)), &config)?;
-            if let Some(p) = preprocessing {
-                dir.write_preprocessing(p)?;
-            }
-            let device = config.device.open().map_err(anyhow::Error::msg)?;
-            let (summary, records, _) =
-                Trainer::new(&config, dataset, device).with_run_dir(dir).verbose(false).run()?;
+            let path = args.out.join(&config.name).join(format!("seed{}", config.seed));
+            let reused = if args.reuse { finished_run(&path, &config)? } else { None };
+            let (summary, records) = match reused {
+                Some(finished) => {
+                    println!("  reused the finished run in {}", path.display());
+                    finished
+                }
+                None => {
+                    let dir = RunDirectory::create(path, &config)?;
+                    if let Some(p) = preprocessing {
+                        dir.write_preprocessing(p)?;
+                    }
+                    let device = config.device.open().map_err(anyhow::Error::msg)?;
+                    let (summary, records, _) =
+                        Trainer::new(&config, dataset, device).with_run_dir(dir).verbose(false).run()?;
+                    (summary, records)
+                }
+            };
             seed_records.push(records);
             for task in &dataset.schema.tasks {
                 let (metric, extras): (&str, &[&str]) = match task.kind {
@@ -134,4 +163,30 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     compare_figure(&curves, &panels).save(&args.out.join("compare"))?;
     println!("wrote {}, compare.json, compare.svg and compare.png", args.out.join("compare.md").display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A finished run is reused only under the same resolved config and with its summary written.
+    #[test]
+    fn only_a_finished_run_of_the_same_config_is_reused() {
+        let dir = std::env::temp_dir().join(format!("mtrec-compare-reuse-{}", std::process::id()));
+        let config = ExperimentConfig::default();
+        let run = RunDirectory::create(&dir, &config).unwrap();
+        assert!(finished_run(&dir, &config).unwrap().is_none(), "no summary: not finished");
+        let summary: Summary = serde_json::from_str(
+            r#"{"name":"n","dataset":"d","model":"m","balance":"fixed","device":"flex","seed":42,"parameters":1,
+                "best_epoch":1,"epochs_run":1,"stopped_early":false,"train_samples_per_sec":1.0,"wall_seconds":1.0,
+                "valid":{},"test":{}}"#,
+        )
+        .unwrap();
+        run.write_summary(&summary).unwrap();
+        let (read, epochs) = finished_run(&dir, &config).unwrap().expect("finished, same config");
+        assert_eq!((read, epochs.len()), (summary, 0));
+        let other = ExperimentConfig { seed: config.seed + 1, ..config };
+        assert!(finished_run(&dir, &other).unwrap().is_none(), "another config is trained again");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
