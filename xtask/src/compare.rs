@@ -40,7 +40,10 @@ pub struct CompareArgs {
 /// The summary and epochs of the finished run in `dir`, when its `config.toml` is `config`'s.
 fn finished_run(dir: &Path, config: &ExperimentConfig) -> anyhow::Result<Option<(Summary, Vec<EpochRecord>)>> {
     let (summary, recorded) = (dir.join("summary.json"), dir.join("config.toml"));
-    if !summary.is_file() || std::fs::read_to_string(&recorded).ok().as_deref() != Some(config.to_toml().as_str()) {
+    // the recorded config read as `eval` reads it (its notes are comments), compared resolved
+    let same = recorded.is_file()
+        && ExperimentConfig::from_file(&recorded, &[]).is_ok_and(|c| c.to_toml() == config.to_toml());
+    if !summary.is_file() || !same {
         return Ok(None);
     }
     let text = std::fs::read_to_string(&summary).with_context(|| format!("reading {}", summary.display()))?;
@@ -175,6 +178,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("mtrec-compare-reuse-{}", std::process::id()));
         let config = ExperimentConfig::default();
         let run = RunDirectory::create(&dir, &config).unwrap();
+        run.write_config_with_notes(&config, &["table `categorical`: dense".into()]).unwrap();
         assert!(finished_run(&dir, &config).unwrap().is_none(), "no summary: not finished");
         let summary: Summary = serde_json::from_str(
             r#"{"name":"n","dataset":"d","model":"m","balance":"fixed","device":"flex","seed":42,"parameters":1,
