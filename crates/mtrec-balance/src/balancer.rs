@@ -160,6 +160,13 @@ pub trait LossBalancer {
         None
     }
 
+    /// The cosine between each pair of tasks' gradients at the shared tensors (pairs `(i, j)`,
+    /// `i < j`, in that order; mean over the last epoch's steps), for methods that compute them:
+    /// how much the tasks agree, or conflict, where they share parameters.
+    fn task_gradient_cosines(&self) -> Option<Vec<f64>> {
+        None
+    }
+
     /// What the method carries from one epoch to the next (learned weights and their optimiser's
     /// moments, initial losses, loss history, the epoch its random draws are seeded from), for
     /// checkpoints; `Null` for methods without state. Taken after [`Self::end_epoch`].

@@ -38,12 +38,13 @@ pub struct GradientCombination<C> {
     combiner: C,
     coefficients: Vec<f64>,
     norms: EpochMean,
+    cosines: EpochMean,
 }
 
 impl<C: GradientCombiner> GradientCombination<C> {
     /// Wraps `combiner` for `n_tasks` tasks.
     pub fn new(combiner: C, n_tasks: usize) -> Self {
-        Self { combiner, coefficients: vec![1.0; n_tasks], norms: EpochMean::default() }
+        Self { combiner, coefficients: vec![1.0; n_tasks], norms: EpochMean::default(), cosines: EpochMean::default() }
     }
 }
 
@@ -71,6 +72,7 @@ impl<C: GradientCombiner> LossBalancer for GradientCombination<C> {
             return Err(BalanceError(format!("{}: the coefficient of task {t} is not finite", self.name())));
         }
         self.norms.add(&(0..gram.len()).map(|t| gram[t][t].sqrt()).collect::<Vec<_>>());
+        self.cosines.add(&pair_cosines(&gram));
         Ok(grads.finish(&self.coefficients))
     }
 
@@ -81,6 +83,7 @@ impl<C: GradientCombiner> LossBalancer for GradientCombination<C> {
 
     fn end_epoch(&mut self, _mean_task_losses: &[f64]) {
         self.norms.end_epoch();
+        self.cosines.end_epoch();
         self.combiner.end_epoch();
     }
 
@@ -95,5 +98,41 @@ impl<C: GradientCombiner> LossBalancer for GradientCombination<C> {
     /// Mean ‖g_t‖ at the shared tensors over the last epoch.
     fn task_gradient_norms(&self) -> Option<Vec<f64>> {
         self.norms.last_epoch()
+    }
+
+    /// Mean cosine of each task pair's gradients at the shared tensors over the last epoch.
+    fn task_gradient_cosines(&self) -> Option<Vec<f64>> {
+        self.cosines.last_epoch()
+    }
+}
+
+/// `G[i][j]/√(G[i][i]·G[j][j])` for `i < j`, in that order (0 where a gradient is zero).
+pub fn pair_cosines(gram: &[Vec<f64>]) -> Vec<f64> {
+    let t = gram.len();
+    let mut out = Vec::with_capacity(t * t.saturating_sub(1) / 2);
+    for i in 0..t {
+        for j in i + 1..t {
+            let norms = (gram[i][i] * gram[j][j]).sqrt();
+            out.push(if norms > 0.0 { gram[i][j] / norms } else { 0.0 });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Cosines from a Gram matrix by hand: g0 = (1, 0), g1 = (1, 1), g2 = (−2, 0), and a zero
+    /// gradient.
+    #[test]
+    fn pair_cosines_by_hand() {
+        let g = [[1.0, 0.0], [1.0, 1.0], [-2.0, 0.0]];
+        let gram: Vec<Vec<f64>> = g.iter().map(|a| g.iter().map(|b| a[0] * b[0] + a[1] * b[1]).collect()).collect();
+        let c = pair_cosines(&gram);
+        let want = [1.0 / 2f64.sqrt(), -1.0, -1.0 / 2f64.sqrt()];
+        assert_eq!(c.len(), 3);
+        c.iter().zip(want).for_each(|(a, b)| assert!((a - b).abs() < 1e-12, "{c:?}"));
+        assert_eq!(pair_cosines(&[vec![0.0, 0.0], vec![0.0, 4.0]]), vec![0.0]);
     }
 }

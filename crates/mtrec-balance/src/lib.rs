@@ -33,7 +33,7 @@ pub use balancer::{
     batch_mean_tensor, batch_squares,
 };
 pub use cagrad::{CaGrad, CaGradScale};
-pub use combination::{GradientCombination, GradientCombiner};
+pub use combination::{GradientCombination, GradientCombiner, pair_cosines};
 pub use config::{BalanceConfig, BalanceMethod};
 pub use dwa::DynamicWeightAverage;
 pub use fixed::FixedWeights;

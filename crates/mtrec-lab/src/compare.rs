@@ -208,6 +208,7 @@ mod tests {
             valid: BTreeMap::from([("ctr".to_string(), BTreeMap::from([("auc".to_string(), auc)]))]),
             task_weights: BTreeMap::new(),
             task_gradient_norms: None,
+            task_gradient_cosines: None,
             monitor: auc,
             best: false,
             seconds: 0.0,

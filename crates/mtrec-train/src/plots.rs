@@ -381,6 +381,7 @@ mod tests {
             valid: BTreeMap::from([("ctr".into(), metrics(0.6 + 0.01 * epoch as f64)), ("cvr".into(), metrics(0.7))]),
             task_weights: BTreeMap::from([("ctr".into(), weights[0]), ("cvr".into(), weights[1])]),
             task_gradient_norms: None,
+            task_gradient_cosines: None,
             monitor: 0.0,
             best: false,
             seconds: 0.0,

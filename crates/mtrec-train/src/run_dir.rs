@@ -26,6 +26,10 @@ pub struct EpochRecord {
     /// Per-task gradient norms, for gradient-based balancers.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub task_gradient_norms: Option<BTreeMap<String, f64>>,
+    /// Gradient-combining balancers (PCGrad, MGDA, CAGrad, IMTL-G): the mean cosine between two
+    /// tasks' gradients at the shared tensors over the epoch, keyed `"a~b"` (negative: conflict).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_gradient_cosines: Option<BTreeMap<String, f64>>,
     /// The monitored validation value.
     pub monitor: f64,
     /// Whether this epoch is the best so far.

@@ -285,6 +285,13 @@ fn by_task<T: Clone>(schema: &Schema, values: &[T]) -> BTreeMap<String, T> {
     schema.tasks.iter().map(|t| t.name.clone()).zip(values.iter().cloned()).collect()
 }
 
+/// Pair values `(i, j)`, `i < j` in order, keyed by the tasks' names `"a~b"`.
+fn by_task_pair(schema: &Schema, values: &[f64]) -> BTreeMap<String, f64> {
+    let names: Vec<&str> = schema.tasks.iter().map(|t| t.name.as_str()).collect();
+    let pairs = (0..names.len()).flat_map(|i| (i + 1..names.len()).map(move |j| (i, j)));
+    pairs.zip(values).map(|((i, j), &v)| (format!("{}~{}", names[i], names[j]), v)).collect()
+}
+
 /// The value early stopping monitors: the mean of `metric` over the monitored tasks that have it
 /// this epoch (a task whose validation split holds one class has no AUC), with the names of the
 /// tasks left out. An error when none has it.
@@ -442,6 +449,7 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
                 valid: by_task(schema, &valid),
                 task_weights: by_task(schema, &state.balancer.task_weights()),
                 task_gradient_norms: state.balancer.task_gradient_norms().map(|g| by_task(schema, &g)),
+                task_gradient_cosines: state.balancer.task_gradient_cosines().map(|c| by_task_pair(schema, &c)),
                 monitor,
                 best: improved,
                 seconds: epoch_start.elapsed().as_secs_f64(),
@@ -1022,6 +1030,10 @@ mod tests {
                     assert!(r["task_weights"]["task2"].as_f64().unwrap().is_finite(), "{method:?}: {line}");
                     let gradient_based = matches!(method, Gradnorm | Pcgrad | Mgda | Cagrad | ImtlG);
                     assert_eq!(r["task_gradient_norms"]["task1"].is_f64(), gradient_based, "{method:?}: {line}");
+                    let combining = matches!(method, Pcgrad | Mgda | Cagrad | ImtlG);
+                    let cosine = r["task_gradient_cosines"]["task1~task2"].as_f64();
+                    assert_eq!(cosine.is_some(), combining, "{method:?}: {line}");
+                    assert!(cosine.is_none_or(|c| (-1.0..=1.0).contains(&c)), "{method:?}: {line}");
                 }
                 if method == Gradnorm {
                     let w = &records[3].task_weights;
