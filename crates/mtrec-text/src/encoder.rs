@@ -64,13 +64,11 @@ impl SentenceEncoder {
     /// Loads the model folder `dir` onto `device` (without autodiff: the encoder is frozen).
     pub fn open(dir: &Path, device: &Device) -> Result<Self, TextError> {
         let device = device.clone().without_autodiff();
-        let Pretrained { config, model, tokenizer, pooling, max_len, weights_sha } = Pretrained::load(dir, &device)?;
+        let pretrained = Pretrained::load(dir, &device)?;
         // the identity covers everything that changes an embedding: weights, the architecture's
         // config (layer norm epsilon, activations…), tokenizer, length, pooling
-        let mut id = Sha256::new();
-        id.update(weights_sha.as_bytes());
-        id.update(sha256_file(&dir.join("config.json"))?.as_bytes());
-        id.update(sha256_file(&dir.join("tokenizer.json"))?.as_bytes());
+        let mut id = pretrained.files_identity(dir)?;
+        let Pretrained { config, model, tokenizer, pooling, max_len, .. } = pretrained;
         id.update(format!("{max_len}/{:?}", pooling).as_bytes());
         let model_id = id.finalize().iter().map(|b| format!("{b:02x}")).collect();
         Ok(Self {
@@ -209,6 +207,17 @@ impl Pretrained {
             )));
         }
         Ok(Self { config, model, tokenizer, pooling, max_len, weights_sha })
+    }
+
+    /// A sha256 fed with the sha256 of the weights, of `config.json` and of the tokenizer of the
+    /// folder `dir` this was loaded from: the model's identity, to which users add what else
+    /// changes their output.
+    pub(crate) fn files_identity(&self, dir: &Path) -> Result<Sha256, TextError> {
+        let mut id = Sha256::new();
+        id.update(self.weights_sha.as_bytes());
+        id.update(sha256_file(&dir.join("config.json"))?.as_bytes());
+        id.update(sha256_file(&dir.join("tokenizer.json"))?.as_bytes());
+        Ok(id)
     }
 }
 

@@ -26,12 +26,9 @@ use burn::{
     tensor::{Bool, Device, Int, Tensor},
 };
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use sha2::Digest;
 
-use crate::{
-    BertModel, PrefixCache, PrefixCacheMode, SentencePooling, TextError, encoder::Pretrained, prefix_folder,
-    sha256_file,
-};
+use crate::{BertModel, PrefixCache, PrefixCacheMode, SentencePooling, TextError, encoder::Pretrained, prefix_folder};
 
 /// How the encoder of the text columns trains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -180,6 +177,7 @@ impl TextEncoder {
     /// trainable as `training` says (`frozen`: none).
     pub fn open(dir: &Path, training: &TextTrainingConfig, device: &Device) -> Result<Self, TextError> {
         let mut pretrained = Pretrained::load(dir, device)?;
+        let model_id: String = pretrained.files_identity(dir)?.finalize().iter().map(|b| format!("{b:02x}")).collect();
         if let Some(p) = training.dropout {
             pretrained.config.hidden_dropout_prob = p;
         }
@@ -213,11 +211,6 @@ impl TextEncoder {
                 bert.apply_lora(Lora::new(training.lora_rank, training.lora_alpha).set_param_group(group))
             }
         };
-        let mut id = Sha256::new();
-        id.update(pretrained.weights_sha.as_bytes());
-        id.update(sha256_file(&dir.join("config.json"))?.as_bytes());
-        id.update(sha256_file(&dir.join("tokenizer.json"))?.as_bytes());
-        let model_id = id.finalize().iter().map(|b| format!("{b:02x}")).collect();
         Ok(Self { bert, pooling: pretrained.pooling, model_id, prefix: None })
     }
 
