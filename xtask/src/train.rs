@@ -143,8 +143,9 @@ fn run_rank(args: TrainArgs, parallel: DataParallel) -> anyhow::Result<()> {
             100.0 * dp.communication_share
         );
     }
+    let at = summary.best_after_epochs.map_or(String::new(), |e| format!(" (after {e:.2} epochs)"));
     println!(
-        "best epoch {} of {} ({:.0} train samples/s, {:.1}s)",
+        "best epoch {}{at} of {} ({:.0} train samples/s, {:.1}s)",
         summary.best_epoch, summary.epochs_run, summary.train_samples_per_sec, summary.wall_seconds
     );
     for (task, metrics) in &summary.test {

@@ -211,6 +211,7 @@ mod tests {
             task_gradient_cosines: None,
             monitor: auc,
             best: false,
+            within_epoch: Vec::new(),
             seconds: 0.0,
             samples_per_sec: 0.0,
         };

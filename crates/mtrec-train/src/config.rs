@@ -479,6 +479,11 @@ pub struct TrainConfig {
     /// The update rule of row-sparse embedding tables (`model.sparse_embeddings`): `lazy_adam`
     /// (default), `adagrad`, `rowwise_adagrad` or `sgd`, at `train.lr`.
     pub sparse_optimizer: crate::SparseRule,
+    /// Validations per epoch (default 1: at its end). With `k > 1` the model is also validated
+    /// after each `1/k` of the epoch's batches, and any of these points can be the selected model
+    /// (as fine-tuning recipes select the best half-epoch); early stopping's patience then counts
+    /// validations, and a run that runs out of patience stops at the end of that epoch.
+    pub evals_per_epoch: usize,
     /// Model selection on the validation split.
     pub early_stopping: EarlyStoppingConfig,
 }
@@ -493,6 +498,7 @@ impl Default for TrainConfig {
             weight_decay: 0.0,
             adam_epsilon: 1e-8,
             sparse_optimizer: crate::SparseRule::LazyAdam,
+            evals_per_epoch: 1,
             early_stopping: EarlyStoppingConfig::default(),
         }
     }
@@ -649,6 +655,9 @@ impl ExperimentConfig {
         }
         if t.batch_size == 0 || t.eval_batch_size == 0 {
             return err("train.batch_size and train.eval_batch_size must be positive");
+        }
+        if t.evals_per_epoch == 0 {
+            return err("train.evals_per_epoch must be at least 1 (1: validate at the end of each epoch)");
         }
         if !(t.lr.is_finite() && t.lr > 0.0) {
             return err("train.lr must be a positive number");

@@ -44,7 +44,8 @@ pub use mpi_collective::MpiCollective;
 pub use parity::{ParityReport, check_parity};
 pub use plots::{Figure, Panel, PanelKind, Series, plot_run, read_epochs, run_figures, save_run_figures};
 pub use run_dir::{
-    DataParallelStats, EmbeddingTableUse, EpochRecord, PREPROCESSING_FILE, RunDirectory, Summary, read_preprocessing,
+    DataParallelStats, EmbeddingTableUse, EpochRecord, PREPROCESSING_FILE, RunDirectory, Summary,
+    WithinEpochValidation, read_preprocessing,
 };
 pub use safetensors::{safetensors_bytes, save_safetensors, tensors_to_safetensors};
 pub use sparse_optimizer::{SparseGradients, SparseRowOptimizer, SparseRule, TableGradient};

@@ -384,6 +384,7 @@ mod tests {
             task_gradient_cosines: None,
             monitor: 0.0,
             best: false,
+            within_epoch: Vec::new(),
             seconds: 0.0,
             samples_per_sec: 0.0,
         }

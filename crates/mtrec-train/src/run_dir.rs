@@ -34,10 +34,30 @@ pub struct EpochRecord {
     pub monitor: f64,
     /// Whether this epoch is the best so far.
     pub best: bool,
+    /// `train.evals_per_epoch > 1`: the validations within the epoch, before its end (the end's
+    /// are `valid`, `monitor` and `best`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub within_epoch: Vec<WithinEpochValidation>,
     /// Wall seconds of the epoch (training and validation).
     pub seconds: f64,
     /// Training throughput of the epoch (training only).
     pub samples_per_sec: f64,
+}
+
+/// A validation within an epoch (`train.evals_per_epoch > 1`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WithinEpochValidation {
+    /// Epochs trained at this point: `epoch - 1 + j / evals_per_epoch` (1.5: half-way through the
+    /// second epoch).
+    pub epochs: f64,
+    /// Training batches of the epoch done at this point.
+    pub batches: usize,
+    /// Validation metrics per task.
+    pub valid: BTreeMap<String, TaskMetrics>,
+    /// The monitored validation value.
+    pub monitor: f64,
+    /// Whether this point is the best so far.
+    pub best: bool,
 }
 
 /// `summary.json`.
@@ -57,8 +77,13 @@ pub struct Summary {
     pub seed: u64,
     /// Trainable parameters.
     pub parameters: usize,
-    /// The epoch whose model was selected on validation.
+    /// The epoch whose model was selected on validation (with `train.evals_per_epoch > 1`, the
+    /// epoch the selected point lies in).
     pub best_epoch: usize,
+    /// `train.evals_per_epoch > 1`: the epochs trained at the selected point (0.5: after half of
+    /// the first epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_after_epochs: Option<f64>,
     /// Epochs trained.
     pub epochs_run: usize,
     /// Whether early stopping ended the run.

@@ -19,7 +19,7 @@ use mtrec_model::{MultiTaskModel, MultiTaskNet};
 
 use crate::{
     Checkpoint, DataParallel, DataParallelStats, EarlyStopping, EpochRecord, ExperimentConfig, Optimizers,
-    RunDirectory, Summary, TaskMetrics, TrainError, TrainingState, adversarial_probe,
+    RunDirectory, Summary, TaskMetrics, TrainError, TrainingState, WithinEpochValidation, adversarial_probe,
     checkpoint::epoch_seed,
     collapse_warnings, data_parallel_step, expert_utilisation,
     metrics::{conditional_auc, first_non_finite, group_auc, task_metrics},
@@ -313,6 +313,17 @@ fn monitored_value(
     Ok((mean, missing.iter().map(|&t| schema.tasks[t].name.clone()).collect()))
 }
 
+/// The trained model, each task's mean training loss, the validations within the epoch and the
+/// time they took.
+type EpochOutcome = (MultiTaskNet, Vec<f64>, Vec<WithinEpochValidation>, Duration);
+
+/// What model selection needs at every validation: the monitored tasks, and whether the warning
+/// about tasks without the metric was given.
+struct Selection<'s> {
+    monitored: &'s [usize],
+    skipped_warned: &'s mut bool,
+}
+
 /// What the loop carries from epoch to epoch.
 struct LoopState {
     optim: Optimizers,
@@ -432,17 +443,20 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
         let mut skipped_warned = false;
         for epoch in first..=cfg.train.epochs {
             let (epoch_start, communication) = (Instant::now(), self.parallel.communication_time());
-            let train_losses;
-            (model, train_losses) = self.train_epoch(epoch, model, &mut state, &lr)?;
-            let epoch_train = epoch_start.elapsed();
+            let (train_losses, within_epoch, validating);
+            let mut selection = Selection { monitored: &monitored, skipped_warned: &mut skipped_warned };
+            (model, train_losses, within_epoch, validating) =
+                self.train_epoch(epoch, model, &mut state, &lr, &mut selection)?;
+            let epoch_train = epoch_start.elapsed() - validating;
             state.train_time += epoch_train;
             state.steps_time += epoch_train;
             state.steps_communication += self.parallel.communication_time() - communication;
             state.samples += self.dataset.train.n_rows();
             state.balancer.end_epoch(&train_losses);
 
+            let point = epoch * cfg.train.evals_per_epoch;
             let (valid, monitor, improved) =
-                self.validate(epoch, &model, &mut state, &monitored, &mut skipped_warned)?;
+                self.validate(epoch, point, &model, &mut state, &monitored, &mut skipped_warned)?;
             let record = EpochRecord {
                 epoch,
                 train_loss: by_task(schema, &train_losses),
@@ -452,6 +466,7 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
                 task_gradient_cosines: state.balancer.task_gradient_cosines().map(|c| by_task_pair(schema, &c)),
                 monitor,
                 best: improved,
+                within_epoch,
                 seconds: epoch_start.elapsed().as_secs_f64(),
                 samples_per_sec: self.dataset.train.n_rows() as f64 / epoch_train.as_secs_f64(),
             };
@@ -479,12 +494,14 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
         Ok(())
     }
 
-    /// Evaluates the epoch's model on validation and lets early stopping judge it; keeps it (and
-    /// writes `best_model.bpk`) when it is the best so far. Returns the validation metrics, the
+    /// Evaluates the model on validation and lets early stopping judge it as validation `point`
+    /// (1-based over the run: `train.evals_per_epoch` an epoch); keeps it (and writes
+    /// `best_model.bpk`) when it is the best so far. Returns the validation metrics, the
     /// monitored value and whether it improved.
     fn validate(
         &self,
         epoch: usize,
+        point: usize,
         model: &MultiTaskNet,
         state: &mut LoopState,
         monitored: &[usize],
@@ -502,7 +519,7 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
             ));
             *skipped_warned = true;
         }
-        let improved = state.stopper.update(epoch, monitor);
+        let improved = state.stopper.update(point, monitor);
         if improved {
             if let Some(dir) = self.writer() {
                 state.best_bytes = record_bytes(eval_model.clone().into_record(), &dir.best_model_path())?;
@@ -590,7 +607,9 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
         Ok((restored.model, state))
     }
 
-    /// One epoch of training steps; returns each task's mean training loss.
+    /// One epoch of training steps, validating after each `1/k` of them when
+    /// `train.evals_per_epoch = k > 1`; returns each task's mean training loss, the validations
+    /// within the epoch and the time they took.
     ///
     /// Reseeds the backend's generator from (seed, epoch) and draws the epoch's batch order from them;
     /// sets the adversarial reversal weight of its schedule before every step.
@@ -600,7 +619,8 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
         mut model: MultiTaskNet,
         state: &mut LoopState,
         lr: &burn::lr_scheduler::module_lr_scheduler::ModuleLearningRate,
-    ) -> Result<(MultiTaskNet, Vec<f64>), TrainError> {
+        selection: &mut Selection<'_>,
+    ) -> Result<EpochOutcome, TrainError> {
         let (cfg, ds) = (self.config, self.dataset);
         let schema = &ds.schema;
         let kinds = schema.task_kinds();
@@ -612,6 +632,10 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
         let mut loss_sums: Vec<Tensor<1>> = (0..kinds.len()).map(|_| Tensor::zeros([1], &self.device)).collect();
         let parallel = &self.parallel;
         let all_steps = (cfg.train.epochs * n_batches) as f64;
+        let k = cfg.train.evals_per_epoch;
+        // the validations within the epoch: after batch ⌈j·n/k⌉, j = 1..k (the k-th is the end's)
+        let within_points: Vec<usize> = (1..k).map(|j| (j * n_batches).div_ceil(k)).collect();
+        let (mut within_epoch, mut validating) = (Vec::new(), Duration::ZERO);
         for (b, batch) in ds.train.stream(schema.widths(), cfg.train.batch_size, order, &ad).enumerate() {
             let batch = batch?;
             let progress = ((epoch - 1) * n_batches + b) as f64 / all_steps;
@@ -626,6 +650,24 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
                 *sum = sum.clone() + loss.without_autodiff().mul_scalar(rows);
             }
             bar.inc(1);
+            if let Some(j) = within_points.iter().position(|&p| p == b + 1) {
+                let started = Instant::now();
+                let point = (epoch - 1) * k + j + 1;
+                let (valid, monitor, best) =
+                    self.validate(epoch, point, &model, state, selection.monitored, selection.skipped_warned)?;
+                let v = WithinEpochValidation {
+                    epochs: (epoch - 1) as f64 + (j + 1) as f64 / k as f64,
+                    batches: b + 1,
+                    valid: by_task(schema, &valid),
+                    monitor,
+                    best,
+                };
+                if self.prints() {
+                    bar.suspend(|| println!("{}", within_epoch_line(&v, &cfg.train.early_stopping.metric)));
+                }
+                within_epoch.push(v);
+                validating += started.elapsed();
+            }
         }
         bar.finish_and_clear();
         let mut losses: Vec<f64> = loss_sums.into_iter().map(|s| s.into_scalar::<f32>() as f64).collect();
@@ -634,7 +676,7 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
         if let Some((t, &value)) = losses.iter().enumerate().find(|(_, v)| !v.is_finite()) {
             return Err(TrainError::Diverged { epoch, task: schema.tasks[t].name.clone(), value });
         }
-        Ok((model, losses))
+        Ok((model, losses, within_epoch, validating))
     }
 
     fn progress_bar(&self, epoch: usize, n_batches: usize) -> ProgressBar {
@@ -716,6 +758,7 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
         let (utilisation, probe) = self.diagnostics(&best_model)?;
         let records = state.records;
         let epochs_run = records.len();
+        let k = cfg.train.evals_per_epoch;
         let summary = Summary {
             name: cfg.name.clone(),
             dataset: ds.name.clone(),
@@ -724,7 +767,9 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
             device: cfg.device.name().to_string(),
             seed: cfg.seed,
             parameters: best_model.num_params(),
-            best_epoch: state.stopper.best().map_or(epochs_run, |(_, e)| e),
+            best_epoch: state.stopper.best().map_or(epochs_run, |(_, point)| point.div_ceil(k)),
+            best_after_epochs: (k > 1)
+                .then(|| state.stopper.best().map_or(epochs_run as f64, |(_, point)| point as f64 / k as f64)),
             epochs_run,
             stopped_early: epochs_run < cfg.train.epochs,
             train_samples_per_sec: state.samples as f64 / state.train_time.as_secs_f64(),
@@ -871,10 +916,9 @@ fn record_bytes(record: ModuleRecord, path: &std::path::Path) -> Result<Vec<u8>,
     Ok(record.into_bytes().map_err(|e| checkpoint_error(path, e))?.to_vec())
 }
 
-fn epoch_line(r: &EpochRecord, epochs: usize, metric: &str) -> String {
-    let losses: Vec<String> = r.train_loss.iter().map(|(t, v)| format!("{t} {v:.4}")).collect();
-    let valid: Vec<String> = r
-        .valid
+/// `task metric value` for each task's validation: the monitored metric, else its first.
+fn valid_line(valid: &BTreeMap<String, TaskMetrics>, metric: &str) -> String {
+    let valid: Vec<String> = valid
         .iter()
         .map(|(t, m)| {
             let (name, v) =
@@ -882,14 +926,29 @@ fn epoch_line(r: &EpochRecord, epochs: usize, metric: &str) -> String {
             format!("{t} {name} {v:.4}")
         })
         .collect();
+    valid.join(", ")
+}
+
+fn epoch_line(r: &EpochRecord, epochs: usize, metric: &str) -> String {
+    let losses: Vec<String> = r.train_loss.iter().map(|(t, v)| format!("{t} {v:.4}")).collect();
     format!(
         "epoch {:>3}/{epochs}  train loss: {}  valid: {}  {:.1}s  {:.0} samples/s{}",
         r.epoch,
         losses.join(", "),
-        valid.join(", "),
+        valid_line(&r.valid, metric),
         r.seconds,
         r.samples_per_sec,
         if r.best { "  *best" } else { "" }
+    )
+}
+
+fn within_epoch_line(v: &WithinEpochValidation, metric: &str) -> String {
+    format!(
+        "  after {:.2} epochs ({} batches)  valid: {}{}",
+        v.epochs,
+        v.batches,
+        valid_line(&v.valid, metric),
+        if v.best { "  *best" } else { "" }
     )
 }
 
@@ -976,6 +1035,54 @@ mod tests {
     }
 
     /// The saved model re-evaluates to the metrics the run reported.
+    /// `train.evals_per_epoch = 3`: two validations within each epoch besides its end, every one
+    /// judged by model selection; the summary holds the selected point's validation metrics, and
+    /// `best_model.bpk` is that point's model.
+    #[test]
+    fn validations_within_an_epoch_select_among_all_points() {
+        let mut cfg = tiny_config(mtrec_model::Architecture::Mmoe);
+        (cfg.train.epochs, cfg.train.evals_per_epoch, cfg.train.lr) = (1, 3, 1e-1);
+        // a high learning rate: the validation error jumps around, so the best point can lie within an epoch
+        let ds = cfg.data.load().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDirectory::create(dir.path().join("run"), &cfg).unwrap();
+        let (summary, records, _) =
+            Trainer::new(&cfg, &ds, Device::flex()).with_run_dir(run).verbose(false).run().unwrap();
+        // 2000 rows in batches of 64: 32 batches, validated after 11, 22 and 32 (the end)
+        let mut points = Vec::new(); // (epochs trained, monitor, valid, best)
+        for r in &records {
+            assert_eq!(r.within_epoch.iter().map(|v| v.batches).collect::<Vec<_>>(), [11, 22]);
+            let e = (r.epoch - 1) as f64;
+            assert_eq!(r.within_epoch.iter().map(|v| v.epochs).collect::<Vec<_>>(), [e + 1.0 / 3.0, e + 2.0 / 3.0]);
+            points.extend(r.within_epoch.iter().map(|v| (v.epochs, v.monitor, v.valid.clone(), v.best)));
+            points.push((r.epoch as f64, r.monitor, r.valid.clone(), r.best));
+        }
+        // the model trained between the points, and "best" marks each new minimum of the MSE
+        let mut best_so_far = f64::INFINITY;
+        for (epochs, monitor, _, best) in &points {
+            assert_eq!(*best, *monitor < best_so_far, "point {epochs}");
+            best_so_far = best_so_far.min(*monitor);
+        }
+        let monitors: Vec<f64> = points.iter().map(|p| p.1).collect();
+        assert!(monitors.windows(2).all(|w| w[0] != w[1]), "{monitors:?}");
+        let selected = points.iter().rposition(|p| p.3).unwrap();
+        let (epochs, _, valid, _) = &points[selected];
+        eprintln!("validation mse {monitors:?}: selected after {epochs} epochs");
+        assert_eq!(summary.best_after_epochs, Some(*epochs));
+        assert_eq!(summary.best_epoch, epochs.ceil() as usize);
+        assert_eq!(&summary.valid, valid);
+        // at this learning rate the selected point lies within an epoch: its model is the one kept
+        assert!(epochs.fract() != 0.0, "the test needs a point within an epoch to be selected: {monitors:?}");
+        let (_, _, again) = evaluate_run(&dir.path().join("run"), Split::Valid, &[], None).unwrap();
+        assert_eq!(by_task(&ds.schema, &again), summary.valid);
+    }
+
+    #[test]
+    fn train_evals_per_epoch_must_be_positive() {
+        let err = ExperimentConfig::from_toml("[train]\nevals_per_epoch = 0\n", "x.toml", &[]).unwrap_err().to_string();
+        assert!(err.contains("train.evals_per_epoch"), "{err}");
+    }
+
     #[test]
     fn evaluate_run_reproduces_the_summary() {
         let mut cfg = tiny_config(mtrec_model::Architecture::Mmoe);
