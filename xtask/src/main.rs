@@ -19,6 +19,9 @@
 //!   encoder (or copies it from a folder) and checks its hashes; `cargo xtask data inspect --config
 //!   FILE` prints a dataset's schema and statistics; `cargo xtask data bench --config FILE` times
 //!   its loading.
+//! - `cargo xtask pretrain-text --config FILE --out DIR [--epochs N] [--max-texts N]` pretrains the
+//!   config's text encoder on its table's training texts (unsupervised SimCSE) and writes it as a
+//!   sentence-transformers folder a config's `encoder = "…"` reads.
 //! - `cargo xtask embed --encoder DIR --input FILE --column NAME --out FILE` writes the sentence
 //!   embeddings of a text column.
 
@@ -30,6 +33,7 @@ mod embed;
 mod eval;
 mod export;
 mod plot;
+mod pretrain_text;
 mod ranks;
 mod synthetic_study;
 mod train;
@@ -92,6 +96,9 @@ enum Command {
     Export(export::ExportArgs),
     /// Redraw a run's figures (SVG and PNG).
     Plot(plot::PlotArgs),
+    /// Pretrain the text encoder on the table's own texts (unsupervised SimCSE), then point a
+    /// config at it: the serial stage of multi-task learning.
+    PretrainText(pretrain_text::PretrainTextArgs),
     /// The MMoE paper's synthetic study: shared-bottom, OMoE and MMoE over task correlations.
     SyntheticStudy(synthetic_study::StudyArgs),
     /// One bench measurement (run by `bench` in a child process).
@@ -116,6 +123,7 @@ fn main() -> std::process::ExitCode {
         Command::Eval(args) => eval::run(args),
         Command::Export(args) => export::run(args),
         Command::Plot(args) => plot::run(args),
+        Command::PretrainText(args) => pretrain_text::run(args),
         Command::SyntheticStudy(args) => synthetic_study::run(args),
         Command::BenchOne(args) => bench::run_one(args),
     };

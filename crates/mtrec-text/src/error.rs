@@ -36,4 +36,7 @@ pub enum TextError {
         /// The tokenizer's message.
         reason: String,
     },
+    /// A training setting or input that cannot work (the message names it).
+    #[error("{0}")]
+    Config(String),
 }
