@@ -337,12 +337,34 @@ mod tests {
         }
     }
 
+    /// The backends to compare: flex (its fused kernels) and ndarray (plain burn) always; wgpu
+    /// where `MTREC_TEST_WGPU` is set (a build with the `wgpu` feature and a Vulkan driver).
+    fn backends() -> Vec<(&'static str, Device)> {
+        #[allow(deprecated, unused_mut)]
+        let mut out = vec![("flex", Device::flex()), ("ndarray", Device::ndarray())];
+        match std::env::var_os("MTREC_TEST_WGPU") {
+            #[cfg(feature = "wgpu")]
+            Some(_) => out.push(("wgpu", Device::wgpu(burn::tensor::DeviceKind::DefaultDevice))),
+            #[cfg(not(feature = "wgpu"))]
+            Some(_) => panic!("MTREC_TEST_WGPU is set but mtrec-text was built without the `wgpu` feature"),
+            None => eprintln!("SKIP fine-tuning gradients on wgpu: build with --features wgpu and set MTREC_TEST_WGPU=1"),
+        }
+        out
+    }
+
     /// Fully fine-tuned, the tiny BERT gives PyTorch's embeddings and PyTorch's gradients of
-    /// `sum(embedding · w)` (token ids from the same tokenizer, padded to the longest row).
+    /// `sum(embedding · w)` (token ids from the same tokenizer, padded to the longest row), on
+    /// every backend.
     #[test]
-    fn gradients_of_fine_tuning_equal_pytorchs() {
+    fn gradients_of_fine_tuning_equal_pytorchs_on_every_backend() {
+        for (name, device) in backends() {
+            eprintln!("{name}: fine-tuning gradients of the tiny BERT against PyTorch's");
+            gradients_of_fine_tuning_equal_pytorchs_on(device.autodiff());
+        }
+    }
+
+    fn gradients_of_fine_tuning_equal_pytorchs_on(device: Device) {
         let (dir, reference) = tiny();
-        let device = Device::flex().autodiff();
         let encoder = TextEncoder::open(&dir, &no_dropout(Finetune::Full), &device).unwrap();
         let tokens = token_rows(&dir, &reference, &device);
         let out = encoder.forward(tokens);
