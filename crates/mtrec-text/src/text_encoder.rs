@@ -13,8 +13,10 @@
 //!   their output is computed once per distinct text and stored ([`PrefixCache`]), so a step runs
 //!   only the top layers;
 //! - `lora`: every pretrained parameter is frozen and the `lora_targets` projections of every
-//!   layer get trainable LoRA adapters (burn's [`Module::apply_lora`]: `W + α/r·A·B`, `B = 0` at
-//!   the start, so the model starts as the pretrained one).
+//!   layer (or of the top `lora_layers`) get trainable LoRA adapters (burn's
+//!   [`Module::apply_lora`]: `W + α/r·A·B`, `B = 0` at the start, so the model starts as the
+//!   pretrained one); with `lora_layers`, the layers below never change and use the prefix store
+//!   as `top` does.
 //!
 //! The encoder's parameters are shared parameters for every balancer: a gradient method sees them
 //! in the shared phase as it sees a shared bottom.
@@ -70,6 +72,10 @@ pub struct TextTrainingConfig {
     /// `lora`: which projections get adapters, of [`LORA_TARGETS`] (default query and value, as
     /// in the LoRA paper).
     pub lora_targets: Vec<String>,
+    /// `lora`: adapters in the top `k` transformer layers only (default: every layer); the
+    /// embeddings and the layers below are then a frozen prefix, stored as `top`'s
+    /// (`prefix_cache`).
+    pub lora_layers: Option<usize>,
     /// Learning rate of the encoder's parameters (default 2e-5; LoRA usually wants 1e-4 to 1e-3).
     pub lr: f64,
     /// Fraction of the run's steps over which the encoder's learning rate warms up linearly from
@@ -94,6 +100,7 @@ impl Default for TextTrainingConfig {
             lora_rank: 8,
             lora_alpha: 16.0,
             lora_targets: vec!["query".into(), "value".into()],
+            lora_layers: None,
             lr: 2e-5,
             warmup: 0.1,
             weight_decay: 0.01,
@@ -132,6 +139,9 @@ impl TextTrainingConfig {
             if let Some(t) = self.lora_targets.iter().find(|t| !LORA_TARGETS.contains(&t.as_str())) {
                 return Err(format!("model.text.lora_targets: unknown projection {t:?}; expected {LORA_TARGETS:?}"));
             }
+            if self.lora_layers == Some(0) {
+                return Err("model.text.lora_layers must be positive (leave it out: adapters in every layer)".into());
+            }
         }
         let lr_ok = self.lr.is_finite() && self.lr > 0.0;
         if !lr_ok || !(0.0..1.0).contains(&self.warmup) || self.weight_decay < 0.0 || self.max_grad_norm < 0.0 {
@@ -140,19 +150,32 @@ impl TextTrainingConfig {
         Ok(())
     }
 
-    /// The parameter paths (inside the encoder) of the LoRA targets, as regexes.
-    fn lora_paths(&self) -> Vec<String> {
+    /// The parameter paths (inside an encoder of `n_layers` layers) of the LoRA targets, as
+    /// regexes.
+    fn lora_paths(&self, n_layers: usize) -> Vec<String> {
+        let first = n_layers.saturating_sub(self.lora_layers.unwrap_or(n_layers));
+        let layers = (first..n_layers).map(|i| i.to_string()).collect::<Vec<_>>().join("|");
         self.lora_targets
             .iter()
             .map(|t| {
                 let inner = match t.as_str() {
-                    "attention_output" => r"attention\.output",
-                    "query" | "key" | "value" => return format!(r"^layers\.\d+\.attention\.{t}\.weight$"),
-                    other => other,
+                    "attention_output" => r"attention\.output".to_string(),
+                    "query" | "key" | "value" => format!(r"attention\.{t}"),
+                    other => other.to_string(),
                 };
-                format!(r"^layers\.\d+\.{inner}\.weight$")
+                format!(r"^layers\.(?:{layers})\.{inner}\.weight$")
             })
             .collect()
+    }
+
+    /// The transformer layers below every trained parameter (the embeddings run before them):
+    /// `top`'s and `lora` with `lora_layers`' frozen prefix; 0 otherwise.
+    pub fn frozen_layers(&self, n_layers: usize) -> usize {
+        match self.finetune {
+            Finetune::Top => n_layers.saturating_sub(self.train_layers),
+            Finetune::Lora => n_layers.saturating_sub(self.lora_layers.unwrap_or(n_layers)),
+            Finetune::Full | Finetune::Frozen => 0,
+        }
     }
 }
 
@@ -204,9 +227,8 @@ impl TextEncoder {
                 }
             }
             Finetune::Lora => {
-                let group = ParamGroup::from_any_regexes(training.lora_paths()).map_err(|e| TextError::Corrupt {
-                    path: dir.to_path_buf(),
-                    reason: format!("model.text.lora_targets: {e:?}"),
+                let group = ParamGroup::from_any_regexes(training.lora_paths(bert.layers.len())).map_err(|e| {
+                    TextError::Corrupt { path: dir.to_path_buf(), reason: format!("model.text.lora_targets: {e:?}") }
                 })?;
                 bert.apply_lora(Lora::new(training.lora_rank, training.lora_alpha).set_param_group(group))
             }
@@ -214,12 +236,13 @@ impl TextEncoder {
         Ok(Self { bert, pooling: pretrained.pooling, model_id, prefix: None })
     }
 
-    /// With `finetune = "top"` and `prefix_cache` on, the frozen layers' states are stored once
-    /// per text, in a folder of `root` named by [`prefix_folder`] (`None`: in memory), and a step
-    /// runs only the trained layers (see [`PrefixCache`]). Otherwise `self` unchanged.
+    /// With a frozen prefix (`finetune = "top"`, or `"lora"` with `lora_layers`) and
+    /// `prefix_cache` on, the frozen layers' states are stored once per text, in a folder of
+    /// `root` named by [`prefix_folder`] (`None`: in memory), and a step runs only the layers above
+    /// (see [`PrefixCache`]). Otherwise `self` unchanged.
     pub fn with_prefix_cache(mut self, root: Option<&Path>, training: &TextTrainingConfig) -> Self {
-        let frozen = self.bert.layers.len().saturating_sub(training.train_layers);
-        if training.finetune != Finetune::Top || training.prefix_cache == PrefixCacheMode::Off || frozen == 0 {
+        let frozen = training.frozen_layers(self.bert.layers.len());
+        if training.prefix_cache == PrefixCacheMode::Off || frozen == 0 {
             return self;
         }
         let folder = prefix_folder(&self.model_id, frozen, training.max_len, training.prefix_cache);
@@ -288,9 +311,19 @@ mod tests {
             lora_targets: vec!["query".into(), "attention_output".into(), "output".into()],
             ..Default::default()
         }
-        .lora_paths();
+        .lora_paths(4);
         let group = ParamGroup::from_any_regexes(paths).unwrap();
         let id = burn::module::ParamId::new();
+        let top = TextTrainingConfig { lora_layers: Some(1), ..Default::default() }.lora_paths(4);
+        let top = ParamGroup::from_any_regexes(top).unwrap();
+        assert!(top.matches(&burn::module::ParamId::new(), Some("layers.3.attention.query.weight")));
+        assert!(!top.matches(&burn::module::ParamId::new(), Some("layers.2.attention.query.weight")));
+        let none = TextTrainingConfig { finetune: Finetune::Lora, lora_layers: Some(0), ..Default::default() };
+        assert!(none.validate().unwrap_err().contains("lora_layers"));
+        assert_eq!(
+            (none.frozen_layers(6), TextTrainingConfig { lora_layers: Some(2), ..none.clone() }.frozen_layers(6)),
+            (6, 4)
+        );
         assert!(group.matches(&id, Some("layers.3.attention.query.weight")));
         assert!(group.matches(&id, Some("layers.0.attention.output.weight")));
         assert!(group.matches(&id, Some("layers.0.output.weight")));
@@ -347,7 +380,9 @@ mod tests {
             Some(_) => out.push(("wgpu", Device::wgpu(burn::tensor::DeviceKind::DefaultDevice))),
             #[cfg(not(feature = "wgpu"))]
             Some(_) => panic!("MTREC_TEST_WGPU is set but mtrec-text was built without the `wgpu` feature"),
-            None => eprintln!("SKIP fine-tuning gradients on wgpu: build with --features wgpu and set MTREC_TEST_WGPU=1"),
+            None => {
+                eprintln!("SKIP fine-tuning gradients on wgpu: build with --features wgpu and set MTREC_TEST_WGPU=1")
+            }
         }
         out
     }
@@ -420,6 +455,45 @@ mod tests {
         assert!(b.layers[1].intermediate.weight.grad(&grads).is_some(), "the top layer trains");
         assert!(b.layers[0].intermediate.weight.grad(&grads).is_none(), "the lower layer is frozen");
         assert!(b.embeddings.word_embeddings.weight.grad(&grads).is_none(), "the embeddings are frozen");
+    }
+
+    /// `lora` with `lora_layers = 1`: adapters in the top layer only, so the embeddings and layer 0
+    /// are a frozen prefix read from the store; two SGD steps from the stored prefix end where two
+    /// steps through every layer do (≤ 1e-5).
+    #[test]
+    fn lora_in_the_top_layers_reads_the_prefix_store() {
+        let (dir, reference) = tiny();
+        let device = Device::flex().autodiff();
+        let tokens = token_rows(&dir, &reference, &device);
+        let off = TextTrainingConfig {
+            lora_layers: Some(1),
+            prefix_cache: PrefixCacheMode::Off,
+            lora_targets: vec!["query".into(), "value".into(), "intermediate".into()],
+            ..no_dropout(Finetune::Lora)
+        };
+        let on = TextTrainingConfig { prefix_cache: PrefixCacheMode::F32, ..off.clone() };
+        let store = tempfile::tempdir().unwrap();
+        // one encoder (LoRA's A is drawn at random), with and without the store
+        let full = TextEncoder::open(&dir, &off, &device).unwrap();
+        let cached = full.clone().with_prefix_cache(Some(store.path()), &on);
+        assert_eq!(cached.prefix.as_ref().map(PrefixCache::layers), Some(1), "layer 0 and the embeddings are frozen");
+        let w = Tensor::<1>::from_data(TensorData::new(floats(&reference["w"]), [8]), &device).unsqueeze_dim::<2>(0);
+        let v = |t: Tensor<2>| t.into_data().try_into_vec::<f32>().unwrap();
+        let before = v(full.forward(tokens.clone()));
+        // two SGD steps (the first moves B off zero, the second A too) from each one's own gradients
+        let step = |e: TextEncoder| {
+            let mut optim = burn::optim::SgdConfig::new().init();
+            let mut e = e;
+            for _ in 0..2 {
+                let grads = (e.forward(tokens.clone()) * w.clone()).sum().backward();
+                e = optim.step(0.5, e.clone(), GradientsParams::from_grads(grads, &e));
+            }
+            e
+        };
+        let (full, cached) = (step(full), step(cached));
+        let (want, got) = (v(full.forward(tokens.clone())), v(cached.forward(tokens.clone())));
+        assert!(want.iter().zip(&before).any(|(a, b)| (a - b).abs() > 1e-3), "the adapters moved the embeddings");
+        assert_close(&got, &want, 1e-5, "LoRA over the stored prefix");
     }
 
     /// `top` with the prefix store: the stored states plus the top layer give the full forward's
