@@ -11,7 +11,10 @@
 //!
 //! The encoder can also train with the tasks: [`TextEncoder`] is the same BERT as a module of the
 //! model (wholly trainable, its top layers, or LoRA adapters, as [`TextTrainingConfig`] says), fed
-//! with the token ids [`TokenInput`] puts into the table.
+//! with the token ids [`TokenInput`] puts into the table. Where only the top layers (or adapters in
+//! them) train, [`PrefixCache`] stores the frozen layers' output once per text. Before the tasks, the
+//! encoder can be pretrained on the table's own texts without labels ([`pretrain_simcse`]: the
+//! serial stage of multi-task learning).
 
 mod bert;
 mod cache;
