@@ -46,6 +46,12 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
                 config.model.text.finetune
             );
         };
+        if config.model.text.adapters == mtrec_text::Adapters::PerTask {
+            anyhow::bail!(
+                "--encoder: the run's adapters are per task (model.text.adapters = \"per_task\"): its shared encoder \
+                 is the frozen pretrained one, and each task's adapted encoder reads out into that task alone"
+            );
+        }
         let base = config.data.text_encoder_dir()?.context("--encoder: the run's table has no text column")?;
         encoder.save_pretrained(&base, &folder, &config.model.text)?;
         println!("wrote the fine-tuned encoder to {} (base {})", folder.display(), base.display());

@@ -21,6 +21,7 @@ mod ple;
 mod shared_bottom;
 mod single_task;
 mod sparse_rows;
+mod task_text;
 mod tower;
 
 pub use adversarial::{AdversarialHead, AdversarialHeadConfig, dann_lambda, gradient_reversal};
@@ -42,4 +43,5 @@ pub use ple::{CgcLevel, Ple, PleConfig};
 pub use shared_bottom::{SharedBottom, SharedBottomConfig};
 pub use single_task::SingleTask;
 pub use sparse_rows::{SparseRows, sparse_lookup};
+pub use task_text::TaskTextBranch;
 pub use tower::{TaskTower, TaskTowerConfig};

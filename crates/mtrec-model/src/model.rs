@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     AdversarialHead, AdversarialHeadConfig, Aitm, AitmConfig, CrossStitch, CrossStitchConfig, Esmm, EsmmConfig,
     FeatureEmbedding, FeatureEmbeddingConfig, LastSharedLayer, Mmoe, MmoeConfig, Omoe, Ple, PleConfig, SharedBottom,
-    SharedBottomConfig, SingleTask, SparseRows,
+    SharedBottomConfig, SingleTask, SparseRows, TaskTextBranch,
 };
 
 /// What the shared part of a model yields: every tensor the task branches read.
@@ -33,12 +33,16 @@ pub struct SharedTensors {
     /// The rows of row-sparse embedding tables the shared part read (leaves upstream of
     /// `tensors`; the step's sparse optimizer updates them).
     pub sparse_rows: Vec<SparseRows>,
+    /// The batch's text values (token ids of a trainable encoder's fields), for task branches
+    /// that run adapters of their own ([`crate::TaskTextBranch`]); an input, not a shared
+    /// tensor: no gradient is taken at it.
+    pub text: Option<Tensor<2>>,
 }
 
 impl SharedTensors {
     /// Shared tensors whose representation is `representation` (indices into `tensors`).
     pub fn new(tensors: Vec<Tensor<2>>, representation: Vec<usize>) -> Self {
-        Self { tensors, last_layer: None, representation, sparse_rows: Vec::new() }
+        Self { tensors, last_layer: None, representation, sparse_rows: Vec::new(), text: None }
     }
 
     /// With the rows the input layer read from row-sparse tables.
@@ -333,6 +337,14 @@ impl ModelConfig {
             return Err("model.embedding_dim and model.text_dim must be positive".into());
         }
         self.text.validate()?;
+        if self.text.per_task_adapters() && self.needs_funnel() {
+            return Err(format!(
+                "model.text.adapters = {:?}: a task's adapters add to its output, and {}'s outputs are products of \
+                 the funnel's probabilities; use adapters = \"shared\" or another architecture",
+                self.text.adapters,
+                self.architecture.name()
+            ));
+        }
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(format!("model.dropout = {} must be in [0, 1)", self.dropout));
         }
@@ -530,7 +542,7 @@ impl ModelConfig {
                     .init(device)
             })
             .collect();
-        MultiTaskNet { body, adversaries }
+        MultiTaskNet { body, adversaries, task_text: Vec::new() }
     }
 }
 
@@ -607,6 +619,9 @@ pub struct MultiTaskNet {
     pub body: ArchitectureNet,
     /// One head per adversarial task, on the shared representation behind gradient reversal.
     pub adversaries: Vec<AdversarialHead>,
+    /// `model.text.adapters = "per_task"`: each main task's adapters in the text encoder, added
+    /// to its output (empty otherwise).
+    pub task_text: Vec<TaskTextBranch>,
 }
 
 impl MultiTaskNet {
@@ -644,14 +659,42 @@ impl MultiTaskNet {
         Ok(self)
     }
 
-    /// The parameters of the trainable text encoders (`None`: the model has none), for their own
-    /// learning rate, weight decay and clipping.
+    /// The parameters of the trainable text encoders (`None`: the model has none), the task
+    /// branches' adapters included, for their own learning rate, weight decay and clipping.
     pub fn text_encoder_parameters(&self) -> Option<ParamGroup> {
         let mut body = self.body.clone();
         (body.inputs_mut().into_iter())
             .filter_map(|input| input.encoder.clone())
+            .chain(self.task_text.iter().map(|b| b.encoder.clone()))
             .map(ParamGroup::ids_from_module)
             .reduce(|a, b| a.fuse(&b))
+    }
+
+    /// Gives main task `t` the branch `branches[t]` (adapters of its own in the text encoder,
+    /// read out into its output: see [`TaskTextBranch`]); one branch a main task.
+    ///
+    /// # Panics
+    /// When the number of branches is not the number of main tasks.
+    pub fn with_task_text_branches(mut self, branches: Vec<TaskTextBranch>) -> Self {
+        assert_eq!(branches.len(), self.body.inner().n_tasks(), "one text branch a main task");
+        self.task_text = branches;
+        self
+    }
+
+    /// The text-value columns of the first input layer's token fields: `(first column, width)`
+    /// each, in the batch's text values.
+    pub fn token_fields(&self) -> Vec<(usize, usize)> {
+        let mut body = self.body.clone();
+        let Some(input) = body.inputs_mut().into_iter().next().map(|i| i.clone()) else { return vec![] };
+        let mut start = 0;
+        let mut fields = Vec::new();
+        for (&width, &tokens) in input.text_dims.iter().zip(&input.token_fields) {
+            if tokens {
+                fields.push((start, width));
+            }
+            start += width;
+        }
+        fields
     }
 
     /// The trainable text encoder of the first input layer (`None`: the model has none); every
@@ -679,22 +722,39 @@ impl MultiTaskModel for MultiTaskNet {
         self.body.inner().n_tasks() + self.adversaries.len()
     }
     fn forward_shared(&self, features: FeatureBatch) -> SharedTensors {
-        self.body.inner().forward_shared(features)
+        if self.task_text.is_empty() {
+            return self.body.inner().forward_shared(features);
+        }
+        let text = features.text.clone();
+        SharedTensors { text, ..self.body.inner().forward_shared(features) }
     }
     fn forward_task(&self, task: usize, shared: &SharedTensors) -> TaskOutput {
         let main = self.body.inner().n_tasks();
         match task.checked_sub(main) {
-            None => self.body.inner().forward_task(task, shared),
+            None => {
+                let mut out = self.body.inner().forward_task(task, shared);
+                if let (Some(branch), Some(text)) = (self.task_text.get(task), &shared.text) {
+                    out.output = out.output + branch.forward(text);
+                }
+                out
+            }
             Some(a) => self.adversaries[a].forward(self.representation(shared)),
         }
     }
     fn tower_inputs(&self, shared: &SharedTensors) -> Vec<Tensor<2>> {
         self.body.inner().tower_inputs(shared)
     }
+    /// A task's own parameters; with task adapters, its readout too (the adapters follow the
+    /// encoder's learning rate, [`Self::text_encoder_parameters`]).
     fn task_parameters(&self, task: usize) -> ParamGroup {
         let main = self.body.inner().n_tasks();
         match task.checked_sub(main) {
-            None => self.body.inner().task_parameters(task),
+            None => match self.task_text.get(task) {
+                Some(branch) => {
+                    self.body.inner().task_parameters(task).fuse(&ParamGroup::ids_from_module(branch.readout.clone()))
+                }
+                None => self.body.inner().task_parameters(task),
+            },
             Some(a) => ParamGroup::ids_from_module(self.adversaries[a].clone()),
         }
     }

@@ -47,6 +47,21 @@ pub enum Finetune {
     Lora,
 }
 
+/// Whose LoRA adapters the encoder carries (`finetune = "lora"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Adapters {
+    /// One set, shared by the tasks: the encoder in the model's input layer trains.
+    #[default]
+    Shared,
+    /// One set a task, on the frozen shared base: each task's branch runs the adapted layers
+    /// again with its own adapters and reads the result out into its output (the LM form of a
+    /// task tower); the input layer's encoder stays the frozen base.
+    PerTask,
+    /// Both: the shared set in the input layer and one set a task in the task branches.
+    SharedAndPerTask,
+}
+
 /// The projections LoRA can adapt, by name.
 pub const LORA_TARGETS: [&str; 6] = ["query", "key", "value", "attention_output", "intermediate", "output"];
 
@@ -76,6 +91,9 @@ pub struct TextTrainingConfig {
     /// embeddings and the layers below are then a frozen prefix, stored as `top`'s
     /// (`prefix_cache`).
     pub lora_layers: Option<usize>,
+    /// `lora`: `shared` (default: one set the tasks share), `per_task` (one set a task, on the
+    /// frozen base; see [`Adapters`]) or `shared_and_per_task`.
+    pub adapters: Adapters,
     /// Learning rate of the encoder's parameters (default 2e-5; LoRA usually wants 1e-4 to 1e-3).
     pub lr: f64,
     /// Fraction of the run's steps over which the encoder's learning rate warms up linearly from
@@ -101,6 +119,7 @@ impl Default for TextTrainingConfig {
             lora_alpha: 16.0,
             lora_targets: vec!["query".into(), "value".into()],
             lora_layers: None,
+            adapters: Adapters::Shared,
             lr: 2e-5,
             warmup: 0.1,
             weight_decay: 0.01,
@@ -142,6 +161,11 @@ impl TextTrainingConfig {
             if self.lora_layers == Some(0) {
                 return Err("model.text.lora_layers must be positive (leave it out: adapters in every layer)".into());
             }
+        } else if self.adapters != Adapters::Shared {
+            return Err(format!(
+                "model.text.adapters = {:?} needs finetune = \"lora\" (task adapters are LoRA adapters)",
+                self.adapters
+            ));
         }
         let lr_ok = self.lr.is_finite() && self.lr > 0.0;
         if !lr_ok || !(0.0..1.0).contains(&self.warmup) || self.weight_decay < 0.0 || self.max_grad_norm < 0.0 {
@@ -166,6 +190,17 @@ impl TextTrainingConfig {
                 format!(r"^layers\.(?:{layers})\.{inner}\.weight$")
             })
             .collect()
+    }
+
+    /// Whether each task gets its own LoRA adapters ([`Adapters::PerTask`] or
+    /// [`Adapters::SharedAndPerTask`]).
+    pub fn per_task_adapters(&self) -> bool {
+        self.finetune == Finetune::Lora && self.adapters != Adapters::Shared
+    }
+
+    /// The settings of one task's encoder: the same LoRA adapters, its own.
+    pub fn task_adapters(&self) -> Self {
+        Self { adapters: Adapters::Shared, ..self.clone() }
     }
 
     /// The transformer layers below every trained parameter (the embeddings run before them):
@@ -226,6 +261,7 @@ impl TextEncoder {
                         .collect(),
                 }
             }
+            Finetune::Lora if training.adapters == Adapters::PerTask => bert.no_grad(),
             Finetune::Lora => {
                 let group = ParamGroup::from_any_regexes(training.lora_paths(bert.layers.len())).map_err(|e| {
                     TextError::Corrupt { path: dir.to_path_buf(), reason: format!("model.text.lora_targets: {e:?}") }
@@ -318,6 +354,9 @@ mod tests {
         let top = ParamGroup::from_any_regexes(top).unwrap();
         assert!(top.matches(&burn::module::ParamId::new(), Some("layers.3.attention.query.weight")));
         assert!(!top.matches(&burn::module::ParamId::new(), Some("layers.2.attention.query.weight")));
+        let per_task =
+            TextTrainingConfig { finetune: Finetune::Top, adapters: Adapters::PerTask, ..Default::default() };
+        assert!(per_task.validate().unwrap_err().contains("adapters"));
         let none = TextTrainingConfig { finetune: Finetune::Lora, lora_layers: Some(0), ..Default::default() };
         assert!(none.validate().unwrap_err().contains("lora_layers"));
         assert_eq!(

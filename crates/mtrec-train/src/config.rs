@@ -712,18 +712,32 @@ impl ExperimentConfig {
         // the same pretrained ones), on disk in the cache folder
         let prefix_root = mtrec_data::default_cache_dir().map(|d| d.join("text-prefix"));
         let mut prefix: Option<mtrec_text::PrefixCache> = None;
-        model.with_text_encoders(&tokens, || {
-            let mut encoder = mtrec_text::TextEncoder::open(&dir, &self.model.text, device)
+        let mut open = |training: &mtrec_text::TextTrainingConfig| {
+            let mut encoder = mtrec_text::TextEncoder::open(&dir, training, device)
                 .map_err(|e| TrainError::Config(format!("model.text: {e}")))?;
             match &prefix {
                 Some(shared) => encoder.prefix = Some(shared.clone()),
                 None => {
-                    encoder = encoder.with_prefix_cache(prefix_root.as_deref(), &self.model.text);
+                    encoder = encoder.with_prefix_cache(prefix_root.as_deref(), training);
                     prefix = encoder.prefix.clone();
                 }
             }
-            Ok(encoder)
-        })
+            Ok::<_, TrainError>(encoder)
+        };
+        let text = &self.model.text;
+        let model = model.with_text_encoders(&tokens, || open(text))?;
+        if !text.per_task_adapters() {
+            return Ok(model);
+        }
+        let fields = model.token_fields();
+        let main = schema.tasks.iter().filter(|t| !t.adversarial);
+        let branches = main
+            .map(|task| {
+                let encoder = open(&text.task_adapters())?;
+                Ok(mtrec_model::TaskTextBranch::new(encoder, fields.clone(), task.output_dim(), device))
+            })
+            .collect::<Result<Vec<_>, TrainError>>()?;
+        Ok(model.with_task_text_branches(branches))
     }
 
     /// The optimisers: `train`'s for the model; for a trainable text encoder's parameters, AdamW

@@ -1390,6 +1390,66 @@ mod tests {
     /// A 5-class task trains with every balancer and every architecture that takes it: its loss
     /// falls, the summary reports accuracy, logloss and macro-AUC; the binary task reports GAUC
     /// over its groups (and early stopping selects on it).
+    /// `adapters = "per_task"`: each main task gets LoRA adapters of its own on the frozen base and
+    /// a readout into its output. The model starts as the one without them (readout 0, B = 0); a
+    /// task's loss reaches its own branch only, never the other task's nor the shared encoder; after
+    /// training under fixed weights and under PCGrad, each task's adapters moved and differ from the
+    /// other's; funnel architectures refuse them.
+    #[test]
+    fn per_task_adapters_are_each_tasks_own() {
+        use mtrec_model::MultiTaskModel;
+        let mut base = text_table_config("lora");
+        base.model.text.adapters = mtrec_text::Adapters::PerTask;
+        base.model.text.lora_layers = Some(1);
+        base.model.text.lr = 0.05;
+        let ds = base.data.load().unwrap();
+        let ad = Device::flex().autodiff();
+        let model = base.build_model(&ds.schema, &ad).unwrap();
+        assert_eq!(model.task_text.len(), 2);
+        let plain = MultiTaskNet { task_text: Vec::new(), ..model.clone() };
+        let eval = |m: &MultiTaskNet| evaluate(&m.valid(), &ds.valid, Split::Valid, &ds.schema, &Device::flex(), 64);
+        assert_eq!(eval(&model).unwrap(), eval(&plain).unwrap(), "the branches start at zero");
+        // task 0's loss: gradients in its own readout and adapters only
+        let batch = batches(&ds.train, ds.schema.widths(), 16, BatchOrder::Sequential, &ad).next().unwrap();
+        let task0 = || model.forward_task(0, &model.forward_shared(batch.features.clone())).output.sum().backward();
+        let branch = |t: usize| &model.task_text[t];
+        let grads = task0();
+        assert!(branch(0).readout.weight.grad(&grads).is_some(), "task 0's readout");
+        assert!(branch(1).readout.weight.grad(&grads).is_none(), "not task 1's readout");
+        let shared_encoder = model.text_encoder().unwrap();
+        assert!(shared_encoder.bert.layers[1].attention.query.weight.grad(&grads).is_none(), "the base is frozen");
+        let adapter_grads = |t: usize| burn::optim::GradientsParams::from_grads(task0(), &branch(t).encoder).len();
+        assert!(adapter_grads(0) > 0, "task 0's adapters");
+        assert_eq!(adapter_grads(1), 0, "not task 1's adapters");
+        // training moves each task's adapters, differently
+        let query = |e: &mtrec_text::TextEncoder| {
+            e.bert.clone().materialize().layers[1]
+                .attention
+                .query
+                .weight
+                .val()
+                .into_data()
+                .try_into_vec::<f32>()
+                .unwrap()
+        };
+        let start = query(&branch(0).encoder);
+        for method in [mtrec_balance::BalanceMethod::Fixed, mtrec_balance::BalanceMethod::Pcgrad] {
+            let mut cfg = base.clone();
+            cfg.balance.method = method;
+            let (summary, _, trained) = Trainer::new(&cfg, &ds, Device::flex()).verbose(false).run().unwrap();
+            assert!(summary.test["click"]["auc"].is_finite(), "{method:?}");
+            let (q0, q1) = (query(&trained.task_text[0].encoder), query(&trained.task_text[1].encoder));
+            let moved = |q: &[f32]| q.iter().zip(&start).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(moved(&q0) > 1e-5 && moved(&q1) > 1e-5, "{method:?}: {} {}", moved(&q0), moved(&q1));
+            assert!(q0.iter().zip(&q1).any(|(a, b)| (a - b).abs() > 1e-6), "{method:?}: the tasks' adapters differ");
+            assert_eq!(query(&trained.text_encoder().unwrap()), start, "{method:?}: the shared base stays frozen");
+        }
+        let mut funnel = base.clone();
+        funnel.model.architecture = mtrec_model::Architecture::Esmm;
+        let err = funnel.validate().unwrap_err().to_string();
+        assert!(err.contains("adapters"), "{err}");
+    }
+
     #[test]
     fn multiclass_tasks_train_with_every_balancer() {
         use mtrec_balance::BalanceMethod::*;
