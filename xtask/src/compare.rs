@@ -2,14 +2,18 @@
 //! (and Δm against a single-task config among them) as `compare.md` and `compare.json`. With
 //! `--reuse`, a run already finished in the output folder under the same resolved config is read
 //! back instead of trained again: an interrupted compare (hours of fine-tuning) goes on where it
-//! stopped, and a seed trained apart can join the table.
+//! stopped, and a seed trained apart can join the table. With `--sweep KEY=V1,V2,…` every config
+//! is run once per value (`--set KEY=V`, named `<name>-<KEY>=<V>`): a trade-off curve, e.g.
+//! `--sweep model.adversarial_weight=0,0.3,1,3,10`; runs with adversarial tasks add the probes'
+//! test AUCs and a plot of the main task against them (`trade_off.svg`), runs with `[fairness]`
+//! the gaps.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
 use mtrec_data::{MtlDataset, Preprocessing, TaskKind};
-use mtrec_lab::{ConfigResult, compare_figure, fill_delta_m, markdown};
+use mtrec_lab::{ConfigResult, compare_figure, fill_delta_m, markdown, trade_off_figure};
 use mtrec_train::{DataConfig, EpochRecord, ExperimentConfig, RunDirectory, Summary, Trainer, read_epochs};
 use serde::Serialize;
 
@@ -35,6 +39,21 @@ pub struct CompareArgs {
     /// `config.toml` the same as this run's) instead of training it again.
     #[arg(long)]
     reuse: bool,
+    /// Run every config once per value of a key: `SECTION.KEY=V1,V2,…` (scalar values).
+    #[arg(long, value_name = "SECTION.KEY=V1,V2,...")]
+    sweep: Option<String>,
+}
+
+/// The `(key, values)` of `--sweep`.
+fn parse_sweep(sweep: &str) -> anyhow::Result<(String, Vec<String>)> {
+    let (key, values) = sweep.split_once('=').ok_or_else(|| {
+        anyhow::anyhow!("--sweep {sweep:?}: expected SECTION.KEY=V1,V2,… (e.g. model.adversarial_weight=0,1,3)")
+    })?;
+    let values: Vec<String> = values.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect();
+    if key.trim().is_empty() || values.is_empty() {
+        anyhow::bail!("--sweep {sweep:?}: expected SECTION.KEY=V1,V2,… with at least one value");
+    }
+    Ok((key.trim().to_string(), values))
 }
 
 /// The summary and epochs of the finished run in `dir`, when its `config.toml` is `config`'s.
@@ -62,8 +81,21 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     if let Some(dir) = &args.data_dir {
         sets.push(crate::data_dir_override(dir));
     }
-    let configs: Vec<ExperimentConfig> =
-        args.configs.iter().map(|p| ExperimentConfig::from_file(p, &sets)).collect::<Result<_, _>>()?;
+    let mut configs: Vec<ExperimentConfig> = Vec::new();
+    for path in &args.configs {
+        match args.sweep.as_deref().map(parse_sweep).transpose()? {
+            None => configs.push(ExperimentConfig::from_file(path, &sets)?),
+            Some((key, values)) => {
+                for v in values {
+                    let mut with = sets.clone();
+                    with.push(format!("{key}={v}"));
+                    let mut config = ExperimentConfig::from_file(path, &with)?;
+                    config.name = format!("{}-{key}={v}", config.name);
+                    configs.push(config);
+                }
+            }
+        }
+    }
     for (i, c) in configs.iter().enumerate() {
         if configs[..i].iter().any(|d| d.name == c.name) {
             anyhow::bail!("two configs are named {:?}: give each its own `name` (runs go to <out>/<name>)", c.name);
@@ -132,6 +164,21 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
                     TaskKind::Multiclass => ("accuracy", &["macro_auc"]),
                 };
                 let test = summary.test.get(&task.name);
+                let probe = summary.adversarial_probe.get(&task.name);
+                let probes = [
+                    ("probe_mlp_auc", probe.and_then(|p| p.test_auc)),
+                    ("probe_linear_auc", probe.and_then(|p| p.linear.as_ref()?.test_auc)),
+                    ("probe_outputs_auc", probe.and_then(|p| p.outputs.as_ref()?.test_auc)),
+                    ("dp_gap", test.and_then(|m| m.get("dp_gap").copied())),
+                    ("eo_gap", test.and_then(|m| m.get("eo_gap").copied())),
+                ];
+                for (extra, v) in probes {
+                    let Some(v) = v else { continue };
+                    match result.extra.iter_mut().find(|(t, m, _)| *t == task.name && m == extra) {
+                        Some((_, _, values)) => values.push(v),
+                        None => result.extra.push((task.name.clone(), extra.to_string(), vec![v])),
+                    }
+                }
                 let value = test.and_then(|m| m.get(metric)).copied().unwrap_or(f64::NAN);
                 if value.is_finite() {
                     println!("  test {} {metric} {value:.4}", task.name);
@@ -163,14 +210,28 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     std::fs::write(args.out.join("compare.md"), &md)?;
     let report = Report { seeds: seeds_used, results };
     std::fs::write(args.out.join("compare.json"), serde_json::to_string_pretty(&report)?)?;
+    let report = &report;
     compare_figure(&curves, &panels).save(&args.out.join("compare"))?;
     println!("wrote {}, compare.json, compare.svg and compare.png", args.out.join("compare.md").display());
+    if let Some(figure) = trade_off_figure(&report.results) {
+        figure.save(&args.out.join("trade_off"))?;
+        println!("wrote {} (the main task against the probes)", args.out.join("trade_off.svg").display());
+    }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sweeps_are_a_key_and_values() {
+        let (key, values) = parse_sweep("model.adversarial_weight=0, 0.3,1").unwrap();
+        assert_eq!((key.as_str(), values), ("model.adversarial_weight", vec!["0".into(), "0.3".into(), "1".into()]));
+        for bad in ["model.adversarial_weight", "=1,2", "model.x="] {
+            assert!(parse_sweep(bad).unwrap_err().to_string().contains("--sweep"), "{bad}");
+        }
+    }
 
     /// A finished run is reused only under the same resolved config and with its summary written.
     #[test]

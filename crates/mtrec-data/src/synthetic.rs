@@ -37,6 +37,14 @@ pub struct SyntheticConfig {
     pub n_test: usize,
     /// Seed of the dataset (directions, `α`, `β` and examples).
     pub seed: u64,
+    /// A planted sensitive attribute (`0`: none): each row draws `s ~ Bernoulli(½)`, added as a
+    /// third, adversarial binary task `sensitive`, and the inputs leak it through two known
+    /// channels after the labels are computed — a **linear** one, `x0 += sensitive_leak·(2s − 1)`
+    /// (a mean shift any linear probe reads), and a **non-linear** one, `x1 *= 1 + s` (a variance
+    /// shift with equal means: invisible to a linear probe, readable by a non-linear one). The
+    /// tasks do not depend on `s`, so removing it costs them only what the leaked inputs blur.
+    #[serde(default)]
+    pub sensitive_leak: f64,
 }
 
 impl Default for SyntheticConfig {
@@ -51,6 +59,7 @@ impl Default for SyntheticConfig {
             n_valid: 5_000,
             n_test: 5_000,
             seed: 1,
+            sensitive_leak: 0.0,
         }
     }
 }
@@ -75,6 +84,12 @@ impl Synthetic {
         }
         if config.dim < 2 {
             return Err(DataError::Invalid(format!("synthetic.dim = {} must be at least 2", config.dim)));
+        }
+        if !(config.sensitive_leak.is_finite() && config.sensitive_leak >= 0.0) {
+            return Err(DataError::Invalid(format!(
+                "synthetic.sensitive_leak = {} must be ≥ 0",
+                config.sensitive_leak
+            )));
         }
         if config.n_train == 0 || !config.noise_std.is_finite() || config.noise_std < 0.0 {
             return Err(DataError::Invalid("synthetic.n_train must be > 0 and noise_std ≥ 0".into()));
@@ -115,14 +130,21 @@ impl Synthetic {
         let noise = Normal::new(0.0, self.config.noise_std).expect("noise_std checked in new");
         let mut table = EncodedTable { n_rows: n, ..Default::default() };
         table.dense.reserve(n * self.config.dim);
-        table.labels.reserve(n * 2);
+        let leak = self.config.sensitive_leak;
+        table.labels.reserve(n * if leak > 0.0 { 3 } else { 2 });
         let mut x = vec![0.0; self.config.dim];
         for _ in 0..n {
             x.iter_mut().for_each(|v| *v = rng.sample(StandardNormal));
-            table.dense.extend(x.iter().map(|&v| v as f32));
             for t in 0..2 {
                 table.labels.push((self.label(t, &x) + noise.sample(rng)) as f32);
             }
+            if leak > 0.0 {
+                let s = rng.random_bool(0.5) as u8 as f64;
+                x[0] += leak * (2.0 * s - 1.0);
+                x[1] *= 1.0 + s;
+                table.labels.push(s as f32);
+            }
+            table.dense.extend(x.iter().map(|&v| v as f32));
         }
         table
     }
@@ -133,11 +155,14 @@ impl Synthetic {
         let train = self.split(self.config.n_train, &mut rng);
         let valid = self.split(self.config.n_valid, &mut rng);
         let test = self.split(self.config.n_test, &mut rng);
-        let schema = Schema::new(
-            vec![],
-            (0..self.config.dim).map(|i| format!("x{i}")).collect(),
-            ["task1", "task2"].iter().map(|n| TaskSpec::new(*n, TaskKind::Regression)).collect(),
-        );
+        let mut tasks: Vec<TaskSpec> =
+            ["task1", "task2"].iter().map(|n| TaskSpec::new(*n, TaskKind::Regression)).collect();
+        if self.config.sensitive_leak > 0.0 {
+            let mut sensitive = TaskSpec::new("sensitive", TaskKind::Binary);
+            sensitive.adversarial = true;
+            tasks.push(sensitive);
+        }
+        let schema = Schema::new(vec![], (0..self.config.dim).map(|i| format!("x{i}")).collect(), tasks);
         MtlDataset { name: format!("synthetic-p{}", self.config.correlation), schema, train, valid, test }
     }
 }
@@ -192,6 +217,38 @@ mod tests {
             assert!(r[3] > 0.98, "seed {seed}: p = 1 gave r = {}", r[3]);
             assert!(r.windows(2).all(|w| w[0] < w[1]), "seed {seed}: not increasing in p: {r:?}");
         }
+    }
+
+    /// The planted attribute leaks through exactly the two channels: `x0`'s mean differs by
+    /// `2·leak` between the groups, `x1`'s means agree and its deviation doubles, the other inputs
+    /// and the task labels are independent of `s`.
+    #[test]
+    fn the_sensitive_attribute_leaks_through_the_known_channels() {
+        let cfg = SyntheticConfig {
+            dim: 4,
+            sensitive_leak: 1.5,
+            n_train: 40_000,
+            n_valid: 10,
+            n_test: 10,
+            ..Default::default()
+        };
+        let ds = Synthetic::new(cfg).unwrap().generate();
+        assert_eq!(ds.schema.n_tasks(), 3);
+        assert!(ds.schema.tasks[2].adversarial && ds.schema.tasks[2].kind == TaskKind::Binary);
+        let s = ds.train.label_column(2, 3);
+        let column = |j: usize| -> Vec<f32> { ds.train.dense.iter().skip(j).step_by(4).copied().collect() };
+        let stats = |v: &[f32], group: f32| {
+            let g: Vec<f64> = v.iter().zip(&s).filter(|(_, z)| **z == group).map(|(x, _)| *x as f64).collect();
+            let m = g.iter().sum::<f64>() / g.len() as f64;
+            (m, (g.iter().map(|x| (x - m).powi(2)).sum::<f64>() / g.len() as f64).sqrt())
+        };
+        let ((m0, _), (m1, _)) = (stats(&column(0), 0.0), stats(&column(0), 1.0));
+        assert!((m1 - m0 - 3.0).abs() < 0.05, "x0's mean shift: {}", m1 - m0);
+        let ((a0, d0), (a1, d1)) = (stats(&column(1), 0.0), stats(&column(1), 1.0));
+        assert!((a1 - a0).abs() < 0.05 && (d1 / d0 - 2.0).abs() < 0.05, "x1: means {a0} {a1}, deviations {d0} {d1}");
+        assert!(pearson(&column(2), &s).abs() < 0.02 && pearson(&ds.train.label_column(0, 3), &s).abs() < 0.02);
+        let bad = SyntheticConfig { sensitive_leak: -1.0, ..Default::default() };
+        assert!(Synthetic::new(bad).unwrap_err().to_string().contains("sensitive_leak"));
     }
 
     #[test]

@@ -158,6 +158,47 @@ pub fn markdown(results: &[ConfigResult], seeds: &[u64]) -> String {
     out
 }
 
+/// The trade-off of a sweep over adversarial settings: per adversarial task, the first main
+/// task's test metric (mean over seeds) against the fresh probes' test AUC on the representation
+/// — one panel for the MLP probe, one for the linear probe, one point a config (each its own
+/// colour, so a LEACE config is its own point). Configs without probe results are left out; `None`
+/// when none has any.
+pub fn trade_off_figure(results: &[ConfigResult]) -> Option<Figure> {
+    let mean_of = |r: &ConfigResult, task: &str, metric: &str| {
+        r.extra.iter().find(|(t, m, _)| t == task && m == metric).map(|(_, _, v)| mean_std(v).0)
+    };
+    let mut panels = Vec::new();
+    let adversarial: Vec<String> = results.iter().flat_map(|r| r.adversarial.clone()).fold(Vec::new(), |mut v, t| {
+        if !v.contains(&t) {
+            v.push(t);
+        }
+        v
+    });
+    for task in &adversarial {
+        for (probe, label) in [("probe_mlp_auc", "MLP"), ("probe_linear_auc", "linear")] {
+            let mut y_label = String::new();
+            let series: Vec<Series> = results
+                .iter()
+                .filter_map(|r| {
+                    let x = mean_of(r, task, probe)?;
+                    let (main, (metric, values)) = r.tasks.iter().find(|(t, _)| !r.adversarial.contains(t))?;
+                    y_label = format!("{main} test {metric}");
+                    Some(Series { label: r.name.clone(), points: vec![(x, mean_std(values).0)] })
+                })
+                .collect();
+            if !series.is_empty() {
+                panels.push(Panel {
+                    title: format!("`{task}`: {label} probe against the main task"),
+                    x_label: format!("{label} probe test AUC on `{task}` (0.5: removed)"),
+                    y_label,
+                    kind: PanelKind::Points(series),
+                });
+            }
+        }
+    }
+    (!panels.is_empty()).then_some(Figure { panels })
+}
+
 /// Validation curves side by side: one panel per `(task, metric)`, one line per config — the
 /// mean over seeds of the validation metric at each epoch every seed reached.
 pub fn compare_figure(runs: &[(String, Vec<Vec<EpochRecord>>)], tasks: &[(String, String)]) -> Figure {

@@ -8,5 +8,5 @@ mod compare;
 mod synthetic_study;
 
 pub use bench::{BenchOptions, BenchResult, bench, interleaved_step_ms, peak_rss_mib};
-pub use compare::{ConfigResult, compare_figure, delta_m, fill_delta_m, markdown, mean_std};
+pub use compare::{ConfigResult, compare_figure, delta_m, fill_delta_m, markdown, mean_std, trade_off_figure};
 pub use synthetic_study::{StudyCell, StudyRun, StudyTrend, aggregate, study_figure, study_markdown, trend};

@@ -92,6 +92,16 @@ mod tests {
         assert_eq!(dann_lambda(1.0, 7.0), dann_lambda(1.0, 1.0), "progress is clamped to [0, 1]");
     }
 
+    /// The three schedules at a quarter of training: constant λ, DANN's curve, the linear ramp λ/4.
+    #[test]
+    fn schedules_by_hand() {
+        use crate::AdversarialSchedule as S;
+        assert_eq!(S::Constant.lambda(2.0, 0.25), 2.0);
+        assert_eq!(S::Dann.lambda(2.0, 0.25), dann_lambda(2.0, 0.25));
+        assert_eq!(S::Linear.lambda(2.0, 0.25), 0.5);
+        assert_eq!(S::Linear.lambda(2.0, 3.0), 2.0, "clamped at the end");
+    }
+
     /// Forward is the identity; the gradient is −λ times the gradient without the layer, checked
     /// against central finite differences of the loss without the layer.
     #[test]

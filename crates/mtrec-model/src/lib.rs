@@ -7,6 +7,7 @@
 
 mod adversarial;
 mod aitm;
+mod concept_erasure;
 mod cross_stitch;
 mod embedding;
 mod embedding_tables;
@@ -26,6 +27,7 @@ mod tower;
 
 pub use adversarial::{AdversarialHead, AdversarialHeadConfig, dann_lambda, gradient_reversal};
 pub use aitm::{AitAttention, Aitm, AitmConfig};
+pub use concept_erasure::{ConceptEraser, CovarianceSums, LeaceFit, erase};
 pub use cross_stitch::{CrossStitch, CrossStitchConfig};
 pub use embedding::{Embedded, FeatureEmbedding, FeatureEmbeddingConfig};
 pub use embedding_tables::EmbeddingTable;
@@ -35,8 +37,8 @@ pub use last_layer::{Jacobian, LastLayerWeight, LastSharedLayer, frobenius};
 pub use mlp::{Mlp, MlpConfig};
 pub use mmoe::{Mmoe, MmoeConfig};
 pub use model::{
-    AdversarialSchedule, Architecture, ArchitectureNet, ModelConfig, MultiTaskModel, MultiTaskNet, SPARSE_AUTO_ROWS,
-    SharedTensors, TaskOutput,
+    AdversarialSchedule, Architecture, ArchitectureNet, Erasure, ModelConfig, MultiTaskModel, MultiTaskNet,
+    SPARSE_AUTO_ROWS, SharedTensors, TaskOutput,
 };
 pub use omoe::Omoe;
 pub use ple::{CgcLevel, Ple, PleConfig};

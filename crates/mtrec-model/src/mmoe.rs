@@ -120,12 +120,12 @@ impl MultiTaskModel for Mmoe {
 
     fn forward_task(&self, task: usize, shared: &SharedTensors) -> TaskOutput {
         let (mixed, weights) = self.mixture(task, shared);
-        TaskOutput::new(self.towers[task].forward(mixed)).with_gate(weights)
+        TaskOutput::new(self.towers[task].forward(shared.erased(task, mixed))).with_gate(weights)
     }
 
     /// Each task's mixture of the experts.
     fn tower_inputs(&self, shared: &SharedTensors) -> Vec<Tensor<2>> {
-        (0..self.n_tasks()).map(|t| self.mixture(t, shared).0).collect()
+        (0..self.n_tasks()).map(|t| shared.erased(t, self.mixture(t, shared).0)).collect()
     }
 
     fn output_bias(&self, task: usize) -> Option<burn::module::ParamId> {

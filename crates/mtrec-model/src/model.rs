@@ -10,9 +10,9 @@ use mtrec_text::{TextEncoder, TextTrainingConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    AdversarialHead, AdversarialHeadConfig, Aitm, AitmConfig, CrossStitch, CrossStitchConfig, Esmm, EsmmConfig,
-    FeatureEmbedding, FeatureEmbeddingConfig, LastSharedLayer, Mmoe, MmoeConfig, Omoe, Ple, PleConfig, SharedBottom,
-    SharedBottomConfig, SingleTask, SparseRows, TaskTextBranch,
+    AdversarialHead, AdversarialHeadConfig, Aitm, AitmConfig, ConceptEraser, CrossStitch, CrossStitchConfig, Esmm,
+    EsmmConfig, FeatureEmbedding, FeatureEmbeddingConfig, LastSharedLayer, Mmoe, MmoeConfig, Omoe, Ple, PleConfig,
+    SharedBottom, SharedBottomConfig, SingleTask, SparseRows, TaskTextBranch,
 };
 
 /// What the shared part of a model yields: every tensor the task branches read.
@@ -37,18 +37,33 @@ pub struct SharedTensors {
     /// that run adapters of their own ([`crate::TaskTextBranch`]); an input, not a shared
     /// tensor: no gradient is taken at it.
     pub text: Option<Tensor<2>>,
+    /// `model.erasure`: the concept eraser of each tower input `(μ [1, d], Eᵀ [d, d])`, detached, in
+    /// the order of [`MultiTaskModel::tower_inputs`] (empty: nothing erased); architectures apply
+    /// it through [`Self::erased`] before their towers.
+    pub erasers: Vec<(Tensor<2>, Tensor<2>)>,
 }
 
 impl SharedTensors {
     /// Shared tensors whose representation is `representation` (indices into `tensors`).
     pub fn new(tensors: Vec<Tensor<2>>, representation: Vec<usize>) -> Self {
-        Self { tensors, last_layer: None, representation, sparse_rows: Vec::new(), text: None }
+        Self { tensors, last_layer: None, representation, sparse_rows: Vec::new(), text: None, erasers: Vec::new() }
     }
 
     /// With the rows the input layer read from row-sparse tables.
     pub fn with_sparse_rows(mut self, sparse_rows: Vec<SparseRows>) -> Self {
         self.sparse_rows = sparse_rows;
         self
+    }
+
+    /// Tower input `part` with its concept erased (`model.erasure`; unchanged without).
+    ///
+    /// # Shapes
+    /// - `x`: `[B, d]`; output `[B, d]`
+    pub fn erased(&self, part: usize, x: Tensor<2>) -> Tensor<2> {
+        match self.erasers.get(part) {
+            Some((mean, eraser_t)) => crate::erase(x, mean.clone(), eraser_t.clone()),
+            None => x,
+        }
     }
 
     /// With the last shared layer exposed.
@@ -265,6 +280,21 @@ pub struct ModelConfig {
     /// How λ evolves during training: `constant`, or `dann` (DANN's warm-up from 0 to λ,
     /// [`dann_lambda`](crate::dann_lambda)).
     pub adversarial_schedule: AdversarialSchedule,
+    /// Hidden widths of each adversarial head (unset: `tower_hidden`): a deeper head is a stronger
+    /// adversary.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adversary_hidden: Option<Vec<usize>>,
+    /// Extra updates of the adversarial heads alone after each training step, on the same batch
+    /// (the min–max game as GAN training plays it: the adversary catches up with the
+    /// representation before the next step pushes against it); `0`: none.
+    pub adversary_steps: usize,
+    /// Linear concept erasure of the representation the towers read: `"none"` or `"leace"`
+    /// ([`crate::ConceptEraser`]; the concepts are the adversarial tasks' binary labels).
+    pub erasure: Erasure,
+    /// With `erasure`: also refit the eraser every this many training steps (`0`: only before the
+    /// first step and before every validation, so the selected model's eraser fits its
+    /// representation).
+    pub erasure_refit_steps: usize,
     /// Run the dense + ReLU layers (experts, bottoms, towers without batch norm), the gate mixing,
     /// the embedding lookups and Adam's update as mtrec's fused kernels where the backend has them
     /// (flex); `false`: plain
@@ -284,6 +314,17 @@ pub struct ModelConfig {
 /// The table size from which `model.sparse_embeddings` (unset) makes the id tables row-sparse.
 pub const SPARSE_AUTO_ROWS: usize = 100_000;
 
+/// `model.erasure`: how a concept is removed from the representation the towers read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Erasure {
+    /// Nothing erased.
+    #[default]
+    None,
+    /// LEACE's closed-form linear eraser ([`crate::ConceptEraser`]), refitted as the model trains.
+    Leace,
+}
+
 /// How the reversal weight λ of adversarial heads evolves during training.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -293,6 +334,8 @@ pub enum AdversarialSchedule {
     Constant,
     /// `λ·(2/(1 + exp(−10·p)) − 1)` at training progress `p` (Ganin & Lempitsky 2015).
     Dann,
+    /// `λ·p`: a linear ramp from 0 at the first step to λ at the last of `train.epochs`.
+    Linear,
 }
 
 impl AdversarialSchedule {
@@ -301,6 +344,7 @@ impl AdversarialSchedule {
         match self {
             Self::Constant => lambda,
             Self::Dann => crate::dann_lambda(lambda, progress),
+            Self::Linear => lambda * progress.clamp(0.0, 1.0),
         }
     }
 }
@@ -323,6 +367,10 @@ impl Default for ModelConfig {
             calibrator_weight: 0.6,
             adversarial_weight: 1.0,
             adversarial_schedule: AdversarialSchedule::Constant,
+            adversary_hidden: None,
+            adversary_steps: 0,
+            erasure: Erasure::None,
+            erasure_refit_steps: 0,
             fused_kernels: true,
             sparse_embeddings: None,
             text: TextTrainingConfig::default(),
@@ -355,7 +403,11 @@ impl ModelConfig {
             return Err(format!("model.adversarial_weight = {} must be ≥ 0", self.adversarial_weight));
         }
         let zero = |v: &[usize]| v.contains(&0);
-        if zero(&self.expert_hidden) || zero(&self.bottom_hidden) || zero(&self.tower_hidden) {
+        if zero(&self.expert_hidden)
+            || zero(&self.bottom_hidden)
+            || zero(&self.tower_hidden)
+            || zero(self.adversary_hidden.as_deref().unwrap_or(&[]))
+        {
             return Err("model.*_hidden widths must be positive".into());
         }
         use Architecture::*;
@@ -383,6 +435,21 @@ impl ModelConfig {
         let main = schema.tasks.iter().filter(|t| !t.adversarial).count();
         if schema.tasks[..main].iter().any(|t| t.adversarial) || main == 0 {
             return Err("the dataset's adversarial tasks must come after its main tasks".into());
+        }
+        if self.erasure == Erasure::Leace {
+            let concepts = schema.tasks[main..].iter().filter(|t| t.kind == TaskKind::Binary).count();
+            if concepts == 0 || concepts < schema.n_tasks() - main {
+                return Err("model.erasure = \"leace\" erases the adversarial tasks' labels: it needs at least one \
+                            adversarial task, every one binary (census: data.adversarial = \"sex\"; a table: a binary \
+                            task with adversarial = true)"
+                    .into());
+            }
+            if self.erasure_parts(main).is_none() {
+                return Err(format!(
+                    "model.erasure = \"leace\" is not supported by {}: use shared_bottom, mmoe, omoe or ple",
+                    self.architecture.name()
+                ));
+            }
         }
         if matches!(self.architecture, Architecture::Esmm | Architecture::Aitm)
             && schema.tasks[..main].iter().any(|t| t.kind != TaskKind::Binary)
@@ -447,6 +514,18 @@ impl ModelConfig {
                 n_main * last(&self.bottom_hidden)
             }
             Architecture::Esmm => d_input,
+        }
+    }
+
+    /// The width of each tower input an eraser acts on ([`MultiTaskModel::tower_inputs`]'s order),
+    /// for the architectures that apply `model.erasure`; `None` for the others.
+    pub fn erasure_parts(&self, n_main: usize) -> Option<Vec<usize>> {
+        let last = |v: &[usize]| v.last().copied();
+        match self.architecture {
+            Architecture::SharedBottom => Some(vec![last(&self.bottom_hidden)?]),
+            Architecture::Omoe => Some(vec![last(&self.expert_hidden)?]),
+            Architecture::Mmoe | Architecture::Ple => Some(vec![last(&self.expert_hidden)?; n_main]),
+            _ => None,
         }
     }
 
@@ -536,13 +615,19 @@ impl ModelConfig {
         let adversaries = schema.tasks[n..]
             .iter()
             .map(|task| {
-                AdversarialHeadConfig::new(d_repr, self.tower_hidden.clone())
+                AdversarialHeadConfig::new(d_repr, self.adversary_hidden.clone().unwrap_or(self.tower_hidden.clone()))
                     .with_weight(self.adversarial_weight)
                     .with_d_output(task.output_dim())
                     .init(device)
             })
             .collect();
-        MultiTaskNet { body, adversaries, task_text: Vec::new() }
+        let erasers = match self.erasure {
+            Erasure::None => Vec::new(),
+            Erasure::Leace => (self.erasure_parts(n).unwrap_or_default().into_iter())
+                .map(|width| ConceptEraser::identity(width, device))
+                .collect(),
+        };
+        MultiTaskNet { body, adversaries, task_text: Vec::new(), erasers }
     }
 }
 
@@ -622,6 +707,9 @@ pub struct MultiTaskNet {
     /// `model.text.adapters = "per_task"`: each main task's adapters in the text encoder, added
     /// to its output (empty otherwise).
     pub task_text: Vec<TaskTextBranch>,
+    /// `model.erasure = "leace"`: one concept eraser a tower input (empty otherwise), refitted by
+    /// the trainer ([`Self::set_erasers`]).
+    pub erasers: Vec<ConceptEraser>,
 }
 
 impl MultiTaskNet {
@@ -704,6 +792,28 @@ impl MultiTaskNet {
         body.inputs_mut().into_iter().find_map(|input| input.encoder.clone())
     }
 
+    /// The tower inputs before any erasure, one tensor each ([`MultiTaskModel::tower_inputs`]'s
+    /// order): what an eraser is fitted on.
+    ///
+    /// # Shapes
+    /// - features: see [`FeatureBatch`]; each output `[B, width]`
+    pub fn tower_inputs_unerased(&self, features: FeatureBatch) -> Vec<Tensor<2>> {
+        let body = self.body.inner();
+        body.tower_inputs(&body.forward_shared(features))
+    }
+
+    /// Replaces the erasers by `fits` (one a tower input, on `device`).
+    ///
+    /// # Panics
+    /// When their number or widths differ from the model's erasers.
+    pub fn set_erasers(&mut self, fits: &[crate::LeaceFit], device: &Device) {
+        assert_eq!(fits.len(), self.erasers.len(), "one fit an eraser");
+        for (eraser, fit) in self.erasers.iter_mut().zip(fits) {
+            assert_eq!(eraser.eraser_t.dims(), [fit.width, fit.width], "the eraser's width");
+            *eraser = ConceptEraser::from_fit(fit, device);
+        }
+    }
+
     /// Sets λ of every adversarial head's gradient reversal (a warm-up schedule changes it as
     /// training progresses).
     pub fn set_adversarial_weight(&mut self, lambda: f64) {
@@ -722,11 +832,12 @@ impl MultiTaskModel for MultiTaskNet {
         self.body.inner().n_tasks() + self.adversaries.len()
     }
     fn forward_shared(&self, features: FeatureBatch) -> SharedTensors {
+        let erasers = self.erasers.iter().map(ConceptEraser::tensors).collect();
         if self.task_text.is_empty() {
-            return self.body.inner().forward_shared(features);
+            return SharedTensors { erasers, ..self.body.inner().forward_shared(features) };
         }
         let text = features.text.clone();
-        SharedTensors { text, ..self.body.inner().forward_shared(features) }
+        SharedTensors { text, erasers, ..self.body.inner().forward_shared(features) }
     }
     fn forward_task(&self, task: usize, shared: &SharedTensors) -> TaskOutput {
         let main = self.body.inner().n_tasks();

@@ -37,12 +37,13 @@ impl MultiTaskModel for Omoe {
     }
 
     fn forward_task(&self, task: usize, shared: &SharedTensors) -> TaskOutput {
-        TaskOutput::new(self.towers[task].forward(shared.tensors[0].clone())).with_gate(shared.tensors[1].clone())
+        TaskOutput::new(self.towers[task].forward(shared.erased(0, shared.tensors[0].clone())))
+            .with_gate(shared.tensors[1].clone())
     }
 
     /// The one mixture every tower reads.
     fn tower_inputs(&self, shared: &SharedTensors) -> Vec<Tensor<2>> {
-        vec![shared.tensors[0].clone()]
+        vec![shared.erased(0, shared.tensors[0].clone())]
     }
 
     fn output_bias(&self, task: usize) -> Option<burn::module::ParamId> {

@@ -87,12 +87,12 @@ impl MultiTaskModel for SharedBottom {
     }
 
     fn forward_task(&self, task: usize, shared: &SharedTensors) -> TaskOutput {
-        TaskOutput::new(self.towers[task].forward(shared.tensors[0].clone()))
+        TaskOutput::new(self.towers[task].forward(shared.erased(0, shared.tensors[0].clone())))
     }
 
     /// The bottom's output, which every tower reads.
     fn tower_inputs(&self, shared: &SharedTensors) -> Vec<Tensor<2>> {
-        vec![shared.tensors[0].clone()]
+        vec![shared.erased(0, shared.tensors[0].clone())]
     }
 
     fn output_bias(&self, task: usize) -> Option<burn::module::ParamId> {

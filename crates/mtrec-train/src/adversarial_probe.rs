@@ -7,7 +7,16 @@
 //! representation that still carries the target gives it away to the probe whatever happened to
 //! the head.
 //!
-//! The probe is an MLP with one hidden layer of [`PROBE_HIDDEN`] ReLU units, trained with Adam
+//! The probe is fitted twice: a **linear** probe (logistic regression), against which linear
+//! concept erasure ([`mtrec_model::ConceptEraser`]) is a guarantee, and an **MLP** probe, which
+//! may still read what a linear eraser leaves in higher moments. "Removed" means both are near ½.
+//!
+//! A third MLP probe reads only the model's **main-task outputs** (one logit or value a task): the
+//! attribute as far as the predictions themselves give it away. Any representation the towers can
+//! turn into these predictions carries at least that much, so it is the floor the representation
+//! probes cannot go below without changing the predictions — the price of removal in the main tasks.
+//!
+//! The MLP probe has one hidden layer of [`PROBE_HIDDEN`] ReLU units, trained with Adam
 //! (learning rate 1e-3, batches of 1024) on the training split's representations, standardised
 //! with the training mean and deviation, for [`PROBE_EPOCHS`] epochs — more on a small training
 //! split, so that it takes at least [`PROBE_MIN_STEPS`] steps (a fresh probe given a few dozen
@@ -48,6 +57,24 @@ pub struct ProbeResult {
     pub test_auc: Option<f64>,
     /// The epoch of the best validation AUC.
     pub best_epoch: usize,
+    /// The linear probe (logistic regression, same training) on the same representation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linear: Option<ProbeScores>,
+    /// The MLP probe on the main tasks' outputs alone (the floor of the representation probes for
+    /// these predictions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<ProbeScores>,
+}
+
+/// A probe's validation and test AUC at its best validation epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeScores {
+    /// Best validation AUC (`None`: one class in validation).
+    pub valid_auc: Option<f64>,
+    /// Test AUC at that epoch.
+    pub test_auc: Option<f64>,
+    /// The epoch of the best validation AUC.
+    pub best_epoch: usize,
 }
 
 /// Fits a fresh probe on `model`'s tower representation for every adversarial task of `dataset`;
@@ -74,9 +101,12 @@ pub fn adversarial_probe<S: SplitRows>(
         ));
     };
     let features = |table: &EncodedTable| representations(model, table, schema, device, batch_size);
-    let (mut train, mut valid, mut test) = (features(train_rows), features(valid_rows), features(test_rows));
+    let ((mut train, mut train_out), (mut valid, mut valid_out), (mut test, mut test_out)) =
+        (features(train_rows), features(valid_rows), features(test_rows));
     let width = train.len() / train_rows.n_rows.max(1);
+    let out_width = train_out.len() / train_rows.n_rows.max(1);
     standardise(&mut train, &mut [&mut valid, &mut test], width);
+    standardise(&mut train_out, &mut [&mut valid_out, &mut test_out], out_width);
     let n = schema.n_tasks();
     let mut out = BTreeMap::new();
     for t in adversarial {
@@ -84,33 +114,62 @@ pub fn adversarial_probe<S: SplitRows>(
             continue;
         }
         let labels = |table: &EncodedTable| table.label_column(t, n);
-        let result = fit_probe(
-            ProbeData { x: &train, y: &labels(train_rows) },
-            ProbeData { x: &valid, y: &labels(valid_rows) },
-            ProbeData { x: &test, y: &labels(test_rows) },
-            width,
+        let (train_y, valid_y, test_y) = (labels(train_rows), labels(valid_rows), labels(test_rows));
+        let fit = |hidden: &[usize]| {
+            fit_probe(
+                ProbeData { x: &train, y: &train_y },
+                ProbeData { x: &valid, y: &valid_y },
+                ProbeData { x: &test, y: &test_y },
+                (width, hidden),
+                device,
+                seed,
+            )
+        };
+        let linear = fit(&[]);
+        let outputs = fit_probe(
+            ProbeData { x: &train_out, y: &train_y },
+            ProbeData { x: &valid_out, y: &valid_y },
+            ProbeData { x: &test_out, y: &test_y },
+            (out_width, &[PROBE_HIDDEN]),
             device,
             seed,
         );
+        let result = ProbeResult {
+            outputs: Some(ProbeScores {
+                valid_auc: outputs.valid_auc,
+                test_auc: outputs.test_auc,
+                best_epoch: outputs.best_epoch,
+            }),
+            linear: Some(ProbeScores {
+                valid_auc: linear.valid_auc,
+                test_auc: linear.test_auc,
+                best_epoch: linear.best_epoch,
+            }),
+            ..fit(&[PROBE_HIDDEN])
+        };
         out.insert(schema.tasks[t].name.clone(), result);
     }
     Ok(out)
 }
 
-/// The representation of every row of `table`, row-major `[rows, width]`.
+/// The representation of every row of `table`, row-major `[rows, width]`, and the main tasks'
+/// outputs, row-major `[rows, Σ output widths]`.
 fn representations(
     model: &MultiTaskNet,
     table: &EncodedTable,
     schema: &Schema,
     device: &Device,
     batch_size: usize,
-) -> Vec<f32> {
-    let mut out = Vec::new();
+) -> (Vec<f32>, Vec<f32>) {
+    let (mut out, mut outputs) = (Vec::new(), Vec::new());
+    let main = model.n_tasks() - model.adversaries.len();
     for batch in batches(table, schema.widths(), batch_size, BatchOrder::Sequential, device) {
         let shared = model.forward_shared(batch.features);
         out.extend(model.representation(&shared).into_data().try_into_vec::<f32>().expect("f32 representation"));
+        let heads: Vec<Tensor<2>> = (0..main).map(|t| model.forward_task(t, &shared).output).collect();
+        outputs.extend(Tensor::cat(heads, 1).into_data().try_into_vec::<f32>().expect("f32 outputs"));
     }
-    out
+    (out, outputs)
 }
 
 /// Standardises every column of `train` by its mean and standard deviation, and the other splits
@@ -147,23 +206,24 @@ struct ProbeData<'a> {
     y: &'a [f32],
 }
 
-/// Trains a fresh probe on `train`, keeps the epoch of the best validation AUC, reports test there.
+/// Trains a fresh probe with hidden widths `hidden` (none: logistic regression) on `train`'s rows of
+/// `width` columns, keeps the epoch of the best validation AUC, reports test there.
 fn fit_probe(
     train: ProbeData,
     valid: ProbeData,
     test: ProbeData,
-    width: usize,
+    (width, hidden): (usize, &[usize]),
     device: &Device,
     seed: u64,
 ) -> ProbeResult {
     let ad = device.clone().autodiff();
     ad.seed(seed ^ 0x0050_524f_4245);
-    let mut probe = TaskTowerConfig::new(width, vec![PROBE_HIDDEN]).init(&ad);
+    let mut probe = TaskTowerConfig::new(width, hidden.to_vec()).init(&ad);
     let mut optim = AdamConfig::new().init();
     let rows = train.y.len();
     let mut order: Vec<usize> = (0..rows).collect();
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut best = ProbeResult { width, valid_auc: None, test_auc: None, best_epoch: 0 };
+    let mut best = ProbeResult { width, valid_auc: None, test_auc: None, best_epoch: 0, linear: None, outputs: None };
     let (mut x, mut y) = (Vec::with_capacity(PROBE_BATCH * width), Vec::with_capacity(PROBE_BATCH));
     let epochs = PROBE_EPOCHS.max(PROBE_MIN_STEPS.div_ceil(rows.div_ceil(PROBE_BATCH).max(1)));
     for epoch in 1..=epochs {
@@ -197,7 +257,14 @@ fn fit_probe(
         };
         let valid_auc = roc_auc(&scores(&valid), valid.y);
         if best.best_epoch == 0 || valid_auc.unwrap_or(0.0) > best.valid_auc.unwrap_or(0.0) {
-            best = ProbeResult { width, valid_auc, test_auc: roc_auc(&scores(&test), test.y), best_epoch: epoch };
+            best = ProbeResult {
+                width,
+                valid_auc,
+                test_auc: roc_auc(&scores(&test), test.y),
+                best_epoch: epoch,
+                linear: None,
+                outputs: None,
+            };
         }
     }
     best
@@ -239,7 +306,7 @@ mod tests {
                     ProbeData { x: &tx, y: &ty },
                     ProbeData { x: &vx, y: &vy },
                     ProbeData { x: &sx, y: &sy },
-                    4,
+                    (4, &[PROBE_HIDDEN]),
                     &device,
                     seed,
                 );

@@ -47,6 +47,8 @@ pub struct ExperimentConfig {
     pub train: TrainConfig,
     /// Per-task options, `[tasks.<task name>]`.
     pub tasks: BTreeMap<String, TaskOptions>,
+    /// `[fairness]`: group-fairness metrics of the binary main tasks by a sensitive column.
+    pub fairness: crate::FairnessConfig,
 }
 
 /// A `[tasks.<name>]` section.
@@ -74,6 +76,7 @@ impl Default for ExperimentConfig {
             balance: BalanceConfig::default(),
             train: TrainConfig::default(),
             tasks: BTreeMap::new(),
+            fairness: crate::FairnessConfig::default(),
         }
     }
 }
@@ -436,7 +439,10 @@ impl DataConfig {
             }
             DataSource::Synthetic => {
                 if let Some(a) = &self.adversarial {
-                    return Err(TrainError::Config(format!("data.adversarial = {a:?}: synthetic data has none")));
+                    return Err(TrainError::Config(format!(
+                        "data.adversarial = {a:?}: synthetic data has none of its own; data.synthetic.sensitive_leak > 0 \
+                         plants one (the adversarial task `sensitive`)"
+                    )));
                 }
                 (Synthetic::new(self.synthetic.clone())?.generate(), None)
             }
@@ -780,6 +786,7 @@ impl ExperimentConfig {
     /// A streamed dataset's funnel was checked on every row as it was encoded (`data.funnel`), so
     /// the check here reads in-memory datasets only.
     pub fn check_dataset<S: mtrec_data::SplitRows>(&self, dataset: &MtlDataset<S>) -> Result<(), TrainError> {
+        self.fairness.column(&dataset.schema)?;
         let metric = self.train.early_stopping.metric.as_str();
         let grouped = match dataset.valid.in_memory() {
             Some(table) => !table.groups.is_empty(),

@@ -6,6 +6,7 @@
 //! two-phase forward and the balancer for gradients, and never branches on which one it runs.
 
 mod adversarial_probe;
+mod adversary;
 mod checkpoint;
 mod collective;
 mod config;
@@ -13,6 +14,7 @@ mod data_parallel;
 mod device;
 mod early_stopping;
 mod error;
+mod fairness;
 mod fused_adam;
 mod loss;
 mod metrics;
@@ -28,7 +30,8 @@ mod text;
 mod trainer;
 mod utilisation;
 
-pub use adversarial_probe::{PROBE_EPOCHS, PROBE_HIDDEN, PROBE_MIN_STEPS, ProbeResult, adversarial_probe};
+pub use adversarial_probe::{PROBE_EPOCHS, PROBE_HIDDEN, PROBE_MIN_STEPS, ProbeResult, ProbeScores, adversarial_probe};
+pub use adversary::{DEAD_HEAD_EPOCHS, DEAD_HEAD_NATS, DeadHeadDetector, adversary_steps, refit_erasers};
 pub use checkpoint::{CHECKPOINT_FILE, Checkpoint, TrainingState};
 pub use collective::{Collective, SingleProcess, ThreadGroup, launcher_ranks};
 pub use config::{DataConfig, DataSource, EarlyStoppingConfig, ExperimentConfig, LoadedData, TaskOptions, TrainConfig};
@@ -36,6 +39,7 @@ pub use data_parallel::{BUCKET_FLOATS, DataParallel, data_parallel_step};
 pub use device::DeviceChoice;
 pub use early_stopping::EarlyStopping;
 pub use error::TrainError;
+pub use fairness::{FairnessConfig, GroupColumn, fairness_metrics};
 pub use fused_adam::FusedAdam;
 pub use loss::task_loss;
 pub use metrics::{TaskMetrics, binary_logloss, higher_is_better, mae, mse, roc_auc};

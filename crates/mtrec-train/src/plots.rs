@@ -33,6 +33,9 @@ pub struct Series {
 pub enum PanelKind {
     /// Lines over a numeric x axis.
     Lines(Vec<Series>),
+    /// Points (a marker each, joined by a thin line within a series) over a numeric x axis: a
+    /// scatter, e.g. a trade-off front.
+    Points(Vec<Series>),
     /// Grouped bars: `groups[g] = (label, values)`, one bar per value at x = 0, 1, … (the
     /// `x` categories), one colour per group.
     Bars {
@@ -109,7 +112,8 @@ impl Figure {
         let areas = root.split_evenly((n.div_ceil(COLUMNS), n.min(COLUMNS)));
         for (panel, area) in self.panels.iter().zip(areas) {
             match &panel.kind {
-                PanelKind::Lines(series) => draw_lines(&area, panel, series)?,
+                PanelKind::Lines(series) => draw_lines(&area, panel, series, false)?,
+                PanelKind::Points(series) => draw_lines(&area, panel, series, true)?,
                 PanelKind::Bars { categories, groups } => draw_bars(&area, panel, categories, groups)?,
             }
         }
@@ -134,6 +138,7 @@ fn draw_lines<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     panel: &Panel,
     series: &[Series],
+    markers: bool,
 ) -> Result<(), Box<dyn std::error::Error>>
 where
     DB::ErrorType: 'static,
@@ -151,7 +156,11 @@ where
         .build_cartesian_2d(x0..x1, y0..y1)?;
     chart
         .configure_mesh()
-        .x_label_formatter(&|x: &f64| if x.fract() == 0.0 { format!("{x:.0}") } else { format!("{x:.1}") })
+        .x_label_formatter(&|x: &f64| match x.fract() {
+            0.0 => format!("{x:.0}"),
+            _ if markers => format!("{x:.3}"),
+            _ => format!("{x:.1}"),
+        })
         .x_desc(panel.x_label.as_str())
         .y_desc(panel.y_label.as_str())
         .label_style(("sans-serif", 13))
@@ -160,6 +169,14 @@ where
         let colour = Palette99::pick(i).to_rgba();
         let points: Vec<(f64, f64)> =
             s.points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
+        if markers {
+            chart.draw_series(LineSeries::new(points.clone(), colour.stroke_width(1)))?;
+            chart
+                .draw_series(points.iter().map(|&p| Circle::new(p, 5, colour.filled())))?
+                .label(s.label.as_str())
+                .legend(move |(x, y)| Circle::new((x + 9, y), 5, colour.filled()));
+            continue;
+        }
         chart
             .draw_series(LineSeries::new(points, colour.stroke_width(2)))?
             .label(s.label.as_str())

@@ -109,6 +109,9 @@ pub struct Summary {
     /// The id tables, whether each was row-sparse and why, and the optimizer that updated it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub embedding_tables: Vec<EmbeddingTableUse>,
+    /// Warnings the run raised that a reader of the results must see (a dead adversarial head).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// An id table of a run and the optimizer that updated it.

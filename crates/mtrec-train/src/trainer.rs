@@ -50,12 +50,14 @@ pub fn evaluate(
     device: &Device,
     batch_size: usize,
 ) -> Result<Vec<TaskMetrics>, TrainError> {
-    evaluate_sharded(model, table, split, schema, device, batch_size, &DataParallel::single())
+    evaluate_sharded(model, table, split, schema, device, batch_size, &DataParallel::single(), None)
 }
 
 /// [`evaluate`] with the batches split over the ranks of `parallel` (each forwards its contiguous
 /// block of batches): the outputs and labels are gathered in row order, so every rank computes the
-/// metrics over all rows — the same numbers as one process.
+/// metrics over all rows — the same numbers as one process. With `fairness`, every binary main task
+/// also gets the group-fairness metrics by that column ([`crate::fairness_metrics`]).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn evaluate_sharded(
     model: &MultiTaskNet,
     table: &impl SplitRows,
@@ -64,8 +66,10 @@ pub(crate) fn evaluate_sharded(
     device: &Device,
     batch_size: usize,
     parallel: &DataParallel,
+    fairness: Option<crate::GroupColumn>,
 ) -> Result<Vec<TaskMetrics>, TrainError> {
     let n_tasks = schema.n_tasks();
+    let mut field_groups: Vec<f32> = Vec::new();
     let mut outputs: Vec<Vec<f32>> = vec![Vec::with_capacity(table.n_rows()); n_tasks];
     let mut conditional: Vec<Option<Vec<f32>>> = vec![None; n_tasks];
     // the labels come with the batches (a streamed split is read once)
@@ -81,6 +85,11 @@ pub(crate) fn evaluate_sharded(
         let rows = batch.labels.into_data().try_into_vec::<f32>().expect("f32 labels");
         for (t, column) in labels.iter_mut().enumerate() {
             column.extend(rows.iter().skip(t).step_by(n_tasks));
+        }
+        if let (Some(crate::GroupColumn::Categorical(f)), Some(ids)) = (fairness, &batch.features.categorical) {
+            let width = ids.dims()[1];
+            let ids = ids.clone().into_data().convert::<i64>().try_into_vec::<i64>().expect("integer ids");
+            field_groups.extend(ids.iter().skip(f).step_by(width).map(|&id| id as f32));
         }
         for (t, out) in model.forward(batch.features).into_iter().enumerate() {
             outputs[t].extend(out.output.into_data().try_into_vec::<f32>().expect("f32 outputs"));
@@ -98,7 +107,15 @@ pub(crate) fn evaluate_sharded(
             let c = parallel.gather_f32(conditional[t].take().unwrap_or_default());
             conditional[t] = (!c.is_empty()).then_some(c);
         }
+        if matches!(fairness, Some(crate::GroupColumn::Categorical(_))) {
+            field_groups = parallel.gather_f32(field_groups);
+        }
     }
+    let fairness_groups: Option<Vec<i64>> = match fairness {
+        Some(crate::GroupColumn::Task(g)) => Some(labels[g].iter().map(|&v| v.round() as i64).collect()),
+        Some(crate::GroupColumn::Categorical(_)) => Some(field_groups.iter().map(|&v| v as i64).collect()),
+        None => None,
+    };
     let groups = table.group_ids()?;
     (0..n_tasks)
         .map(|t| {
@@ -117,6 +134,11 @@ pub(crate) fn evaluate_sharded(
             if grouped {
                 let without = groups.iter().filter(|&&g| g == mtrec_data::NO_GROUP).count();
                 metrics.insert("gauc_rows_without_group".into(), without as f64);
+            }
+            if let Some(g) = fairness_groups.as_ref().filter(|_| task.kind == TaskKind::Binary && !task.adversarial) {
+                if fairness != Some(crate::GroupColumn::Task(t)) {
+                    metrics.extend(crate::fairness_metrics(&outputs[t], &labels[t], g));
+                }
             }
             if schema.funnel && t > 0 && !task.adversarial {
                 let scores = conditional[t].as_deref().unwrap_or(&outputs[t]);
@@ -340,6 +362,10 @@ struct LoopState {
     /// the part of it spent in collective operations.
     steps_time: Duration,
     steps_communication: Duration,
+    /// Adversarial heads that stopped learning, and the warnings said about them (this process's
+    /// epochs: a resumed run starts counting again).
+    dead_heads: crate::DeadHeadDetector,
+    warnings: Vec<String>,
 }
 
 impl<'a, S: SplitRows> Trainer<'a, S> {
@@ -437,6 +463,9 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
         }
         // every rank starts from rank 0's parameters
         let mut model = self.parallel.broadcast_parameters(model);
+        if state.done == 0 {
+            self.refit_erasers(&mut model)?; // a resumed run's eraser is the checkpoint's
+        }
         let first = if state.stopper.should_stop() { cfg.train.epochs + 1 } else { state.done + 1 };
         let lr = cfg.learning_rates(schema, &model)?;
         let config_toml = cfg.to_toml(); // what every checkpoint records
@@ -455,8 +484,22 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
             state.balancer.end_epoch(&train_losses);
 
             let point = epoch * cfg.train.evals_per_epoch;
+            self.refit_erasers(&mut model)?;
             let (valid, monitor, improved) =
                 self.validate(epoch, point, &model, &mut state, &monitored, &mut skipped_warned)?;
+            for t in state.dead_heads.update(&valid) {
+                let warning = format!(
+                    "warning: epoch {epoch}: the adversarial head `{}` is dead: its validation logloss has been within \
+                     {} nats of its label entropy (a constant output, no reversed gradient) for {} validations; try a \
+                     larger tasks.{}.lr_scale, model.adversary_steps, model.adversary_hidden or a smaller λ",
+                    schema.tasks[t].name,
+                    crate::DEAD_HEAD_NATS,
+                    crate::DEAD_HEAD_EPOCHS,
+                    schema.tasks[t].name,
+                );
+                self.say(&warning);
+                state.warnings.push(warning);
+            }
             let record = EpochRecord {
                 epoch,
                 train_loss: by_task(schema, &train_losses),
@@ -480,6 +523,26 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
             }
         }
         self.finish(model, state, start)
+    }
+
+    /// Refits the model's concept erasers (`model.erasure`) on the training rows.
+    fn refit_erasers(&self, model: &mut MultiTaskNet) -> Result<(), TrainError> {
+        let ds = self.dataset;
+        let batch_size = self.config.train.eval_batch_size;
+        crate::refit_erasers(model, &ds.train, ds.schema.widths(), ds.schema.n_tasks(), batch_size)
+    }
+
+    /// The dead-head detector of the binary adversarial tasks, with their validation label rates.
+    fn dead_head_detector(&self) -> Result<crate::DeadHeadDetector, TrainError> {
+        let schema = &self.dataset.schema;
+        let heads: Vec<usize> = (0..schema.n_tasks())
+            .filter(|&t| schema.tasks[t].adversarial && schema.tasks[t].kind == TaskKind::Binary)
+            .collect();
+        if heads.is_empty() {
+            return Ok(crate::DeadHeadDetector::default());
+        }
+        let rates = self.dataset.valid.label_means(schema.n_tasks())?;
+        Ok(crate::DeadHeadDetector::new(heads.into_iter().map(|t| (t, rates[t]))))
     }
 
     /// What data-parallel training cannot do.
@@ -583,6 +646,8 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
             samples: 0,
             earlier_wall: 0.0,
             done: 0,
+            dead_heads: self.dead_head_detector()?,
+            warnings: Vec::new(),
         };
         if !self.resume {
             return Ok((model, state));
@@ -644,8 +709,20 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
             // a trainable text encoder's learning rate follows its warm-up and decay
             let lr = if m.text.trains() { cfg.learning_rates_at(schema, &model, progress)? } else { lr.clone() };
             let (task_losses, rows);
-            (model, task_losses, rows) =
-                data_parallel_step(model, &mut state.optim, state.balancer.as_mut(), &batch, &kinds, lr, parallel)?;
+            (model, task_losses, rows) = data_parallel_step(
+                model,
+                &mut state.optim,
+                state.balancer.as_mut(),
+                &batch,
+                &kinds,
+                lr.clone(),
+                parallel,
+            )?;
+            model = crate::adversary_steps(model, &mut state.optim, &batch, &kinds, &lr, parallel, m.adversary_steps);
+            let step = (epoch - 1) * n_batches + b + 1;
+            if m.erasure_refit_steps > 0 && step % m.erasure_refit_steps == 0 {
+                self.refit_erasers(&mut model)?;
+            }
             for (sum, loss) in loss_sums.iter_mut().zip(task_losses) {
                 *sum = sum.clone() + loss.without_autodiff().mul_scalar(rows);
             }
@@ -653,6 +730,7 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
             if let Some(j) = within_points.iter().position(|&p| p == b + 1) {
                 let started = Instant::now();
                 let point = (epoch - 1) * k + j + 1;
+                self.refit_erasers(&mut model)?;
                 let (valid, monitor, best) =
                     self.validate(epoch, point, &model, state, selection.monitored, selection.skipped_warned)?;
                 let v = WithinEpochValidation {
@@ -696,7 +774,8 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
     fn evaluate(&self, model: &MultiTaskNet, split: Split) -> Result<Vec<TaskMetrics>, TrainError> {
         let ds = self.dataset;
         let batch_size = self.config.train.eval_batch_size;
-        evaluate_sharded(model, split.of(ds), split, &ds.schema, &self.device, batch_size, &self.parallel)
+        let fairness = self.config.fairness.column(&ds.schema)?;
+        evaluate_sharded(model, split.of(ds), split, &ds.schema, &self.device, batch_size, &self.parallel, fairness)
     }
 
     /// Writes the epoch's checkpoint.
@@ -780,6 +859,7 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
             adversarial_probe: probe,
             data_parallel,
             embedding_tables: crate::EmbeddingTableUse::of(cfg, &ds.schema),
+            warnings: state.warnings,
         };
         if let Some(dir) = self.writer() {
             dir.write_summary(&summary)?;
@@ -806,10 +886,13 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
         }
         let probe = adversarial_probe(best_model, ds, &self.device, cfg.seed, batch_size)?;
         for (task, p) in &probe {
+            let auc = |a: Option<f64>| a.map_or("undefined".into(), |a| format!("{a:.4}"));
             self.say(&format!(
-                "adversarial probe `{task}`: a fresh classifier on the representation the towers read reaches test \
-                 AUC {}",
-                p.test_auc.map_or("undefined".into(), |a| format!("{a:.4}"))
+                "adversarial probe `{task}`: fresh classifiers on the representation the towers read reach test AUC {} \
+                 (MLP), {} (linear); on the main tasks' outputs alone {} (MLP)",
+                auc(p.test_auc),
+                auc(p.linear.as_ref().and_then(|l| l.test_auc)),
+                auc(p.outputs.as_ref().and_then(|l| l.test_auc))
             ));
         }
         Ok((utilisation, probe))
@@ -1321,6 +1404,88 @@ mod tests {
         let probe = &summary.adversarial_probe["sex"];
         assert!(probe.test_auc.is_some_and(|a| (0.0..=1.0).contains(&a)), "{probe:?}");
         assert_eq!(probe.width, 2 * 16, "MMoE's two task mixtures of 16 units");
+    }
+
+    /// LEACE with every adversary option on (extra adversary steps, a deeper head, the linear ramp)
+    /// and fairness by `sex`: the selected model's representation of the training rows has no
+    /// covariance with `sex` left (the eraser was refitted before the validation that selected it);
+    /// the summary reports both probes; the test fairness metrics of `income` are those computed by
+    /// hand from the selected model's outputs.
+    #[test]
+    fn leace_leaves_no_linear_signal_and_fairness_is_reported() {
+        let mut cfg = census_config(mtrec_model::Architecture::Mmoe, false);
+        cfg.data.adversarial = Some("sex".into());
+        cfg.model.erasure = mtrec_model::Erasure::Leace;
+        cfg.model.erasure_refit_steps = 7;
+        cfg.model.adversary_steps = 2;
+        cfg.model.adversary_hidden = Some(vec![8, 4]);
+        cfg.model.adversarial_schedule = mtrec_model::AdversarialSchedule::Linear;
+        cfg.fairness.by = Some("sex".into());
+        let ds = cfg.data.load().unwrap();
+        let (summary, _, best) = Trainer::new(&cfg, &ds, Device::flex()).verbose(false).run().unwrap();
+        let probe = &summary.adversarial_probe["sex"];
+        assert!(probe.linear.as_ref().is_some_and(|l| l.test_auc.is_some()), "{probe:?}");
+        // Cov(r(x), sex) on the training rows, relative to the deviations
+        let n_tasks = ds.schema.n_tasks();
+        let sex = ds.train.label_column(n_tasks - 1, n_tasks);
+        let mut repr = Vec::new();
+        for batch in batches(&ds.train, ds.schema.widths(), 512, BatchOrder::Sequential, &Device::flex()) {
+            let shared = best.forward_shared(batch.features);
+            repr.extend(best.representation(&shared).into_data().try_into_vec::<f32>().unwrap());
+        }
+        let (rows, width) = (sex.len(), repr.len() / sex.len());
+        let mz = sex.iter().map(|&v| v as f64).sum::<f64>() / rows as f64;
+        let sz = (sex.iter().map(|&v| (v as f64 - mz).powi(2)).sum::<f64>() / rows as f64).sqrt();
+        for j in 0..width {
+            let col: Vec<f64> = (0..rows).map(|r| repr[r * width + j] as f64).collect();
+            let m = col.iter().sum::<f64>() / rows as f64;
+            let sd = (col.iter().map(|v| (v - m).powi(2)).sum::<f64>() / rows as f64).sqrt();
+            let cov = col.iter().zip(&sex).map(|(v, &z)| (v - m) * (z as f64 - mz)).sum::<f64>() / rows as f64;
+            assert!(
+                sd < 1e-6 || (cov / (sd * sz)).abs() < 1e-3,
+                "column {j}: correlation with sex {}",
+                cov / (sd * sz)
+            );
+        }
+        // fairness of income by sex, by hand from the outputs
+        let (mut outputs, labels) = (Vec::new(), ds.test.label_column(0, n_tasks));
+        for batch in batches(&ds.test, ds.schema.widths(), 512, BatchOrder::Sequential, &Device::flex()) {
+            outputs.extend(best.forward(batch.features)[0].output.clone().into_data().try_into_vec::<f32>().unwrap());
+        }
+        let groups: Vec<i64> = ds.test.label_column(n_tasks - 1, n_tasks).iter().map(|&v| v as i64).collect();
+        let by_hand = crate::fairness_metrics(&outputs, &labels, &groups);
+        let test = &summary.test["income"];
+        assert!(by_hand.contains_key("dp_gap") && by_hand.keys().any(|k| k.starts_with("auc_group_")), "{by_hand:?}");
+        for (key, want) in &by_hand {
+            let got = test.get(key).copied().unwrap_or(f64::NAN);
+            assert!((got - want).abs() < 1e-9, "{key}: {got} vs {want} (test metrics {test:?})");
+        }
+        assert!(!summary.test["sex"].contains_key("dp_gap"), "the grouping task has no gaps of its own");
+    }
+
+    /// The planted attribute against the truth (`synthetic.sensitive_leak`: a linear and a
+    /// variance channel): without erasure the linear probe reads it well above chance; with LEACE
+    /// the linear probe is at chance on test — the linear channel is gone — while the MLP probe
+    /// still reads the variance channel, which LEACE does not promise to remove.
+    #[test]
+    fn leace_removes_the_planted_linear_channel() {
+        let mut cfg = tiny_config(mtrec_model::Architecture::Mmoe);
+        cfg.data.synthetic.sensitive_leak = 1.5;
+        cfg.data.synthetic.n_test = 2000;
+        cfg.model.adversarial_weight = 0.0;
+        let ds = cfg.data.load().unwrap();
+        let linear_probe = |cfg: &ExperimentConfig| {
+            let (summary, _, _) = Trainer::new(cfg, &ds, Device::flex()).verbose(false).run().unwrap();
+            let probe = summary.adversarial_probe["sensitive"].clone();
+            eprintln!("erasure {:?}: {probe:?}", cfg.model.erasure);
+            (probe.linear.unwrap().test_auc.unwrap(), probe.test_auc.unwrap())
+        };
+        let before = linear_probe(&cfg);
+        cfg.model.erasure = mtrec_model::Erasure::Leace;
+        let after = linear_probe(&cfg);
+        assert!(before.0 > 0.75, "the linear channel is readable without erasure: {}", before.0);
+        assert!((after.0 - 0.5).abs() < 0.04, "a linear probe after LEACE: {}", after.0);
+        assert!(after.1 > 0.7, "the variance channel is left for a non-linear probe: MLP probe {}", after.1);
     }
 
     /// The small mixed table of the data crate: a binary and a 5-class task (`stars`), a group.
