@@ -2,8 +2,9 @@
 //! (and Δm against a single-task config among them) as `compare.md` and `compare.json`. With
 //! `--reuse`, a run already finished in the output folder under the same resolved config is read
 //! back instead of trained again: an interrupted compare (hours of fine-tuning) goes on where it
-//! stopped, and a seed trained apart can join the table. With `--sweep KEY=V1,V2,…` every config
-//! is run once per value (`--set KEY=V`, named `<name>-<KEY>=<V>`): a trade-off curve, e.g.
+//! stopped, and a seed trained apart can join the table. With `--sweep KEY=V1,V2,…` the first config
+//! is run once per value (`--set KEY=V`, named `<name>-<KEY>=<V>`; the other configs join as they
+//! are): a trade-off curve, e.g.
 //! `--sweep model.adversarial_weight=0,0.3,1,3,10`; runs with adversarial tasks add the probes'
 //! test AUCs and a plot of the main task against them (`trade_off.svg`), runs with `[fairness]`
 //! the gaps.
@@ -39,7 +40,8 @@ pub struct CompareArgs {
     /// `config.toml` the same as this run's) instead of training it again.
     #[arg(long)]
     reuse: bool,
-    /// Run every config once per value of a key: `SECTION.KEY=V1,V2,…` (scalar values).
+    /// Run the first config once per value of a key: `SECTION.KEY=V1,V2,…` (scalar values); the
+    /// other configs join the table as they are.
     #[arg(long, value_name = "SECTION.KEY=V1,V2,...")]
     sweep: Option<String>,
 }
@@ -82,8 +84,9 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         sets.push(crate::data_dir_override(dir));
     }
     let mut configs: Vec<ExperimentConfig> = Vec::new();
-    for path in &args.configs {
-        match args.sweep.as_deref().map(parse_sweep).transpose()? {
+    for (i, path) in args.configs.iter().enumerate() {
+        // the first config is swept; the others join the table as they are (e.g. the LEACE point)
+        match args.sweep.as_deref().filter(|_| i == 0).map(parse_sweep).transpose()? {
             None => configs.push(ExperimentConfig::from_file(path, &sets)?),
             Some((key, values)) => {
                 for v in values {

@@ -48,7 +48,7 @@ impl CovarianceSums {
     /// When the lengths are not whole rows of the same count.
     pub fn add_rows(&mut self, x: &[f32], z: &[f32]) {
         let (d, k) = (self.width, self.concepts);
-        assert!(x.len() % d.max(1) == 0 && z.len() % k.max(1) == 0, "whole rows");
+        assert!(x.len().is_multiple_of(d.max(1)) && z.len().is_multiple_of(k.max(1)), "whole rows");
         assert_eq!(x.len() / d.max(1), z.len() / k.max(1), "as many concept rows as representation rows");
         let (n, rest) = self.sums.split_first_mut().expect("non-empty");
         let (sx, rest) = rest.split_at_mut(d);

@@ -64,6 +64,11 @@ pub struct ProbeResult {
     /// these predictions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outputs: Option<ProbeScores>,
+    /// Per main task with a one-column output: the test AUC of its output alone as a score for the
+    /// target (no fitting; 0.5: the task's predictions say nothing of it, below 0.5: they say it
+    /// inverted) — which task gives the attribute away.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub output_auc: BTreeMap<String, f64>,
 }
 
 /// A probe's validation and test AUC at its best validation epoch.
@@ -134,7 +139,18 @@ pub fn adversarial_probe<S: SplitRows>(
             device,
             seed,
         );
+        let main: Vec<usize> = (0..n).filter(|&m| !schema.tasks[m].adversarial).collect();
+        let mut output_auc = BTreeMap::new();
+        if out_width == main.len() {
+            for (j, &m) in main.iter().enumerate() {
+                let column: Vec<f32> = test_out.iter().skip(j).step_by(out_width).copied().collect();
+                if let Some(auc) = roc_auc(&column, &test_y) {
+                    output_auc.insert(schema.tasks[m].name.clone(), auc);
+                }
+            }
+        }
         let result = ProbeResult {
+            output_auc,
             outputs: Some(ProbeScores {
                 valid_auc: outputs.valid_auc,
                 test_auc: outputs.test_auc,
@@ -223,7 +239,15 @@ fn fit_probe(
     let rows = train.y.len();
     let mut order: Vec<usize> = (0..rows).collect();
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut best = ProbeResult { width, valid_auc: None, test_auc: None, best_epoch: 0, linear: None, outputs: None };
+    let mut best = ProbeResult {
+        width,
+        valid_auc: None,
+        test_auc: None,
+        best_epoch: 0,
+        linear: None,
+        outputs: None,
+        output_auc: BTreeMap::new(),
+    };
     let (mut x, mut y) = (Vec::with_capacity(PROBE_BATCH * width), Vec::with_capacity(PROBE_BATCH));
     let epochs = PROBE_EPOCHS.max(PROBE_MIN_STEPS.div_ceil(rows.div_ceil(PROBE_BATCH).max(1)));
     for epoch in 1..=epochs {
@@ -264,6 +288,7 @@ fn fit_probe(
                 best_epoch: epoch,
                 linear: None,
                 outputs: None,
+                output_auc: BTreeMap::new(),
             };
         }
     }

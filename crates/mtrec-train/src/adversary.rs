@@ -166,10 +166,10 @@ mod tests {
         }
         // a head that learns again resets the count
         let mut d = DeadHeadDetector::new([(0, rate)]);
-        d.update(&[constant.clone()]);
-        d.update(&[constant.clone()]);
-        d.update(&[learning.clone()]);
-        assert!(d.update(&[constant.clone()]).is_empty() && d.update(&[constant]).is_empty());
+        for m in [&constant, &constant, &learning] {
+            d.update(std::slice::from_ref(m));
+        }
+        assert!(d.update(std::slice::from_ref(&constant)).is_empty() && d.update(&[constant]).is_empty());
     }
 
     /// `adversary_steps` moves the adversarial head and nothing else: every other parameter is

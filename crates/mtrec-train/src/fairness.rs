@@ -96,7 +96,7 @@ pub fn fairness_metrics(scores: &[f32], labels: &[f32], groups: &[i64]) -> TaskM
     }
     let spread = |v: Vec<f64>| {
         let (lo, hi) = v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)));
-        (v.len() > 1).then(|| hi - lo)
+        (v.len() > 1).then_some(hi - lo)
     };
     let rates = by_group.values().map(|g| g.1 as f64 / g.0 as f64).collect();
     let tprs = by_group.values().filter(|g| g.2 > 0).map(|g| g.3 as f64 / g.2 as f64).collect();

@@ -135,10 +135,10 @@ pub(crate) fn evaluate_sharded(
                 let without = groups.iter().filter(|&&g| g == mtrec_data::NO_GROUP).count();
                 metrics.insert("gauc_rows_without_group".into(), without as f64);
             }
-            if let Some(g) = fairness_groups.as_ref().filter(|_| task.kind == TaskKind::Binary && !task.adversarial) {
-                if fairness != Some(crate::GroupColumn::Task(t)) {
-                    metrics.extend(crate::fairness_metrics(&outputs[t], &labels[t], g));
-                }
+            let judged =
+                task.kind == TaskKind::Binary && !task.adversarial && fairness != Some(crate::GroupColumn::Task(t));
+            if let Some(g) = fairness_groups.as_ref().filter(|_| judged) {
+                metrics.extend(crate::fairness_metrics(&outputs[t], &labels[t], g));
             }
             if schema.funnel && t > 0 && !task.adversarial {
                 let scores = conditional[t].as_deref().unwrap_or(&outputs[t]);
@@ -720,7 +720,7 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
             )?;
             model = crate::adversary_steps(model, &mut state.optim, &batch, &kinds, &lr, parallel, m.adversary_steps);
             let step = (epoch - 1) * n_batches + b + 1;
-            if m.erasure_refit_steps > 0 && step % m.erasure_refit_steps == 0 {
+            if m.erasure_refit_steps > 0 && step.is_multiple_of(m.erasure_refit_steps) {
                 self.refit_erasers(&mut model)?;
             }
             for (sum, loss) in loss_sums.iter_mut().zip(task_losses) {
@@ -1461,6 +1461,10 @@ mod tests {
             assert!((got - want).abs() < 1e-9, "{key}: {got} vs {want} (test metrics {test:?})");
         }
         assert!(!summary.test["sex"].contains_key("dp_gap"), "the grouping task has no gaps of its own");
+        // how much the income output alone says of sex, by hand
+        let sex_test = ds.test.label_column(n_tasks - 1, n_tasks);
+        let income_says = crate::roc_auc(&outputs, &sex_test).unwrap();
+        assert!((probe.output_auc["income"] - income_says).abs() < 1e-9, "{probe:?}");
     }
 
     /// The planted attribute against the truth (`synthetic.sensitive_leak`: a linear and a
