@@ -288,6 +288,10 @@ pub struct ModelConfig {
     /// (the min–max game as GAN training plays it: the adversary catches up with the
     /// representation before the next step pushes against it); `0`: none.
     pub adversary_steps: usize,
+    /// Replace an adversarial head by a freshly initialised one when the dead-head detector fires
+    /// (its validation logloss at the label entropy for 3 validations): a constant head passes no
+    /// reversed gradient back, a fresh one does.
+    pub adversary_restart: bool,
     /// Linear concept erasure of the representation the towers read: `"none"` or `"leace"`
     /// ([`crate::ConceptEraser`]; the concepts are the adversarial tasks' binary labels).
     pub erasure: Erasure,
@@ -369,6 +373,7 @@ impl Default for ModelConfig {
             adversarial_schedule: AdversarialSchedule::Constant,
             adversary_hidden: None,
             adversary_steps: 0,
+            adversary_restart: false,
             erasure: Erasure::None,
             erasure_refit_steps: 0,
             fused_kernels: true,
@@ -539,13 +544,24 @@ impl ModelConfig {
         })
     }
 
+    /// A freshly initialised adversarial head for task `task` of `schema` (what [`Self::init`]
+    /// builds, and what `model.adversary_restart` replaces a dead head with).
+    pub fn adversarial_head(&self, schema: &Schema, task: usize, device: &Device) -> AdversarialHead {
+        let input = FeatureEmbeddingConfig::from_schema(schema, self.embedding_dim, self.text_dim);
+        let n = schema.tasks.iter().filter(|t| !t.adversarial).count();
+        let d_repr = self.tower_inputs_width(input.output_dim(), n);
+        AdversarialHeadConfig::new(d_repr, self.adversary_hidden.clone().unwrap_or(self.tower_hidden.clone()))
+            .with_weight(self.adversarial_weight)
+            .with_d_output(schema.tasks[task].output_dim())
+            .init(device)
+    }
+
     /// Builds the chosen architecture for a dataset's schema (see [`Self::check_schema`]); every
     /// adversarial task gets an [`AdversarialHead`] on the shared representation.
     pub fn init(&self, schema: &Schema, device: &Device) -> MultiTaskNet {
         mtrec_kernels::set_fused_kernels(self.fused_kernels);
         let input = FeatureEmbeddingConfig::from_schema(schema, self.embedding_dim, self.text_dim)
             .with_sparse(self.sparse_tables(schema));
-        let d_input = input.output_dim();
         let n = schema.tasks.iter().filter(|t| !t.adversarial).count();
         let outputs: Vec<usize> = schema.tasks[..n].iter().map(|t| t.output_dim()).collect();
         let (bn, dropout, towers) = (self.batch_norm, self.dropout, self.tower_hidden.clone());
@@ -611,16 +627,7 @@ impl ModelConfig {
                     .init(device),
             ),
         };
-        let d_repr = self.tower_inputs_width(d_input, n);
-        let adversaries = schema.tasks[n..]
-            .iter()
-            .map(|task| {
-                AdversarialHeadConfig::new(d_repr, self.adversary_hidden.clone().unwrap_or(self.tower_hidden.clone()))
-                    .with_weight(self.adversarial_weight)
-                    .with_d_output(task.output_dim())
-                    .init(device)
-            })
-            .collect();
+        let adversaries = (n..schema.n_tasks()).map(|t| self.adversarial_head(schema, t, device)).collect();
         let erasers = match self.erasure {
             Erasure::None => Vec::new(),
             Erasure::Leace => (self.erasure_parts(n).unwrap_or_default().into_iter())

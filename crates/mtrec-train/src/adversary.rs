@@ -55,6 +55,21 @@ pub fn adversary_steps(
     model
 }
 
+/// Replaces the adversarial heads of `tasks` (task indices) by freshly initialised ones
+/// (`model.adversary_restart`); their optimiser state starts anew with their new parameters.
+pub fn restart_heads(
+    model: &mut MultiTaskNet,
+    tasks: &[usize],
+    config: &mtrec_model::ModelConfig,
+    schema: &mtrec_data::Schema,
+    device: &burn::tensor::Device,
+) {
+    let main = schema.n_tasks() - model.adversaries.len();
+    for &t in tasks {
+        model.adversaries[t - main] = config.adversarial_head(schema, t, device);
+    }
+}
+
 /// Refits every concept eraser of `model` (`model.erasure = "leace"`) on the tower inputs of all
 /// rows of `train` before any erasure, with the adversarial tasks' labels as the concepts; does
 /// nothing for a model without erasers. Every data-parallel rank reads the whole split, so all fit
@@ -114,7 +129,7 @@ impl DeadHeadDetector {
     }
 
     /// Takes one validation's metrics (by task index); returns the tasks whose head has now been
-    /// dead for [`DEAD_HEAD_EPOCHS`] validations in a row (once each time the count reaches it).
+    /// dead for [`DEAD_HEAD_EPOCHS`] validations in a row (the count then starts again).
     pub fn update(&mut self, valid: &[TaskMetrics]) -> Vec<usize> {
         let mut fired = Vec::new();
         for (t, rate, dead) in &mut self.heads {
@@ -123,6 +138,7 @@ impl DeadHeadDetector {
                 *dead += 1;
                 if *dead == DEAD_HEAD_EPOCHS {
                     fired.push(*t);
+                    *dead = 0; // counts again: a restarted head that dies again fires again
                 }
             } else {
                 *dead = 0;
@@ -170,6 +186,32 @@ mod tests {
             d.update(std::slice::from_ref(m));
         }
         assert!(d.update(std::slice::from_ref(&constant)).is_empty() && d.update(&[constant]).is_empty());
+    }
+
+    /// A restarted head has new parameters (new values, new ids) of the same shapes; the rest of the
+    /// model is untouched.
+    #[test]
+    fn a_restarted_head_is_fresh_and_alone() {
+        let device = Device::flex().autodiff();
+        let mut schema = Schema::new(
+            vec![CategoricalField { name: "a".into(), vocab_size: 6 }],
+            vec!["x".into()],
+            vec![TaskSpec::new("t0", TaskKind::Binary), TaskSpec::new("s", TaskKind::Binary)],
+        );
+        schema.tasks[1].adversarial = true;
+        let cfg = ModelConfig { adversary_hidden: Some(vec![6, 3]), ..Default::default() };
+        let mut model = cfg.init(&schema, &device);
+        let head = |m: &MultiTaskNet| m.adversaries[0].tower.head.weight.clone();
+        let body = |m: &MultiTaskNet| burn::module::list_param_ids(&m.body);
+        let (before, body_before) = (head(&model), body(&model));
+        restart_heads(&mut model, &[1], &cfg, &schema, &device);
+        let after = head(&model);
+        assert_eq!(after.val().dims(), before.val().dims());
+        assert_eq!(model.adversaries[0].tower.mlp.layers.len(), 2, "adversary_hidden kept");
+        assert_ne!(after.id, before.id, "new parameters");
+        let values = |p: &burn::module::Param<Tensor<2>>| p.val().into_data().try_into_vec::<f32>().unwrap();
+        assert_ne!(values(&after), values(&before), "fresh values");
+        assert_eq!(body(&model), body_before, "the body is untouched");
     }
 
     /// `adversary_steps` moves the adversarial head and nothing else: every other parameter is

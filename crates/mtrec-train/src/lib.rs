@@ -31,7 +31,9 @@ mod trainer;
 mod utilisation;
 
 pub use adversarial_probe::{PROBE_EPOCHS, PROBE_HIDDEN, PROBE_MIN_STEPS, ProbeResult, ProbeScores, adversarial_probe};
-pub use adversary::{DEAD_HEAD_EPOCHS, DEAD_HEAD_NATS, DeadHeadDetector, adversary_steps, refit_erasers};
+pub use adversary::{
+    DEAD_HEAD_EPOCHS, DEAD_HEAD_NATS, DeadHeadDetector, adversary_steps, refit_erasers, restart_heads,
+};
 pub use checkpoint::{CHECKPOINT_FILE, Checkpoint, TrainingState};
 pub use collective::{Collective, SingleProcess, ThreadGroup, launcher_ranks};
 pub use config::{DataConfig, DataSource, EarlyStoppingConfig, ExperimentConfig, LoadedData, TaskOptions, TrainConfig};

@@ -487,18 +487,20 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
             self.refit_erasers(&mut model)?;
             let (valid, monitor, improved) =
                 self.validate(epoch, point, &model, &mut state, &monitored, &mut skipped_warned)?;
-            for t in state.dead_heads.update(&valid) {
-                let warning = format!(
-                    "warning: epoch {epoch}: the adversarial head `{}` is dead: its validation logloss has been within \
-                     {} nats of its label entropy (a constant output, no reversed gradient) for {} validations; try a \
-                     larger tasks.{}.lr_scale, model.adversary_steps, model.adversary_hidden or a smaller λ",
-                    schema.tasks[t].name,
-                    crate::DEAD_HEAD_NATS,
-                    crate::DEAD_HEAD_EPOCHS,
-                    schema.tasks[t].name,
-                );
-                self.say(&warning);
-                state.warnings.push(warning);
+            let fired = dead_head_warnings(&mut state, schema, epoch, &valid);
+            for (_, warning) in &fired {
+                self.say(warning);
+            }
+            if cfg.model.adversary_restart && !fired.is_empty() {
+                let tasks: Vec<usize> = fired.iter().map(|(t, _)| *t).collect();
+                crate::restart_heads(&mut model, &tasks, &cfg.model, schema, &self.device.clone().autodiff());
+                for &t in &tasks {
+                    let name = &schema.tasks[t].name;
+                    self.say(&format!(
+                        "epoch {epoch}: the adversarial head `{name}` restarts from a fresh initialisation"
+                    ));
+                }
+                model = self.parallel.broadcast_parameters(model); // every rank continues with rank 0's head
             }
             let record = EpochRecord {
                 epoch,
@@ -665,6 +667,13 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
         if write {
             state.records = dir.truncate_epochs(saved.epoch)?;
             dir.write_config(cfg)?;
+            // the dead-head counts and warnings of the epochs before, as the uninterrupted run has them
+            for record in std::mem::take(&mut state.records) {
+                let valid: Vec<TaskMetrics> =
+                    schema.tasks.iter().map(|t| record.valid.get(&t.name).cloned().unwrap_or_default()).collect();
+                dead_head_warnings(&mut state, schema, record.epoch, &valid);
+                state.records.push(record);
+            }
         }
         if self.prints() {
             println!("resuming {} after epoch {}", dir.path().display(), saved.epoch);
@@ -897,6 +906,34 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
         }
         Ok((utilisation, probe))
     }
+}
+
+/// Feeds one epoch's validation metrics (by task index) to the dead-head detector; returns the
+/// tasks whose head it found dead with their warnings, which the summary keeps.
+fn dead_head_warnings(
+    state: &mut LoopState,
+    schema: &Schema,
+    epoch: usize,
+    valid: &[TaskMetrics],
+) -> Vec<(usize, String)> {
+    let fired = state.dead_heads.update(valid);
+    let warnings: Vec<(usize, String)> = fired
+        .into_iter()
+        .map(|t| {
+            let name = &schema.tasks[t].name;
+            let warning = format!(
+                "warning: epoch {epoch}: the adversarial head `{name}` is dead: its validation logloss has been within \
+                 {} nats of its label entropy (a constant output, no reversed gradient) for {} validations; try \
+                 model.adversary_restart, a larger tasks.{name}.lr_scale, model.adversary_steps, \
+                 model.adversary_hidden or a smaller λ",
+                crate::DEAD_HEAD_NATS,
+                crate::DEAD_HEAD_EPOCHS,
+            );
+            (t, warning)
+        })
+        .collect();
+    state.warnings.extend(warnings.iter().map(|(_, w)| w.clone()));
+    warnings
 }
 
 /// The selected model's gate statistics and adversarial probes, by task.

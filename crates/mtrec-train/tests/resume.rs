@@ -140,6 +140,44 @@ fn a_resumed_run_ends_as_the_uninterrupted_run() {
     }
 }
 
+/// An adversarial run with every adversary option on — LEACE erasure refitted every 7 steps and
+/// before every validation, 2 extra adversary updates a step, a deeper head, the linear λ ramp — on
+/// the synthetic set's planted attribute, interrupted after epoch 3 and resumed, ends as the
+/// uninterrupted run: the eraser, the head and its optimiser state are in the checkpoint, and the
+/// dead-head detector replays the logged epochs.
+#[test]
+fn a_resumed_adversarial_run_ends_as_the_uninterrupted_run() {
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cfg = config(BalanceMethod::Fixed);
+    cfg.data.synthetic.sensitive_leak = 1.0;
+    cfg.model.erasure = mtrec_model::Erasure::Leace;
+    cfg.model.erasure_refit_steps = 7;
+    cfg.model.adversary_steps = 2;
+    cfg.model.adversary_hidden = Some(vec![8, 4]);
+    cfg.model.adversarial_weight = 0.5;
+    cfg.model.adversarial_schedule = mtrec_model::AdversarialSchedule::Linear;
+    let ds = cfg.data.load().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let (a, b) = (root.path().join("a"), root.path().join("b"));
+    let run = |dir: RunDirectory, interrupt: Option<usize>, resume: bool| {
+        let mut t = Trainer::new(&cfg, &ds, Device::flex()).with_run_dir(dir).verbose(false).resume(resume);
+        if let Some(e) = interrupt {
+            t = t.interrupt_after(e);
+        }
+        t.run()
+    };
+    let (summary_a, records_a, _) = run(RunDirectory::create(&a, &cfg).unwrap(), None, false).unwrap();
+    let err = run(RunDirectory::create(&b, &cfg).unwrap(), Some(3), false).err().unwrap();
+    assert!(matches!(err, TrainError::Interrupted { epoch: 3, .. }), "{err}");
+    let (summary_b, records_b, _) = run(RunDirectory::open(&b).unwrap(), None, true).unwrap();
+    assert_eq!(records_b.len(), 6);
+    for (ra, rb) in records_a.iter().zip(&records_b) {
+        assert_same(&untimed(ra), &untimed(rb), &format!("adversarial epoch {}", ra.epoch));
+    }
+    assert_same(&untimed_summary(&summary_a), &untimed_summary(&summary_b), "adversarial summary");
+    assert!(summary_b.adversarial_probe["sensitive"].linear.is_some());
+}
+
 /// A run whose text encoder trains (the tiny BERT of mtrec-text's fixtures on the small table's
 /// titles; fully, and through LoRA adapters), interrupted after epoch 1 and resumed, ends as the
 /// uninterrupted run: the checkpoint holds the encoder's (or the adapters') weights and their AdamW
