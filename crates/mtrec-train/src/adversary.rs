@@ -152,7 +152,6 @@ impl DeadHeadDetector {
 mod tests {
     use super::*;
     use crate::metrics::task_metrics;
-    use burn::module::Module;
     use burn::tensor::Tensor;
     use burn::tensor::{Device, Distribution, Int, TensorData};
     use mtrec_data::{CategoricalField, FeatureBatch, Schema, TaskSpec};
@@ -218,18 +217,7 @@ mod tests {
     /// where it was, the head's are not.
     #[test]
     fn adversary_steps_update_only_the_adversary() {
-        use burn::module::{ModuleVisitor, Param, ParamId};
-        struct Values(Vec<(ParamId, Vec<f32>)>);
-        impl ModuleVisitor for Values {
-            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-                self.0.push((param.id, param.val().into_data().try_into_vec::<f32>().unwrap()));
-            }
-        }
-        let values = |m: &MultiTaskNet| {
-            let mut v = Values(vec![]);
-            m.visit(&mut v);
-            v.0
-        };
+        let values = crate::trainer::tests::parameter_values;
         let device = Device::flex().autodiff();
         device.seed(3);
         let mut schema = Schema::new(

@@ -1073,7 +1073,7 @@ fn within_epoch_line(v: &WithinEpochValidation, metric: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::{DataConfig, DataSource, TrainConfig};
     use mtrec_data::SyntheticConfig;
@@ -1283,22 +1283,25 @@ mod tests {
         Trainer::new(&cfg, &ds, Device::flex()).verbose(false).run().unwrap();
     }
 
-    /// `tasks.task2.lr_scale` scales the learning rate of task 2's own parameters only.
-    #[test]
-    fn per_task_lr_scale_reaches_only_that_tasks_parameters() {
+    /// Every parameter of `model` with its values, in visiting order.
+    pub(crate) fn parameter_values(model: &MultiTaskNet) -> Vec<(burn::module::ParamId, Vec<f32>)> {
         use burn::module::{ModuleVisitor, Param, ParamId};
-        use mtrec_model::MultiTaskModel;
         struct Values(Vec<(ParamId, Vec<f32>)>);
         impl ModuleVisitor for Values {
             fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
                 self.0.push((param.id, param.val().into_data().try_into_vec::<f32>().unwrap()));
             }
         }
-        let values = |m: &MultiTaskNet| {
-            let mut v = Values(vec![]);
-            m.visit(&mut v);
-            v.0
-        };
+        let mut v = Values(vec![]);
+        model.visit(&mut v);
+        v.0
+    }
+
+    /// `tasks.task2.lr_scale` scales the learning rate of task 2's own parameters only.
+    #[test]
+    fn per_task_lr_scale_reaches_only_that_tasks_parameters() {
+        use mtrec_model::MultiTaskModel;
+        let values = parameter_values;
         let mut cfg = tiny_config(mtrec_model::Architecture::Mmoe);
         cfg.tasks.insert("task2".into(), crate::TaskOptions { lr_scale: 1e-3 });
         let ds = cfg.data.load().unwrap();
