@@ -217,17 +217,24 @@ impl RunData {
         }
     }
 
-    /// Every metric of every task of `model` on `split` (see [`evaluate`]).
+    /// Every metric of every task of `model` on `split` (see [`evaluate`]), and with `fairness` the
+    /// group-fairness metrics by that column ([`crate::fairness_metrics`]).
     pub fn evaluate(
         &self,
         model: &MultiTaskNet,
         split: Split,
         device: &Device,
         batch_size: usize,
+        fairness: Option<crate::GroupColumn>,
     ) -> Result<Vec<TaskMetrics>, TrainError> {
+        let one = DataParallel::single();
         match self {
-            Self::Memory(d) => evaluate(model, split.of(d.as_ref()), split, &d.schema, device, batch_size),
-            Self::Streamed(d) => evaluate(model, split.of(d.as_ref()), split, &d.schema, device, batch_size),
+            Self::Memory(d) => {
+                evaluate_sharded(model, split.of(d.as_ref()), split, &d.schema, device, batch_size, &one, fairness)
+            }
+            Self::Streamed(d) => {
+                evaluate_sharded(model, split.of(d.as_ref()), split, &d.schema, device, batch_size, &one, fairness)
+            }
         }
     }
 }
@@ -299,7 +306,8 @@ pub fn evaluate_run(
 ) -> Result<(ExperimentConfig, RunData, Vec<TaskMetrics>), TrainError> {
     let (config, data, model, device) = load_run_reading(dir, overrides, file)?;
     let split = if file.is_some() { Split::Test } else { split };
-    let metrics = data.evaluate(&model, split, &device, config.train.eval_batch_size)?;
+    let fairness = config.fairness.column(data.schema())?;
+    let metrics = data.evaluate(&model, split, &device, config.train.eval_batch_size, fairness)?;
     Ok((config, data, metrics))
 }
 
@@ -1450,7 +1458,7 @@ pub(crate) mod tests {
     /// and fairness by `sex`: the selected model's representation of the training rows has no
     /// covariance with `sex` left (the eraser was refitted before the validation that selected it);
     /// the summary reports both probes; the test fairness metrics of `income` are those computed by
-    /// hand from the selected model's outputs.
+    /// hand from the selected model's outputs, and `eval` of the run folder reproduces them.
     #[test]
     fn leace_leaves_no_linear_signal_and_fairness_is_reported() {
         let mut cfg = census_config(mtrec_model::Architecture::Mmoe, false);
@@ -1462,7 +1470,17 @@ pub(crate) mod tests {
         cfg.model.adversarial_schedule = mtrec_model::AdversarialSchedule::Linear;
         cfg.fairness.by = Some("sex".into());
         let ds = cfg.data.load().unwrap();
-        let (summary, _, best) = Trainer::new(&cfg, &ds, Device::flex()).verbose(false).run().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDirectory::create(dir.path().join("run"), &cfg).unwrap();
+        let (summary, _, best) =
+            Trainer::new(&cfg, &ds, Device::flex()).with_run_dir(run).verbose(false).run().unwrap();
+        // `eval` of the run folder reproduces the test metrics, fairness included: the eraser is in best_model.bpk
+        let (_, _, again) = evaluate_run(&dir.path().join("run"), Split::Test, &[], None).unwrap();
+        for (t, task) in ds.schema.tasks.iter().enumerate() {
+            for (key, want) in &summary.test[&task.name] {
+                assert!((again[t][key] - want).abs() < 1e-9, "{} {key}: {} vs {want}", task.name, again[t][key]);
+            }
+        }
         let probe = &summary.adversarial_probe["sex"];
         assert!(probe.linear.as_ref().is_some_and(|l| l.test_auc.is_some()), "{probe:?}");
         // Cov(r(x), sex) on the training rows, relative to the deviations
