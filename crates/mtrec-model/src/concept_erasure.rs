@@ -338,7 +338,7 @@ mod tests {
     /// `1/√(1 + 0.3² + 0.5²) = 0.8639`, by hand).
     #[test]
     fn erasure_leaves_a_linear_probe_at_chance_and_keeps_an_orthogonal_signal() {
-        let (x, z, y) = planted(20_000, 1);
+        let (x, z, _) = planted(20_000, 1);
         let (tx, tz, ty) = planted(20_000, 2);
         let rows =
             |x: &[f32]| x.chunks_exact(3).map(|r| r.iter().map(|&v| v as f64).collect()).collect::<Vec<Vec<f64>>>();
@@ -382,7 +382,6 @@ mod tests {
                 assert!((out[r * 3 + j] as f64 - want).abs() < 1e-4, "row {r} col {j}");
             }
         }
-        let _ = y;
     }
 
     /// A concept the representation does not carry linearly (both classes have the same mean:

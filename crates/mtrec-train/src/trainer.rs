@@ -370,8 +370,8 @@ struct LoopState {
     /// the part of it spent in collective operations.
     steps_time: Duration,
     steps_communication: Duration,
-    /// Adversarial heads that stopped learning, and the warnings said about them (this process's
-    /// epochs: a resumed run starts counting again).
+    /// Adversarial heads that stopped learning, and the warnings said about them (a resumed run
+    /// replays the logged epochs into them).
     dead_heads: crate::DeadHeadDetector,
     warnings: Vec<String>,
 }
