@@ -177,10 +177,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
                 ];
                 for (extra, v) in probes {
                     let Some(v) = v else { continue };
-                    match result.extra.iter_mut().find(|(t, m, _)| *t == task.name && m == extra) {
-                        Some((_, _, values)) => values.push(v),
-                        None => result.extra.push((task.name.clone(), extra.to_string(), vec![v])),
-                    }
+                    result.push_extra(&task.name, extra, v);
                 }
                 let value = test.and_then(|m| m.get(metric)).copied().unwrap_or(f64::NAN);
                 if value.is_finite() {
@@ -192,10 +189,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
                 entry.1.push(value);
                 for &extra in extras {
                     let Some(&v) = test.and_then(|m| m.get(extra)) else { continue };
-                    match result.extra.iter_mut().find(|(t, m, _)| *t == task.name && m == extra) {
-                        Some((_, _, values)) => values.push(v),
-                        None => result.extra.push((task.name.clone(), extra.to_string(), vec![v])),
-                    }
+                    result.push_extra(&task.name, extra, v);
                 }
                 let panel = (task.name.clone(), metric.to_string());
                 if !panels.contains(&panel) {

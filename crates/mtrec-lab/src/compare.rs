@@ -66,6 +66,14 @@ pub struct ConfigResult {
 }
 
 impl ConfigResult {
+    /// Adds one seed's `value` of `metric` for `task` to [`Self::extra`].
+    pub fn push_extra(&mut self, task: &str, metric: &str, value: f64) {
+        match self.extra.iter_mut().find(|(t, m, _)| t == task && m == metric) {
+            Some((_, _, values)) => values.push(value),
+            None => self.extra.push((task.to_string(), metric.to_string(), vec![value])),
+        }
+    }
+
     /// Per main (non-adversarial) task `(metric, mean over seeds)`.
     pub fn means(&self) -> BTreeMap<String, (String, f64)> {
         self.tasks
@@ -74,6 +82,16 @@ impl ConfigResult {
             .map(|(t, (m, v))| (t.clone(), (m.clone(), mean_std(v).0)))
             .collect()
     }
+}
+
+/// The distinct names of `names`, in order of first appearance.
+fn first_appearances(names: impl IntoIterator<Item = String>) -> Vec<String> {
+    names.into_iter().fold(Vec::new(), |mut v, t| {
+        if !v.contains(&t) {
+            v.push(t);
+        }
+        v
+    })
 }
 
 /// Fills in Δm of every config against the first single-task one.
@@ -100,12 +118,7 @@ pub fn markdown(results: &[ConfigResult], seeds: &[u64]) -> String {
         }
     }
     // each task's metrics side by side, in order of first appearance of the task
-    let order: Vec<String> = tasks.iter().fold(Vec::new(), |mut v, (t, _)| {
-        if !v.contains(t) {
-            v.push(t.clone());
-        }
-        v
-    });
+    let order = first_appearances(tasks.iter().map(|(t, _)| t.clone()));
     tasks.sort_by_key(|(t, _)| order.iter().position(|o| o == t));
     let adversarial = |t: &str| results.iter().any(|r| r.adversarial.iter().any(|a| a == t));
     let baseline = results.iter().find(|r| r.model == "single_task");
@@ -168,12 +181,7 @@ pub fn trade_off_figure(results: &[ConfigResult]) -> Option<Figure> {
         r.extra.iter().find(|(t, m, _)| t == task && m == metric).map(|(_, _, v)| mean_std(v).0)
     };
     let mut panels = Vec::new();
-    let adversarial: Vec<String> = results.iter().flat_map(|r| r.adversarial.clone()).fold(Vec::new(), |mut v, t| {
-        if !v.contains(&t) {
-            v.push(t);
-        }
-        v
-    });
+    let adversarial = first_appearances(results.iter().flat_map(|r| r.adversarial.clone()));
     for task in &adversarial {
         for (probe, label) in [("probe_mlp_auc", "MLP"), ("probe_linear_auc", "linear")] {
             let mut y_label = String::new();

@@ -82,16 +82,10 @@ impl CovarianceSums {
         self.sums[0]
     }
 
-    /// The LEACE eraser of these rows.
-    ///
-    /// # Errors
-    /// Without rows.
-    pub fn fit(&self) -> Result<LeaceFit, String> {
+    /// `(μ [d], Σ [d, d], Σ_xz [d, k])` of the rows added, row-major.
+    fn moments(&self) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
         let (d, k) = (self.width, self.concepts);
         let n = self.sums[0];
-        if n < 2.0 {
-            return Err(format!("concept erasure needs at least 2 rows to fit on, got {n}"));
-        }
         let sx = &self.sums[1..1 + d];
         let sxx = &self.sums[1 + d..1 + d + d * d];
         let sz = &self.sums[1 + d + d * d..1 + d + d * d + k];
@@ -106,8 +100,21 @@ impl CovarianceSums {
                 cov[j * d + i] = c;
             }
         }
-        // Σ_xz, [d, k]
         let cross: Vec<f64> = (0..d * k).map(|ic| sxz[ic] / n - mean[ic / k] * mean_z[ic % k]).collect();
+        (mean, cov, cross)
+    }
+
+    /// The LEACE eraser of these rows.
+    ///
+    /// # Errors
+    /// Without rows.
+    pub fn fit(&self) -> Result<LeaceFit, String> {
+        let (d, k) = (self.width, self.concepts);
+        let n = self.sums[0];
+        if n < 2.0 {
+            return Err(format!("concept erasure needs at least 2 rows to fit on, got {n}"));
+        }
+        let (mean, mut cov, cross) = self.moments();
         let scale = (0..d).map(|i| cov[i * d + i]).sum::<f64>() / d.max(1) as f64;
         let ridge = RIDGE * if scale > 0.0 { scale } else { 1.0 };
         (0..d).for_each(|i| cov[i * d + i] += ridge);
@@ -296,19 +303,8 @@ mod tests {
             sums.add_rows(&row, &[*z]);
         }
         // w = Σ⁻¹·Σ_xz: the regression direction
-        let fit = sums.clone();
-        let n = fit.sums[0];
-        let mean: Vec<f64> = fit.sums[1..1 + d].iter().map(|s| s / n).collect();
-        let mut cov = vec![0.0; d * d];
-        for i in 0..d {
-            for j in i..d {
-                let c = fit.sums[1 + d + i * d + j] / n - mean[i] * mean[j];
-                cov[i * d + j] = c + if i == j { 1e-9 } else { 0.0 };
-                cov[j * d + i] = cov[i * d + j];
-            }
-        }
-        let mz = fit.sums[1 + d + d * d] / n;
-        let cross: Vec<f64> = (0..d).map(|i| fit.sums[2 + d + d * d + i] / n - mean[i] * mz).collect();
+        let (_, mut cov, cross) = sums.moments();
+        (0..d).for_each(|i| cov[i * d + i] += 1e-9);
         let w = cholesky_solve(&cholesky(&cov, d).unwrap(), d, cross);
         let scores: Vec<f64> = test.0.iter().map(|r| r.iter().zip(&w).map(|(a, b)| a * b).sum()).collect();
         auc(&scores, test.1)

@@ -82,6 +82,19 @@ pub struct ProbeScores {
     pub best_epoch: usize,
 }
 
+impl ProbeResult {
+    /// One probe's result on a representation of `width` columns (no linear or outputs probe).
+    fn fitted(width: usize, scores: ProbeScores) -> Self {
+        let ProbeScores { valid_auc, test_auc, best_epoch } = scores;
+        Self { width, valid_auc, test_auc, best_epoch, linear: None, outputs: None, output_auc: BTreeMap::new() }
+    }
+
+    /// This (MLP) probe's scores.
+    fn scores(&self) -> ProbeScores {
+        ProbeScores { valid_auc: self.valid_auc, test_auc: self.test_auc, best_epoch: self.best_epoch }
+    }
+}
+
 /// Fits a fresh probe on `model`'s tower representation for every adversarial task of `dataset`;
 /// empty when it has none.
 pub fn adversarial_probe<S: SplitRows>(
@@ -151,16 +164,8 @@ pub fn adversarial_probe<S: SplitRows>(
         }
         let result = ProbeResult {
             output_auc,
-            outputs: Some(ProbeScores {
-                valid_auc: outputs.valid_auc,
-                test_auc: outputs.test_auc,
-                best_epoch: outputs.best_epoch,
-            }),
-            linear: Some(ProbeScores {
-                valid_auc: linear.valid_auc,
-                test_auc: linear.test_auc,
-                best_epoch: linear.best_epoch,
-            }),
+            outputs: Some(outputs.scores()),
+            linear: Some(linear.scores()),
             ..fit(&[PROBE_HIDDEN])
         };
         out.insert(schema.tasks[t].name.clone(), result);
@@ -239,15 +244,7 @@ fn fit_probe(
     let rows = train.y.len();
     let mut order: Vec<usize> = (0..rows).collect();
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut best = ProbeResult {
-        width,
-        valid_auc: None,
-        test_auc: None,
-        best_epoch: 0,
-        linear: None,
-        outputs: None,
-        output_auc: BTreeMap::new(),
-    };
+    let mut best = ProbeScores { valid_auc: None, test_auc: None, best_epoch: 0 };
     let (mut x, mut y) = (Vec::with_capacity(PROBE_BATCH * width), Vec::with_capacity(PROBE_BATCH));
     let epochs = PROBE_EPOCHS.max(PROBE_MIN_STEPS.div_ceil(rows.div_ceil(PROBE_BATCH).max(1)));
     for epoch in 1..=epochs {
@@ -281,18 +278,10 @@ fn fit_probe(
         };
         let valid_auc = roc_auc(&scores(&valid), valid.y);
         if best.best_epoch == 0 || valid_auc.unwrap_or(0.0) > best.valid_auc.unwrap_or(0.0) {
-            best = ProbeResult {
-                width,
-                valid_auc,
-                test_auc: roc_auc(&scores(&test), test.y),
-                best_epoch: epoch,
-                linear: None,
-                outputs: None,
-                output_auc: BTreeMap::new(),
-            };
+            best = ProbeScores { valid_auc, test_auc: roc_auc(&scores(&test), test.y), best_epoch: epoch };
         }
     }
-    best
+    ProbeResult::fitted(width, best)
 }
 
 #[cfg(test)]
