@@ -76,7 +76,7 @@ pub struct BenchArgs {
     #[command(flatten)]
     setup: BenchSetup,
     /// Backends, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "flex,ndarray")]
+    #[arg(long, value_delimiter = ',', default_value = "flex")]
     devices: Vec<DeviceChoice>,
     /// Batch sizes, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "256,1024,4096")]

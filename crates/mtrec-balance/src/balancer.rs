@@ -181,7 +181,7 @@ pub trait LossBalancer {
 }
 
 /// [`LossBalancer::load_state`] of a method without state: only `Null` is its state.
-pub(crate) fn restore_stateless(name: &str, state: serde_json::Value) -> Result<(), BalanceError> {
+pub fn restore_stateless(name: &str, state: serde_json::Value) -> Result<(), BalanceError> {
     if state.is_null() {
         Ok(())
     } else {
@@ -190,21 +190,18 @@ pub(crate) fn restore_stateless(name: &str, state: serde_json::Value) -> Result<
 }
 
 /// Parses a method's checkpointed state.
-pub(crate) fn parse_state<T: serde::de::DeserializeOwned>(
-    name: &str,
-    state: serde_json::Value,
-) -> Result<T, BalanceError> {
+pub fn parse_state<T: serde::de::DeserializeOwned>(name: &str, state: serde_json::Value) -> Result<T, BalanceError> {
     serde_json::from_value(state).map_err(|e| BalanceError(format!("checkpoint: the {name} state does not parse: {e}")))
 }
 
 /// Serialises a method's state.
-pub(crate) fn state_value<T: serde::Serialize>(state: &T) -> serde_json::Value {
+pub fn state_value<T: serde::Serialize>(state: &T) -> serde_json::Value {
     serde_json::to_value(state).expect("balancer states serialise")
 }
 
 /// A generator reseeded from the run's seed at every epoch, so that a run resumed from a checkpoint
 /// draws what the uninterrupted run would have; its checkpoint state is the epoch.
-pub(crate) struct EpochRng {
+pub struct EpochRng {
     seed: u64,
     epoch: u64,
     rng: rand::rngs::StdRng,
@@ -212,7 +209,7 @@ pub(crate) struct EpochRng {
 
 impl EpochRng {
     /// Epoch 0's generator; `salt` separates the methods' streams.
-    pub(crate) fn new(seed: u64, salt: u64) -> Self {
+    pub fn new(seed: u64, salt: u64) -> Self {
         let seed = seed ^ salt;
         Self { seed, epoch: 0, rng: Self::seeded(seed, 0) }
     }
@@ -223,12 +220,12 @@ impl EpochRng {
     }
 
     /// This epoch's generator.
-    pub(crate) fn rng(&mut self) -> &mut rand::rngs::StdRng {
+    pub fn rng(&mut self) -> &mut rand::rngs::StdRng {
         &mut self.rng
     }
 
     /// Moves to the next epoch's generator.
-    pub(crate) fn next_epoch(&mut self) {
+    pub fn next_epoch(&mut self) {
         self.restart_at(self.epoch + 1);
     }
 
@@ -238,42 +235,42 @@ impl EpochRng {
     }
 
     /// The checkpoint state: the epoch.
-    pub(crate) fn state(&self) -> serde_json::Value {
+    pub fn state(&self) -> serde_json::Value {
         state_value(&self.epoch)
     }
 
     /// Restores [`Self::state`] for method `name`.
-    pub(crate) fn load_state(&mut self, name: &str, state: serde_json::Value) -> Result<(), BalanceError> {
+    pub fn load_state(&mut self, name: &str, state: serde_json::Value) -> Result<(), BalanceError> {
         self.restart_at(parse_state(name, state)?);
         Ok(())
     }
 }
 
 /// The detached losses, for [`BalancedGradients::task_losses`].
-pub(crate) fn detached(losses: &[Tensor<1>]) -> Vec<Tensor<1>> {
+pub fn detached(losses: &[Tensor<1>]) -> Vec<Tensor<1>> {
     losses.iter().map(|l| l.clone().detach()).collect()
 }
 
 /// `Σ_t w_t · L_t` on one graph.
-pub(crate) fn weighted_sum(losses: &[Tensor<1>], weights: &[f64]) -> Tensor<1> {
+pub fn weighted_sum(losses: &[Tensor<1>], weights: &[f64]) -> Tensor<1> {
     assert_eq!(losses.len(), weights.len(), "one weight per task");
     losses.iter().zip(weights).map(|(l, &w)| l.clone().mul_scalar(w)).reduce(Tensor::add).expect("at least one task")
 }
 
 /// The step of a loss-weighting method: one forward, one backward of `Σ_t w_t · L_t`.
-pub(crate) fn weighted_backward(graph: &mut dyn TaskGraph, weights: &[f64]) -> BalancedGradients {
+pub fn weighted_backward(graph: &mut dyn TaskGraph, weights: &[f64]) -> BalancedGradients {
     let losses = graph.task_losses();
     BalancedGradients { parts: vec![weighted_sum(&losses, weights).backward()], task_losses: detached(&losses) }
 }
 
 /// Reads small device tensors (losses, norms, dot products) to the host in one transfer.
-pub(crate) fn to_host(values: Vec<Tensor<1>>) -> Vec<f64> {
+pub fn to_host(values: Vec<Tensor<1>>) -> Vec<f64> {
     Tensor::cat(values, 0).into_data().try_into_vec_as::<f64>().expect("float tensors convert to f64")
 }
 
 /// Per-task values averaged over an epoch's steps (gradient norms for the logs).
 #[derive(Debug, Clone, Default)]
-pub(crate) struct EpochMean {
+pub struct EpochMean {
     sums: Vec<f64>,
     steps: usize,
     last_epoch: Option<Vec<f64>>,
@@ -281,7 +278,7 @@ pub(crate) struct EpochMean {
 
 impl EpochMean {
     /// Adds one step's values.
-    pub(crate) fn add(&mut self, values: &[f64]) {
+    pub fn add(&mut self, values: &[f64]) {
         if self.sums.len() != values.len() {
             self.sums = vec![0.0; values.len()];
         }
@@ -290,7 +287,7 @@ impl EpochMean {
     }
 
     /// Closes the epoch: its mean becomes [`Self::last_epoch`].
-    pub(crate) fn end_epoch(&mut self) {
+    pub fn end_epoch(&mut self) {
         if self.steps > 0 {
             self.last_epoch = Some(self.sums.iter().map(|s| s / self.steps as f64).collect());
         }
@@ -299,7 +296,7 @@ impl EpochMean {
     }
 
     /// The last closed epoch's mean.
-    pub(crate) fn last_epoch(&self) -> Option<Vec<f64>> {
+    pub fn last_epoch(&self) -> Option<Vec<f64>> {
         self.last_epoch.clone()
     }
 }

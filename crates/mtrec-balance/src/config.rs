@@ -8,9 +8,10 @@ use crate::{
     UncertaintyConvention, UncertaintyWeighting,
 };
 
-/// Which balancing method.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
+/// Which balancing method: a built-in, or one registered under its name by the program that
+/// trains with it (a [`LossBalancer`] of the user's). The config spells each by its name; a name
+/// that is not a built-in's reads as [`Self::Custom`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum BalanceMethod {
     /// Constant per-task weights.
     #[default]
@@ -31,11 +32,47 @@ pub enum BalanceMethod {
     Cagrad,
     /// IMTL-G (Liu et al. 2021).
     ImtlG,
+    /// A user's method, by the name it is registered under.
+    Custom(String),
+}
+
+impl Serialize for BalanceMethod {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for BalanceMethod {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        if name.trim().is_empty() {
+            return Err(serde::de::Error::custom("balance.method must name a method"));
+        }
+        Ok(Self::from_name(&name))
+    }
 }
 
 impl BalanceMethod {
+    /// Every built-in method.
+    pub const ALL: [BalanceMethod; 9] = [
+        Self::Fixed,
+        Self::Uncertainty,
+        Self::Gradnorm,
+        Self::Dwa,
+        Self::Rlw,
+        Self::Pcgrad,
+        Self::Mgda,
+        Self::Cagrad,
+        Self::ImtlG,
+    ];
+
+    /// The built-in of that name, or [`Self::Custom`].
+    pub fn from_name(name: &str) -> Self {
+        Self::ALL.into_iter().find(|m| m.as_str() == name).unwrap_or_else(|| Self::Custom(name.to_string()))
+    }
+
     /// The config spelling.
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &str {
         match self {
             Self::Fixed => "fixed",
             Self::Uncertainty => "uncertainty",
@@ -46,6 +83,7 @@ impl BalanceMethod {
             Self::Mgda => "mgda",
             Self::Cagrad => "cagrad",
             Self::ImtlG => "imtl_g",
+            Self::Custom(name) => name,
         }
     }
 }
@@ -57,6 +95,10 @@ impl BalanceMethod {
 pub struct BalanceConfig {
     /// The method.
     pub method: BalanceMethod,
+    /// `[balance.options]`: a registered method's own options (it parses them,
+    /// [`crate::kit::parse_options`]); the built-ins take theirs as keys of `[balance]`.
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    pub options: BalanceOptions,
     /// `fixed`: one weight per task, in task order (default: all 1).
     pub weights: Option<Vec<f64>>,
     /// `uncertainty`: `kendall` (c = 1 classification, ½ regression; default) or `all_regression`.
@@ -80,6 +122,9 @@ pub struct BalanceConfig {
     /// `loss+` (the official code's `normalization_type`).
     pub mgda_normalization: Option<MgdaNormalization>,
 }
+
+/// `[balance.options]`: a registered method's own options, as parsed from the config.
+pub type BalanceOptions = serde_json::Map<String, serde_json::Value>;
 
 fn positive(key: &str, value: f64) -> Result<f64, String> {
     if value.is_finite() && value > 0.0 {
@@ -107,8 +152,23 @@ impl BalanceConfig {
         ]
     }
 
-    /// Builds the balancer; the error names the offending key.
+    /// Builds the balancer (a built-in method; a registered one is built by the program that
+    /// registered it); the error names the offending key.
     pub fn init(&self, ctx: &BalanceContext) -> Result<Box<dyn LossBalancer>, String> {
+        if let BalanceMethod::Custom(name) = &self.method {
+            return Err(format!(
+                "balance.method = {name:?} is not a built-in method ({}) and this program registered no method of \
+                 that name (mtrec_train::Registry::balancer)",
+                BalanceMethod::ALL.map(|m| m.as_str().to_string()).join(", ")
+            ));
+        }
+        if !self.options.is_empty() {
+            return Err(format!(
+                "balance.options is read by registered methods; the built-in {:?} takes its options as keys of \
+                 [balance]",
+                self.method.as_str()
+            ));
+        }
         for (key, set, methods) in self.options() {
             if set && !methods.contains(&self.method) {
                 let owners: Vec<&str> = methods.iter().map(|m| m.as_str()).collect();
@@ -168,6 +228,7 @@ impl BalanceConfig {
                 Box::new(GradientCombination::new(CaGrad::new(c).with_scale(scale), n_tasks))
             }
             BalanceMethod::ImtlG => Box::new(GradientCombination::new(ImtlG, n_tasks)),
+            BalanceMethod::Custom(_) => unreachable!("returned above"),
         })
     }
 }
@@ -188,9 +249,8 @@ mod tests {
 
     #[test]
     fn every_method_builds_with_its_name() {
-        use BalanceMethod::*;
-        for method in [Fixed, Uncertainty, Gradnorm, Dwa, Rlw, Pcgrad, Mgda, Cagrad, ImtlG] {
-            let b = BalanceConfig { method, ..Default::default() }.init(&context(3)).unwrap();
+        for method in BalanceMethod::ALL {
+            let b = BalanceConfig { method: method.clone(), ..Default::default() }.init(&context(3)).unwrap();
             assert_eq!(b.name(), method.as_str());
             assert_eq!(b.task_weights().len(), 3);
         }

@@ -14,7 +14,7 @@ const EPSILON: f64 = 1e-8;
 
 /// One learnable value per task with its own Adam and learning rate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct LearnableTaskValues {
+pub struct LearnableTaskValues {
     values: Vec<f64>,
     moment_1: Vec<f64>,
     moment_2: Vec<f64>,
@@ -24,23 +24,23 @@ pub(crate) struct LearnableTaskValues {
 
 impl LearnableTaskValues {
     /// Starts at `initial`, trained by Adam with learning rate `lr`.
-    pub(crate) fn new(initial: Vec<f64>, lr: f64) -> Self {
+    pub fn new(initial: Vec<f64>, lr: f64) -> Self {
         let n = initial.len();
         Self { values: initial, moment_1: vec![0.0; n], moment_2: vec![0.0; n], steps: 0, lr }
     }
 
     /// The values as a tensor on `device` that requires gradients, for building an objective.
-    pub(crate) fn tensor(&self, device: &Device) -> Tensor<1> {
+    pub fn tensor(&self, device: &Device) -> Tensor<1> {
         vector(&self.values, device).require_grad()
     }
 
     /// The current values.
-    pub(crate) fn values(&self) -> &[f64] {
+    pub fn values(&self) -> &[f64] {
         &self.values
     }
 
     /// One Adam step with the gradient `grad` (one value per task).
-    pub(crate) fn step(&mut self, grad: &[f64]) {
+    pub fn step(&mut self, grad: &[f64]) {
         assert_eq!(grad.len(), self.values.len(), "one gradient per task value");
         self.steps += 1;
         let (c1, c2) = (1.0 - BETA_1.powi(self.steps), 1.0 - BETA_2.powi(self.steps));
@@ -52,13 +52,13 @@ impl LearnableTaskValues {
     }
 
     /// Replaces the values (keeping the optimiser's moments).
-    pub(crate) fn set(&mut self, values: Vec<f64>) {
+    pub fn set(&mut self, values: Vec<f64>) {
         assert_eq!(values.len(), self.values.len(), "one value per task");
         self.values = values;
     }
 
     /// Restores a checkpointed state, checking it is one for as many tasks.
-    pub(crate) fn restore(&mut self, state: Self, what: &str) -> Result<(), crate::BalanceError> {
+    pub fn restore(&mut self, state: Self, what: &str) -> Result<(), crate::BalanceError> {
         let n = self.values.len();
         if [state.values.len(), state.moment_1.len(), state.moment_2.len()] != [n; 3] {
             return Err(crate::BalanceError(format!(
@@ -72,7 +72,7 @@ impl LearnableTaskValues {
 }
 
 /// A `[T]` float tensor from host values.
-pub(crate) fn vector(values: &[f64], device: &Device) -> Tensor<1> {
+pub fn vector(values: &[f64], device: &Device) -> Tensor<1> {
     Tensor::from_data(TensorData::new(values.iter().map(|&v| v as f32).collect(), [values.len()]), device)
 }
 

@@ -11,6 +11,38 @@
 //! that burn's autodiff does not allow. The training loop calls the trait and never asks which
 //! method it runs. Every method's state between epochs serialises for checkpoints
 //! ([`LossBalancer::state`]).
+//!
+//! # Guide
+//!
+//! [`BalanceConfig`] (the `[balance]` section) builds a built-in method as a
+//! `Box<dyn LossBalancer>`; a program registers its own methods by name
+//! (`mtrec_train::Registry::balancer`), written from the same parts ([`kit`]). The smallest way in
+//! is a [`GradientCombiner`]: it maps the Gram matrix of the tasks' gradients at the shared tensors
+//! to the coefficients of their combination, and [`GradientCombination`] does the rest (the cut
+//! forward, per-task gradients, the reduction over data-parallel ranks, the logs, checkpoints):
+//!
+//! ```
+//! use mtrec_balance::{GradientCombination, GradientCombiner, LossBalancer};
+//!
+//! /// Each task's gradient scaled to unit norm: c_t = 1 / ‖g_t‖.
+//! struct UnitNorms;
+//!
+//! impl GradientCombiner for UnitNorms {
+//!     fn name(&self) -> &'static str {
+//!         "unit_norms"
+//!     }
+//!     fn coefficients(&mut self, gram: &[Vec<f64>], _losses: &[f64]) -> Vec<f64> {
+//!         (0..gram.len()).map(|t| 1.0 / gram[t][t].sqrt().max(1e-12)).collect()
+//!     }
+//! }
+//!
+//! // ‖g_0‖ = 2, ‖g_1‖ = 0.5
+//! assert_eq!(UnitNorms.coefficients(&[vec![4.0, 0.0], vec![0.0, 0.25]], &[0.7, 0.3]), [0.5, 2.0]);
+//! let balancer: Box<dyn LossBalancer> = Box::new(GradientCombination::new(UnitNorms, 2));
+//! assert_eq!(balancer.name(), "unit_norms");
+//! ```
+
+#![deny(missing_docs)]
 
 mod balancer;
 mod cagrad;
@@ -20,6 +52,7 @@ mod dwa;
 mod fixed;
 mod gradnorm;
 mod imtl;
+pub mod kit;
 mod learnable;
 mod mgda;
 mod pcgrad;
@@ -34,7 +67,7 @@ pub use balancer::{
 };
 pub use cagrad::{CaGrad, CaGradScale};
 pub use combination::{GradientCombination, GradientCombiner, pair_cosines};
-pub use config::{BalanceConfig, BalanceMethod};
+pub use config::{BalanceConfig, BalanceMethod, BalanceOptions};
 pub use dwa::DynamicWeightAverage;
 pub use fixed::FixedWeights;
 pub use gradnorm::{GradNorm, GradNormLayer, InitialLoss};

@@ -10,6 +10,40 @@
 //! ([`TableSource::write_chunks`]) and streamed a window of chunks at a time ([`ChunkedSplit`]);
 //! training and evaluation read either through [`SplitRows`]. Text reaches this crate only as
 //! embeddings, through the [`TextEmbedder`] trait.
+//!
+//! # Guide
+//!
+//! A dataset is a [`Schema`] (the columns the model reads and the tasks it predicts) and three
+//! splits. Configs build them from files ([`TableSource`], [`CensusIncome`], [`Synthetic`]); a
+//! program can also build them from its own vectors — an [`EncodedTable`] is plain row-major
+//! arrays — and the trainer takes either, through [`SplitRows`]:
+//!
+//! ```
+//! use burn::tensor::Device;
+//! use mtrec_data::{BatchOrder, CategoricalField, EncodedTable, Schema, SplitRows, TaskKind, TaskSpec};
+//!
+//! // one categorical field (id 0: missing), one dense feature, two tasks
+//! let schema = Schema::new(
+//!     vec![CategoricalField { name: "country".into(), vocab_size: 3 }],
+//!     vec!["age".into()],
+//!     vec![TaskSpec::new("click", TaskKind::Binary), TaskSpec::new("dwell", TaskKind::Regression)],
+//! );
+//! let table = EncodedTable {
+//!     n_rows: 5,
+//!     categorical: vec![1, 2, 0, 1, 2],
+//!     dense: vec![0.1, 0.5, -0.3, 0.9, 0.0],
+//!     labels: vec![1.0, 3.5, 0.0, 1.0, 0.0, 0.2, 1.0, 7.0, 0.0, 0.4], // [rows, tasks]
+//!     ..Default::default()
+//! };
+//! let device = Device::flex();
+//! let batches: Vec<_> = table.stream(schema.widths(), 2, BatchOrder::Sequential, &device).collect();
+//! assert_eq!(batches.len(), 3); // 2 + 2 + 1 rows
+//! let first = batches[0].as_ref().unwrap();
+//! assert_eq!(first.labels.dims(), [2, 2]);
+//! assert_eq!(table.label_means(2).unwrap()[0], 0.6); // 3 clicks in 5 rows
+//! ```
+
+#![deny(missing_docs)]
 
 mod batch;
 mod cell;

@@ -373,6 +373,7 @@ mod tests {
 
     /// The fused kernels run on flex, with and without autodiff, and nowhere else.
     #[test]
+    #[cfg(feature = "ndarray")]
     #[allow(deprecated)] // ndarray: the non-flex CPU backend
     fn fused_kernels_run_on_flex_only() {
         assert!(use_fused(&Device::flex()) && use_fused(&Device::flex().autodiff()));
@@ -381,6 +382,7 @@ mod tests {
 
     /// On non-flex devices `dense_relu` is the plain layer.
     #[test]
+    #[cfg(feature = "ndarray")]
     #[allow(deprecated)] // ndarray: the non-flex CPU backend
     fn dense_relu_falls_back_off_flex() {
         let device = Device::ndarray();

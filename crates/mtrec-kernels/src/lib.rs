@@ -10,6 +10,29 @@
 //! Every kernel has a plain-burn twin that other backends (and the switch
 //! [`set_fused_kernels`]`(false)`, `model.fused_kernels = false`) run, and a test that both give
 //! the same values and gradients.
+//!
+//! # Guide
+//!
+//! Each kernel is a function on burn tensors that takes the fused path on flex and the plain one
+//! elsewhere (or with the switch off); both give the same values:
+//!
+//! ```
+//! use burn::tensor::{Device, Tensor};
+//! use mtrec_kernels::{dense_relu, plain_dense_relu};
+//!
+//! let device = Device::flex();
+//! let x = Tensor::<2>::from_floats([[1.0, -2.0], [0.5, 3.0]], &device);
+//! let w = Tensor::<2>::from_floats([[1.0, -1.0, 0.5], [0.25, 2.0, -1.0]], &device);
+//! let b = Tensor::<1>::from_floats([0.1, 0.2, -0.3], &device);
+//! let fused = dense_relu(x.clone(), w.clone(), b.clone()).into_data().to_vec::<f32>().unwrap();
+//! let plain = plain_dense_relu(x, w, b).into_data().to_vec::<f32>().unwrap();
+//! // relu(x·W + b), by hand: [0.6, 0, 2.2] and [1.35, 5.7, 0]
+//! for (f, (p, e)) in fused.iter().zip(plain.iter().zip([0.6, 0.0, 2.2, 1.35, 5.7, 0.0])) {
+//!     assert!((f - p).abs() < 1e-6 && (f - e).abs() < 1e-6);
+//! }
+//! ```
+
+#![deny(missing_docs)]
 
 mod adam;
 mod dense_relu;

@@ -50,6 +50,7 @@ impl AdversarialHeadConfig {
         AdversarialHead {
             tower: TaskTowerConfig::new(self.d_input, self.hidden.clone()).with_d_output(self.d_output).init(device),
             weight: self.weight,
+            d_input: self.d_input,
         }
     }
 }
@@ -62,6 +63,9 @@ pub struct AdversarialHead {
     /// λ.
     #[module(skip)]
     pub weight: f64,
+    /// Width of the representation it reads.
+    #[module(skip)]
+    pub d_input: usize,
 }
 
 impl AdversarialHead {

@@ -15,6 +15,33 @@
 //! them) train, [`PrefixCache`] stores the frozen layers' output once per text. Before the tasks, the
 //! encoder can be pretrained on the table's own texts without labels ([`pretrain_simcse`]: the
 //! serial stage of multi-task learning).
+//!
+//! # Guide
+//!
+//! A [`BertModel`] is plain burn modules; [`SentenceEncoder`] fills one from a model folder and adds
+//! the tokenizer and pooling. The pieces on their own, on a tiny random BERT:
+//!
+//! ```
+//! use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+//! use mtrec_text::{BertConfig, PoolingMode, SentencePooling};
+//!
+//! let device = Device::flex();
+//! // 2 layers, 16 wide, 2 heads, a 64-token vocabulary
+//! let bert = BertConfig::new(64, 16, 2, 2, 32, 12).init(&device);
+//! let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![1i64, 7, 9, 2, 1, 5, 2, 0], [2, 4]), &device);
+//! let padding = Tensor::<2, Bool>::from_data(
+//!     TensorData::new(vec![false, false, false, false, false, false, false, true], [2, 4]),
+//!     &device,
+//! );
+//! let hidden = bert.forward(ids, padding.clone());
+//! assert_eq!(hidden.dims(), [2, 4, 16]);
+//! let pooling = SentencePooling { mode: PoolingMode::Mean, normalize: true };
+//! let sentences = pooling.forward(hidden, padding);
+//! let norms = sentences.powi_scalar(2).sum_dim(1).sqrt().into_data().to_vec::<f32>().unwrap();
+//! assert!(norms.iter().all(|n| (n - 1.0).abs() < 1e-5)); // unit vectors, one a sentence
+//! ```
+
+#![deny(missing_docs)]
 
 mod bert;
 mod cache;

@@ -31,7 +31,7 @@ use burn::{
     tensor::{Device, Tensor, TensorData},
 };
 use mtrec_data::{BatchOrder, EncodedTable, MtlDataset, Schema, SplitRows, TaskKind, batches};
-use mtrec_model::{MultiTaskModel, MultiTaskNet, TaskTowerConfig};
+use mtrec_model::{MultiTaskModel, MultiTaskModule, MultiTaskNet, TaskTowerConfig};
 use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
 use serde::{Deserialize, Serialize};
 
@@ -97,8 +97,8 @@ impl ProbeResult {
 
 /// Fits a fresh probe on `model`'s tower representation for every adversarial task of `dataset`;
 /// empty when it has none.
-pub fn adversarial_probe<S: SplitRows>(
-    model: &MultiTaskNet,
+pub fn adversarial_probe<C: MultiTaskModule, S: SplitRows>(
+    model: &MultiTaskNet<C>,
     dataset: &MtlDataset<S>,
     device: &Device,
     seed: u64,
@@ -175,8 +175,8 @@ pub fn adversarial_probe<S: SplitRows>(
 
 /// The representation of every row of `table`, row-major `[rows, width]`, and the main tasks'
 /// outputs, row-major `[rows, Σ output widths]`.
-fn representations(
-    model: &MultiTaskNet,
+fn representations<C: MultiTaskModule>(
+    model: &MultiTaskNet<C>,
     table: &EncodedTable,
     schema: &Schema,
     device: &Device,

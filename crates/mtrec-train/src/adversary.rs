@@ -9,7 +9,7 @@
 
 use burn::{module::Module, optim::GradientsParams};
 use mtrec_data::{BatchOrder, MtlBatch, SplitRows, TaskKind};
-use mtrec_model::{CovarianceSums, LeaceFit, MultiTaskModel, MultiTaskNet};
+use mtrec_model::{CovarianceSums, LeaceFit, MultiTaskModel, MultiTaskModule, MultiTaskNet};
 
 use crate::{DataParallel, Optimizers, TaskMetrics, TrainError, task_loss};
 use burn::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
@@ -23,15 +23,15 @@ pub const DEAD_HEAD_NATS: f64 = 1e-3;
 /// `steps` updates of the adversarial heads alone on `batch` (after the training step on it): the
 /// representation they read is computed once and detached, so nothing below the heads moves. In a
 /// data-parallel run each rank takes its shard and the gradients are reduced as the step's are.
-pub fn adversary_steps(
-    mut model: MultiTaskNet,
+pub fn adversary_steps<C: MultiTaskModule>(
+    mut model: MultiTaskNet<C>,
     optim: &mut Optimizers,
     batch: &MtlBatch,
     kinds: &[TaskKind],
     lr: &ModuleLearningRate,
     parallel: &DataParallel,
     steps: usize,
-) -> MultiTaskNet {
+) -> MultiTaskNet<C> {
     if steps == 0 || model.adversaries.is_empty() {
         return model;
     }
@@ -57,8 +57,8 @@ pub fn adversary_steps(
 
 /// Replaces the adversarial heads of `tasks` (task indices) by freshly initialised ones
 /// (`model.adversary_restart`); their optimiser state starts anew with their new parameters.
-pub fn restart_heads(
-    model: &mut MultiTaskNet,
+pub fn restart_heads<C: MultiTaskModule>(
+    model: &mut MultiTaskNet<C>,
     tasks: &[usize],
     config: &mtrec_model::ModelConfig,
     schema: &mtrec_data::Schema,
@@ -66,7 +66,8 @@ pub fn restart_heads(
 ) {
     let main = schema.n_tasks() - model.adversaries.len();
     for &t in tasks {
-        model.adversaries[t - main] = config.adversarial_head(schema, t, device);
+        let width = model.adversaries[t - main].d_input;
+        model.adversaries[t - main] = config.adversarial_head(schema, t, width, device);
     }
 }
 
@@ -74,8 +75,8 @@ pub fn restart_heads(
 /// rows of `train` before any erasure, with the adversarial tasks' labels as the concepts; does
 /// nothing for a model without erasers. Every data-parallel rank reads the whole split, so all fit
 /// the same eraser.
-pub fn refit_erasers(
-    model: &mut MultiTaskNet,
+pub fn refit_erasers<C: MultiTaskModule>(
+    model: &mut MultiTaskNet<C>,
     train: &impl SplitRows,
     widths: mtrec_data::RowWidths,
     n_tasks: usize,

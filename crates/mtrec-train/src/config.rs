@@ -22,7 +22,7 @@ use mtrec_data::{
     CensusGroup, CensusIncome, ColumnSpec, CsvOptions, MtlDataset, Preprocessing, Schema, SplitRule, Synthetic,
     SyntheticConfig, TableFiles, TableFormat, TableSource, TaskColumn, TaskKind,
 };
-use mtrec_model::{ModelConfig, MultiTaskModel, MultiTaskNet};
+use mtrec_model::{ModelConfig, MultiTaskModel, MultiTaskModule, MultiTaskNet};
 use serde::{Deserialize, Serialize};
 
 use crate::{DeviceChoice, TrainError};
@@ -701,9 +701,22 @@ impl ExperimentConfig {
     /// encoder of the table's text columns ([`mtrec_text::TextEncoder`]), trainable as
     /// `model.text` says; `top` stores its frozen prefix under the cache folder's `text-prefix/`
     /// ([`mtrec_text::PrefixCache`]).
+    ///
+    /// Builds the built-in architectures; [`Self::build_model_with`] also a user's.
     pub fn build_model(&self, schema: &Schema, device: &burn::tensor::Device) -> Result<MultiTaskNet, TrainError> {
+        self.build_model_with(schema, device, crate::Registry::builtin())
+    }
+
+    /// [`Self::build_model`] for a config that may name an architecture `registry` registered.
+    pub fn build_model_with<C: MultiTaskModule>(
+        &self,
+        schema: &Schema,
+        device: &burn::tensor::Device,
+        registry: &crate::Registry<C>,
+    ) -> Result<MultiTaskNet<C>, TrainError> {
         self.model.check_schema(schema).map_err(TrainError::Config)?;
-        let model = self.model.init(schema, device).materialize();
+        let factory = registry.factory(&self.model.architecture)?;
+        let model = self.model.init_with(schema, factory, device).map_err(TrainError::Config)?.materialize();
         if !self.model.text.trains() {
             return Ok(model);
         }
@@ -732,6 +745,14 @@ impl ExperimentConfig {
         };
         let text = &self.model.text;
         let model = model.with_text_encoders(&tokens, || open(text))?;
+        if model.text_encoder().is_none() {
+            return Err(TrainError::Config(format!(
+                "model.text.finetune = {:?} trains the text encoder, but model.architecture = {:?} exposes no input \
+                 layer to attach it to (MultiTaskModel::input_layers_mut)",
+                text.finetune,
+                self.model.architecture.name()
+            )));
+        }
         if !text.per_task_adapters() {
             return Ok(model);
         }
@@ -748,7 +769,7 @@ impl ExperimentConfig {
 
     /// The optimisers: `train`'s for the model; for a trainable text encoder's parameters, AdamW
     /// with `model.text`'s weight decay and per-parameter gradient-norm clipping.
-    pub fn optimizers(&self, model: &MultiTaskNet) -> crate::Optimizers {
+    pub fn optimizers<C: MultiTaskModule>(&self, model: &MultiTaskNet<C>) -> crate::Optimizers {
         let mut optim = self.train.optimizer();
         if let Some(group) = model.text_encoder_parameters() {
             let text = &self.model.text;
@@ -765,10 +786,10 @@ impl ExperimentConfig {
     /// The learning rates at training progress `p ∈ [0, 1]`: [`Self::learning_rates`], with a
     /// trainable text encoder's `model.text.lr` warmed up linearly over the first `warmup` of the
     /// run and decayed linearly to 0 at its end.
-    pub fn learning_rates_at(
+    pub fn learning_rates_at<C: MultiTaskModule>(
         &self,
         schema: &Schema,
-        model: &MultiTaskNet,
+        model: &MultiTaskNet<C>,
         progress: f64,
     ) -> Result<ModuleLearningRate, TrainError> {
         let Some(group) = model.text_encoder_parameters() else { return self.learning_rates(schema, model) };
@@ -832,11 +853,17 @@ impl ExperimentConfig {
         )))
     }
 
-    /// The balancer of `[balance]` for a dataset's tasks.
+    /// The balancer of `[balance]` for a dataset's tasks (a built-in method; a registered one is
+    /// built by [`crate::Registry::build_balancer`]).
     pub fn balancer(&self, schema: &Schema) -> Result<Box<dyn LossBalancer>, TrainError> {
+        crate::Registry::builtin().build_balancer(self, schema)
+    }
+
+    /// What a balancer for a dataset's tasks is built for: the task names and kinds, `train.lr`,
+    /// the seed.
+    pub fn balance_context(&self, schema: &Schema) -> BalanceContext {
         let names = schema.tasks.iter().map(|t| t.name.clone()).collect();
-        let ctx = BalanceContext { names, kinds: schema.task_kinds(), lr: self.train.lr, seed: self.seed };
-        self.balance.init(&ctx).map_err(TrainError::Config)
+        BalanceContext { names, kinds: schema.task_kinds(), lr: self.train.lr, seed: self.seed }
     }
 
     /// The learning rate of every parameter: `train.lr`, times `tasks.<name>.lr_scale` for each

@@ -25,7 +25,7 @@ use burn::{
 };
 use mtrec_balance::LossBalancer;
 use mtrec_data::{MtlBatch, TaskKind};
-use mtrec_model::MultiTaskNet;
+use mtrec_model::{MultiTaskModule, MultiTaskNet};
 
 use crate::{
     Collective, Optimizers, SingleProcess, SparseGradients, TableGradient, TrainError,
@@ -142,7 +142,12 @@ impl DataParallel {
 
     /// The batch's dense gradients on every rank: each rank's gradients times `share`, summed.
     /// A parameter has a gradient when it has one on some rank.
-    pub(crate) fn reduce_dense(&self, model: &MultiTaskNet, grads: GradientsParams, share: f64) -> GradientsParams {
+    pub(crate) fn reduce_dense<C: MultiTaskModule>(
+        &self,
+        model: &MultiTaskNet<C>,
+        grads: GradientsParams,
+        share: f64,
+    ) -> GradientsParams {
         let mut local = Extract { grads, share: share as f32, params: Vec::new() };
         model.visit(&mut local);
         let mut present: Vec<f32> = local.params.iter().map(|(_, g)| g.is_some() as u8 as f32).collect();
@@ -167,7 +172,12 @@ impl DataParallel {
 
     /// The batch's row-sparse gradients on every rank: each rank's rows times `share`, gathered as
     /// (row id, gradient) pairs and summed by row.
-    pub(crate) fn reduce_sparse(&self, model: &MultiTaskNet, grads: SparseGradients, share: f64) -> SparseGradients {
+    pub(crate) fn reduce_sparse<C: MultiTaskModule>(
+        &self,
+        model: &MultiTaskNet<C>,
+        grads: SparseGradients,
+        share: f64,
+    ) -> SparseGradients {
         let mut params = ParamList::default();
         model.visit(&mut params);
         let mut tables = grads.tables;
@@ -299,15 +309,15 @@ impl ModuleMapper for Broadcast<'_> {
 ///
 /// Returns the updated model, each task's loss on this rank's shard (detached) and the shard's
 /// weight in the batch's mean loss (its rows; 0 for a rank without rows).
-pub fn data_parallel_step(
-    model: MultiTaskNet,
+pub fn data_parallel_step<C: MultiTaskModule>(
+    model: MultiTaskNet<C>,
     optim: &mut Optimizers,
     balancer: &mut dyn LossBalancer,
     batch: &MtlBatch,
     kinds: &[TaskKind],
     lr: ModuleLearningRate,
     parallel: &DataParallel,
-) -> Result<(MultiTaskNet, Vec<Tensor<1>>, f64), TrainError> {
+) -> Result<(MultiTaskNet<C>, Vec<Tensor<1>>, f64), TrainError> {
     if parallel.size() == 1 {
         let (model, losses) = crate::train_step(model, optim, balancer, batch, kinds, lr)?;
         return Ok((model, losses, batch.size as f64));

@@ -1,11 +1,12 @@
 //! The backends a run can choose. Every function of the crates takes a `&Device`; this is the one
 //! place that turns a name into one.
 //!
-//! The CPU backends (`flex`, `ndarray`) are always built. GPU backends are cargo features of
-//! `mtrec-train` (and of the xtask), off by default because their stack (wgpu, naga, CubeCL…)
-//! dominates a cold build that a CPU user never runs: `wgpu` (Vulkan, Metal, DX12, or a software
-//! Vulkan) and `cuda` (NVIDIA, through CubeCL). A name whose backend this build lacks is an error
-//! saying how to get it.
+//! The flex CPU backend is always built. The others are cargo features of `mtrec-train` (and of
+//! the xtask), off by default because a CPU user never runs them and they dominate a cold build:
+//! `ndarray` (burn's older CPU backend, deprecated upstream: the largest single crate of the
+//! build), and the GPU backends, whose stack (wgpu, naga, CubeCL…) is larger still — `wgpu`
+//! (Vulkan, Metal, DX12, or a software Vulkan) and `cuda` (NVIDIA, through CubeCL). A name whose
+//! backend this build lacks is an error saying how to get it.
 
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
@@ -17,7 +18,8 @@ pub enum DeviceChoice {
     /// burn-flex: pure-Rust CPU backend (default).
     #[default]
     Flex,
-    /// burn-ndarray: the older CPU backend (deprecated upstream in burn 0.22).
+    /// burn-ndarray: the older CPU backend (deprecated upstream in burn 0.22); needs the `ndarray`
+    /// cargo feature.
     Ndarray,
     /// burn-wgpu: the GPU through wgpu (Vulkan, Metal, DX12, or a software Vulkan such as lavapipe);
     /// needs the `wgpu` cargo feature.
@@ -33,7 +35,8 @@ impl DeviceChoice {
     /// Whether this build has the backend (GPU backends are cargo features).
     pub fn is_built(self) -> bool {
         match self {
-            Self::Flex | Self::Ndarray => true,
+            Self::Flex => true,
+            Self::Ndarray => cfg!(feature = "ndarray"),
             Self::Wgpu => cfg!(feature = "wgpu"),
             Self::Cuda => cfg!(feature = "cuda"),
         }
@@ -43,6 +46,7 @@ impl DeviceChoice {
     pub fn device(self) -> Result<Device, String> {
         match self {
             Self::Flex => Ok(Device::flex()),
+            #[cfg(feature = "ndarray")]
             #[allow(deprecated)]
             Self::Ndarray => Ok(Device::ndarray()),
             #[cfg(feature = "wgpu")]
@@ -57,6 +61,13 @@ impl DeviceChoice {
     /// The message for a backend this build lacks.
     fn not_built(self) -> String {
         let name = self.name();
+        if self == Self::Ndarray {
+            return "device \"ndarray\": this build of mtrec has no ndarray backend (burn's older CPU backend, a \
+                    cargo feature off by default: flex is faster and builds with everything else). Build with it: \
+                    `cargo run -p xtask --features ndarray -- train --device ndarray ...`, or depend on mtrec-train \
+                    with `features = [\"ndarray\"]`."
+                .into();
+        }
         format!(
             "device {name:?}: this build of mtrec has no {name} backend. GPU backends are cargo features, off by \
              default to keep the CPU build lean; build the xtask with it: `cargo xtask-{name} train --device {name} \
@@ -99,6 +110,17 @@ impl DeviceChoice {
         }
     }
 
+    /// The CPU backends besides flex a test run compares with it: `ndarray` in a build with its
+    /// feature (`.ci/run` builds one); otherwise none, with a SKIP line.
+    pub fn cpu_backends_under_test(test: &str) -> Vec<DeviceChoice> {
+        if Self::Ndarray.is_built() {
+            vec![Self::Ndarray]
+        } else {
+            eprintln!("SKIP {test} on ndarray: build with `--features ndarray`");
+            vec![]
+        }
+    }
+
     /// The GPU backends a test run should exercise: `wgpu` where `MTREC_TEST_WGPU` is set (with a
     /// Vulkan driver; `.ci/run` provides Mesa's lavapipe). Prints a SKIP line when it is not set, and
     /// panics when it is set in a build without the `wgpu` feature (a silently skipped GPU test is
@@ -128,7 +150,9 @@ impl std::str::FromStr for DeviceChoice {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         Self::ALL.into_iter().find(|c| c.name() == s).ok_or_else(|| {
-            format!("unknown device {s:?}: expected flex, ndarray, wgpu or cuda (wgpu and cuda are cargo features)")
+            format!(
+                "unknown device {s:?}: expected flex, ndarray, wgpu or cuda (ndarray, wgpu and cuda are cargo features)"
+            )
         })
     }
 }
@@ -143,7 +167,8 @@ mod tests {
     /// is set (`.ci/run` sets it and provides Mesa's software Vulkan driver).
     #[test]
     fn every_backend_trains_with_finite_falling_loss() {
-        let mut choices = vec![DeviceChoice::Flex, DeviceChoice::Ndarray];
+        let mut choices = vec![DeviceChoice::Flex];
+        choices.extend(DeviceChoice::cpu_backends_under_test("every_backend_trains_with_finite_falling_loss"));
         choices.extend(DeviceChoice::gpu_backends_under_test("every_backend_trains_with_finite_falling_loss"));
         for choice in choices {
             let config = ExperimentConfig {

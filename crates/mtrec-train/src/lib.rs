@@ -4,6 +4,52 @@
 //!
 //! The loop is the same for every architecture and every balancer: it asks the model for its
 //! two-phase forward and the balancer for gradients, and never branches on which one it runs.
+//!
+//! # Guide
+//!
+//! An [`ExperimentConfig`] (a TOML file, or built in code) names the data, the architecture, the
+//! balancer and the schedule; a [`Trainer`] runs it and returns the [`Summary`] (test metrics of
+//! the model selected on validation), the per-epoch records and the selected model. A
+//! [`Registry`] adds a program's own architectures and balancers under names its configs use
+//! ([`Trainer::with_registry`]); a [`RunDirectory`] makes the run resumable and leaves its files
+//! (config, metrics, checkpoints, summary, figures). Your own loop uses the same parts:
+//! [`ExperimentConfig::build_model`], [`ExperimentConfig::optimizers`], [`train_step`],
+//! [`evaluate`].
+//!
+//! ```
+//! use burn::tensor::Device;
+//! use mtrec_train::{ExperimentConfig, Trainer};
+//!
+//! let config = ExperimentConfig::from_toml(
+//!     r#"
+//!     [data]
+//!     source = "synthetic"               # the MMoE paper's synthetic tasks
+//!     synthetic = { n_train = 600, n_valid = 200, n_test = 200, dim = 8 }
+//!
+//!     [model]
+//!     architecture = "mmoe"
+//!     n_experts = 4
+//!
+//!     [balance]
+//!     method = "pcgrad"
+//!
+//!     [train]
+//!     epochs = 2
+//!     batch_size = 64
+//!     early_stopping = { metric = "mse" }
+//!     "#,
+//!     "the guide",
+//!     &[],
+//! )?;
+//! let dataset = config.data.load()?;
+//! let (summary, epochs, _model) = Trainer::new(&config, &dataset, Device::flex()).verbose(false).run()?;
+//! assert_eq!((summary.model.as_str(), summary.balance.as_str()), ("mmoe", "pcgrad"));
+//! assert_eq!(epochs.len(), 2);
+//! assert!(summary.test["task1"]["mse"].is_finite());
+//! # Ok::<(), mtrec_train::TrainError>(())
+//! ```
+
+#![deny(missing_docs)]
 
 mod adversarial_probe;
 mod adversary;
@@ -22,6 +68,7 @@ mod metrics;
 mod mpi_collective;
 mod parity;
 mod plots;
+mod registry;
 mod run_dir;
 mod safetensors;
 mod sparse_optimizer;
@@ -49,6 +96,7 @@ pub use metrics::{TaskMetrics, binary_logloss, higher_is_better, mae, mse, roc_a
 pub use mpi_collective::MpiCollective;
 pub use parity::{ParityReport, check_parity};
 pub use plots::{Figure, Panel, PanelKind, Series, plot_run, read_epochs, run_figures, save_run_figures};
+pub use registry::{BalancerConstructor, Registry};
 pub use run_dir::{
     DataParallelStats, EmbeddingTableUse, EpochRecord, PREPROCESSING_FILE, RunDirectory, Summary,
     WithinEpochValidation, read_preprocessing,
@@ -57,5 +105,5 @@ pub use safetensors::{safetensors_bytes, save_safetensors, tensors_to_safetensor
 pub use sparse_optimizer::{SparseGradients, SparseRowOptimizer, SparseRule, TableGradient};
 pub use step::{Optimizers, train_step};
 pub use text::{open_text_encoder, open_text_input};
-pub use trainer::{RunData, Split, Trainer, evaluate, evaluate_run, load_run, load_run_reading};
+pub use trainer::{RunData, Split, Trainer, evaluate, evaluate_run, load_run, load_run_reading, load_run_with};
 pub use utilisation::{COLLAPSE_THRESHOLD, GateUtilisation, collapse_warnings, expert_utilisation};

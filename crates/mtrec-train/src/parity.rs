@@ -146,7 +146,7 @@ mod tests {
     /// adversarial head, on real census rows (categorical embeddings and dense features).
     #[test]
     fn backends_agree_on_outputs_and_gradients() {
-        let mut others = vec![DeviceChoice::Ndarray];
+        let mut others = DeviceChoice::cpu_backends_under_test("backends_agree_on_outputs_and_gradients");
         others.extend(DeviceChoice::gpu_backends_under_test("backends_agree_on_outputs_and_gradients"));
         // with the adversarial `sex` head, so that the gradient-reversal path is compared too
         let data = DataConfig {
@@ -158,7 +158,7 @@ mod tests {
         let dataset = data.load().unwrap();
         for arch in Architecture::ALL {
             let mut config = ExperimentConfig { data: data.clone(), ..Default::default() };
-            config.model.architecture = arch;
+            config.model.architecture = arch.clone();
             // covers batch statistics in training, running ones in evaluation, where supported
             config.model.batch_norm =
                 !matches!(arch, Architecture::CrossStitch | Architecture::Esmm | Architecture::Aitm);

@@ -10,7 +10,7 @@ use burn::{
 };
 use mtrec_balance::{CutForward, LossBalancer, ProbedForward, TaskGraph};
 use mtrec_data::{MtlBatch, TaskKind};
-use mtrec_model::{MultiTaskModel, MultiTaskNet, SharedTensors, SparseRows};
+use mtrec_model::{MultiTaskModel, MultiTaskModule, MultiTaskNet, SharedTensors, SparseRows};
 
 use crate::{DataParallel, SparseGradients, SparseRowOptimizer, TrainError, task_loss};
 
@@ -25,8 +25,8 @@ pub struct Optimizers {
 }
 
 /// One training step as the balancer sees it: the model, the batch, the task kinds.
-pub(crate) struct StepGraph<'a> {
-    pub(crate) model: &'a MultiTaskNet,
+pub(crate) struct StepGraph<'a, C: MultiTaskModule> {
+    pub(crate) model: &'a MultiTaskNet<C>,
     pub(crate) batch: &'a MtlBatch,
     pub(crate) kinds: &'a [TaskKind],
     /// The sparse rows every forward of the step read.
@@ -35,13 +35,13 @@ pub(crate) struct StepGraph<'a> {
     pub(crate) parallel: Option<(&'a DataParallel, f64)>,
 }
 
-impl<'a> StepGraph<'a> {
-    pub(crate) fn new(model: &'a MultiTaskNet, batch: &'a MtlBatch, kinds: &'a [TaskKind]) -> Self {
+impl<'a, C: MultiTaskModule> StepGraph<'a, C> {
+    pub(crate) fn new(model: &'a MultiTaskNet<C>, batch: &'a MtlBatch, kinds: &'a [TaskKind]) -> Self {
         Self { model, batch, kinds, sparse_rows: Vec::new(), parallel: None }
     }
 }
 
-impl StepGraph<'_> {
+impl<C: MultiTaskModule> StepGraph<'_, C> {
     fn loss_of(&self, t: usize, shared: &SharedTensors) -> Tensor<1> {
         let out = self.model.forward_task(t, shared);
         let target = self.batch.labels.clone().slice([0..self.batch.size, t..t + 1]);
@@ -63,7 +63,7 @@ impl StepGraph<'_> {
     }
 }
 
-impl TaskGraph for StepGraph<'_> {
+impl<C: MultiTaskModule> TaskGraph for StepGraph<'_, C> {
     fn n_tasks(&self) -> usize {
         self.kinds.len()
     }
@@ -110,13 +110,13 @@ impl TaskGraph for StepGraph<'_> {
 }
 
 /// Sums gradient sets of the model's parameters.
-fn merge_gradients(parts: Vec<Gradients>, model: &MultiTaskNet) -> GradientsParams {
+fn merge_gradients<C: MultiTaskModule>(parts: Vec<Gradients>, model: &MultiTaskNet<C>) -> GradientsParams {
     let mut parts = parts.into_iter().map(|g| GradientsParams::from_grads(g, model)).peekable();
     let first = parts.next().expect("a balancer returns at least one gradient set");
     if parts.peek().is_none() {
         return first;
     }
-    let mut acc = GradientsAccumulator::<MultiTaskNet>::new();
+    let mut acc = GradientsAccumulator::<MultiTaskNet<C>>::new();
     acc.accumulate(model, first);
     for gp in parts {
         acc.accumulate(model, gp);
@@ -131,8 +131,8 @@ pub(crate) struct StepGradients {
 }
 
 /// The balanced gradients of one batch, without updating anything.
-pub(crate) fn step_gradients(
-    model: &MultiTaskNet,
+pub(crate) fn step_gradients<C: MultiTaskModule>(
+    model: &MultiTaskNet<C>,
     balancer: &mut dyn LossBalancer,
     batch: &MtlBatch,
     kinds: &[TaskKind],
@@ -149,14 +149,14 @@ pub(crate) fn step_gradients(
 /// (one rate, or per-parameter rates from [`ExperimentConfig::learning_rates`](crate::ExperimentConfig::learning_rates)).
 ///
 /// Returns the updated model and each task's (detached) loss on the batch.
-pub fn train_step(
-    model: MultiTaskNet,
+pub fn train_step<C: MultiTaskModule>(
+    model: MultiTaskNet<C>,
     optim: &mut Optimizers,
     balancer: &mut dyn LossBalancer,
     batch: &MtlBatch,
     kinds: &[TaskKind],
     lr: impl Into<ModuleLearningRate>,
-) -> Result<(MultiTaskNet, Vec<Tensor<1>>), TrainError> {
+) -> Result<(MultiTaskNet<C>, Vec<Tensor<1>>), TrainError> {
     let lr = lr.into();
     let (grads, losses) = step_gradients(&model, balancer, batch, kinds, None)?;
     let model = optim.sparse.step(&lr, model, grads.sparse);

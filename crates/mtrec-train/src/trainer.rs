@@ -15,10 +15,10 @@ use burn::{
 use indicatif::{ProgressBar, ProgressStyle};
 use mtrec_balance::LossBalancer;
 use mtrec_data::{BatchOrder, EncodedTable, MtlDataset, Schema, SplitRows, TaskKind};
-use mtrec_model::{MultiTaskModel, MultiTaskNet};
+use mtrec_model::{MultiTaskModel, MultiTaskModule, MultiTaskNet, NoCustom};
 
 use crate::{
-    Checkpoint, DataParallel, DataParallelStats, EarlyStopping, EpochRecord, ExperimentConfig, Optimizers,
+    Checkpoint, DataParallel, DataParallelStats, EarlyStopping, EpochRecord, ExperimentConfig, Optimizers, Registry,
     RunDirectory, Summary, TaskMetrics, TrainError, TrainingState, WithinEpochValidation, adversarial_probe,
     checkpoint::epoch_seed,
     collapse_warnings, data_parallel_step, expert_utilisation,
@@ -26,7 +26,12 @@ use crate::{
 };
 
 /// Trains one experiment on one dataset (in memory, or streamed from chunk files) and device.
-pub struct Trainer<'a, S: SplitRows = EncodedTable> {
+///
+/// The model and the balancer are the ones the config names, built through a [`Registry`]: the
+/// built-ins, or a user's own architecture `C` and balancers registered by name
+/// ([`Self::with_registry`]).
+pub struct Trainer<'a, S: SplitRows = EncodedTable, C: MultiTaskModule = NoCustom> {
+    registry: &'a Registry<C>,
     config: &'a ExperimentConfig,
     dataset: &'a MtlDataset<S>,
     device: Device,
@@ -42,8 +47,8 @@ pub struct Trainer<'a, S: SplitRows = EncodedTable> {
 /// (regression), `accuracy`, `logloss` and `macro_auc` (multiclass), and for the later steps of a
 /// funnel dataset `cvr_auc` (see [`Schema::funnel`](mtrec_data::Schema)). A non-finite output is an error naming the
 /// split, task and row: its metrics would be meaningless.
-pub fn evaluate(
-    model: &MultiTaskNet,
+pub fn evaluate<C: MultiTaskModule>(
+    model: &MultiTaskNet<C>,
     table: &impl SplitRows,
     split: Split,
     schema: &Schema,
@@ -58,8 +63,8 @@ pub fn evaluate(
 /// metrics over all rows — the same numbers as one process. With `fairness`, every binary main task
 /// also gets the group-fairness metrics by that column ([`crate::fairness_metrics`]).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn evaluate_sharded(
-    model: &MultiTaskNet,
+pub(crate) fn evaluate_sharded<C: MultiTaskModule>(
+    model: &MultiTaskNet<C>,
     table: &impl SplitRows,
     split: Split,
     schema: &Schema,
@@ -219,9 +224,9 @@ impl RunData {
 
     /// Every metric of every task of `model` on `split` (see [`evaluate`]), and with `fairness` the
     /// group-fairness metrics by that column ([`crate::fairness_metrics`]).
-    pub fn evaluate(
+    pub fn evaluate<C: MultiTaskModule>(
         &self,
-        model: &MultiTaskNet,
+        model: &MultiTaskNet<C>,
         split: Split,
         device: &Device,
         batch_size: usize,
@@ -248,16 +253,18 @@ pub fn load_run(
     dir: &std::path::Path,
     overrides: &[String],
 ) -> Result<(ExperimentConfig, RunData, MultiTaskNet, Device), TrainError> {
-    load_run_reading(dir, overrides, None)
+    load_run_with(dir, overrides, None, Registry::builtin())
 }
 
-/// [`load_run`], the data of a table run replaced by every row of `file` (in all three splits),
-/// encoded with the run's saved preprocessing: what scores new rows with a trained model.
-pub fn load_run_reading(
+/// [`load_run`] of a run whose config may name architectures `registry` registered (a run of a
+/// user's architecture loads only in a program that registers it), reading every row of `file`
+/// instead of the run's data when given ([`load_run_reading`]).
+pub fn load_run_with<C: MultiTaskModule>(
     dir: &std::path::Path,
     overrides: &[String],
     file: Option<&std::path::Path>,
-) -> Result<(ExperimentConfig, RunData, MultiTaskNet, Device), TrainError> {
+    registry: &Registry<C>,
+) -> Result<(ExperimentConfig, RunData, MultiTaskNet<C>, Device), TrainError> {
     let mut config = ExperimentConfig::from_file(&dir.join("config.toml"), overrides)?;
     let saved = crate::run_dir::read_preprocessing(dir)?;
     if let Some(file) = file {
@@ -288,11 +295,21 @@ pub fn load_run_reading(
         return Err(TrainError::Io { path, source: std::io::Error::from(std::io::ErrorKind::NotFound) });
     }
     let model = config
-        .build_model(data.schema(), &device)?
+        .build_model_with(data.schema(), &device, registry)?
         .try_load_file(dir.join("best_model"))
         .map_err(|e| TrainError::Io { path: path.clone(), source: std::io::Error::other(e.to_string()) })?
         .valid();
     Ok((config, data, model, device))
+}
+
+/// [`load_run`], the data of a table run replaced by every row of `file` (in all three splits),
+/// encoded with the run's saved preprocessing: what scores new rows with a trained model.
+pub fn load_run_reading(
+    dir: &std::path::Path,
+    overrides: &[String],
+    file: Option<&std::path::Path>,
+) -> Result<(ExperimentConfig, RunData, MultiTaskNet, Device), TrainError> {
+    load_run_with(dir, overrides, file, Registry::builtin())
 }
 
 /// Re-evaluates the selected model of a run folder ([`load_run`]) on `split`, or on every row of
@@ -345,7 +362,7 @@ fn monitored_value(
 
 /// The trained model, each task's mean training loss, the validations within the epoch and the
 /// time they took.
-type EpochOutcome = (MultiTaskNet, Vec<f64>, Vec<WithinEpochValidation>, Duration);
+type EpochOutcome<C> = (MultiTaskNet<C>, Vec<f64>, Vec<WithinEpochValidation>, Duration);
 
 /// What model selection needs at every validation: the monitored tasks, and whether the warning
 /// about tasks without the metric was given.
@@ -355,11 +372,11 @@ struct Selection<'s> {
 }
 
 /// What the loop carries from epoch to epoch.
-struct LoopState {
+struct LoopState<C: MultiTaskModule> {
     optim: Optimizers,
     balancer: Box<dyn LossBalancer>,
     stopper: EarlyStopping,
-    best: Option<(MultiTaskNet, Vec<TaskMetrics>)>,
+    best: Option<(MultiTaskNet<C>, Vec<TaskMetrics>)>,
     best_bytes: Vec<u8>,
     records: Vec<EpochRecord>,
     train_time: Duration,
@@ -376,10 +393,12 @@ struct LoopState {
     warnings: Vec<String>,
 }
 
-impl<'a, S: SplitRows> Trainer<'a, S> {
-    /// A trainer for `config` on `dataset`, computing on `device` (autodiff is added for training).
+impl<'a, S: SplitRows> Trainer<'a, S, NoCustom> {
+    /// A trainer for `config` on `dataset`, computing on `device` (autodiff is added for training),
+    /// with the built-in architectures and balancers.
     pub fn new(config: &'a ExperimentConfig, dataset: &'a MtlDataset<S>, device: Device) -> Self {
         Self {
+            registry: Registry::builtin(),
             config,
             dataset,
             device,
@@ -388,6 +407,24 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
             resume: false,
             interrupt_after: None,
             parallel: DataParallel::single(),
+        }
+    }
+}
+
+impl<'a, S: SplitRows, C: MultiTaskModule> Trainer<'a, S, C> {
+    /// Builds the model and the balancer through `registry`: the names the config gives
+    /// (`model.architecture`, `balance.method`) may be the ones it registered.
+    pub fn with_registry<D: MultiTaskModule>(self, registry: &'a Registry<D>) -> Trainer<'a, S, D> {
+        Trainer {
+            registry,
+            config: self.config,
+            dataset: self.dataset,
+            device: self.device,
+            run_dir: self.run_dir,
+            verbose: self.verbose,
+            resume: self.resume,
+            interrupt_after: self.interrupt_after,
+            parallel: self.parallel,
         }
     }
 
@@ -454,7 +491,7 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
     /// With a run folder, every epoch is checkpointed ([`crate::Checkpoint`]).
     ///
     /// Returns the summary, the per-epoch records and the selected model (evaluation mode).
-    pub fn run(self) -> Result<(Summary, Vec<EpochRecord>, MultiTaskNet), TrainError> {
+    pub fn run(self) -> Result<(Summary, Vec<EpochRecord>, MultiTaskNet<C>), TrainError> {
         let (cfg, schema) = (self.config, &self.dataset.schema);
         let monitored = cfg.train.early_stopping.monitored_tasks(schema)?;
         cfg.check_dataset(self.dataset)?;
@@ -536,7 +573,7 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
     }
 
     /// Refits the model's concept erasers (`model.erasure`) on the training rows.
-    fn refit_erasers(&self, model: &mut MultiTaskNet) -> Result<(), TrainError> {
+    fn refit_erasers(&self, model: &mut MultiTaskNet<C>) -> Result<(), TrainError> {
         let ds = self.dataset;
         let batch_size = self.config.train.eval_batch_size;
         crate::refit_erasers(model, &ds.train, ds.schema.widths(), ds.schema.n_tasks(), batch_size)
@@ -575,8 +612,8 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
         &self,
         epoch: usize,
         point: usize,
-        model: &MultiTaskNet,
-        state: &mut LoopState,
+        model: &MultiTaskNet<C>,
+        state: &mut LoopState<C>,
         monitored: &[usize],
         skipped_warned: &mut bool,
     ) -> Result<(Vec<TaskMetrics>, f64, bool), TrainError> {
@@ -608,8 +645,8 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
     fn save_epoch(
         &self,
         record: &EpochRecord,
-        model: &MultiTaskNet,
-        state: &LoopState,
+        model: &MultiTaskNet<C>,
+        state: &LoopState<C>,
         config_toml: &str,
         start: Instant,
     ) -> Result<(), TrainError> {
@@ -625,7 +662,7 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
     }
 
     /// A fresh model, optimiser and balancer, or those of the run folder's checkpoint.
-    fn start(&self) -> Result<(MultiTaskNet, LoopState), TrainError> {
+    fn start(&self) -> Result<(MultiTaskNet<C>, LoopState<C>), TrainError> {
         let (cfg, schema) = (self.config, &self.dataset.schema);
         let device = &self.device;
         let es = &cfg.train.early_stopping;
@@ -639,12 +676,12 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
             .collect();
         let model = self.parallel.root_first(|| {
             device.seed(cfg.seed);
-            let model = cfg.build_model(schema, &device.clone().autodiff())?;
+            let model = cfg.build_model_with(schema, &device.clone().autodiff(), self.registry)?;
             initialise_parameters(&model);
             Ok::<_, TrainError>(model.with_output_biases(&biases))
         })?;
         let mut state = LoopState {
-            balancer: cfg.balancer(schema)?,
+            balancer: self.registry.build_balancer(cfg, schema)?,
             optim: cfg.optimizers(&model),
             stopper: EarlyStopping::new(es.higher_is_better(), es.patience, es.min_delta),
             best: None,
@@ -664,7 +701,7 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
         }
         let dir = self.run_dir.as_ref().ok_or_else(|| TrainError::Config("resuming needs the run folder".into()))?;
         let write = self.parallel.is_root();
-        let restored = restore(dir, write, cfg, schema, device, model, state.balancer.as_mut())?;
+        let restored = restore(dir, write, cfg, schema, device, model, state.balancer.as_mut(), self.registry)?;
         let saved = restored.state;
         state.optim = restored.optim;
         state.stopper = restored.stopper;
@@ -698,11 +735,11 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
     fn train_epoch(
         &self,
         epoch: usize,
-        mut model: MultiTaskNet,
-        state: &mut LoopState,
+        mut model: MultiTaskNet<C>,
+        state: &mut LoopState<C>,
         lr: &burn::lr_scheduler::module_lr_scheduler::ModuleLearningRate,
         selection: &mut Selection<'_>,
-    ) -> Result<EpochOutcome, TrainError> {
+    ) -> Result<EpochOutcome<C>, TrainError> {
         let (cfg, ds) = (self.config, self.dataset);
         let schema = &ds.schema;
         let kinds = schema.task_kinds();
@@ -788,7 +825,7 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
         bar
     }
 
-    fn evaluate(&self, model: &MultiTaskNet, split: Split) -> Result<Vec<TaskMetrics>, TrainError> {
+    fn evaluate(&self, model: &MultiTaskNet<C>, split: Split) -> Result<Vec<TaskMetrics>, TrainError> {
         let ds = self.dataset;
         let batch_size = self.config.train.eval_batch_size;
         let fairness = self.config.fairness.column(&ds.schema)?;
@@ -800,8 +837,8 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
         &self,
         dir: &RunDirectory,
         epoch: usize,
-        model: &MultiTaskNet,
-        state: &LoopState,
+        model: &MultiTaskNet<C>,
+        state: &LoopState<C>,
         config_toml: &str,
         start: Instant,
     ) -> Result<(), TrainError> {
@@ -830,10 +867,10 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
     /// targets, writes the summary and figures.
     fn finish(
         self,
-        model: MultiTaskNet,
-        state: LoopState,
+        model: MultiTaskNet<C>,
+        state: LoopState<C>,
         start: Instant,
-    ) -> Result<(Summary, Vec<EpochRecord>, MultiTaskNet), TrainError> {
+    ) -> Result<(Summary, Vec<EpochRecord>, MultiTaskNet<C>), TrainError> {
         let (cfg, ds) = (self.config, self.dataset);
         let schema = &ds.schema;
         let (best_model, best_valid) = match state.best {
@@ -891,7 +928,7 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
 
     /// The selected model's gate statistics and adversarial probe, with their warnings: rank 0's,
     /// for its summary (the other ranks skip them).
-    fn diagnostics(&self, best_model: &MultiTaskNet) -> Result<Diagnostics, TrainError> {
+    fn diagnostics(&self, best_model: &MultiTaskNet<C>) -> Result<Diagnostics, TrainError> {
         if !self.parallel.is_root() {
             return Ok((BTreeMap::new(), BTreeMap::new()));
         }
@@ -918,8 +955,8 @@ impl<'a, S: SplitRows> Trainer<'a, S> {
 
 /// Feeds one epoch's validation metrics (by task index) to the dead-head detector; returns the
 /// tasks whose head it found dead with their warnings, which the summary keeps.
-fn dead_head_warnings(
-    state: &mut LoopState,
+fn dead_head_warnings<C: MultiTaskModule>(
+    state: &mut LoopState<C>,
     schema: &Schema,
     epoch: usize,
     valid: &[TaskMetrics],
@@ -948,12 +985,12 @@ fn dead_head_warnings(
 type Diagnostics = (BTreeMap<String, crate::GateUtilisation>, BTreeMap<String, crate::ProbeResult>);
 
 /// What a checkpoint restores.
-struct Restored {
+struct Restored<C: MultiTaskModule> {
     state: TrainingState,
-    model: MultiTaskNet,
+    model: MultiTaskNet<C>,
     optim: Optimizers,
     stopper: EarlyStopping,
-    best: Option<(MultiTaskNet, Vec<TaskMetrics>)>,
+    best: Option<(MultiTaskNet<C>, Vec<TaskMetrics>)>,
     best_bytes: Vec<u8>,
 }
 
@@ -961,15 +998,16 @@ struct Restored {
 /// `best_model.bpk` from it (a process killed after saving a new best model but before its
 /// checkpoint leaves a newer file there).
 #[allow(clippy::too_many_arguments)]
-fn restore(
+fn restore<C: MultiTaskModule>(
     dir: &RunDirectory,
     write: bool,
     cfg: &ExperimentConfig,
     schema: &Schema,
     device: &Device,
-    model: MultiTaskNet,
+    model: MultiTaskNet<C>,
     balancer: &mut dyn LossBalancer,
-) -> Result<Restored, TrainError> {
+    registry: &Registry<C>,
+) -> Result<Restored<C>, TrainError> {
     if write {
         dir.remove_partial_writes()?;
     }
@@ -984,7 +1022,7 @@ fn restore(
             reason: "it was written by a different config (only train.epochs and data.dir may change on resume)".into(),
         });
     }
-    let load = |model: MultiTaskNet, bytes: Vec<u8>| {
+    let load = |model: MultiTaskNet<C>, bytes: Vec<u8>| {
         ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
             .and_then(|record| model.try_load_record(record))
             .map_err(|e| checkpoint_error(&path, e))
@@ -1008,7 +1046,10 @@ fn restore(
             if write {
                 dir.write_best_model(&checkpoint.best_model)?;
             }
-            Some((load(cfg.build_model(schema, device)?, checkpoint.best_model.clone())?.valid(), valid.clone()))
+            Some((
+                load(cfg.build_model_with(schema, device, registry)?, checkpoint.best_model.clone())?.valid(),
+                valid.clone(),
+            ))
         }
         Some(_) => {
             return Err(TrainError::Checkpoint {
@@ -1026,7 +1067,7 @@ fn restore(
 /// training step, interleaved with that step's dropout masks — so the initial values would depend
 /// on the forward's order and batch size, and data-parallel ranks (smaller batches) would start
 /// from different values than one process.
-fn initialise_parameters(model: &MultiTaskNet) {
+fn initialise_parameters<C: MultiTaskModule>(model: &MultiTaskNet<C>) {
     struct Initialise;
     impl burn::module::ModuleVisitor for Initialise {
         fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
@@ -1119,7 +1160,7 @@ pub(crate) mod tests {
     #[test]
     fn short_training_run_lowers_the_loss_and_writes_the_run_files() {
         for arch in [mtrec_model::Architecture::Mmoe, mtrec_model::Architecture::SharedBottom] {
-            let cfg = tiny_config(arch);
+            let cfg = tiny_config(arch.clone());
             let ds = cfg.data.load().unwrap();
             let dir = tempfile::tempdir().unwrap();
             let run = RunDirectory::create(dir.path().join("run"), &cfg).unwrap();
@@ -1246,9 +1287,9 @@ pub(crate) mod tests {
         use mtrec_balance::BalanceMethod::*;
         for arch in [mtrec_model::Architecture::Mmoe, mtrec_model::Architecture::SharedBottom] {
             for method in [Fixed, Uncertainty, Gradnorm, Dwa, Rlw, Pcgrad, Mgda, Cagrad, ImtlG] {
-                let mut cfg = tiny_config(arch);
+                let mut cfg = tiny_config(arch.clone());
                 cfg.train.epochs = 4;
-                cfg.balance.method = method;
+                cfg.balance.method = method.clone();
                 let ds = cfg.data.load().unwrap();
                 let dir = tempfile::tempdir().unwrap();
                 let run = RunDirectory::create(dir.path().join("run"), &cfg).unwrap();
@@ -1292,7 +1333,9 @@ pub(crate) mod tests {
     }
 
     /// Every parameter of `model` with its values, in visiting order.
-    pub(crate) fn parameter_values(model: &MultiTaskNet) -> Vec<(burn::module::ParamId, Vec<f32>)> {
+    pub(crate) fn parameter_values<C: MultiTaskModule>(
+        model: &MultiTaskNet<C>,
+    ) -> Vec<(burn::module::ParamId, Vec<f32>)> {
         use burn::module::{ModuleVisitor, Param, ParamId};
         struct Values(Vec<(ParamId, Vec<f32>)>);
         impl ModuleVisitor for Values {
@@ -1365,12 +1408,12 @@ pub(crate) mod tests {
     #[test]
     fn funnel_models_refuse_labels_that_are_not_a_funnel() {
         for arch in [mtrec_model::Architecture::Esmm, mtrec_model::Architecture::Aitm] {
-            let cfg = census_config(arch, false);
+            let cfg = census_config(arch.clone(), false);
             let ds = cfg.data.load().unwrap();
             let err = Trainer::new(&cfg, &ds, Device::flex()).verbose(false).run().err().unwrap().to_string();
             assert!(err.contains("needs funnel labels") && err.contains("data.cascade"), "{err}");
             assert!(err.contains("`never_married` is 1 where `income` is 0"), "{err}");
-            let cfg = census_config(arch, true);
+            let cfg = census_config(arch.clone(), true);
             let ds = cfg.data.load().unwrap();
             Trainer::new(&cfg, &ds, Device::flex()).verbose(false).run().unwrap();
         }
@@ -1573,7 +1616,7 @@ pub(crate) mod tests {
     }
 
     /// The first weight of the first layer of the model's text encoder.
-    fn encoder_weight(model: &MultiTaskNet) -> Vec<f32> {
+    fn encoder_weight<C: MultiTaskModule>(model: &MultiTaskNet<C>) -> Vec<f32> {
         let mtrec_model::ArchitectureNet::Mmoe(m) = &model.body else { panic!("mmoe") };
         let encoder = m.input.encoder.as_ref().expect("a text encoder");
         encoder.bert.layers[0].attention.value.weight.val().into_data().try_into_vec::<f32>().unwrap()
@@ -1595,7 +1638,7 @@ pub(crate) mod tests {
         let mut trained = std::collections::HashMap::new();
         for method in [Fixed, Uncertainty, Gradnorm, Dwa, Rlw, Pcgrad, Mgda, Cagrad, ImtlG] {
             let mut cfg = base.clone();
-            cfg.balance.method = method;
+            cfg.balance.method = method.clone();
             let (summary, records, model) = Trainer::new(&cfg, &ds, Device::flex()).verbose(false).run().unwrap();
             assert!(summary.test["click"]["auc"].is_finite(), "{method:?}");
             let (first, last) = (records[0].train_loss["stars"], records.last().unwrap().train_loss["stars"]);
@@ -1662,7 +1705,7 @@ pub(crate) mod tests {
         let start = query(&branch(0).encoder);
         for method in [mtrec_balance::BalanceMethod::Fixed, mtrec_balance::BalanceMethod::Pcgrad] {
             let mut cfg = base.clone();
-            cfg.balance.method = method;
+            cfg.balance.method = method.clone();
             let (summary, _, trained) = Trainer::new(&cfg, &ds, Device::flex()).verbose(false).run().unwrap();
             assert!(summary.test["click"]["auc"].is_finite(), "{method:?}");
             let (q0, q1) = (query(&trained.task_text[0].encoder), query(&trained.task_text[1].encoder));
@@ -1695,8 +1738,8 @@ pub(crate) mod tests {
             (mtrec_model::Architecture::Omoe, ImtlG),
         ] {
             let mut cfg = base.clone();
-            cfg.model.architecture = arch;
-            cfg.balance.method = method;
+            cfg.model.architecture = arch.clone();
+            cfg.balance.method = method.clone();
             if method == Gradnorm {
                 cfg.balance.gradnorm_layer = Some(mtrec_balance::GradNormLayer::Representation);
             }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use burn::tensor::{Device, Tensor};
 use mtrec_data::{BatchOrder, Schema, SplitRows};
-use mtrec_model::{MultiTaskModel, MultiTaskNet};
+use mtrec_model::{MultiTaskModel, MultiTaskModule, MultiTaskNet};
 use serde::{Deserialize, Serialize};
 
 /// Mean weight at or above which one expert is said to take all of a task's gate.
@@ -24,8 +24,8 @@ pub struct GateUtilisation {
 }
 
 /// Gate statistics of every gated task of `model` on `table`; empty for ungated models.
-pub fn expert_utilisation(
-    model: &MultiTaskNet,
+pub fn expert_utilisation<C: MultiTaskModule>(
+    model: &MultiTaskNet<C>,
     table: &impl SplitRows,
     schema: &Schema,
     device: &Device,
