@@ -184,7 +184,8 @@ fn dselect_k(inputs: ArchitectureInputs<'_>, device: &Device) -> Result<(DSelect
     if !m.n_experts.is_power_of_two() || m.n_experts < 2 {
         return Err(format!("dselect_k: model.n_experts = {} must be a power of two ≥ 2", m.n_experts));
     }
-    if options.k == 0 || !(options.gamma > 0.0) || !(options.entropy_reg >= 0.0) || m.expert_hidden.is_empty() {
+    let valid = options.gamma > 0.0 && options.entropy_reg >= 0.0; // false for NaN too
+    if options.k == 0 || !valid || m.expert_hidden.is_empty() {
         return Err("dselect_k: model.options.k and gamma must be positive, entropy_reg ≥ 0, and model.expert_hidden \
                     non-empty"
             .into());

@@ -32,7 +32,7 @@
 //!     n_rows: 5,
 //!     categorical: vec![1, 2, 0, 1, 2],
 //!     dense: vec![0.1, 0.5, -0.3, 0.9, 0.0],
-//!     labels: vec![1.0, 3.5, 0.0, 1.0, 0.0, 0.2, 1.0, 7.0, 0.0, 0.4], // [rows, tasks]
+//!     labels: vec![1.0, 3.5, 0.0, 1.0, 1.0, 0.2, 1.0, 7.0, 0.0, 0.4], // [rows, tasks]
 //!     ..Default::default()
 //! };
 //! let device = Device::flex();
@@ -46,48 +46,36 @@
 #![deny(missing_docs)]
 
 mod batch;
-mod cell;
-mod census;
-mod chunk_file;
-mod chunked_split;
-mod columns;
-mod csv_file;
-mod ctr_files;
-pub mod dense_fit;
 mod error;
 mod folder_lock;
-mod parquet_file;
-mod preprocessing;
 mod schema;
-mod split;
+mod sets;
 mod split_rows;
-mod synthetic;
-mod synthetic_ctr;
+mod stream;
 mod table;
-mod table_cache;
-mod table_file;
-mod table_source;
-mod table_stream;
 
 pub use batch::{BatchOrder, FeatureBatch, MtlBatch, batches};
-pub use census::{CENSUS_FILES, CensusGroup, CensusIncome, census_md5_hex};
-pub use chunk_file::{read_chunk, write_chunk};
-pub use chunked_split::{ChunkRef, ChunkedSplit};
-pub use columns::{
+pub use error::DataError;
+pub use folder_lock::{FolderLock, LOCK_FILE, unique_temporary};
+pub use schema::{CategoricalField, MultiCategoricalField, Pooling, RowWidths, Schema, TaskKind, TaskSpec, TextField};
+pub use sets::census::{CENSUS_FILES, CensusGroup, CensusIncome, census_md5_hex};
+pub use sets::ctr_files::{CtrSummary, write_synthetic_ctr};
+pub use sets::synthetic::{Synthetic, SyntheticConfig};
+pub use sets::synthetic_ctr::{CtrChunk, SyntheticCtr, SyntheticCtrConfig};
+pub use split_rows::SplitRows;
+pub use stream::chunk_file::{read_chunk, write_chunk};
+pub use stream::chunked_split::{ChunkRef, ChunkedSplit};
+pub use stream::chunked_table::{ChunkedDataset, ChunkedTable, MANIFEST_FILE, StreamOptions, open_chunks};
+pub use table::cache::{CacheOutcome, default_cache_dir};
+pub use table::columns::{
     ColumnKind, ColumnSpec, DenseTransform, LabelTransform, LabelValue, MAX_HASH_BUCKETS, TaskColumn, fill_template,
     fnv1a64, hash_bucket, template_columns,
 };
-pub use ctr_files::{CtrSummary, write_synthetic_ctr};
-pub use error::DataError;
-pub use folder_lock::{FolderLock, LOCK_FILE, unique_temporary};
-pub use preprocessing::{FittedColumn, Preprocessing};
-pub use schema::{CategoricalField, MultiCategoricalField, Pooling, RowWidths, Schema, TaskKind, TaskSpec, TextField};
-pub use split::{Cut, MissingTime, SplitName, SplitRule, splitmix64};
-pub use split_rows::SplitRows;
-pub use synthetic::{Synthetic, SyntheticConfig};
-pub use synthetic_ctr::{CtrChunk, SyntheticCtr, SyntheticCtrConfig};
-pub use table::{EncodedTable, FunnelViolation, MtlDataset};
-pub use table_cache::{CacheOutcome, default_cache_dir};
-pub use table_file::{CsvOptions, TableFormat, read_column, resolve};
-pub use table_source::{LoadedTable, NO_GROUP, SplitStats, TableFiles, TableSource, TextEmbedder, TextEmbedderFactory};
-pub use table_stream::{ChunkedDataset, ChunkedTable, MANIFEST_FILE, StreamOptions, open_chunks};
+pub use table::dense_fit;
+pub use table::encoded::{EncodedTable, FunnelViolation, MtlDataset};
+pub use table::file::{CsvOptions, TableFormat, read_column, resolve};
+pub use table::preprocessing::{FittedColumn, Preprocessing};
+pub use table::source::{
+    LoadedTable, NO_GROUP, SplitStats, TableFiles, TableSource, TextEmbedder, TextEmbedderFactory,
+};
+pub use table::split::{Cut, MissingTime, SplitName, SplitRule, splitmix64};

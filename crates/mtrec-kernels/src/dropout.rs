@@ -86,7 +86,7 @@ fn apply_mask(values: &mut [f32], seed: u64, p: f32) {
 }
 
 /// `layer`'s dropout of `x`: active as burn's (the layer's training flag on, `x` on an autodiff
-/// device, `p > 0`), computed by the fused kernel on flex (see the [module docs](self)).
+/// device, `p > 0`), computed by the fused kernel on flex (see the module docs of `dropout.rs`).
 ///
 /// # Shapes
 /// - x: any; output: the same

@@ -108,7 +108,7 @@ impl ElementLoop for GeluBackwardLoop<'_> {
     }
 }
 
-/// erf GELU (see the [module docs](self)).
+/// erf GELU (see the module docs of `gelu.rs`).
 ///
 /// # Shapes
 /// - x: any; output: the same

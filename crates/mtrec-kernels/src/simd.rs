@@ -25,7 +25,7 @@ impl<L: ElementLoop> pulp::WithSimd for Dispatched<L> {
 }
 
 /// Runs `l` compiled for the best instruction set this CPU has. The loops fix their own order of
-/// floating-point operations (as [`dot`] does), so every CPU gets the same result.
+/// floating-point operations (as `dot` does), so every CPU gets the same result.
 pub fn vectorized(l: impl ElementLoop) {
     pulp::Arch::new().dispatch(Dispatched(l))
 }

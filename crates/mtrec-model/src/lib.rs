@@ -7,9 +7,10 @@
 //!
 //! # Guide
 //!
-//! [`ModelConfig`] (the `[model]` section) builds a [`MultiTaskNet`] for a dataset's [`Schema`]
-//! (mtrec_data): the architecture it names ([`ArchitectureNet`]: the built-ins, or a user's own
-//! type through an [`ArchitectureFactory`]), then one [`AdversarialHead`] per adversarial task.
+//! [`ModelConfig`] (the `[model]` section) builds a [`MultiTaskNet`] for a dataset's
+//! [`Schema`](mtrec_data::Schema): the architecture it names ([`ArchitectureNet`]: the built-ins,
+//! or a user's own type through an [`ArchitectureFactory`]), then one [`AdversarialHead`] per
+//! adversarial task.
 //! Every architecture answers the same two calls — the shared part once, each task's branch from
 //! its output — so the trainer and the balancers never ask which one runs:
 //!

@@ -162,7 +162,7 @@ pub struct ModelConfig {
     /// burn operations everywhere. Same values and gradients either way; a process-wide switch
     /// ([`set_fused_kernels`](mtrec_kernels::set_fused_kernels)) set when a model is built.
     pub fused_kernels: bool,
-    /// Row-sparse id tables ([`crate::sparse_rows`]): a step reads, differentiates and updates only
+    /// Row-sparse id tables ([`SparseRows`](crate::SparseRows)): a step reads, differentiates and updates only
     /// the rows its batch uses, with `train.sparse_optimizer`. `true`, `false`, or unset: on when the
     /// categorical or the multi-valued table has at least [`SPARSE_AUTO_ROWS`] rows.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -372,7 +372,7 @@ impl ModelConfig {
         matches!(self.architecture, Architecture::Esmm | Architecture::Aitm)
     }
 
-    /// Width of what the towers read, side by side ([`MultiTaskModel::tower_inputs`]): the
+    /// Width of what the towers read, side by side ([`MultiTaskModel::tower_inputs`](crate::MultiTaskModel::tower_inputs)): the
     /// representation an adversarial head reads; `None` for a registered architecture (its
     /// factory reports it).
     pub fn tower_inputs_width(&self, d_input: usize, n_main: usize) -> Option<usize> {
@@ -389,7 +389,7 @@ impl ModelConfig {
         })
     }
 
-    /// The width of each tower input an eraser acts on ([`MultiTaskModel::tower_inputs`]'s order),
+    /// The width of each tower input an eraser acts on ([`MultiTaskModel::tower_inputs`](crate::MultiTaskModel::tower_inputs)'s order),
     /// for the architectures that apply `model.erasure`; `None` for the others.
     pub fn erasure_parts(&self, n_main: usize) -> Option<Vec<usize>> {
         let last = |v: &[usize]| v.last().copied();

@@ -33,7 +33,7 @@ pub fn text_key(text: &str) -> [u8; 32] {
     Sha256::digest(text.as_bytes()).into()
 }
 
-/// Cached embeddings of one model (see the [module docs](self)).
+/// Cached embeddings of one model (see the module docs of `cache.rs`).
 pub struct EmbeddingCache {
     path: Option<PathBuf>,
     dim: usize,

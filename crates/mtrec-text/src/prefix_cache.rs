@@ -32,7 +32,7 @@ use crate::{
 /// Texts run through the frozen prefix at once when filling the store.
 const FILL_BATCH: usize = 64;
 
-/// The frozen prefix and its store (see the [module docs](self)); clones share both.
+/// The frozen prefix and its store (see the module docs of `prefix_cache.rs`); clones share both.
 #[derive(Clone)]
 pub struct PrefixCache {
     frozen: Arc<BertModel>,

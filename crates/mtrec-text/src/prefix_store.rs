@@ -65,7 +65,7 @@ pub fn token_key(ids: &[u32]) -> [u8; 32] {
     hasher.finalize().into()
 }
 
-/// Hidden states of frozen prefixes, by token key (see the [module docs](self)).
+/// Hidden states of frozen prefixes, by token key (see the module docs of `prefix_store.rs`).
 pub struct PrefixStore {
     path: Option<PathBuf>,
     hidden: usize,

@@ -64,7 +64,7 @@ fn copy_folder(from: &Path, to: &Path, top: bool) -> Result<(), TextError> {
 impl TextEncoder {
     /// Writes this encoder (LoRA merged) as a sentence-transformers folder `out`, with the
     /// tokenizer, config and modules of `base`, the folder it was opened from (see the
-    /// [module docs](crate::pretrained_export)).
+    /// module docs of `pretrained_export.rs`).
     pub fn save_pretrained(&self, base: &Path, out: &Path, training: &TextTrainingConfig) -> Result<(), TextError> {
         if out.exists() && std::fs::read_dir(out).map(|mut d| d.next().is_some()).unwrap_or(true) {
             return Err(TextError::Corrupt {

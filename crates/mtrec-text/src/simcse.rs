@@ -80,7 +80,7 @@ impl SimCseConfig {
 }
 
 /// The unsupervised SimCSE loss of two views of a batch: row `i` of `a` and of `b` are the same
-/// text; every other row of `b` is a negative for row `i` of `a` (see the [module docs](self)).
+/// text; every other row of `b` is a negative for row `i` of `a` (see the module docs of `simcse.rs`).
 ///
 /// # Shapes
 /// - a, b: `[B, d]`

@@ -66,7 +66,7 @@ pub enum Adapters {
 pub const LORA_TARGETS: [&str; 6] = ["query", "key", "value", "attention_output", "intermediate", "output"];
 
 /// The `[model.text]` section: how the encoder of the table's text columns trains (see the
-/// [module docs](self)).
+/// module docs of `text_encoder.rs`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TextTrainingConfig {
@@ -214,7 +214,7 @@ impl TextTrainingConfig {
     }
 }
 
-/// A pretrained sentence encoder inside the model (see the [module docs](self)).
+/// A pretrained sentence encoder inside the model (see the module docs of `text_encoder.rs`).
 #[derive(Module, Debug)]
 pub struct TextEncoder {
     /// The BERT.

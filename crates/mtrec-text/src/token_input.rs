@@ -17,7 +17,7 @@ use crate::{SentenceTokenizer, TextError, encoder::SentenceBertConfig, pooling::
 /// The largest token id the `f32` values hold exactly.
 const LARGEST_EXACT_ID: u32 = (1 << 24) - 2;
 
-/// Token ids of texts for a trainable encoder (see the [module docs](self)).
+/// Token ids of texts for a trainable encoder (see the module docs of `token_input.rs`).
 pub struct TokenInput {
     tokenizer: SentenceTokenizer,
     id: String,

@@ -56,10 +56,12 @@ mod adversary;
 mod checkpoint;
 mod collective;
 mod config;
+mod data_config;
 mod data_parallel;
 mod device;
 mod early_stopping;
 mod error;
+mod evaluation;
 mod fairness;
 mod fused_adam;
 mod loss;
@@ -69,11 +71,14 @@ mod mpi_collective;
 mod parity;
 mod plots;
 mod registry;
+mod restore;
 mod run_dir;
+mod run_loading;
 mod safetensors;
 mod sparse_optimizer;
 mod step;
 mod text;
+mod train_config;
 mod trainer;
 mod utilisation;
 
@@ -83,11 +88,14 @@ pub use adversary::{
 };
 pub use checkpoint::{CHECKPOINT_FILE, Checkpoint, TrainingState};
 pub use collective::{Collective, SingleProcess, ThreadGroup, launcher_ranks};
-pub use config::{DataConfig, DataSource, EarlyStoppingConfig, ExperimentConfig, LoadedData, TaskOptions, TrainConfig};
+pub use config::{ExperimentConfig, TaskOptions};
+pub use data_config::{DataConfig, DataSource, LoadedData};
 pub use data_parallel::{BUCKET_FLOATS, DataParallel, data_parallel_step};
 pub use device::DeviceChoice;
 pub use early_stopping::EarlyStopping;
 pub use error::TrainError;
+pub(crate) use evaluation::evaluate_sharded;
+pub use evaluation::{Split, evaluate};
 pub use fairness::{FairnessConfig, GroupColumn, fairness_metrics};
 pub use fused_adam::FusedAdam;
 pub use loss::task_loss;
@@ -101,9 +109,11 @@ pub use run_dir::{
     DataParallelStats, EmbeddingTableUse, EpochRecord, PREPROCESSING_FILE, RunDirectory, Summary,
     WithinEpochValidation, read_preprocessing,
 };
+pub use run_loading::{RunData, evaluate_run, load_run, load_run_reading, load_run_with};
 pub use safetensors::{safetensors_bytes, save_safetensors, tensors_to_safetensors};
 pub use sparse_optimizer::{SparseGradients, SparseRowOptimizer, SparseRule, TableGradient};
 pub use step::{Optimizers, train_step};
 pub use text::{open_text_encoder, open_text_input};
-pub use trainer::{RunData, Split, Trainer, evaluate, evaluate_run, load_run, load_run_reading, load_run_with};
+pub use train_config::{EarlyStoppingConfig, TrainConfig};
+pub use trainer::Trainer;
 pub use utilisation::{COLLAPSE_THRESHOLD, GateUtilisation, collapse_warnings, expert_utilisation};

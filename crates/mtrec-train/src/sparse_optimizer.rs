@@ -144,7 +144,7 @@ struct RowState {
     second: Option<Tensor<2>>,
 }
 
-/// The optimizer of row-sparse tables (see the [module docs](self)).
+/// The optimizer of row-sparse tables (see the module docs of `sparse_optimizer.rs`).
 #[derive(Debug, Clone)]
 pub struct SparseRowOptimizer {
     rule: SparseRule,

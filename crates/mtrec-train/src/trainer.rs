@@ -8,21 +8,19 @@ use std::{
 
 use burn::{
     module::Module,
-    optim::OptimizerRecord,
-    store::ModuleRecord,
-    tensor::{Bytes, Device, Tensor},
+    tensor::{Device, Tensor},
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use mtrec_balance::LossBalancer;
 use mtrec_data::{BatchOrder, EncodedTable, MtlDataset, Schema, SplitRows, TaskKind};
-use mtrec_model::{MultiTaskModel, MultiTaskModule, MultiTaskNet, NoCustom};
+use mtrec_model::{MultiTaskModule, MultiTaskNet, NoCustom};
 
 use crate::{
     Checkpoint, DataParallel, DataParallelStats, EarlyStopping, EpochRecord, ExperimentConfig, Optimizers, Registry,
-    RunDirectory, Summary, TaskMetrics, TrainError, TrainingState, WithinEpochValidation, adversarial_probe,
+    RunDirectory, Split, Summary, TaskMetrics, TrainError, TrainingState, WithinEpochValidation, adversarial_probe,
     checkpoint::epoch_seed,
-    collapse_warnings, data_parallel_step, expert_utilisation,
-    metrics::{conditional_auc, first_non_finite, group_auc, task_metrics},
+    collapse_warnings, data_parallel_step, evaluate_sharded, expert_utilisation,
+    restore::{checkpoint_error, initialise_parameters, record_bytes, restore},
 };
 
 /// Trains one experiment on one dataset (in memory, or streamed from chunk files) and device.
@@ -40,292 +38,6 @@ pub struct Trainer<'a, S: SplitRows = EncodedTable, C: MultiTaskModule = NoCusto
     resume: bool,
     interrupt_after: Option<usize>,
     parallel: DataParallel,
-}
-
-/// Runs `model` (in evaluation mode) over `table` and computes every metric of every task: `auc` and
-/// `logloss` (binary; `gauc` and `gauc_groups` when the table has groups), `mse` and `mae`
-/// (regression), `accuracy`, `logloss` and `macro_auc` (multiclass), and for the later steps of a
-/// funnel dataset `cvr_auc` (see [`Schema::funnel`](mtrec_data::Schema)). A non-finite output is an error naming the
-/// split, task and row: its metrics would be meaningless.
-pub fn evaluate<C: MultiTaskModule>(
-    model: &MultiTaskNet<C>,
-    table: &impl SplitRows,
-    split: Split,
-    schema: &Schema,
-    device: &Device,
-    batch_size: usize,
-) -> Result<Vec<TaskMetrics>, TrainError> {
-    evaluate_sharded(model, table, split, schema, device, batch_size, &DataParallel::single(), None)
-}
-
-/// [`evaluate`] with the batches split over the ranks of `parallel` (each forwards its contiguous
-/// block of batches): the outputs and labels are gathered in row order, so every rank computes the
-/// metrics over all rows — the same numbers as one process. With `fairness`, every binary main task
-/// also gets the group-fairness metrics by that column ([`crate::fairness_metrics`]).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn evaluate_sharded<C: MultiTaskModule>(
-    model: &MultiTaskNet<C>,
-    table: &impl SplitRows,
-    split: Split,
-    schema: &Schema,
-    device: &Device,
-    batch_size: usize,
-    parallel: &DataParallel,
-    fairness: Option<crate::GroupColumn>,
-) -> Result<Vec<TaskMetrics>, TrainError> {
-    let n_tasks = schema.n_tasks();
-    let mut field_groups: Vec<f32> = Vec::new();
-    let mut outputs: Vec<Vec<f32>> = vec![Vec::with_capacity(table.n_rows()); n_tasks];
-    let mut conditional: Vec<Option<Vec<f32>>> = vec![None; n_tasks];
-    // the labels come with the batches (a streamed split is read once)
-    let mut labels: Vec<Vec<f32>> = vec![Vec::with_capacity(table.n_rows()); n_tasks];
-    let widths = schema.widths();
-    let mine = parallel.block(table.n_rows().div_ceil(batch_size));
-    // the batches after this rank's block are not read
-    for (b, batch) in table.stream(widths, batch_size, BatchOrder::Sequential, device).enumerate().take(mine.end) {
-        let batch = batch?;
-        if !mine.contains(&b) {
-            continue;
-        }
-        let rows = batch.labels.into_data().try_into_vec::<f32>().expect("f32 labels");
-        for (t, column) in labels.iter_mut().enumerate() {
-            column.extend(rows.iter().skip(t).step_by(n_tasks));
-        }
-        if let (Some(crate::GroupColumn::Categorical(f)), Some(ids)) = (fairness, &batch.features.categorical) {
-            let width = ids.dims()[1];
-            let ids = ids.clone().into_data().convert::<i64>().try_into_vec::<i64>().expect("integer ids");
-            field_groups.extend(ids.iter().skip(f).step_by(width).map(|&id| id as f32));
-        }
-        for (t, out) in model.forward(batch.features).into_iter().enumerate() {
-            outputs[t].extend(out.output.into_data().try_into_vec::<f32>().expect("f32 outputs"));
-            if let Some(c) = out.conditional {
-                let c = c.into_data().try_into_vec::<f32>().expect("f32 outputs");
-                conditional[t].get_or_insert_with(Vec::new).extend(c);
-            }
-        }
-    }
-    if parallel.size() > 1 {
-        // every rank's rows, in row order (blocks are in rank order)
-        for t in 0..n_tasks {
-            outputs[t] = parallel.gather_f32(std::mem::take(&mut outputs[t]));
-            labels[t] = parallel.gather_f32(std::mem::take(&mut labels[t]));
-            let c = parallel.gather_f32(conditional[t].take().unwrap_or_default());
-            conditional[t] = (!c.is_empty()).then_some(c);
-        }
-        if matches!(fairness, Some(crate::GroupColumn::Categorical(_))) {
-            field_groups = parallel.gather_f32(field_groups);
-        }
-    }
-    let fairness_groups: Option<Vec<i64>> = match fairness {
-        Some(crate::GroupColumn::Task(g)) => Some(labels[g].iter().map(|&v| v.round() as i64).collect()),
-        Some(crate::GroupColumn::Categorical(_)) => Some(field_groups.iter().map(|&v| v as i64).collect()),
-        None => None,
-    };
-    let groups = table.group_ids()?;
-    (0..n_tasks)
-        .map(|t| {
-            let task = &schema.tasks[t];
-            for scores in std::iter::once(&outputs[t]).chain(conditional[t].as_ref()) {
-                if let Some((row, value)) = first_non_finite(scores) {
-                    return Err(TrainError::NonFiniteOutput { split, task: task.name.clone(), row, value });
-                }
-            }
-            let mut metrics = task_metrics(task, &outputs[t], &labels[t]);
-            let grouped = task.kind == TaskKind::Binary && !groups.is_empty();
-            if let Some((gauc, groups)) = grouped.then(|| group_auc(&outputs[t], &labels[t], &groups)).flatten() {
-                metrics.insert("gauc".into(), gauc);
-                metrics.insert("gauc_groups".into(), groups as f64);
-            }
-            if grouped {
-                let without = groups.iter().filter(|&&g| g == mtrec_data::NO_GROUP).count();
-                metrics.insert("gauc_rows_without_group".into(), without as f64);
-            }
-            let judged =
-                task.kind == TaskKind::Binary && !task.adversarial && fairness != Some(crate::GroupColumn::Task(t));
-            if let Some(g) = fairness_groups.as_ref().filter(|_| judged) {
-                metrics.extend(crate::fairness_metrics(&outputs[t], &labels[t], g));
-            }
-            if schema.funnel && t > 0 && !task.adversarial {
-                let scores = conditional[t].as_deref().unwrap_or(&outputs[t]);
-                if let Some(auc) = conditional_auc(scores, &labels[t], &labels[t - 1]) {
-                    metrics.insert("cvr_auc".into(), auc);
-                }
-            }
-            Ok(metrics)
-        })
-        .collect()
-}
-
-/// Which split to evaluate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Split {
-    /// The training split.
-    Train,
-    /// The validation split (model selection).
-    Valid,
-    /// The test split.
-    Test,
-}
-
-impl Split {
-    /// This split of `dataset`.
-    pub fn of<S>(self, dataset: &MtlDataset<S>) -> &S {
-        match self {
-            Split::Train => &dataset.train,
-            Split::Valid => &dataset.valid,
-            Split::Test => &dataset.test,
-        }
-    }
-}
-
-impl std::fmt::Display for Split {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Split::Train => "train",
-            Split::Valid => "valid",
-            Split::Test => "test",
-        })
-    }
-}
-
-/// A run's data: held in memory, or streamed from chunk files (a `data.stream` run).
-#[derive(Debug, Clone)]
-pub enum RunData {
-    /// Decoded into memory.
-    Memory(Box<MtlDataset>),
-    /// Chunk files on disk.
-    Streamed(Box<mtrec_data::ChunkedDataset>),
-}
-
-impl RunData {
-    /// The dataset's name.
-    pub fn name(&self) -> &str {
-        match self {
-            Self::Memory(d) => &d.name,
-            Self::Streamed(d) => &d.name,
-        }
-    }
-
-    /// The dataset's schema.
-    pub fn schema(&self) -> &Schema {
-        match self {
-            Self::Memory(d) => &d.schema,
-            Self::Streamed(d) => &d.schema,
-        }
-    }
-
-    /// Rows of `split`.
-    pub fn n_rows(&self, split: Split) -> usize {
-        match self {
-            Self::Memory(d) => split.of(d.as_ref()).n_rows,
-            Self::Streamed(d) => split.of(d.as_ref()).n_rows,
-        }
-    }
-
-    /// Every metric of every task of `model` on `split` (see [`evaluate`]), and with `fairness` the
-    /// group-fairness metrics by that column ([`crate::fairness_metrics`]).
-    pub fn evaluate<C: MultiTaskModule>(
-        &self,
-        model: &MultiTaskNet<C>,
-        split: Split,
-        device: &Device,
-        batch_size: usize,
-        fairness: Option<crate::GroupColumn>,
-    ) -> Result<Vec<TaskMetrics>, TrainError> {
-        let one = DataParallel::single();
-        match self {
-            Self::Memory(d) => {
-                evaluate_sharded(model, split.of(d.as_ref()), split, &d.schema, device, batch_size, &one, fairness)
-            }
-            Self::Streamed(d) => {
-                evaluate_sharded(model, split.of(d.as_ref()), split, &d.schema, device, batch_size, &one, fairness)
-            }
-        }
-    }
-}
-
-/// The selected model of a run folder (`config.toml` + `best_model.bpk`), in evaluation mode, with
-/// its config and data (the schema sizes the model), encoded with the run's saved preprocessing
-/// when it has one — streamed from chunk files when the run streamed its data; `overrides` are
-/// applied to the recorded config first (e.g. `data.dir=...`, or `data.test=new.csv` to score
-/// another file).
-pub fn load_run(
-    dir: &std::path::Path,
-    overrides: &[String],
-) -> Result<(ExperimentConfig, RunData, MultiTaskNet, Device), TrainError> {
-    load_run_with(dir, overrides, None, Registry::builtin())
-}
-
-/// [`load_run`] of a run whose config may name architectures `registry` registered (a run of a
-/// user's architecture loads only in a program that registers it), reading every row of `file`
-/// instead of the run's data when given ([`load_run_reading`]).
-pub fn load_run_with<C: MultiTaskModule>(
-    dir: &std::path::Path,
-    overrides: &[String],
-    file: Option<&std::path::Path>,
-    registry: &Registry<C>,
-) -> Result<(ExperimentConfig, RunData, MultiTaskNet<C>, Device), TrainError> {
-    let mut config = ExperimentConfig::from_file(&dir.join("config.toml"), overrides)?;
-    let saved = crate::run_dir::read_preprocessing(dir)?;
-    if let Some(file) = file {
-        if saved.is_none() {
-            return Err(TrainError::Config(format!(
-                "{}: the run has no {} (only runs on tables score other files)",
-                dir.display(),
-                crate::PREPROCESSING_FILE
-            )));
-        }
-        config.data = config.data.reading(file);
-    }
-    let data = if config.data.stream {
-        let fitted = saved.as_ref().ok_or_else(|| {
-            TrainError::Config(format!(
-                "{}: no {} (a streamed run writes it when it starts; its chunks are encoded with it)",
-                dir.display(),
-                crate::PREPROCESSING_FILE
-            ))
-        })?;
-        RunData::Streamed(Box::new(config.data.load_streamed(Some(fitted))?.0))
-    } else {
-        RunData::Memory(Box::new(config.data.load_with(saved.as_ref())?.0))
-    };
-    let device = config.device.open().map_err(TrainError::Config)?;
-    let path = dir.join("best_model.bpk");
-    if !path.exists() {
-        return Err(TrainError::Io { path, source: std::io::Error::from(std::io::ErrorKind::NotFound) });
-    }
-    let model = config
-        .build_model_with(data.schema(), &device, registry)?
-        .try_load_file(dir.join("best_model"))
-        .map_err(|e| TrainError::Io { path: path.clone(), source: std::io::Error::other(e.to_string()) })?
-        .valid();
-    Ok((config, data, model, device))
-}
-
-/// [`load_run`], the data of a table run replaced by every row of `file` (in all three splits),
-/// encoded with the run's saved preprocessing: what scores new rows with a trained model.
-pub fn load_run_reading(
-    dir: &std::path::Path,
-    overrides: &[String],
-    file: Option<&std::path::Path>,
-) -> Result<(ExperimentConfig, RunData, MultiTaskNet, Device), TrainError> {
-    load_run_with(dir, overrides, file, Registry::builtin())
-}
-
-/// Re-evaluates the selected model of a run folder ([`load_run`]) on `split`, or on every row of
-/// `file` ([`load_run_reading`]). Returns the config, the data and each task's metrics, in task
-/// order.
-pub fn evaluate_run(
-    dir: &std::path::Path,
-    split: Split,
-    overrides: &[String],
-    file: Option<&std::path::Path>,
-) -> Result<(ExperimentConfig, RunData, Vec<TaskMetrics>), TrainError> {
-    let (config, data, model, device) = load_run_reading(dir, overrides, file)?;
-    let split = if file.is_some() { Split::Test } else { split };
-    let fairness = config.fairness.column(data.schema())?;
-    let metrics = data.evaluate(&model, split, &device, config.train.eval_batch_size, fairness)?;
-    Ok((config, data, metrics))
 }
 
 fn by_task<T: Clone>(schema: &Schema, values: &[T]) -> BTreeMap<String, T> {
@@ -984,107 +696,6 @@ fn dead_head_warnings<C: MultiTaskModule>(
 /// The selected model's gate statistics and adversarial probes, by task.
 type Diagnostics = (BTreeMap<String, crate::GateUtilisation>, BTreeMap<String, crate::ProbeResult>);
 
-/// What a checkpoint restores.
-struct Restored<C: MultiTaskModule> {
-    state: TrainingState,
-    model: MultiTaskNet<C>,
-    optim: Optimizers,
-    stopper: EarlyStopping,
-    best: Option<(MultiTaskNet<C>, Vec<TaskMetrics>)>,
-    best_bytes: Vec<u8>,
-}
-
-/// Loads the run folder's checkpoint into a freshly built `model`, `optim` and `balancer`; rewrites
-/// `best_model.bpk` from it (a process killed after saving a new best model but before its
-/// checkpoint leaves a newer file there).
-#[allow(clippy::too_many_arguments)]
-fn restore<C: MultiTaskModule>(
-    dir: &RunDirectory,
-    write: bool,
-    cfg: &ExperimentConfig,
-    schema: &Schema,
-    device: &Device,
-    model: MultiTaskNet<C>,
-    balancer: &mut dyn LossBalancer,
-    registry: &Registry<C>,
-) -> Result<Restored<C>, TrainError> {
-    if write {
-        dir.remove_partial_writes()?;
-    }
-    let path = dir.checkpoint_path();
-    let checkpoint = Checkpoint::load(&path)?;
-    let state = checkpoint.state;
-    let recorded = ExperimentConfig::from_toml(&state.config, "the checkpoint's config", &[])
-        .map_err(|e| TrainError::Checkpoint { path: path.clone(), reason: format!("its config: {e}") })?;
-    if !recorded.same_run_as(cfg) {
-        return Err(TrainError::Checkpoint {
-            path,
-            reason: "it was written by a different config (only train.epochs and data.dir may change on resume)".into(),
-        });
-    }
-    let load = |model: MultiTaskNet<C>, bytes: Vec<u8>| {
-        ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
-            .and_then(|record| model.try_load_record(record))
-            .map_err(|e| checkpoint_error(&path, e))
-    };
-    let model = load(model, checkpoint.model)?;
-    // the parameters now have the checkpoint's ids: the optimiser's groups (a trainable text
-    // encoder's AdamW) are drawn from them, as the interrupted run's were
-    let mut optim = cfg.optimizers(&model);
-    optim.dense = optim.dense.load_record(
-        OptimizerRecord::from_bytes(Bytes::from_bytes_vec(checkpoint.optimizer))
-            .map_err(|e| checkpoint_error(&path, e))?,
-    );
-    if !checkpoint.sparse_optimizer.is_empty() {
-        optim.sparse.load_state_bytes(&checkpoint.sparse_optimizer, device).map_err(|e| checkpoint_error(&path, e))?;
-    }
-    balancer
-        .load_state(state.balancer.clone())
-        .map_err(|e| TrainError::Checkpoint { path: path.clone(), reason: e.0 })?;
-    let best = match &state.best_valid {
-        Some(valid) if !checkpoint.best_model.is_empty() => {
-            if write {
-                dir.write_best_model(&checkpoint.best_model)?;
-            }
-            Some((
-                load(cfg.build_model_with(schema, device, registry)?, checkpoint.best_model.clone())?.valid(),
-                valid.clone(),
-            ))
-        }
-        Some(_) => {
-            return Err(TrainError::Checkpoint {
-                path,
-                reason: "it records a best epoch but holds no best model".into(),
-            });
-        }
-        None => None,
-    };
-    Ok(Restored { stopper: state.early_stopping.clone(), state, model, optim, best, best_bytes: checkpoint.best_model })
-}
-
-/// Draws every lazily initialised parameter now, in the module's order, from the generator as
-/// seeded with the run's seed. Otherwise burn draws each at its first use — inside the first
-/// training step, interleaved with that step's dropout masks — so the initial values would depend
-/// on the forward's order and batch size, and data-parallel ranks (smaller batches) would start
-/// from different values than one process.
-fn initialise_parameters<C: MultiTaskModule>(model: &MultiTaskNet<C>) {
-    struct Initialise;
-    impl burn::module::ModuleVisitor for Initialise {
-        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
-            let _ = param.val();
-        }
-    }
-    model.visit(&mut Initialise);
-}
-
-fn checkpoint_error(path: &std::path::Path, e: impl std::fmt::Display) -> TrainError {
-    TrainError::Checkpoint { path: path.to_path_buf(), reason: e.to_string() }
-}
-
-fn record_bytes(record: ModuleRecord, path: &std::path::Path) -> Result<Vec<u8>, TrainError> {
-    Ok(record.into_bytes().map_err(|e| checkpoint_error(path, e))?.to_vec())
-}
-
 /// `task metric value` for each task's validation: the monitored metric, else its first.
 fn valid_line(valid: &BTreeMap<String, TaskMetrics>, metric: &str) -> String {
     let valid: Vec<String> = valid
@@ -1125,8 +736,10 @@ fn within_epoch_line(v: &WithinEpochValidation, metric: &str) -> String {
 pub(crate) mod tests {
     use super::*;
     use crate::{DataConfig, DataSource, TrainConfig};
+    use crate::{RunData, evaluate, evaluate_run};
     use mtrec_data::SyntheticConfig;
     use mtrec_data::batches;
+    use mtrec_model::MultiTaskModel;
 
     fn tiny_config(arch: mtrec_model::Architecture) -> ExperimentConfig {
         ExperimentConfig {

@@ -39,7 +39,7 @@ pub(crate) enum Cell<'a> {
 }
 
 impl Cell<'_> {
-    /// A float cell: NaN is null (see the [module docs](self)).
+    /// A float cell: NaN is null (see the module docs of `cell.rs`).
     pub(crate) fn float(v: f64) -> Self {
         if v.is_nan() { Cell::Null } else { Cell::Float(v) }
     }
@@ -49,7 +49,7 @@ impl Cell<'_> {
         if v.is_nan() { Cell::Null } else { Cell::Float32(v) }
     }
 
-    /// The cell's canonical text (see the [module docs](self)); `None` for null.
+    /// The cell's canonical text (see the module docs of `cell.rs`); `None` for null.
     pub(crate) fn text(&self) -> Option<Cow<'_, str>> {
         match *self {
             Cell::Null => None,

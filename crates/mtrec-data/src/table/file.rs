@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::DataError;
-pub(crate) use crate::cell::Cell;
+pub(crate) use crate::table::cell::Cell;
 
 /// A file format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,8 +122,8 @@ pub(crate) fn scan_file(
         return Err(DataError::Io { path: path.to_path_buf(), source: std::io::ErrorKind::NotFound.into() });
     }
     match format {
-        TableFormat::Csv => crate::csv_file::scan(path, csv, wanted, on_row),
-        TableFormat::Parquet => crate::parquet_file::scan(path, wanted, on_row),
+        TableFormat::Csv => crate::table::csv::scan(path, csv, wanted, on_row),
+        TableFormat::Parquet => crate::table::parquet::scan(path, wanted, on_row),
     }
 }
 

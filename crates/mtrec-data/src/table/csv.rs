@@ -9,10 +9,10 @@ use flate2::read::MultiGzDecoder;
 
 use crate::{
     CsvOptions, DataError,
-    table_file::{Cell, Place, RowRef, missing_column},
+    table::file::{Cell, Place, RowRef, missing_column},
 };
 
-/// Reads `path` row by row (see [`crate::table_file::scan_file`]).
+/// Reads `path` row by row (see [`crate::table::file::scan_file`]).
 pub(crate) fn scan(
     path: &Path,
     options: &CsvOptions,

@@ -1,7 +1,7 @@
 //! Fitting a dense column's transform on its training values, and saying so when the fit would
 //! distort the column.
 //!
-//! [`DenseFit`] accumulates the training values in file order — the same whether the rows are
+//! `DenseFit` accumulates the training values in file order — the same whether the rows are
 //! held in memory or streamed — as sums (mean, variance), extremes, and a bounded sample for the
 //! quantiles: every value up to [`SAMPLE_CAP`] training rows, a seeded uniform reservoir of that
 //! many beyond (so quantiles are exact up to 2²⁰ training rows and estimates past it).
@@ -20,7 +20,7 @@ use crate::{DenseTransform, FittedColumn, splitmix64};
 /// Training values kept for quantiles (and the outlier check) per dense column.
 pub const SAMPLE_CAP: usize = 1 << 20;
 
-/// What a dense transform is fitted from (see the [module docs](self)).
+/// What a dense transform is fitted from (see the module docs of `dense_fit.rs`).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct DenseFit {
     n: u64,

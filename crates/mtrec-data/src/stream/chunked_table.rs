@@ -19,10 +19,10 @@ use serde::{Deserialize, Serialize};
 use crate::{
     ChunkRef, ChunkedSplit, DataError, EncodedTable, FolderLock, MtlDataset, Preprocessing, RowWidths, Schema,
     SplitName, SplitStats, TableSource, TaskKind, TextEmbedderFactory,
-    chunk_file::write_chunk,
-    dense_fit::DenseFit,
     folder_lock::unique_temporary,
-    table_source::{Scan, check_split_stats},
+    stream::chunk_file::write_chunk,
+    table::dense_fit::DenseFit,
+    table::source::{Scan, check_split_stats},
 };
 
 /// The manifest's file name in a chunk folder.
@@ -187,7 +187,7 @@ fn funnel_steps(schema: &Schema, key: &str) -> Result<Vec<usize>, DataError> {
 }
 
 impl TableSource {
-    /// Encodes the table into chunk files in `dir` (see the [module docs](self)), with `fitted`
+    /// Encodes the table into chunk files in `dir` (read back by [`open_chunks`](crate::open_chunks)), with `fitted`
     /// when given; `progress` hears the rows read so far in each pass. The folder is locked while
     /// it is written ([`FolderLock`]): a second encoder into it waits.
     pub fn write_chunks(
@@ -339,7 +339,7 @@ mod tests {
     use super::*;
     use crate::{
         ColumnKind, ColumnSpec, SplitRows, TableFormat, TextEmbedder,
-        table_source::tests::{FakeEncoder, source},
+        table::source::tests::{FakeEncoder, source},
     };
 
     fn fake_text(_: &Path) -> Result<Box<dyn TextEmbedder>, String> {

@@ -11,12 +11,12 @@ use parquet::arrow::{ProjectionMask, arrow_reader::ParquetRecordBatchReaderBuild
 
 use crate::{
     DataError,
-    table_file::{Cell, Place, RowRef, missing_column},
+    table::file::{Cell, Place, RowRef, missing_column},
 };
 
 const BATCH_ROWS: usize = 8192;
 
-/// Reads `path` row by row (see [`crate::table_file::scan_file`]).
+/// Reads `path` row by row (see [`crate::table::file::scan_file`]).
 ///
 /// The `parquet` crate asserts on some damaged files instead of returning an error (fuzzing
 /// found one: a column chunk whose metadata gives a negative offset); such a panic is turned into

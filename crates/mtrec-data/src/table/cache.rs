@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     DataError, EncodedTable, LoadedTable, MtlDataset, Preprocessing, Schema, SplitStats, TableSource,
-    TextEmbedderFactory, table_source::TextEmbedder,
+    TextEmbedderFactory, table::source::TextEmbedder,
 };
 
 // 2: cells render canonically whatever the file format (Parquet floats and booleans as pandas
@@ -76,7 +76,7 @@ impl TableSource {
         }
         for column in &self.columns {
             if let crate::ColumnKind::Text { encoder, .. } = &column.kind {
-                let embedder: Box<dyn TextEmbedder> = text(&crate::table_file::resolve(&self.dir, encoder))
+                let embedder: Box<dyn TextEmbedder> = text(&crate::table::file::resolve(&self.dir, encoder))
                     .map_err(|e| DataError::Invalid(format!("text column `{}`: {e}", column.name)))?;
                 hasher.update(embedder.model_id().as_bytes());
             }

@@ -18,8 +18,8 @@ use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    BatchOrder, DataError, EncodedTable, MtlBatch, RowWidths, SplitRows, batch::BatchRows, chunk_file::read_chunk,
-    splitmix64,
+    BatchOrder, DataError, EncodedTable, MtlBatch, RowWidths, SplitRows, batch::BatchRows, splitmix64,
+    stream::chunk_file::read_chunk,
 };
 
 /// One chunk file of a split.
@@ -125,7 +125,7 @@ impl ChunkedSplit {
     }
 }
 
-/// Batches of a chunked split (see the [module docs](self)).
+/// Batches of a chunked split (see the module docs of `chunked_split.rs`).
 struct WindowBatches<'a> {
     reader: Receiver<Result<Window, DataError>>,
     current: Option<Window>,
@@ -225,7 +225,7 @@ impl SplitRows for ChunkedSplit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chunk_file::write_chunk;
+    use crate::stream::chunk_file::write_chunk;
 
     const WIDTHS: RowWidths = RowWidths { categorical: 1, multi: 0, dense: 1, text: 0, tasks: 1 };
 

@@ -18,9 +18,9 @@ use crate::{
     CategoricalField, ColumnKind, ColumnSpec, CsvOptions, DataError, DenseTransform, EncodedTable, FittedColumn,
     LabelTransform, LabelValue, MtlDataset, MultiCategoricalField, Preprocessing, RowWidths, Schema, SplitName,
     SplitRule, TableFormat, TaskColumn, TaskKind, TaskSpec, TextField,
-    columns::{fill_template, hash_bucket},
-    dense_fit::DenseFit,
-    table_file::{Cell, RowRef, cell_error, format_of, resolve, scan_file},
+    table::columns::{fill_template, hash_bucket},
+    table::dense_fit::DenseFit,
+    table::file::{Cell, RowRef, cell_error, format_of, resolve, scan_file},
 };
 
 /// A text encoder as the table loader sees it: the data crate knows text only through this trait

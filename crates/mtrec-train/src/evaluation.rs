@@ -1,0 +1,156 @@
+//! Evaluating a model on a split: every metric of every task, sharded over data-parallel ranks.
+
+use burn::tensor::Device;
+use mtrec_data::{BatchOrder, MtlDataset, Schema, SplitRows, TaskKind};
+use mtrec_model::{MultiTaskModel, MultiTaskModule, MultiTaskNet};
+
+use crate::{
+    DataParallel, TaskMetrics, TrainError,
+    metrics::{conditional_auc, first_non_finite, group_auc, task_metrics},
+};
+
+/// Runs `model` (in evaluation mode) over `table` and computes every metric of every task: `auc` and
+/// `logloss` (binary; `gauc` and `gauc_groups` when the table has groups), `mse` and `mae`
+/// (regression), `accuracy`, `logloss` and `macro_auc` (multiclass), and for the later steps of a
+/// funnel dataset `cvr_auc` (see [`Schema::funnel`](mtrec_data::Schema)). A non-finite output is an error naming the
+/// split, task and row: its metrics would be meaningless.
+pub fn evaluate<C: MultiTaskModule>(
+    model: &MultiTaskNet<C>,
+    table: &impl SplitRows,
+    split: Split,
+    schema: &Schema,
+    device: &Device,
+    batch_size: usize,
+) -> Result<Vec<TaskMetrics>, TrainError> {
+    evaluate_sharded(model, table, split, schema, device, batch_size, &DataParallel::single(), None)
+}
+
+/// [`evaluate`] with the batches split over the ranks of `parallel` (each forwards its contiguous
+/// block of batches): the outputs and labels are gathered in row order, so every rank computes the
+/// metrics over all rows — the same numbers as one process. With `fairness`, every binary main task
+/// also gets the group-fairness metrics by that column ([`crate::fairness_metrics`]).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn evaluate_sharded<C: MultiTaskModule>(
+    model: &MultiTaskNet<C>,
+    table: &impl SplitRows,
+    split: Split,
+    schema: &Schema,
+    device: &Device,
+    batch_size: usize,
+    parallel: &DataParallel,
+    fairness: Option<crate::GroupColumn>,
+) -> Result<Vec<TaskMetrics>, TrainError> {
+    let n_tasks = schema.n_tasks();
+    let mut field_groups: Vec<f32> = Vec::new();
+    let mut outputs: Vec<Vec<f32>> = vec![Vec::with_capacity(table.n_rows()); n_tasks];
+    let mut conditional: Vec<Option<Vec<f32>>> = vec![None; n_tasks];
+    // the labels come with the batches (a streamed split is read once)
+    let mut labels: Vec<Vec<f32>> = vec![Vec::with_capacity(table.n_rows()); n_tasks];
+    let widths = schema.widths();
+    let mine = parallel.block(table.n_rows().div_ceil(batch_size));
+    // the batches after this rank's block are not read
+    for (b, batch) in table.stream(widths, batch_size, BatchOrder::Sequential, device).enumerate().take(mine.end) {
+        let batch = batch?;
+        if !mine.contains(&b) {
+            continue;
+        }
+        let rows = batch.labels.into_data().try_into_vec::<f32>().expect("f32 labels");
+        for (t, column) in labels.iter_mut().enumerate() {
+            column.extend(rows.iter().skip(t).step_by(n_tasks));
+        }
+        if let (Some(crate::GroupColumn::Categorical(f)), Some(ids)) = (fairness, &batch.features.categorical) {
+            let width = ids.dims()[1];
+            let ids = ids.clone().into_data().convert::<i64>().try_into_vec::<i64>().expect("integer ids");
+            field_groups.extend(ids.iter().skip(f).step_by(width).map(|&id| id as f32));
+        }
+        for (t, out) in model.forward(batch.features).into_iter().enumerate() {
+            outputs[t].extend(out.output.into_data().try_into_vec::<f32>().expect("f32 outputs"));
+            if let Some(c) = out.conditional {
+                let c = c.into_data().try_into_vec::<f32>().expect("f32 outputs");
+                conditional[t].get_or_insert_with(Vec::new).extend(c);
+            }
+        }
+    }
+    if parallel.size() > 1 {
+        // every rank's rows, in row order (blocks are in rank order)
+        for t in 0..n_tasks {
+            outputs[t] = parallel.gather_f32(std::mem::take(&mut outputs[t]));
+            labels[t] = parallel.gather_f32(std::mem::take(&mut labels[t]));
+            let c = parallel.gather_f32(conditional[t].take().unwrap_or_default());
+            conditional[t] = (!c.is_empty()).then_some(c);
+        }
+        if matches!(fairness, Some(crate::GroupColumn::Categorical(_))) {
+            field_groups = parallel.gather_f32(field_groups);
+        }
+    }
+    let fairness_groups: Option<Vec<i64>> = match fairness {
+        Some(crate::GroupColumn::Task(g)) => Some(labels[g].iter().map(|&v| v.round() as i64).collect()),
+        Some(crate::GroupColumn::Categorical(_)) => Some(field_groups.iter().map(|&v| v as i64).collect()),
+        None => None,
+    };
+    let groups = table.group_ids()?;
+    (0..n_tasks)
+        .map(|t| {
+            let task = &schema.tasks[t];
+            for scores in std::iter::once(&outputs[t]).chain(conditional[t].as_ref()) {
+                if let Some((row, value)) = first_non_finite(scores) {
+                    return Err(TrainError::NonFiniteOutput { split, task: task.name.clone(), row, value });
+                }
+            }
+            let mut metrics = task_metrics(task, &outputs[t], &labels[t]);
+            let grouped = task.kind == TaskKind::Binary && !groups.is_empty();
+            if let Some((gauc, groups)) = grouped.then(|| group_auc(&outputs[t], &labels[t], &groups)).flatten() {
+                metrics.insert("gauc".into(), gauc);
+                metrics.insert("gauc_groups".into(), groups as f64);
+            }
+            if grouped {
+                let without = groups.iter().filter(|&&g| g == mtrec_data::NO_GROUP).count();
+                metrics.insert("gauc_rows_without_group".into(), without as f64);
+            }
+            let judged =
+                task.kind == TaskKind::Binary && !task.adversarial && fairness != Some(crate::GroupColumn::Task(t));
+            if let Some(g) = fairness_groups.as_ref().filter(|_| judged) {
+                metrics.extend(crate::fairness_metrics(&outputs[t], &labels[t], g));
+            }
+            if schema.funnel && t > 0 && !task.adversarial {
+                let scores = conditional[t].as_deref().unwrap_or(&outputs[t]);
+                if let Some(auc) = conditional_auc(scores, &labels[t], &labels[t - 1]) {
+                    metrics.insert("cvr_auc".into(), auc);
+                }
+            }
+            Ok(metrics)
+        })
+        .collect()
+}
+
+/// Which split to evaluate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    /// The training split.
+    Train,
+    /// The validation split (model selection).
+    Valid,
+    /// The test split.
+    Test,
+}
+
+impl Split {
+    /// This split of `dataset`.
+    pub fn of<S>(self, dataset: &MtlDataset<S>) -> &S {
+        match self {
+            Split::Train => &dataset.train,
+            Split::Valid => &dataset.valid,
+            Split::Test => &dataset.test,
+        }
+    }
+}
+
+impl std::fmt::Display for Split {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Split::Train => "train",
+            Split::Valid => "valid",
+            Split::Test => "test",
+        })
+    }
+}
