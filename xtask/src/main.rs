@@ -9,7 +9,7 @@
 //!   [--json FILE] [--torch SCRIPT]` measures training/inference speed per backend and batch size.
 //! - `cargo xtask compare --configs A.toml,B.toml [--seeds 3] [--out DIR]` trains every config with
 //!   every seed and writes `compare.md` / `compare.json` (mean ± std, Δm against single-task) and
-//!   `compare.svg`/`.png` (mean validation curves).
+//!   `compare.svg` (mean validation curves; `.png` too with the `png` feature).
 //! - `cargo xtask synthetic-study [--correlations 1.0,0.9,0.5] [--seeds 5] [--epochs 50]`: the MMoE
 //!   paper's synthetic study (`study.md`, `study.json`, `study.svg`/`.png`).
 //! - `cargo xtask plot RUN_DIR...` redraws a run's figures (training writes them too).

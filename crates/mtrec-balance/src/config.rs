@@ -66,6 +66,11 @@ impl BalanceMethod {
         Self::ImtlG,
     ];
 
+    /// The built-ins' names, comma-separated: what an error about an unknown name lists.
+    pub fn builtin_names() -> String {
+        Self::ALL.map(|m| m.as_str().to_string()).join(", ")
+    }
+
     /// The built-in of that name, or [`Self::Custom`].
     pub fn from_name(name: &str) -> Self {
         Self::ALL.into_iter().find(|m| m.as_str() == name).unwrap_or_else(|| Self::Custom(name.to_string()))
@@ -159,7 +164,7 @@ impl BalanceConfig {
             return Err(format!(
                 "balance.method = {name:?} is not a built-in method ({}) and this program registered no method of \
                  that name (mtrec_train::Registry::balancer)",
-                BalanceMethod::ALL.map(|m| m.as_str().to_string()).join(", ")
+                BalanceMethod::builtin_names()
             ));
         }
         if !self.options.is_empty() {

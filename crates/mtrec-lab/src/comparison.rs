@@ -56,8 +56,9 @@ impl Comparison {
         markdown(&self.results, &self.seeds)
     }
 
-    /// Writes `compare.md`, `compare.json`, the curves (`compare.svg`/`.png`) and, for runs with
-    /// adversarial tasks, the trade-off figure (`trade_off.svg`/`.png`) into `out`.
+    /// Writes `compare.md`, `compare.json`, the curves (`compare.svg`, and `.png` with
+    /// mtrec-train's `png` feature) and, for runs with adversarial tasks, the trade-off figure
+    /// (`trade_off.svg`/`.png`) into `out`.
     pub fn write(&self, out: &Path) -> Result<(), TrainError> {
         let io = |path: PathBuf| move |source| TrainError::Io { path, source };
         std::fs::create_dir_all(out).map_err(io(out.to_path_buf()))?;

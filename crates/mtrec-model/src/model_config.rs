@@ -92,6 +92,11 @@ impl Architecture {
         Self::Esmm,
         Self::Aitm,
     ];
+
+    /// The built-ins' names, comma-separated: what an error about an unknown name lists.
+    pub fn builtin_names() -> String {
+        Self::ALL.map(|a| a.name().to_string()).join(", ")
+    }
 }
 
 /// The `[model]` section of an experiment config.
@@ -451,7 +456,7 @@ impl ModelConfig {
                     format!(
                         "model.architecture = {name:?} is not a built-in architecture ({}) and no factory was given \
                          for it: register it in the program that trains it (mtrec_train::Registry::architecture)",
-                        Architecture::ALL.map(|a| a.name().to_string()).join(", ")
+                        Architecture::builtin_names()
                     )
                 })?;
                 factory.check_schema(self, schema)?;

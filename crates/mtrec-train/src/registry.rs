@@ -116,7 +116,7 @@ impl<C: MultiTaskModule> Registry<C> {
                 "model.architecture = {name:?} is neither a built-in architecture ({}) nor registered in this \
                  program ({}); a run of a registered architecture trains, resumes and loads only in a program that \
                  registers it (mtrec_train::Registry, load_run_with)",
-                Architecture::ALL.map(|a| a.name().to_string()).join(", "),
+                Architecture::builtin_names(),
                 listed(self.architecture_names()),
             ))),
         }
@@ -137,7 +137,7 @@ impl<C: MultiTaskModule> Registry<C> {
         let Some(constructor) = self.balancers.get(name) else {
             return Err(TrainError::Config(format!(
                 "balance.method = {name:?} is neither a built-in method ({}) nor registered in this program ({})",
-                BalanceMethod::ALL.map(|m| m.as_str().to_string()).join(", "),
+                BalanceMethod::builtin_names(),
                 listed(self.balancer_names()),
             )));
         };

@@ -9,12 +9,12 @@ use std::{
     sync::Arc,
 };
 
-use arrow_array::{ArrayRef, Float32Array, Int8Array, Int64Array, RecordBatch};
-use arrow_schema::{DataType, Field, Schema as ArrowSchema};
 use parquet::{
-    arrow::ArrowWriter,
-    basic::{Compression, ZstdLevel},
-    file::properties::WriterProperties,
+    basic::{Compression, LogicalType, Repetition, Type as Physical, ZstdLevel},
+    data_type::{FloatType, Int32Type, Int64Type},
+    errors::ParquetError,
+    file::{properties::WriterProperties, writer::SerializedFileWriter},
+    schema::types::Type,
 };
 use serde::{Deserialize, Serialize};
 
@@ -45,17 +45,51 @@ fn other(path: &Path, e: impl std::fmt::Display) -> DataError {
     io_error(path, std::io::Error::other(e.to_string()))
 }
 
-/// One chunk as an Arrow record batch of the generator's columns.
-fn record_batch(schema: &Arc<ArrowSchema>, chunk: &CtrChunk, n_dense: usize) -> Result<RecordBatch, String> {
-    let ids = |v: &[i64]| Arc::new(Int64Array::from(v.to_vec())) as ArrayRef;
-    let mut columns = vec![ids(&chunk.user), ids(&chunk.item), ids(&chunk.category), ids(&chunk.context)];
+/// The file's schema: four required INT64 ids, `n_dense` FLOATs and two INT32 labels annotated
+/// as 8-bit integers (what Arrow's Int8 is in Parquet).
+fn parquet_schema(names: &[String], n_dense: usize) -> Result<Arc<Type>, ParquetError> {
+    let fields = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let field = match i {
+                0..4 => Type::primitive_type_builder(name, Physical::INT64),
+                i if i < 4 + n_dense => Type::primitive_type_builder(name, Physical::FLOAT),
+                _ => Type::primitive_type_builder(name, Physical::INT32)
+                    .with_logical_type(Some(LogicalType::integer(8, true))),
+            };
+            field.with_repetition(Repetition::REQUIRED).build().map(Arc::new)
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Arc::new(Type::group_type_builder("synthetic_ctr").with_fields(fields).build()?))
+}
+
+/// Writes one chunk as one row group.
+fn write_row_group(
+    writer: &mut SerializedFileWriter<File>,
+    chunk: &CtrChunk,
+    n_dense: usize,
+) -> Result<(), ParquetError> {
+    let mut group = writer.next_row_group()?;
+    for ids in [&chunk.user, &chunk.item, &chunk.category, &chunk.context] {
+        let mut column = group.next_column()?.expect("a column per id");
+        column.typed::<Int64Type>().write_batch(ids, None, None)?;
+        column.close()?;
+    }
     for j in 0..n_dense {
         let values: Vec<f32> = chunk.dense.iter().skip(j).step_by(n_dense).copied().collect();
-        columns.push(Arc::new(Float32Array::from(values)));
+        let mut column = group.next_column()?.expect("a column per dense feature");
+        column.typed::<FloatType>().write_batch(&values, None, None)?;
+        column.close()?;
     }
-    columns.push(Arc::new(Int8Array::from(chunk.click.clone())));
-    columns.push(Arc::new(Int8Array::from(chunk.purchase.clone())));
-    RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())
+    for labels in [&chunk.click, &chunk.purchase] {
+        let values: Vec<i32> = labels.iter().map(|&v| v as i32).collect();
+        let mut column = group.next_column()?.expect("a column per label");
+        column.typed::<Int32Type>().write_batch(&values, None, None)?;
+        column.close()?;
+    }
+    group.close()?;
+    Ok(())
 }
 
 /// Generates `config`'s rows into `dir` as `synthetic_ctr.parquet` (or `.csv`), and
@@ -80,29 +114,14 @@ pub fn write_synthetic_ctr(
     let file = match format {
         TableFormat::Parquet => {
             let path = dir.join("synthetic_ctr.parquet");
-            let fields: Vec<Field> = names
-                .iter()
-                .enumerate()
-                .map(|(i, name)| {
-                    let t = match i {
-                        0..4 => DataType::Int64,
-                        i if i < 4 + n_dense => DataType::Float32,
-                        _ => DataType::Int8,
-                    };
-                    Field::new(name, t, false)
-                })
-                .collect();
-            let schema = Arc::new(ArrowSchema::new(fields));
+            let schema = parquet_schema(&names, n_dense).map_err(|e| other(&path, e))?;
             let props = WriterProperties::builder()
                 .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).map_err(|e| other(&path, e))?))
-                .set_max_row_group_row_count(Some(generator.config().chunk_rows))
                 .build();
             let out = File::create(&path).map_err(|e| io_error(&path, e))?;
-            let mut writer = ArrowWriter::try_new(out, schema.clone(), Some(props)).map_err(|e| other(&path, e))?;
+            let mut writer = SerializedFileWriter::new(out, schema, Arc::new(props)).map_err(|e| other(&path, e))?;
             for chunk in generator.chunks() {
-                let batch = record_batch(&schema, &chunk, n_dense).map_err(|e| other(&path, e))?;
-                writer.write(&batch).map_err(|e| other(&path, e))?;
-                writer.flush().map_err(|e| other(&path, e))?;
+                write_row_group(&mut writer, &chunk, n_dense).map_err(|e| other(&path, e))?;
                 progress(count(&chunk));
             }
             writer.close().map_err(|e| other(&path, e))?;
