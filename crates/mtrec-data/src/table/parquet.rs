@@ -9,8 +9,8 @@ use std::{fs::File, path::Path};
 
 use parquet::{
     basic::{ConvertedType, LogicalType, Repetition, Type as Physical},
-    column::reader::ColumnReader,
-    data_type::ByteArray,
+    column::reader::{ColumnReader, ColumnReaderImpl},
+    data_type::{ByteArray, DataType},
     errors::ParquetError,
     file::reader::{FileReader, SerializedFileReader},
     schema::types::Type,
@@ -128,34 +128,15 @@ impl Column {
     fn read_batch(&mut self, reader: &mut ColumnReader) -> Result<usize, ParquetError> {
         self.defs.clear();
         let defs = (self.max_def > 0).then_some(&mut self.defs);
-        let (rows, _, _) = match (reader, &mut self.values) {
-            (ColumnReader::BoolColumnReader(r), Values::Bool(v)) => {
-                v.clear();
-                r.read_records(BATCH_ROWS, defs, None, v)?
-            }
-            (ColumnReader::Int32ColumnReader(r), Values::I32(v)) => {
-                v.clear();
-                r.read_records(BATCH_ROWS, defs, None, v)?
-            }
-            (ColumnReader::Int64ColumnReader(r), Values::I64(v)) => {
-                v.clear();
-                r.read_records(BATCH_ROWS, defs, None, v)?
-            }
-            (ColumnReader::FloatColumnReader(r), Values::F32(v)) => {
-                v.clear();
-                r.read_records(BATCH_ROWS, defs, None, v)?
-            }
-            (ColumnReader::DoubleColumnReader(r), Values::F64(v)) => {
-                v.clear();
-                r.read_records(BATCH_ROWS, defs, None, v)?
-            }
-            (ColumnReader::ByteArrayColumnReader(r), Values::Bytes(v)) => {
-                v.clear();
-                r.read_records(BATCH_ROWS, defs, None, v)?
-            }
-            _ => return Err(ParquetError::General(format!("column {:?} changed its type", self.name))),
-        };
-        Ok(rows)
+        match (reader, &mut self.values) {
+            (ColumnReader::BoolColumnReader(r), Values::Bool(v)) => read_into(r, defs, v),
+            (ColumnReader::Int32ColumnReader(r), Values::I32(v)) => read_into(r, defs, v),
+            (ColumnReader::Int64ColumnReader(r), Values::I64(v)) => read_into(r, defs, v),
+            (ColumnReader::FloatColumnReader(r), Values::F32(v)) => read_into(r, defs, v),
+            (ColumnReader::DoubleColumnReader(r), Values::F64(v)) => read_into(r, defs, v),
+            (ColumnReader::ByteArrayColumnReader(r), Values::Bytes(v)) => read_into(r, defs, v),
+            _ => Err(ParquetError::General(format!("column {:?} changed its type", self.name))),
+        }
     }
 
     /// Row `i` of the batch; `next` is the batch's next stored value (rows are taken in order).
@@ -182,6 +163,17 @@ impl Column {
             ),
         })
     }
+}
+
+/// Reads up to [`BATCH_ROWS`] rows of one typed column into `values` (and `defs`); returns how
+/// many.
+fn read_into<T: DataType>(
+    reader: &mut ColumnReaderImpl<T>,
+    defs: Option<&mut Vec<i16>>,
+    values: &mut Vec<T::T>,
+) -> Result<usize, ParquetError> {
+    values.clear();
+    Ok(reader.read_records(BATCH_ROWS, defs, None, values)?.0)
 }
 
 fn scan_rows(
@@ -306,6 +298,11 @@ mod tests {
         Arc::new(Type::group_type_builder("t").with_fields(fields).build().unwrap())
     }
 
+    /// A writer of `specs`' columns to `path`.
+    fn writer(path: &Path, specs: &[Spec], properties: WriterProperties) -> SerializedFileWriter<std::fs::File> {
+        SerializedFileWriter::new(std::fs::File::create(path).unwrap(), schema(specs), Arc::new(properties)).unwrap()
+    }
+
     /// Writes one column's values (`None` = null) as the next column of a row group.
     fn put<T: DataType>(
         group: &mut parquet::file::writer::SerializedRowGroupWriter<'_, std::fs::File>,
@@ -355,12 +352,7 @@ mod tests {
             spec("kind", Physical::BYTE_ARRAY, Some(LogicalType::Enum), false),
             spec("nothing", Physical::INT32, Some(LogicalType::Unknown), true),
         ];
-        let mut writer = SerializedFileWriter::new(
-            std::fs::File::create(&path).unwrap(),
-            schema(&specs),
-            Arc::new(WriterProperties::builder().build()),
-        )
-        .unwrap();
+        let mut writer = writer(&path, &specs, WriterProperties::builder().build());
         let mut group = writer.next_row_group().unwrap();
         put::<Int32Type>(&mut group, &[Some(-3), None, Some(127)], true);
         put::<Int32Type>(&mut group, &[Some(-1), Some(0), Some(7)], false); // -1 is u32::MAX
@@ -451,12 +443,7 @@ mod tests {
             spec("legacy_ts", Physical::INT96, None, true),
             spec("ok", Physical::DOUBLE, None, false),
         ];
-        let mut writer = SerializedFileWriter::new(
-            std::fs::File::create(&path).unwrap(),
-            schema(&specs),
-            Arc::new(WriterProperties::builder().build()),
-        )
-        .unwrap();
+        let mut writer = writer(&path, &specs, WriterProperties::builder().build());
         let mut group = writer.next_row_group().unwrap();
         put::<Int32Type>(&mut group, &[Some(19000)], true);
         put::<ByteArrayType>(&mut group, &[Some(ByteArray::from(vec![0xff, 0x00]))], true);
@@ -485,12 +472,7 @@ mod tests {
         let path = dir.path().join("t.parquet");
         let specs =
             [spec("x", Physical::INT64, None, true), spec("s", Physical::BYTE_ARRAY, Some(LogicalType::String), false)];
-        let mut writer = SerializedFileWriter::new(
-            std::fs::File::create(&path).unwrap(),
-            schema(&specs),
-            Arc::new(WriterProperties::builder().set_data_page_row_count_limit(1000).build()),
-        )
-        .unwrap();
+        let mut writer = writer(&path, &specs, WriterProperties::builder().set_data_page_row_count_limit(1000).build());
         let sizes = [BATCH_ROWS + 17, 0, 3, 2 * BATCH_ROWS];
         let mut start = 0i64;
         for &n in &sizes {
