@@ -83,7 +83,7 @@ pub struct DataConfig {
     /// otherwise the folder's `*.chunk` files are replaced).
     pub chunk_dir: Option<PathBuf>,
     /// Text columns hold token ids of at most this many tokens, for a trainable encoder, instead of
-    /// sentence embeddings: not a key of the file — [`ExperimentConfig`] sets it from
+    /// sentence embeddings: not a key of the file — [`ExperimentConfig`](crate::ExperimentConfig) sets it from
     /// `model.text` (`finetune` other than `frozen`, `max_len`).
     #[serde(skip)]
     pub text_tokens: Option<usize>,

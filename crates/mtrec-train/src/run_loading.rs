@@ -41,7 +41,7 @@ impl RunData {
         }
     }
 
-    /// Every metric of every task of `model` on `split` (see [`evaluate`]), and with `fairness` the
+    /// Every metric of every task of `model` on `split` (see [`evaluate`](crate::evaluate)), and with `fairness` the
     /// group-fairness metrics by that column ([`crate::fairness_metrics`]).
     pub fn evaluate<C: MultiTaskModule>(
         &self,
