@@ -3,9 +3,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    BalanceContext, CaGrad, CaGradScale, DynamicWeightAverage, FixedWeights, GradNorm, GradNormLayer,
-    GradientCombination, ImtlG, InitialLoss, LossBalancer, Mgda, MgdaNormalization, PcGrad, RandomLossWeighting,
-    UncertaintyConvention, UncertaintyWeighting,
+    AlignedMtl, BalanceContext, CaGrad, CaGradScale, DynamicWeightAverage, FairGrad, FixedWeights, GradNorm,
+    GradNormLayer, GradVac, GradientCombination, ImtlG, InitialLoss, LossBalancer, Mgda, MgdaNormalization, NashMtl,
+    PcGrad, RandomLossWeighting, UncertaintyConvention, UncertaintyWeighting, UpGrad,
 };
 
 /// Which balancing method: a built-in, or one registered under its name by the program that
@@ -32,6 +32,16 @@ pub enum BalanceMethod {
     Cagrad,
     /// IMTL-G (Liu et al. 2021).
     ImtlG,
+    /// GradVac, gradient vaccine (Wang et al. 2021).
+    Gradvac,
+    /// Aligned-MTL (Senushkin et al. 2023).
+    AlignedMtl,
+    /// UPGrad (Quinton & Rey 2024).
+    Upgrad,
+    /// Nash-MTL (Navon et al. 2022).
+    NashMtl,
+    /// FairGrad (Ban & Ji 2024).
+    Fairgrad,
     /// A user's method, by the name it is registered under.
     Custom(String),
 }
@@ -54,7 +64,7 @@ impl<'de> Deserialize<'de> for BalanceMethod {
 
 impl BalanceMethod {
     /// Every built-in method.
-    pub const ALL: [BalanceMethod; 9] = [
+    pub const ALL: [BalanceMethod; 14] = [
         Self::Fixed,
         Self::Uncertainty,
         Self::Gradnorm,
@@ -64,6 +74,11 @@ impl BalanceMethod {
         Self::Mgda,
         Self::Cagrad,
         Self::ImtlG,
+        Self::Gradvac,
+        Self::AlignedMtl,
+        Self::Upgrad,
+        Self::NashMtl,
+        Self::Fairgrad,
     ];
 
     /// The built-ins' names, comma-separated: what an error about an unknown name lists.
@@ -88,6 +103,11 @@ impl BalanceMethod {
             Self::Mgda => "mgda",
             Self::Cagrad => "cagrad",
             Self::ImtlG => "imtl_g",
+            Self::Gradvac => "gradvac",
+            Self::AlignedMtl => "aligned_mtl",
+            Self::Upgrad => "upgrad",
+            Self::NashMtl => "nash_mtl",
+            Self::Fairgrad => "fairgrad",
             Self::Custom(name) => name,
         }
     }
@@ -126,6 +146,12 @@ pub struct BalanceConfig {
     /// `mgda`: gradient normalisation before the min-norm solve: `none` (default), `l2`, `loss` or
     /// `loss+` (the official code's `normalization_type`).
     pub mgda_normalization: Option<MgdaNormalization>,
+    /// `gradvac`: the rate β of the target cosines' moving average, in (0, 1] (default 0.01, the
+    /// paper's; LibMTL's default is 0.5).
+    pub gradvac_beta: Option<f64>,
+    /// `fairgrad`: the fairness α > 0 (default 1, LibMTL's: proportional fairness, Nash-MTL's
+    /// equations; larger approaches max-min fairness).
+    pub fairgrad_alpha: Option<f64>,
 }
 
 /// `[balance.options]`: a registered method's own options, as parsed from the config.
@@ -141,7 +167,7 @@ fn positive(key: &str, value: f64) -> Result<f64, String> {
 
 impl BalanceConfig {
     /// Every option that is set, with the methods it belongs to.
-    fn options(&self) -> [(&'static str, bool, &'static [BalanceMethod]); 10] {
+    fn options(&self) -> [(&'static str, bool, &'static [BalanceMethod]); 12] {
         use BalanceMethod::*;
         [
             ("weights", self.weights.is_some(), &[Fixed]),
@@ -154,6 +180,8 @@ impl BalanceConfig {
             ("cagrad_c", self.cagrad_c.is_some(), &[Cagrad]),
             ("cagrad_scale", self.cagrad_scale.is_some(), &[Cagrad]),
             ("mgda_normalization", self.mgda_normalization.is_some(), &[Mgda]),
+            ("gradvac_beta", self.gradvac_beta.is_some(), &[Gradvac]),
+            ("fairgrad_alpha", self.fairgrad_alpha.is_some(), &[Fairgrad]),
         ]
     }
 
@@ -233,6 +261,20 @@ impl BalanceConfig {
                 Box::new(GradientCombination::new(CaGrad::new(c).with_scale(scale), n_tasks))
             }
             BalanceMethod::ImtlG => Box::new(GradientCombination::new(ImtlG, n_tasks)),
+            BalanceMethod::Gradvac => {
+                let beta = self.gradvac_beta.unwrap_or(0.01);
+                if !(beta > 0.0 && beta <= 1.0) {
+                    return Err(format!("balance.gradvac_beta must be in (0, 1], got {beta}"));
+                }
+                Box::new(GradientCombination::new(GradVac::new(n_tasks, beta, ctx.seed), n_tasks))
+            }
+            BalanceMethod::AlignedMtl => Box::new(GradientCombination::new(AlignedMtl, n_tasks)),
+            BalanceMethod::Upgrad => Box::new(GradientCombination::new(UpGrad, n_tasks)),
+            BalanceMethod::NashMtl => Box::new(GradientCombination::new(NashMtl, n_tasks)),
+            BalanceMethod::Fairgrad => {
+                let alpha = positive("fairgrad_alpha", self.fairgrad_alpha.unwrap_or(1.0))?;
+                Box::new(GradientCombination::new(FairGrad::new(alpha), n_tasks))
+            }
             BalanceMethod::Custom(_) => unreachable!("returned above"),
         })
     }

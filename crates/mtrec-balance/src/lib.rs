@@ -44,23 +44,29 @@
 
 #![deny(missing_docs)]
 
+mod aligned_mtl;
 mod balancer;
 mod cagrad;
 mod combination;
 mod config;
 mod dwa;
+mod fairgrad;
 mod fixed;
 mod gradnorm;
+mod gradvac;
 mod imtl;
 pub mod kit;
 mod learnable;
 mod mgda;
+mod nash_mtl;
 mod pcgrad;
 mod rlw;
 pub mod simplex;
 mod task_gradients;
 mod uncertainty;
+mod upgrad;
 
+pub use aligned_mtl::{AlignedMtl, symmetric_eigen};
 pub use balancer::{
     BalanceContext, BalanceError, BalancedGradients, CutForward, LossBalancer, ProbedForward, TaskGraph, batch_mean,
     batch_mean_tensor, batch_squares,
@@ -69,14 +75,18 @@ pub use cagrad::{CaGrad, CaGradScale};
 pub use combination::{GradientCombination, GradientCombiner, pair_cosines};
 pub use config::{BalanceConfig, BalanceMethod, BalanceOptions};
 pub use dwa::DynamicWeightAverage;
+pub use fairgrad::{FairGrad, fair_weights};
 pub use fixed::FixedWeights;
 pub use gradnorm::{GradNorm, GradNormLayer, InitialLoss};
+pub use gradvac::GradVac;
 pub use imtl::ImtlG;
 pub use mgda::{Mgda, MgdaNormalization};
+pub use nash_mtl::NashMtl;
 pub use pcgrad::PcGrad;
 pub use rlw::RandomLossWeighting;
 pub use task_gradients::TaskGradients;
 pub use uncertainty::{UncertaintyConvention, UncertaintyWeighting};
+pub use upgrad::UpGrad;
 
 #[cfg(test)]
 pub(crate) mod test_support {

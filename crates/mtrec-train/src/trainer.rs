@@ -899,7 +899,7 @@ pub(crate) mod tests {
     fn every_balancer_trains_every_architecture() {
         use mtrec_balance::BalanceMethod::*;
         for arch in [mtrec_model::Architecture::Mmoe, mtrec_model::Architecture::SharedBottom] {
-            for method in [Fixed, Uncertainty, Gradnorm, Dwa, Rlw, Pcgrad, Mgda, Cagrad, ImtlG] {
+            for method in mtrec_balance::BalanceMethod::ALL {
                 let mut cfg = tiny_config(arch.clone());
                 cfg.train.epochs = 4;
                 cfg.balance.method = method.clone();
@@ -917,9 +917,15 @@ pub(crate) mod tests {
                 for line in lines.lines() {
                     let r: serde_json::Value = serde_json::from_str(line).unwrap();
                     assert!(r["task_weights"]["task2"].as_f64().unwrap().is_finite(), "{method:?}: {line}");
-                    let gradient_based = matches!(method, Gradnorm | Pcgrad | Mgda | Cagrad | ImtlG);
+                    let gradient_based = matches!(
+                        method,
+                        Gradnorm | Pcgrad | Mgda | Cagrad | ImtlG | Gradvac | AlignedMtl | Upgrad | NashMtl | Fairgrad
+                    );
                     assert_eq!(r["task_gradient_norms"]["task1"].is_f64(), gradient_based, "{method:?}: {line}");
-                    let combining = matches!(method, Pcgrad | Mgda | Cagrad | ImtlG);
+                    let combining = matches!(
+                        method,
+                        Pcgrad | Mgda | Cagrad | ImtlG | Gradvac | AlignedMtl | Upgrad | NashMtl | Fairgrad
+                    );
                     let cosine = r["task_gradient_cosines"]["task1~task2"].as_f64();
                     assert_eq!(cosine.is_some(), combining, "{method:?}: {line}");
                     assert!(cosine.is_none_or(|c| (-1.0..=1.0).contains(&c)), "{method:?}: {line}");
@@ -1240,7 +1246,6 @@ pub(crate) mod tests {
     /// from fixed weights; a frozen-mode config is refused for a token table and vice versa.
     #[test]
     fn a_fine_tuned_encoder_trains_with_every_balancer() {
-        use mtrec_balance::BalanceMethod::*;
         let base = text_table_config("full");
         let ds = base.data.load().unwrap();
         assert!(ds.schema.text[0].tokens, "the table holds token ids");
@@ -1249,7 +1254,7 @@ pub(crate) mod tests {
             encoder_weight(&model)
         };
         let mut trained = std::collections::HashMap::new();
-        for method in [Fixed, Uncertainty, Gradnorm, Dwa, Rlw, Pcgrad, Mgda, Cagrad, ImtlG] {
+        for method in mtrec_balance::BalanceMethod::ALL {
             let mut cfg = base.clone();
             cfg.balance.method = method.clone();
             let (summary, records, model) = Trainer::new(&cfg, &ds, Device::flex()).verbose(false).run().unwrap();

@@ -87,11 +87,12 @@ fn records_on_disk(dir: &Path) -> Vec<EpochRecord> {
 /// A run interrupted after epoch 3 and resumed ends exactly as the uninterrupted run: same
 /// metrics every epoch, same task weights (the balancers' state), same selected model and test
 /// metrics. GradNorm has learned weights with Adam moments and initial losses; RLW draws random
-/// weights every step; the model has dropout.
+/// weights every step; GradVac moves its target cosines every step and draws task orders; the
+/// model has dropout.
 #[test]
 fn a_resumed_run_ends_as_the_uninterrupted_run() {
     let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    for method in [BalanceMethod::Gradnorm, BalanceMethod::Rlw] {
+    for method in [BalanceMethod::Gradnorm, BalanceMethod::Rlw, BalanceMethod::Gradvac] {
         let mut cfg = config(method.clone());
         // validations within the epochs: their model selection is part of the checkpoint too
         cfg.train.evals_per_epoch = if method == BalanceMethod::Rlw { 2 } else { 1 };
