@@ -12,8 +12,9 @@
 //!   the projection;
 //! - dense features, appended as they are.
 //!
-//! `x = [categorical embeddings, pooled bags, projected texts, dense]`. A new input kind changes this
-//! layer and nothing else: every architecture reads `x` alone.
+//! `x = [categorical embeddings, pooled bags, projected texts, dense]`, optionally through DCN-v2's
+//! cross network ([`crate::CrossNetwork`], `model.bottom = "dcn_v2"`), which keeps its width. A new
+//! input kind changes this layer and nothing else: every architecture reads `x` alone.
 //!
 //! With `sparse` on, the two id tables are row-sparse (see [`crate::sparse_rows`]): a training
 //! forward reports the rows it read beside `x` ([`Embedded::sparse_rows`]), and the step updates
@@ -28,7 +29,7 @@ use burn::{
 use mtrec_data::{FeatureBatch, MultiCategoricalField, Pooling, Schema};
 use mtrec_text::TextEncoder;
 
-use crate::{SparseRows, sparse_lookup};
+use crate::{CrossNetwork, CrossNetworkConfig, SparseRows, sparse_lookup};
 
 /// Configuration of a [`FeatureEmbedding`].
 #[derive(Config, Debug)]
@@ -56,6 +57,9 @@ pub struct FeatureEmbeddingConfig {
     /// group's fields must have the same vocabulary size.
     #[config(default = "Vec::new()")]
     pub shared_tables: Vec<Vec<usize>>,
+    /// DCN-v2 cross layers applied to `x` (0: none).
+    #[config(default = 0)]
+    pub cross_layers: usize,
 }
 
 /// Row offsets of fields in a fused table of the given vocabulary sizes.
@@ -134,6 +138,8 @@ impl FeatureEmbeddingConfig {
             dim: self.dim,
             n_dense: self.n_dense,
             sparse: self.sparse,
+            cross: (self.cross_layers > 0)
+                .then(|| CrossNetworkConfig::new(self.output_dim()).with_n_layers(self.cross_layers).init(device)),
         }
     }
 }
@@ -173,6 +179,8 @@ pub struct FeatureEmbedding {
     /// Whether the id tables are row-sparse.
     #[module(skip)]
     pub sparse: bool,
+    /// DCN-v2's cross layers on `x`, or none.
+    pub cross: Option<CrossNetwork>,
 }
 
 /// The input vector of a batch, and the rows of row-sparse tables it read.
@@ -196,7 +204,8 @@ impl FeatureEmbedding {
     ///
     /// # Shapes
     /// - categorical: `[B, F]` (per-field ids), multi: `[B, Σ max_len]`, dense: `[B, D]`, text `[B, Σ d]`
-    /// - output `x`: `[B, (F + multi fields)·dim + text fields·text_dim + D]`
+    /// - output `x`: `[B, (F + multi fields)·dim + text fields·text_dim + D]` (the cross network
+    ///   keeps the width)
     pub fn forward(&self, features: FeatureBatch) -> Embedded {
         let FeatureBatch { categorical, multi, dense, text } = features;
         let mut parts = Vec::with_capacity(4);
@@ -233,6 +242,10 @@ impl FeatureEmbedding {
         }
         assert!(!parts.is_empty(), "a batch needs input columns");
         let x = if parts.len() == 1 { parts.pop().unwrap() } else { Tensor::cat(parts, 1) };
+        let x = match &self.cross {
+            Some(cross) => cross.forward(x),
+            None => x,
+        };
         Embedded { x, sparse_rows }
     }
 

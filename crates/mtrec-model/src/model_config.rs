@@ -130,6 +130,11 @@ pub struct ModelConfig {
     pub bottom_hidden: Vec<usize>,
     /// Hidden widths of each task tower (and of an adversarial head).
     pub tower_hidden: Vec<usize>,
+    /// `mlp` (default) or `dcn_v2`: explicit feature crosses on the input vector before the
+    /// architecture's networks, under any architecture.
+    pub bottom: Bottom,
+    /// `dcn_v2`: number of cross layers (default 3).
+    pub cross_layers: usize,
     /// Batch normalisation in every hidden layer (experts, bottom, towers).
     pub batch_norm: bool,
     /// Dropout after every hidden activation: bottoms, experts, cross-stitch columns, AITM's
@@ -180,6 +185,18 @@ pub struct ModelConfig {
 /// The table size from which `model.sparse_embeddings` (unset) makes the id tables row-sparse.
 pub const SPARSE_AUTO_ROWS: usize = 100_000;
 
+/// `model.bottom`: what the shared input vector goes through before the architecture's networks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Bottom {
+    /// Nothing: the architecture's own MLPs (experts, shared bottom, towers) read the input vector.
+    #[default]
+    Mlp,
+    /// DCN-v2's cross network (`model.cross_layers` full-rank layers, [`crate::CrossNetwork`]) on
+    /// the input vector, then the architecture's MLPs: the paper's stacked structure.
+    DcnV2,
+}
+
 /// `model.erasure`: how a concept is removed from the representation the towers read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -229,6 +246,8 @@ impl Default for ModelConfig {
             levels: 1,
             bottom_hidden: vec![128],
             tower_hidden: vec![8],
+            bottom: Bottom::Mlp,
+            cross_layers: 3,
             batch_norm: false,
             dropout: 0.0,
             calibrator_weight: 0.6,
@@ -251,6 +270,9 @@ impl ModelConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.embedding_dim == 0 || self.text_dim == 0 {
             return Err("model.embedding_dim and model.text_dim must be positive".into());
+        }
+        if self.bottom == Bottom::DcnV2 && self.cross_layers == 0 {
+            return Err("model.bottom = \"dcn_v2\" needs model.cross_layers ≥ 1".into());
         }
         self.text.validate()?;
         if self.text.per_task_adapters() && self.needs_funnel() {
@@ -445,7 +467,8 @@ impl ModelConfig {
     ) -> Result<MultiTaskNet<C>, String> {
         mtrec_kernels::set_fused_kernels(self.fused_kernels);
         let input = FeatureEmbeddingConfig::from_schema(schema, self.embedding_dim, self.text_dim)
-            .with_sparse(self.sparse_tables(schema));
+            .with_sparse(self.sparse_tables(schema))
+            .with_cross_layers(if self.bottom == Bottom::DcnV2 { self.cross_layers } else { 0 });
         let n = schema.tasks.iter().filter(|t| !t.adversarial).count();
         let outputs: Vec<usize> = schema.tasks[..n].iter().map(|t| t.output_dim()).collect();
         let d_repr = self.tower_inputs_width(input.output_dim(), n);

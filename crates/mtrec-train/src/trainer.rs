@@ -770,6 +770,33 @@ pub(crate) mod tests {
         }
     }
 
+    /// `model.bottom = "dcn_v2"` under shared-bottom, MMoE and PLE: the model gains exactly the
+    /// cross layers' parameters (L·(d² + d) on the d = 10 input vector) and trains.
+    #[test]
+    fn a_dcn_v2_bottom_trains_under_every_shared_architecture() {
+        use burn::module::Module;
+        use mtrec_model::Architecture::*;
+        for arch in [SharedBottom, Mmoe, Ple] {
+            let mut cfg = tiny_config(arch.clone());
+            cfg.train.epochs = 4;
+            let ds = cfg.data.load().unwrap();
+            let plain = cfg.build_model(&ds.schema, &Device::flex()).unwrap().num_params();
+            cfg.model.bottom = mtrec_model::Bottom::DcnV2;
+            cfg.model.cross_layers = 2;
+            let crossed = cfg.build_model(&ds.schema, &Device::flex()).unwrap().num_params();
+            assert_eq!(crossed - plain, 2 * (10 * 10 + 10), "{arch:?}");
+            let (_, records, _) = Trainer::new(&cfg, &ds, Device::flex()).verbose(false).run().unwrap();
+            for task in ["task1", "task2"] {
+                let (first, last) = (records[0].train_loss[task], records[3].train_loss[task]);
+                assert!(last < 0.8 * first, "{arch:?} {task}: {first} → {last}");
+            }
+        }
+        let mut cfg = tiny_config(Mmoe);
+        cfg.model.bottom = mtrec_model::Bottom::DcnV2;
+        cfg.model.cross_layers = 0;
+        assert!(cfg.model.validate().unwrap_err().contains("model.cross_layers"));
+    }
+
     #[test]
     fn short_training_run_lowers_the_loss_and_writes_the_run_files() {
         for arch in [mtrec_model::Architecture::Mmoe, mtrec_model::Architecture::SharedBottom] {
