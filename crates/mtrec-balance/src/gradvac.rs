@@ -16,12 +16,13 @@
 //! pair is lifted, so its targets never rise above 0). Applied to the gradients at the shared
 //! tensors, the whole shared part as one group (the paper's per-layer grouping is not done).
 
-use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
 use crate::{
     BalanceError, GradientCombiner,
     balancer::{EpochRng, parse_state, state_value},
+    pcgrad::{column_sums, random_orders},
+    simplex::quadratic,
 };
 
 const SALT: u64 = 0x4756_4143;
@@ -62,8 +63,7 @@ impl GradVac {
                 let mut a = vec![0.0; t];
                 a[i] = 1.0;
                 for &j in &orders[i] {
-                    let norm_i = (0..t).map(|k| a[k] * (0..t).map(|l| gram[k][l] * a[l]).sum::<f64>()).sum::<f64>();
-                    let (norm_i, norm_j) = (norm_i.max(0.0).sqrt(), gram[j][j].max(0.0).sqrt());
+                    let (norm_i, norm_j) = (quadratic(gram, &a, &a).max(0.0).sqrt(), gram[j][j].max(0.0).sqrt());
                     if norm_i == 0.0 || norm_j == 0.0 {
                         continue;
                     }
@@ -89,16 +89,8 @@ impl GradientCombiner for GradVac {
     }
 
     fn coefficients(&mut self, gram: &[Vec<f64>], _losses: &[f64]) -> Vec<f64> {
-        let t = gram.len();
-        let orders: Vec<Vec<usize>> = (0..t)
-            .map(|i| {
-                let mut others: Vec<usize> = (0..t).filter(|&j| j != i).collect();
-                others.shuffle(self.rng.rng());
-                others
-            })
-            .collect();
-        let a = self.lifted(gram, &orders);
-        (0..t).map(|k| a.iter().map(|row| row[k]).sum()).collect()
+        let orders = random_orders(gram.len(), &mut self.rng);
+        column_sums(&self.lifted(gram, &orders))
     }
 
     fn end_epoch(&mut self) {
@@ -125,19 +117,7 @@ impl GradientCombiner for GradVac {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn gram(g: &[[f64; 2]]) -> Vec<Vec<f64>> {
-        g.iter().map(|a| g.iter().map(|b| a[0] * b[0] + a[1] * b[1]).collect()).collect()
-    }
-
-    fn combine(a: &[f64], g: &[[f64; 2]]) -> [f64; 2] {
-        let mut v = [0.0; 2];
-        for (c, gi) in a.iter().zip(g) {
-            v[0] += c * gi[0];
-            v[1] += c * gi[1];
-        }
-        v
-    }
+    use crate::test_support::{combine2 as combine, gram2 as gram};
 
     fn cos(a: [f64; 2], b: [f64; 2]) -> f64 {
         (a[0] * b[0] + a[1] * b[1]) / ((a[0] * a[0] + a[1] * a[1]).sqrt() * (b[0] * b[0] + b[1] * b[1]).sqrt())

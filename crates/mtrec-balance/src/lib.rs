@@ -102,4 +102,19 @@ pub(crate) mod test_support {
             seed: 1,
         }
     }
+
+    /// The Gram matrix of 2-d gradients.
+    pub(crate) fn gram2(g: &[[f64; 2]]) -> Vec<Vec<f64>> {
+        g.iter().map(|a| g.iter().map(|b| a[0] * b[0] + a[1] * b[1]).collect()).collect()
+    }
+
+    /// `Σ_k a_k·g_k` of 2-d gradients.
+    pub(crate) fn combine2(a: &[f64], g: &[[f64; 2]]) -> [f64; 2] {
+        let mut v = [0.0; 2];
+        for (c, gi) in a.iter().zip(g) {
+            v[0] += c * gi[0];
+            v[1] += c * gi[1];
+        }
+        v
+    }
 }

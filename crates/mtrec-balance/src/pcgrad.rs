@@ -42,22 +42,30 @@ impl PcGrad {
     }
 }
 
+/// For each task, the other tasks in a random order (PCGrad's and GradVac's visiting orders).
+pub(crate) fn random_orders(n_tasks: usize, rng: &mut EpochRng) -> Vec<Vec<usize>> {
+    (0..n_tasks)
+        .map(|i| {
+            let mut others: Vec<usize> = (0..n_tasks).filter(|&j| j != i).collect();
+            others.shuffle(rng.rng());
+            others
+        })
+        .collect()
+}
+
+/// The coefficients of `Σ_i g_i'` when each `g_i' = Σ_k a[i][k]·g_k`.
+pub(crate) fn column_sums(a: &[Vec<f64>]) -> Vec<f64> {
+    (0..a.first().map_or(0, Vec::len)).map(|k| a.iter().map(|row| row[k]).sum()).collect()
+}
+
 impl GradientCombiner for PcGrad {
     fn name(&self) -> &'static str {
         "pcgrad"
     }
 
     fn coefficients(&mut self, gram: &[Vec<f64>], _losses: &[f64]) -> Vec<f64> {
-        let t = gram.len();
-        let orders: Vec<Vec<usize>> = (0..t)
-            .map(|i| {
-                let mut others: Vec<usize> = (0..t).filter(|&j| j != i).collect();
-                others.shuffle(self.rng.rng());
-                others
-            })
-            .collect();
-        let a = Self::projected(gram, &orders);
-        (0..t).map(|k| a.iter().map(|row| row[k]).sum()).collect()
+        let orders = random_orders(gram.len(), &mut self.rng);
+        column_sums(&Self::projected(gram, &orders))
     }
 
     fn end_epoch(&mut self) {
@@ -77,20 +85,10 @@ impl GradientCombiner for PcGrad {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::simplex::quadratic;
-
-    fn gram(g: &[[f64; 2]]) -> Vec<Vec<f64>> {
-        g.iter().map(|a| g.iter().map(|b| a[0] * b[0] + a[1] * b[1]).collect()).collect()
-    }
-
-    fn combine(a: &[f64], g: &[[f64; 2]]) -> [f64; 2] {
-        let mut v = [0.0; 2];
-        for (c, gi) in a.iter().zip(g) {
-            v[0] += c * gi[0];
-            v[1] += c * gi[1];
-        }
-        v
-    }
+    use crate::{
+        simplex::quadratic,
+        test_support::{combine2 as combine, gram2 as gram},
+    };
 
     /// g1 = (1, 0), g2 = (−1, 1) conflict (⟨g1, g2⟩ = −1): g1^PC = g1 − (−1/2)·g2 = (0.5, 0.5),
     /// g2^PC = g2 − (−1/1)·g1 = (0, 1); both are orthogonal to the other task's gradient.
