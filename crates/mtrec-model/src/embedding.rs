@@ -13,8 +13,10 @@
 //! - dense features, appended as they are.
 //!
 //! `x = [categorical embeddings, pooled bags, projected texts, dense]`, optionally through DCN-v2's
-//! cross network ([`crate::CrossNetwork`], `model.bottom = "dcn_v2"`), which keeps its width. A new
-//! input kind changes this layer and nothing else: every architecture reads `x` alone.
+//! cross network ([`crate::CrossNetwork`], `model.bottom = "dcn_v2"`), which keeps its width, or
+//! followed by FM's pairwise interactions of the field embeddings
+//! ([`crate::pairwise_interactions`], `model.bottom = "fm"`, `dim` wider). A new input kind changes
+//! this layer and nothing else: every architecture reads `x` alone.
 //!
 //! With `sparse` on, the two id tables are row-sparse (see [`crate::sparse_rows`]): a training
 //! forward reports the rows it read beside `x` ([`Embedded::sparse_rows`]), and the step updates
@@ -60,6 +62,9 @@ pub struct FeatureEmbeddingConfig {
     /// DCN-v2 cross layers applied to `x` (0: none).
     #[config(default = 0)]
     pub cross_layers: usize,
+    /// Append FM's pairwise interactions of the categorical and multi-valued field embeddings.
+    #[config(default = false)]
+    pub fm: bool,
 }
 
 /// Row offsets of fields in a fused table of the given vocabulary sizes.
@@ -105,9 +110,10 @@ impl FeatureEmbeddingConfig {
         (offsets, total)
     }
 
-    /// Width of the input vector: `(fields + multi fields) × dim + text fields × text_dim + n_dense`.
+    /// Width of the input vector: `(fields + multi fields) × dim + text fields × text_dim + n_dense`,
+    /// plus `dim` with FM's interactions.
     pub fn output_dim(&self) -> usize {
-        (self.vocab_sizes.len() + self.multi_categorical.len()) * self.dim
+        (self.vocab_sizes.len() + self.multi_categorical.len() + usize::from(self.fm)) * self.dim
             + self.text_dims.len() * self.text_dim
             + self.n_dense
     }
@@ -140,6 +146,7 @@ impl FeatureEmbeddingConfig {
             sparse: self.sparse,
             cross: (self.cross_layers > 0)
                 .then(|| CrossNetworkConfig::new(self.output_dim()).with_n_layers(self.cross_layers).init(device)),
+            fm: self.fm,
         }
     }
 }
@@ -181,6 +188,9 @@ pub struct FeatureEmbedding {
     pub sparse: bool,
     /// DCN-v2's cross layers on `x`, or none.
     pub cross: Option<CrossNetwork>,
+    /// Whether FM's pairwise interactions of the field embeddings end `x`.
+    #[module(skip)]
+    pub fm: bool,
 }
 
 /// The input vector of a batch, and the rows of row-sparse tables it read.
@@ -195,7 +205,7 @@ pub struct Embedded {
 impl FeatureEmbedding {
     /// Width of the produced input vector.
     pub fn output_dim(&self) -> usize {
-        (self.offsets.len() + self.bag_fields.len()) * self.dim
+        (self.offsets.len() + self.bag_fields.len() + usize::from(self.fm)) * self.dim
             + self.text.iter().map(|l| l.weight.dims()[1]).sum::<usize>()
             + self.n_dense
     }
@@ -208,18 +218,26 @@ impl FeatureEmbedding {
     ///   keeps the width)
     pub fn forward(&self, features: FeatureBatch) -> Embedded {
         let FeatureBatch { categorical, multi, dense, text } = features;
-        let mut parts = Vec::with_capacity(4);
+        let mut parts = Vec::with_capacity(5);
         let mut sparse_rows = Vec::new();
+        let mut field_vectors = Vec::new(); // FM's field embeddings, [B, ·, dim] each
         if let (Some(table), Some(ids)) = (&self.table, categorical) {
             let [batch, fields] = ids.dims();
             assert_eq!(fields, self.offsets.len(), "expected {} categorical fields", self.offsets.len());
             let offsets =
                 Tensor::<2, Int>::from_data(TensorData::new(self.offsets.clone(), [1, fields]), &ids.device());
             let embedded = self.lookup(table, ids + offsets, &mut sparse_rows);
+            if self.fm {
+                field_vectors.push(embedded.clone());
+            }
             parts.push(embedded.reshape([batch, fields * self.dim]));
         }
         if let (Some(table), Some(ids)) = (&self.bags, multi) {
-            parts.extend(self.pool_bags(table, ids, &mut sparse_rows));
+            let bags = self.pool_bags(table, ids, &mut sparse_rows);
+            if self.fm {
+                field_vectors.extend(bags.iter().map(|b| b.clone().unsqueeze_dim::<3>(1)));
+            }
+            parts.extend(bags);
         }
         if let Some(text) = text {
             let [batch, _] = text.dims();
@@ -239,6 +257,9 @@ impl FeatureEmbedding {
         if let Some(dense) = dense {
             assert_eq!(dense.dims()[1], self.n_dense, "expected {} dense features", self.n_dense);
             parts.push(dense);
+        }
+        if self.fm {
+            parts.push(crate::pairwise_interactions(Tensor::cat(field_vectors, 1)));
         }
         assert!(!parts.is_empty(), "a batch needs input columns");
         let x = if parts.len() == 1 { parts.pop().unwrap() } else { Tensor::cat(parts, 1) };
@@ -319,6 +340,35 @@ mod tests {
         let out = emb.forward(FeatureBatch::new(Some(ids), Some(dense))).x.into_data().try_into_vec::<f32>().unwrap();
         // field 0 id 2 → row 2; field 1 id 1 → row 3 + 1 = 4; then the dense value.
         assert_eq!(out, vec![weights[4], weights[5], weights[8], weights[9], 0.5]);
+    }
+
+    /// With FM, `x` ends with the pairwise products of the field embeddings: for two categorical
+    /// fields and a bag, `v_a⊙v_b + v_a⊙bag + v_b⊙bag`, from the tables' own rows.
+    #[test]
+    fn fm_appends_the_pairwise_products_of_the_fields() {
+        let device = Device::flex();
+        let bag = MultiCategoricalField { name: "m".into(), vocab_size: 3, max_len: 1, pooling: Pooling::Sum };
+        let emb = FeatureEmbeddingConfig::new(vec![3, 2], 1)
+            .with_dim(2)
+            .with_multi_categorical(vec![bag])
+            .with_fm(true)
+            .init(&device);
+        assert_eq!(emb.output_dim(), 3 * 2 + 1 + 2);
+        let w = emb.table.as_ref().unwrap().weight.val().into_data().try_into_vec::<f32>().unwrap();
+        let m = emb.bags.as_ref().unwrap().weight.val().into_data().try_into_vec::<f32>().unwrap();
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![2i32, 1], [1, 2]), &device);
+        let bag_ids = Tensor::<2, Int>::from_data(TensorData::new(vec![2i32], [1, 1]), &device);
+        let dense = Tensor::<2>::from_data(TensorData::new(vec![0.5f32], [1, 1]), &device);
+        let mut batch = FeatureBatch::new(Some(ids), Some(dense));
+        batch.multi = Some(bag_ids);
+        let out = emb.forward(batch).x.into_data().try_into_vec::<f32>().unwrap();
+        let (a, b, c) = ([w[4], w[5]], [w[8], w[9]], [m[4], m[5]]);
+        let pairs = |k: usize| a[k] * b[k] + a[k] * c[k] + b[k] * c[k];
+        assert_eq!(out.len(), 9);
+        assert_eq!(&out[..7], &[a[0], a[1], b[0], b[1], c[0], c[1], 0.5]);
+        for k in 0..2 {
+            assert!((out[7 + k] - pairs(k)).abs() < 1e-5, "unit {k}: {} vs {}", out[7 + k], pairs(k));
+        }
     }
 
     /// Bags pool the filled slots only: mean divides by the number of filled slots, sum adds them;

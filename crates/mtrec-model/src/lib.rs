@@ -44,6 +44,7 @@
 
 #![deny(missing_docs)]
 
+mod adatt;
 mod adversarial;
 mod aitm;
 mod concept_erasure;
@@ -55,6 +56,7 @@ mod embedding;
 mod embedding_tables;
 mod esmm;
 mod experts;
+mod factorization_machine;
 mod last_layer;
 mod mlp;
 mod mmoe;
@@ -68,6 +70,7 @@ mod sparse_rows;
 mod task_text;
 mod tower;
 
+pub use adatt::{AdaTt, AdaTtConfig, FusionLevel};
 pub use adversarial::{AdversarialHead, AdversarialHeadConfig, dann_lambda, gradient_reversal};
 pub use aitm::{AitAttention, Aitm, AitmConfig};
 pub use concept_erasure::{ConceptEraser, CovarianceSums, LeaceFit, erase};
@@ -79,6 +82,7 @@ pub use embedding::{Embedded, FeatureEmbedding, FeatureEmbeddingConfig};
 pub use embedding_tables::EmbeddingTable;
 pub use esmm::{Esmm, EsmmConfig, log_sigmoid};
 pub use experts::{ExpertBank, ExpertBankConfig, ExpertGate, ExpertGateConfig};
+pub use factorization_machine::pairwise_interactions;
 pub use last_layer::{Jacobian, LastLayerWeight, LastSharedLayer, frobenius};
 pub use mlp::{Mlp, MlpConfig};
 pub use mmoe::{Mmoe, MmoeConfig};

@@ -7,9 +7,9 @@ use mtrec_text::TextTrainingConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    AdversarialHead, AdversarialHeadConfig, AitmConfig, ArchitectureFactory, ArchitectureInputs, ArchitectureNet,
-    ArchitectureOptions, ConceptEraser, CrossStitchConfig, EsmmConfig, FeatureEmbeddingConfig, MmoeConfig,
-    MultiTaskModule, MultiTaskNet, NoCustom, PleConfig, SharedBottomConfig,
+    AdaTtConfig, AdversarialHead, AdversarialHeadConfig, AitmConfig, ArchitectureFactory, ArchitectureInputs,
+    ArchitectureNet, ArchitectureOptions, ConceptEraser, CrossStitchConfig, EsmmConfig, FeatureEmbeddingConfig,
+    MmoeConfig, MultiTaskModule, MultiTaskNet, NoCustom, PleConfig, SharedBottomConfig,
 };
 
 /// Which architecture to build: a built-in, or one registered under its name by the program that
@@ -35,6 +35,8 @@ pub enum Architecture {
     Esmm,
     /// Adaptive information transfer (Xi et al., KDD 2021).
     Aitm,
+    /// Adaptive task-to-task fusion, AdaTT-sp (Li et al., KDD 2023).
+    Adatt,
     /// A user's architecture, by the name it is registered under.
     Custom(String),
 }
@@ -72,6 +74,7 @@ impl Architecture {
             Self::CrossStitch => "cross_stitch",
             Self::Esmm => "esmm",
             Self::Aitm => "aitm",
+            Self::Adatt => "adatt",
             Self::Custom(name) => name,
         }
     }
@@ -82,7 +85,7 @@ impl Architecture {
     }
 
     /// Every built-in architecture.
-    pub const ALL: [Architecture; 8] = [
+    pub const ALL: [Architecture; 9] = [
         Self::SharedBottom,
         Self::Mmoe,
         Self::Omoe,
@@ -91,6 +94,7 @@ impl Architecture {
         Self::CrossStitch,
         Self::Esmm,
         Self::Aitm,
+        Self::Adatt,
     ];
 
     /// The built-ins' names, comma-separated: what an error about an unknown name lists.
@@ -103,7 +107,7 @@ impl Architecture {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
-    /// `shared_bottom`, `mmoe`, `omoe`, `ple`, `single_task`, `cross_stitch`, `esmm`, `aitm`, or
+    /// `shared_bottom`, `mmoe`, `omoe`, `ple`, `single_task`, `cross_stitch`, `esmm`, `aitm`, `adatt`, or
     /// the name of an architecture the program registered.
     pub architecture: Architecture,
     /// `[model.options]`: a registered architecture's own options (it parses them,
@@ -119,18 +123,18 @@ pub struct ModelConfig {
     pub n_experts: usize,
     /// MMoE, OMoE, PLE: hidden widths of each expert.
     pub expert_hidden: Vec<usize>,
-    /// PLE: task-specific experts per task and level.
+    /// PLE, AdaTT: task-specific experts per task and level.
     pub n_task_experts: usize,
     /// PLE: shared experts per level.
     pub n_shared_experts: usize,
-    /// PLE: number of CGC levels (1 = CGC).
+    /// PLE: number of CGC levels (1 = CGC); AdaTT: number of fusion levels.
     pub levels: usize,
     /// Shared-bottom: the shared bottom; single-task: each task's bottom; cross-stitch: each
     /// column; AITM: each task's representation tower; ESMM: each tower's first layers.
     pub bottom_hidden: Vec<usize>,
     /// Hidden widths of each task tower (and of an adversarial head).
     pub tower_hidden: Vec<usize>,
-    /// `mlp` (default) or `dcn_v2`: explicit feature crosses on the input vector before the
+    /// `mlp` (default), `dcn_v2` or `fm`: explicit feature crosses on the input vector before the
     /// architecture's networks, under any architecture.
     pub bottom: Bottom,
     /// `dcn_v2`: number of cross layers (default 3).
@@ -195,6 +199,9 @@ pub enum Bottom {
     /// DCN-v2's cross network (`model.cross_layers` full-rank layers, [`crate::CrossNetwork`]) on
     /// the input vector, then the architecture's MLPs: the paper's stacked structure.
     DcnV2,
+    /// FM's second-order term: the pairwise interactions of the categorical and multi-valued field
+    /// embeddings ([`crate::pairwise_interactions`]) appended to the input vector.
+    Fm,
 }
 
 /// `model.erasure`: how a concept is removed from the representation the towers read.
@@ -312,9 +319,11 @@ impl ModelConfig {
             Mmoe | Omoe if self.n_experts == 0 || self.expert_hidden.is_empty() => {
                 Err("model.n_experts must be positive and model.expert_hidden non-empty for mmoe and omoe".into())
             }
-            Ple if self.n_task_experts == 0 || self.levels == 0 || self.expert_hidden.is_empty() => {
-                Err("model.n_task_experts and model.levels must be positive and model.expert_hidden non-empty for ple"
-                    .into())
+            Ple | Adatt if self.n_task_experts == 0 || self.levels == 0 || self.expert_hidden.is_empty() => {
+                Err(format!(
+                    "model.n_task_experts and model.levels must be positive and model.expert_hidden non-empty for {}",
+                    self.architecture.name()
+                ))
             }
             SharedBottom | SingleTask | CrossStitch | Aitm if self.bottom_hidden.is_empty() => {
                 Err(format!("model.bottom_hidden must be non-empty for {}", self.architecture.name()))
@@ -407,7 +416,7 @@ impl ModelConfig {
         Some(match self.architecture {
             Architecture::SharedBottom => last(&self.bottom_hidden),
             Architecture::Omoe => last(&self.expert_hidden),
-            Architecture::Mmoe | Architecture::Ple => n_main * last(&self.expert_hidden),
+            Architecture::Mmoe | Architecture::Ple | Architecture::Adatt => n_main * last(&self.expert_hidden),
             Architecture::SingleTask | Architecture::CrossStitch | Architecture::Aitm => {
                 n_main * last(&self.bottom_hidden)
             }
@@ -423,7 +432,9 @@ impl ModelConfig {
         match self.architecture {
             Architecture::SharedBottom => Some(vec![last(&self.bottom_hidden)?]),
             Architecture::Omoe => Some(vec![last(&self.expert_hidden)?]),
-            Architecture::Mmoe | Architecture::Ple => Some(vec![last(&self.expert_hidden)?; n_main]),
+            Architecture::Mmoe | Architecture::Ple | Architecture::Adatt => {
+                Some(vec![last(&self.expert_hidden)?; n_main])
+            }
             _ => None,
         }
     }
@@ -468,7 +479,15 @@ impl ModelConfig {
         mtrec_kernels::set_fused_kernels(self.fused_kernels);
         let input = FeatureEmbeddingConfig::from_schema(schema, self.embedding_dim, self.text_dim)
             .with_sparse(self.sparse_tables(schema))
-            .with_cross_layers(if self.bottom == Bottom::DcnV2 { self.cross_layers } else { 0 });
+            .with_cross_layers(if self.bottom == Bottom::DcnV2 { self.cross_layers } else { 0 })
+            .with_fm(self.bottom == Bottom::Fm);
+        let n_fields = schema.vocab_sizes().len() + schema.multi_categorical.len();
+        if self.bottom == Bottom::Fm && n_fields < 2 {
+            return Err(format!(
+                "model.bottom = \"fm\" crosses the embeddings of categorical and multi-valued fields, and the table has \
+                 {n_fields}: it needs two or more"
+            ));
+        }
         let n = schema.tasks.iter().filter(|t| !t.adversarial).count();
         let outputs: Vec<usize> = schema.tasks[..n].iter().map(|t| t.output_dim()).collect();
         let d_repr = self.tower_inputs_width(input.output_dim(), n);
@@ -555,6 +574,14 @@ impl ModelConfig {
                 .with_dropout(dropout)
                 .with_task_outputs(outputs)
                 .init(device),
+            ),
+            Architecture::Adatt => ArchitectureNet::Adatt(
+                AdaTtConfig::new(input, self.n_task_experts, self.expert_hidden.clone(), towers, n)
+                    .with_levels(self.levels)
+                    .with_batch_norm(bn)
+                    .with_dropout(dropout)
+                    .with_task_outputs(outputs)
+                    .init(device),
             ),
             Architecture::SingleTask => ArchitectureNet::SingleTask(
                 SharedBottomConfig::new(input, self.bottom_hidden.clone(), towers, n)

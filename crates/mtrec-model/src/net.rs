@@ -10,7 +10,7 @@ use mtrec_data::FeatureBatch;
 use mtrec_text::TextEncoder;
 
 use crate::{
-    AdversarialHead, Aitm, ConceptEraser, CrossStitch, Esmm, FeatureEmbedding, FeatureEmbeddingConfig, Mmoe,
+    AdaTt, AdversarialHead, Aitm, ConceptEraser, CrossStitch, Esmm, FeatureEmbedding, FeatureEmbeddingConfig, Mmoe,
     MultiTaskModel, MultiTaskModule, NoCustom, Omoe, Ple, SharedBottom, SharedTensors, SingleTask, TaskOutput,
     TaskTextBranch,
 };
@@ -51,6 +51,8 @@ pub enum ArchitectureNet<C: Module + MultiTaskModel = NoCustom> {
     Esmm(Esmm),
     /// See [`Aitm`].
     Aitm(Aitm),
+    /// See [`AdaTt`].
+    Adatt(AdaTt),
     /// A user's architecture (its parameters are recorded under `body.Custom.*`).
     Custom(C),
 }
@@ -67,6 +69,7 @@ impl<C: MultiTaskModule> ArchitectureNet<C> {
             Self::CrossStitch(m) => vec![&mut m.input],
             Self::Esmm(m) => vec![&mut m.input],
             Self::Aitm(m) => vec![&mut m.input],
+            Self::Adatt(m) => vec![&mut m.input],
             Self::Custom(m) => m.input_layers_mut(),
         }
     }
@@ -81,6 +84,7 @@ impl<C: MultiTaskModule> ArchitectureNet<C> {
             Self::CrossStitch(m) => m,
             Self::Esmm(m) => m,
             Self::Aitm(m) => m,
+            Self::Adatt(m) => m,
             Self::Custom(m) => m,
         }
     }
@@ -299,10 +303,11 @@ mod tests {
     }
 
     /// The gate width each task's branch reports, or `None` for ungated architectures.
-    fn gate_width(arch: Architecture) -> Option<usize> {
+    fn gate_width(arch: Architecture, n_tasks: usize) -> Option<usize> {
         match arch {
             Architecture::Mmoe | Architecture::Omoe => Some(4),
             Architecture::Ple => Some(5),
+            Architecture::Adatt => Some(2 * n_tasks),
             _ => None,
         }
     }
@@ -318,7 +323,7 @@ mod tests {
                 assert_eq!(outs.len(), n_tasks, "{arch:?}");
                 for out in outs {
                     assert_eq!(out.output.dims(), [7, 1], "{arch:?}");
-                    assert_eq!(out.gate.as_ref().map(|g| g.dims()[1]), gate_width(arch.clone()), "{arch:?}");
+                    assert_eq!(out.gate.as_ref().map(|g| g.dims()[1]), gate_width(arch.clone(), n_tasks), "{arch:?}");
                     if let Some(g) = out.gate {
                         for row in g.sum_dim(1).into_data().try_into_vec::<f32>().unwrap() {
                             assert!((row - 1.0).abs() < 1e-5, "{arch:?}: gate row sums to {row}");
@@ -327,6 +332,28 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Every architecture builds and forwards over a DCN-v2 or FM bottom; FM refuses a table with
+    /// fewer than two fields to cross, naming the key.
+    #[test]
+    fn every_architecture_takes_every_bottom() {
+        let device = Device::flex();
+        for bottom in [crate::Bottom::DcnV2, crate::Bottom::Fm] {
+            for arch in Architecture::ALL {
+                let config = ModelConfig { bottom, cross_layers: 2, ..small(arch.clone()) };
+                let model = config.init(&schema(2), &device);
+                let (c, d) = inputs(5, &device);
+                for out in model.forward(FeatureBatch::new(Some(c), Some(d))) {
+                    assert_eq!(out.output.dims(), [5, 1], "{bottom:?} {arch:?}");
+                }
+            }
+        }
+        let mut one_field = schema(2);
+        one_field.categorical.truncate(1);
+        let config = ModelConfig { bottom: crate::Bottom::Fm, ..small(Architecture::Mmoe) };
+        let e = config.init_with::<crate::NoCustom>(&one_field, None, &device).err().unwrap();
+        assert!(e.contains("model.bottom") && e.contains("has 1"), "{e}");
     }
 
     /// Branches built on detached leaves give the same outputs as the attached forward, for every
@@ -468,6 +495,7 @@ mod tests {
             let towers = match &model.body {
                 ArchitectureNet::Mmoe(m) => &m.towers,
                 ArchitectureNet::Ple(m) => &m.towers,
+                ArchitectureNet::Adatt(m) => &m.towers,
                 ArchitectureNet::CrossStitch(m) => &m.towers,
                 ArchitectureNet::SharedBottom(m) => &m.towers,
                 _ => continue,
