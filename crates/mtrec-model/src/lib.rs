@@ -67,6 +67,7 @@ mod ple;
 mod shared_bottom;
 mod single_task;
 mod sparse_rows;
+mod stem;
 mod task_text;
 mod tower;
 
@@ -93,5 +94,6 @@ pub use ple::{CgcLevel, Ple, PleConfig};
 pub use shared_bottom::{SharedBottom, SharedBottomConfig};
 pub use single_task::SingleTask;
 pub use sparse_rows::{SparseRows, sparse_lookup};
+pub use stem::{Stem, StemConfig};
 pub use task_text::TaskTextBranch;
 pub use tower::{TaskTower, TaskTowerConfig};

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     AdaTtConfig, AdversarialHead, AdversarialHeadConfig, AitmConfig, ArchitectureFactory, ArchitectureInputs,
     ArchitectureNet, ArchitectureOptions, ConceptEraser, CrossStitchConfig, EsmmConfig, FeatureEmbeddingConfig,
-    MmoeConfig, MultiTaskModule, MultiTaskNet, NoCustom, PleConfig, SharedBottomConfig,
+    MmoeConfig, MultiTaskModule, MultiTaskNet, NoCustom, PleConfig, SharedBottomConfig, StemConfig,
 };
 
 /// Which architecture to build: a built-in, or one registered under its name by the program that
@@ -37,6 +37,8 @@ pub enum Architecture {
     Aitm,
     /// Adaptive task-to-task fusion, AdaTT-sp (Li et al., KDD 2023).
     Adatt,
+    /// Shared and task-specific embeddings, STEM-Net (Su et al., AAAI 2024).
+    Stem,
     /// A user's architecture, by the name it is registered under.
     Custom(String),
 }
@@ -75,6 +77,7 @@ impl Architecture {
             Self::Esmm => "esmm",
             Self::Aitm => "aitm",
             Self::Adatt => "adatt",
+            Self::Stem => "stem",
             Self::Custom(name) => name,
         }
     }
@@ -85,7 +88,7 @@ impl Architecture {
     }
 
     /// Every built-in architecture.
-    pub const ALL: [Architecture; 9] = [
+    pub const ALL: [Architecture; 10] = [
         Self::SharedBottom,
         Self::Mmoe,
         Self::Omoe,
@@ -95,6 +98,7 @@ impl Architecture {
         Self::Esmm,
         Self::Aitm,
         Self::Adatt,
+        Self::Stem,
     ];
 
     /// The built-ins' names, comma-separated: what an error about an unknown name lists.
@@ -107,7 +111,7 @@ impl Architecture {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
-    /// `shared_bottom`, `mmoe`, `omoe`, `ple`, `single_task`, `cross_stitch`, `esmm`, `aitm`, `adatt`, or
+    /// `shared_bottom`, `mmoe`, `omoe`, `ple`, `single_task`, `cross_stitch`, `esmm`, `aitm`, `adatt`, `stem`, or
     /// the name of an architecture the program registered.
     pub architecture: Architecture,
     /// `[model.options]`: a registered architecture's own options (it parses them,
@@ -123,9 +127,9 @@ pub struct ModelConfig {
     pub n_experts: usize,
     /// MMoE, OMoE, PLE: hidden widths of each expert.
     pub expert_hidden: Vec<usize>,
-    /// PLE, AdaTT: task-specific experts per task and level.
+    /// PLE, AdaTT, STEM: task-specific experts per task and level.
     pub n_task_experts: usize,
-    /// PLE: shared experts per level.
+    /// PLE: shared experts per level; STEM: shared experts.
     pub n_shared_experts: usize,
     /// PLE: number of CGC levels (1 = CGC); AdaTT: number of fusion levels.
     pub levels: usize,
@@ -319,7 +323,7 @@ impl ModelConfig {
             Mmoe | Omoe if self.n_experts == 0 || self.expert_hidden.is_empty() => {
                 Err("model.n_experts must be positive and model.expert_hidden non-empty for mmoe and omoe".into())
             }
-            Ple | Adatt if self.n_task_experts == 0 || self.levels == 0 || self.expert_hidden.is_empty() => {
+            Ple | Adatt | Stem if self.n_task_experts == 0 || self.levels == 0 || self.expert_hidden.is_empty() => {
                 Err(format!(
                     "model.n_task_experts and model.levels must be positive and model.expert_hidden non-empty for {}",
                     self.architecture.name()
@@ -416,7 +420,9 @@ impl ModelConfig {
         Some(match self.architecture {
             Architecture::SharedBottom => last(&self.bottom_hidden),
             Architecture::Omoe => last(&self.expert_hidden),
-            Architecture::Mmoe | Architecture::Ple | Architecture::Adatt => n_main * last(&self.expert_hidden),
+            Architecture::Mmoe | Architecture::Ple | Architecture::Adatt | Architecture::Stem => {
+                n_main * last(&self.expert_hidden)
+            }
             Architecture::SingleTask | Architecture::CrossStitch | Architecture::Aitm => {
                 n_main * last(&self.bottom_hidden)
             }
@@ -432,7 +438,7 @@ impl ModelConfig {
         match self.architecture {
             Architecture::SharedBottom => Some(vec![last(&self.bottom_hidden)?]),
             Architecture::Omoe => Some(vec![last(&self.expert_hidden)?]),
-            Architecture::Mmoe | Architecture::Ple | Architecture::Adatt => {
+            Architecture::Mmoe | Architecture::Ple | Architecture::Adatt | Architecture::Stem => {
                 Some(vec![last(&self.expert_hidden)?; n_main])
             }
             _ => None,
@@ -582,6 +588,20 @@ impl ModelConfig {
                     .with_dropout(dropout)
                     .with_task_outputs(outputs)
                     .init(device),
+            ),
+            Architecture::Stem => ArchitectureNet::Stem(
+                StemConfig::new(
+                    input,
+                    self.n_task_experts,
+                    self.n_shared_experts,
+                    self.expert_hidden.clone(),
+                    towers,
+                    n,
+                )
+                .with_batch_norm(bn)
+                .with_dropout(dropout)
+                .with_task_outputs(outputs)
+                .init(device),
             ),
             Architecture::SingleTask => ArchitectureNet::SingleTask(
                 SharedBottomConfig::new(input, self.bottom_hidden.clone(), towers, n)

@@ -11,7 +11,7 @@ use mtrec_text::TextEncoder;
 
 use crate::{
     AdaTt, AdversarialHead, Aitm, ConceptEraser, CrossStitch, Esmm, FeatureEmbedding, FeatureEmbeddingConfig, Mmoe,
-    MultiTaskModel, MultiTaskModule, NoCustom, Omoe, Ple, SharedBottom, SharedTensors, SingleTask, TaskOutput,
+    MultiTaskModel, MultiTaskModule, NoCustom, Omoe, Ple, SharedBottom, SharedTensors, SingleTask, Stem, TaskOutput,
     TaskTextBranch,
 };
 
@@ -53,6 +53,8 @@ pub enum ArchitectureNet<C: Module + MultiTaskModel = NoCustom> {
     Aitm(Aitm),
     /// See [`AdaTt`].
     Adatt(AdaTt),
+    /// See [`Stem`].
+    Stem(Stem),
     /// A user's architecture (its parameters are recorded under `body.Custom.*`).
     Custom(C),
 }
@@ -70,6 +72,7 @@ impl<C: MultiTaskModule> ArchitectureNet<C> {
             Self::Esmm(m) => vec![&mut m.input],
             Self::Aitm(m) => vec![&mut m.input],
             Self::Adatt(m) => vec![&mut m.input],
+            Self::Stem(m) => m.input_layers_mut(),
             Self::Custom(m) => m.input_layers_mut(),
         }
     }
@@ -85,6 +88,7 @@ impl<C: MultiTaskModule> ArchitectureNet<C> {
             Self::Esmm(m) => m,
             Self::Aitm(m) => m,
             Self::Adatt(m) => m,
+            Self::Stem(m) => m,
             Self::Custom(m) => m,
         }
     }
@@ -308,6 +312,7 @@ mod tests {
             Architecture::Mmoe | Architecture::Omoe => Some(4),
             Architecture::Ple => Some(5),
             Architecture::Adatt => Some(2 * n_tasks),
+            Architecture::Stem => Some(2 * n_tasks + 3),
             _ => None,
         }
     }
@@ -496,6 +501,7 @@ mod tests {
                 ArchitectureNet::Mmoe(m) => &m.towers,
                 ArchitectureNet::Ple(m) => &m.towers,
                 ArchitectureNet::Adatt(m) => &m.towers,
+                ArchitectureNet::Stem(m) => &m.towers,
                 ArchitectureNet::CrossStitch(m) => &m.towers,
                 ArchitectureNet::SharedBottom(m) => &m.towers,
                 _ => continue,

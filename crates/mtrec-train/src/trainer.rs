@@ -925,11 +925,21 @@ pub(crate) mod tests {
     #[test]
     fn every_balancer_trains_every_architecture() {
         use mtrec_balance::BalanceMethod::*;
-        for arch in [mtrec_model::Architecture::Mmoe, mtrec_model::Architecture::SharedBottom] {
+        use mtrec_model::Architecture as A;
+        // AdaTT and STEM learn this tiny task more slowly (1.62 → 1.39 in 8 epochs for AdaTT, where
+        // MMoE falls below 0.7×; on the MMoE paper's synthetic set AdaTT beats MMoE in 10 epochs):
+        // they run 8 epochs and must fall below 0.95×
+        for (arch, epochs, factor) in
+            [(A::Mmoe, 4, 0.8), (A::SharedBottom, 4, 0.8), (A::Adatt, 8, 0.95), (A::Stem, 8, 0.95)]
+        {
             for method in mtrec_balance::BalanceMethod::ALL {
                 let mut cfg = tiny_config(arch.clone());
-                cfg.train.epochs = 4;
+                cfg.train.epochs = epochs;
                 cfg.balance.method = method.clone();
+                if method == Gradnorm && matches!(arch, A::Adatt | A::Stem) {
+                    // their experts are per task: no one last shared layer (a config error that says so)
+                    cfg.balance.gradnorm_layer = Some(mtrec_balance::GradNormLayer::Representation);
+                }
                 let ds = cfg.data.load().unwrap();
                 let dir = tempfile::tempdir().unwrap();
                 let run = RunDirectory::create(dir.path().join("run"), &cfg).unwrap();
@@ -937,8 +947,8 @@ pub(crate) mod tests {
                     Trainer::new(&cfg, &ds, Device::flex()).with_run_dir(run).verbose(false).run().unwrap();
                 assert_eq!(summary.balance, method.as_str());
                 for task in ["task1", "task2"] {
-                    let (first, last) = (records[0].train_loss[task], records[3].train_loss[task]);
-                    assert!(last < 0.8 * first, "{arch:?} {method:?} {task}: {first} → {last}");
+                    let (first, last) = (records[0].train_loss[task], records.last().unwrap().train_loss[task]);
+                    assert!(last < factor * first, "{arch:?} {method:?} {task}: {first} → {last}");
                 }
                 let lines = std::fs::read_to_string(dir.path().join("run/metrics.jsonl")).unwrap();
                 for line in lines.lines() {
@@ -958,7 +968,7 @@ pub(crate) mod tests {
                     assert!(cosine.is_none_or(|c| (-1.0..=1.0).contains(&c)), "{method:?}: {line}");
                 }
                 if method == Gradnorm {
-                    let w = &records[3].task_weights;
+                    let w = &records.last().unwrap().task_weights;
                     assert!((w["task1"] + w["task2"] - 2.0).abs() < 1e-9, "Σw = T: {w:?}");
                 }
             }
