@@ -26,6 +26,7 @@ use mtrec_data::FeatureBatch;
 use crate::{
     Embedded, ExpertBank, ExpertBankConfig, ExpertGate, ExpertGateConfig, FeatureEmbedding, FeatureEmbeddingConfig,
     MultiTaskModel, SharedTensors, TaskOutput, TaskTower, TaskTowerConfig,
+    experts::{flatten_experts, unflatten_experts},
 };
 
 /// Configuration of an [`AdaTt`] model.
@@ -142,9 +143,7 @@ impl AdaTt {
     fn fusion(&self, task: usize, shared: &SharedTensors) -> (Tensor<2>, Tensor<2>) {
         let n = self.towers.len();
         let last = self.levels.last().expect("a level");
-        let flat = shared.tensors.last().expect("the experts").clone();
-        let [b, width] = flat.dims();
-        let all = flat.reshape([b, n * self.n_task_experts, width / (n * self.n_task_experts)]);
+        let all = unflatten_experts(shared.tensors.last().expect("the experts").clone(), n * self.n_task_experts);
         let x = shared.tensors[if self.levels.len() == 1 { 0 } else { task }].clone();
         last.fuse(task, x, all, self.n_task_experts)
     }
@@ -167,9 +166,8 @@ impl MultiTaskModel for AdaTt {
             inputs = (0..n).map(|t| level.fuse(t, inputs[t].clone(), all.clone(), m).0).collect();
         }
         let all = self.levels.last().expect("a level").experts(&inputs);
-        let [b, e, h] = all.dims();
         let mut tensors = if self.levels.len() == 1 { vec![x] } else { inputs };
-        tensors.push(all.reshape([b, e * h]));
+        tensors.push(flatten_experts(all));
         let representation = tensors.len() - 1;
         SharedTensors::new(tensors, vec![representation]).with_sparse_rows(sparse_rows)
     }

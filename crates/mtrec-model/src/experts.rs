@@ -181,6 +181,24 @@ impl ExpertGate {
     }
 }
 
+/// Expert outputs side by side, as a shared tensor holds them.
+///
+/// # Shapes
+/// - `[B, E, h]` → `[B, E·h]`
+pub(crate) fn flatten_experts(experts: Tensor<3>) -> Tensor<2> {
+    let [b, e, h] = experts.dims();
+    experts.reshape([b, e * h])
+}
+
+/// [`flatten_experts`] undone for `n` experts.
+///
+/// # Shapes
+/// - `[B, n·h]` → `[B, n, h]`
+pub(crate) fn unflatten_experts(experts: Tensor<2>, n: usize) -> Tensor<3> {
+    let [b, w] = experts.dims();
+    experts.reshape([b, n, w / n])
+}
+
 #[cfg(test)]
 #[allow(clippy::single_range_in_vec_init)] // burn slices take one range per dimension
 mod tests {

@@ -11,6 +11,7 @@ use mtrec_data::FeatureBatch;
 use crate::{
     Embedded, ExpertBank, ExpertBankConfig, ExpertGate, ExpertGateConfig, FeatureEmbedding, FeatureEmbeddingConfig,
     MultiTaskModel, Omoe, SharedTensors, TaskOutput, TaskTower, TaskTowerConfig,
+    experts::{flatten_experts, unflatten_experts},
 };
 
 /// Configuration of an [`Mmoe`] model.
@@ -91,11 +92,9 @@ impl Mmoe {
     /// Task `task`'s gate weights `[B, E]` and its mixture of the experts `[B, h]`: what its tower reads.
     fn mixture(&self, task: usize, shared: &SharedTensors) -> (Tensor<2>, Tensor<2>) {
         let x = shared.tensors[0].clone();
-        let flat = shared.tensors[1].clone();
-        let [b, width] = flat.dims();
-        let e = self.experts.n_experts;
+        let experts = unflatten_experts(shared.tensors[1].clone(), self.experts.n_experts);
         let weights = self.gates[task].forward(x);
-        (ExpertGate::mix(weights.clone(), flat.reshape([b, e, width / e])), weights)
+        (ExpertGate::mix(weights.clone(), experts), weights)
     }
 }
 
@@ -112,8 +111,7 @@ impl MultiTaskModel for Mmoe {
     fn forward_shared(&self, features: FeatureBatch) -> SharedTensors {
         let Embedded { x, sparse_rows } = self.input.forward(features);
         let (experts, last_layer) = self.experts.forward_with_last_layer(x.clone(), 1);
-        let [b, e, h] = experts.dims();
-        SharedTensors::new(vec![x, experts.reshape([b, e * h])], vec![1])
+        SharedTensors::new(vec![x, flatten_experts(experts)], vec![1])
             .with_last_layer(last_layer)
             .with_sparse_rows(sparse_rows)
     }

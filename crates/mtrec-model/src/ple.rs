@@ -24,6 +24,7 @@ use mtrec_data::FeatureBatch;
 use crate::{
     Embedded, ExpertBank, ExpertBankConfig, ExpertGate, ExpertGateConfig, FeatureEmbedding, FeatureEmbeddingConfig,
     MultiTaskModel, SharedTensors, TaskOutput, TaskTower, TaskTowerConfig,
+    experts::{flatten_experts, unflatten_experts},
 };
 
 /// Configuration of a [`Ple`] model.
@@ -118,16 +119,6 @@ pub struct Ple {
     pub towers: Vec<TaskTower>,
 }
 
-fn flat(experts: Tensor<3>) -> Tensor<2> {
-    let [b, e, h] = experts.dims();
-    experts.reshape([b, e * h])
-}
-
-fn unflat(experts: Tensor<2>, n: usize) -> Tensor<3> {
-    let [b, w] = experts.dims();
-    experts.reshape([b, n, w / n])
-}
-
 impl Ple {
     /// The first level whose task paths run in the task branches: the last level when shared
     /// experts mix the tasks, else the first (each task's path is its own from the input).
@@ -148,7 +139,7 @@ impl Ple {
         }
         let mut experts = vec![last.task_experts[task].forward(input.clone())];
         if let Some(bank) = &last.shared_experts {
-            experts.push(unflat(shared.tensors[n_inputs].clone(), bank.n_experts));
+            experts.push(unflatten_experts(shared.tensors[n_inputs].clone(), bank.n_experts));
         }
         let weights = last.task_gates[task].forward(input);
         (ExpertGate::mix(weights.clone(), Tensor::cat(experts, 1)), weights)
@@ -190,7 +181,7 @@ impl MultiTaskModel for Ple {
         }
         let mut tensors = if first == 0 { vec![x] } else { task_inputs };
         let last = self.levels.last().expect("at least one level");
-        tensors.extend(last.shared_experts.as_ref().map(|e| flat(e.forward(shared_input))));
+        tensors.extend(last.shared_experts.as_ref().map(|e| flatten_experts(e.forward(shared_input))));
         let all = (0..tensors.len()).collect();
         SharedTensors::new(tensors, all).with_sparse_rows(sparse_rows)
     }

@@ -24,6 +24,7 @@ use mtrec_data::FeatureBatch;
 use crate::{
     Embedded, ExpertBank, ExpertBankConfig, ExpertGate, ExpertGateConfig, FeatureEmbedding, FeatureEmbeddingConfig,
     MultiTaskModel, SharedTensors, TaskOutput, TaskTower, TaskTowerConfig,
+    experts::{flatten_experts, unflatten_experts},
 };
 
 /// Configuration of a [`Stem`] model.
@@ -109,11 +110,9 @@ impl Stem {
             })
             .chain(shared.tensors.get(2 * n).cloned())
             .collect();
-        let flat = Tensor::cat(experts, 1);
-        let [b, width] = flat.dims();
         let weights = self.gates[task].forward(x);
-        let e = weights.dims()[1];
-        (ExpertGate::mix(weights.clone(), flat.reshape([b, e, width / e])), weights)
+        let all = unflatten_experts(Tensor::cat(experts, 1), weights.dims()[1]);
+        (ExpertGate::mix(weights.clone(), all), weights)
     }
 }
 
@@ -132,16 +131,12 @@ impl MultiTaskModel for Stem {
             sparse_rows.extend(rows);
             x
         };
-        let flat = |e: Tensor<3>| {
-            let [b, n, h] = e.dims();
-            e.reshape([b, n * h])
-        };
         let xs: Vec<Tensor<2>> = self.task_inputs.iter().map(&mut embed).collect();
         let shared_x = embed(&self.shared_input);
         let n = xs.len();
         let mut tensors = xs.clone();
-        tensors.extend(self.task_experts.iter().zip(xs).map(|(bank, x)| flat(bank.forward(x))));
-        tensors.extend(self.shared_experts.as_ref().map(|bank| flat(bank.forward(shared_x))));
+        tensors.extend(self.task_experts.iter().zip(xs).map(|(bank, x)| flatten_experts(bank.forward(x))));
+        tensors.extend(self.shared_experts.as_ref().map(|bank| flatten_experts(bank.forward(shared_x))));
         let representation = (n..tensors.len()).collect();
         SharedTensors::new(tensors, representation).with_sparse_rows(sparse_rows)
     }
