@@ -12,7 +12,10 @@
 //! has no fair weight (its equation reads `0 = w^{−1/α}`) and none is needed: it gets weight 0 and
 //! the others are solved without it. Applied to the gradients at the shared tensors.
 
-use crate::{GradientCombiner, simplex::multiply};
+use crate::{
+    GradientCombiner,
+    simplex::{multiply, solve_linear},
+};
 
 /// FairGrad's combination.
 #[derive(Debug, Clone, Copy)]
@@ -100,34 +103,6 @@ fn solve_fair(g: &[Vec<f64>], alpha: f64) -> Vec<f64> {
     w
 }
 
-/// Solves `A·x = b` by Gaussian elimination with partial pivoting (`None` when `A` is singular).
-fn solve_linear(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Option<Vec<f64>> {
-    let n = b.len();
-    for col in 0..n {
-        let pivot = (col..n).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
-        if a[pivot][col].abs() < 1e-300 {
-            return None;
-        }
-        a.swap(col, pivot);
-        b.swap(col, pivot);
-        let (upper, lower) = a.split_at_mut(col + 1);
-        let pivot_row = &upper[col];
-        for (offset, row) in lower.iter_mut().enumerate() {
-            let factor = row[col] / pivot_row[col];
-            for (x, p) in row[col..].iter_mut().zip(&pivot_row[col..]) {
-                *x -= factor * p;
-            }
-            b[col + 1 + offset] -= factor * b[col];
-        }
-    }
-    let mut x = vec![0.0; n];
-    for row in (0..n).rev() {
-        let rest: f64 = (row + 1..n).map(|k| a[row][k] * x[k]).sum();
-        x[row] = (b[row] - rest) / a[row][row];
-    }
-    Some(x)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,13 +138,5 @@ mod tests {
         assert_eq!(w[1], 0.0);
         assert!((w[0] - without[0]).abs() < 1e-12 && (w[2] - without[1]).abs() < 1e-12);
         assert_eq!(fair_weights(&[vec![0.0]], 1.0), vec![0.0]);
-    }
-
-    #[test]
-    fn linear_solve_by_hand() {
-        // 2x + y = 5, x + 3y = 10 → x = 1, y = 3
-        let x = solve_linear(vec![vec![2.0, 1.0], vec![1.0, 3.0]], vec![5.0, 10.0]).unwrap();
-        assert!((x[0] - 1.0).abs() < 1e-12 && (x[1] - 3.0).abs() < 1e-12);
-        assert!(solve_linear(vec![vec![1.0, 2.0], vec![2.0, 4.0]], vec![1.0, 2.0]).is_none());
     }
 }

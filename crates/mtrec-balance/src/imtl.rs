@@ -5,36 +5,11 @@
 //! (`t ≥ 2`), `α_{2..T} = g_1·Uᵀ·(D·Uᵀ)⁻¹` and `α_1 = 1 − Σ_{t≥2} α_t`; every product is read off
 //! the Gram matrix.
 
-use crate::GradientCombiner;
+use crate::{GradientCombiner, simplex::solve_linear};
 
 /// IMTL-G's impartial combination.
 #[derive(Debug, Default)]
 pub struct ImtlG;
-
-/// Solves `A·x = b` by Gaussian elimination with partial pivoting; `None` when singular.
-fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Option<Vec<f64>> {
-    let n = b.len();
-    for col in 0..n {
-        let pivot = (col..n).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
-        if a[pivot][col].abs() < 1e-12 * a.iter().flatten().map(|v| v.abs()).fold(1e-300, f64::max) {
-            return None;
-        }
-        a.swap(col, pivot);
-        b.swap(col, pivot);
-        let pivot_row = a[col].clone();
-        for row in col + 1..n {
-            let f = a[row][col] / pivot_row[col];
-            a[row][col..].iter_mut().zip(&pivot_row[col..]).for_each(|(x, p)| *x -= f * p);
-            b[row] -= f * b[col];
-        }
-    }
-    let mut x = vec![0.0; n];
-    for row in (0..n).rev() {
-        let rest: f64 = (row + 1..n).map(|k| a[row][k] * x[k]).sum();
-        x[row] = (b[row] - rest) / a[row][row];
-    }
-    Some(x)
-}
 
 impl GradientCombiner for ImtlG {
     fn name(&self) -> &'static str {
@@ -54,7 +29,7 @@ impl GradientCombiner for ImtlG {
         // α·M = a  ⇔  Mᵀ·αᵀ = aᵀ
         let m_t: Vec<Vec<f64>> = (1..t).map(|j| (1..t).map(|i| d_u(i, j)).collect()).collect();
         let a: Vec<f64> = (1..t).map(g1_u).collect();
-        match solve(m_t, a) {
+        match solve_linear(m_t, a) {
             Some(rest) if rest.iter().all(|v| v.is_finite()) => {
                 std::iter::once(1.0 - rest.iter().sum::<f64>()).chain(rest).collect()
             }

@@ -1,5 +1,6 @@
 //! Small convex problems over the probability simplex `{x ≥ 0, Σx = 1}`, solved on the host from a
-//! `T × T` Gram matrix of task gradients (MGDA-UB's min-norm point, CAGrad's inner problem).
+//! `T × T` Gram matrix of task gradients (MGDA-UB's min-norm point, CAGrad's inner problem), and
+//! the small linear solve IMTL-G and FairGrad need.
 
 /// Euclidean projection onto the simplex (Duchi et al. 2008, sort-based).
 pub fn project_to_simplex(v: &[f64]) -> Vec<f64> {
@@ -62,6 +63,32 @@ pub fn minimize_on_simplex(n: usize, f_and_grad: impl Fn(&[f64]) -> (f64, Vec<f6
     x
 }
 
+/// Solves `A·x = b` by Gaussian elimination with partial pivoting; `None` when singular (a pivot
+/// below 1e-12 of the largest entry). IMTL-G's closed form and FairGrad's Newton steps.
+pub fn solve_linear(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Option<Vec<f64>> {
+    let n = b.len();
+    for col in 0..n {
+        let pivot = (col..n).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
+        if a[pivot][col].abs() < 1e-12 * a.iter().flatten().map(|v| v.abs()).fold(1e-300, f64::max) {
+            return None;
+        }
+        a.swap(col, pivot);
+        b.swap(col, pivot);
+        let pivot_row = a[col].clone();
+        for row in col + 1..n {
+            let f = a[row][col] / pivot_row[col];
+            a[row][col..].iter_mut().zip(&pivot_row[col..]).for_each(|(x, p)| *x -= f * p);
+            b[row] -= f * b[col];
+        }
+    }
+    let mut x = vec![0.0; n];
+    for row in (0..n).rev() {
+        let rest: f64 = (row + 1..n).map(|k| a[row][k] * x[k]).sum();
+        x[row] = (b[row] - rest) / a[row][row];
+    }
+    Some(x)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,5 +119,13 @@ mod tests {
         for (xi, ii) in x.iter().zip(&inv) {
             assert!((xi - ii / total).abs() < 1e-6, "{x:?}");
         }
+    }
+
+    #[test]
+    fn linear_solve_by_hand() {
+        // 2x + y = 5, x + 3y = 10 → x = 1, y = 3
+        let x = solve_linear(vec![vec![2.0, 1.0], vec![1.0, 3.0]], vec![5.0, 10.0]).unwrap();
+        assert!((x[0] - 1.0).abs() < 1e-12 && (x[1] - 3.0).abs() < 1e-12);
+        assert!(solve_linear(vec![vec![1.0, 2.0], vec![2.0, 4.0]], vec![1.0, 2.0]).is_none());
     }
 }
