@@ -79,10 +79,7 @@ impl GradientCombiner for CaGrad {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn gram(g: &[[f64; 2]]) -> Vec<Vec<f64>> {
-        g.iter().map(|a| g.iter().map(|b| a[0] * b[0] + a[1] * b[1]).collect()).collect()
-    }
+    use crate::test_support::gram;
 
     /// `c = 0`: the sum of the gradients (fixed weights) with the official scale, their mean with
     /// `mean`.

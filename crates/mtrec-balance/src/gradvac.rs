@@ -117,7 +117,7 @@ impl GradientCombiner for GradVac {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::{combine2 as combine, gram2 as gram};
+    use crate::test_support::{combine2 as combine, gram};
 
     fn cos(a: [f64; 2], b: [f64; 2]) -> f64 {
         (a[0] * b[0] + a[1] * b[1]) / ((a[0] * a[0] + a[1] * a[1]).sqrt() * (b[0] * b[0] + b[1] * b[1]).sqrt())

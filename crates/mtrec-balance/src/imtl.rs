@@ -41,10 +41,7 @@ impl GradientCombiner for ImtlG {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn gram(g: &[Vec<f64>]) -> Vec<Vec<f64>> {
-        g.iter().map(|a| g.iter().map(|b| a.iter().zip(b).map(|(x, y)| x * y).sum()).collect()).collect()
-    }
+    use crate::test_support::gram;
 
     /// g1 = (1, 0), g2 = (0, 2): equal projections need α₁ = 2α₂, so α = (2/3, 1/3).
     #[test]

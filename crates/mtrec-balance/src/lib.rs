@@ -103,9 +103,10 @@ pub(crate) mod test_support {
         }
     }
 
-    /// The Gram matrix of 2-d gradients.
-    pub(crate) fn gram2(g: &[[f64; 2]]) -> Vec<Vec<f64>> {
-        g.iter().map(|a| g.iter().map(|b| a[0] * b[0] + a[1] * b[1]).collect()).collect()
+    /// The Gram matrix of gradients given as vectors.
+    pub(crate) fn gram<V: AsRef<[f64]>>(g: &[V]) -> Vec<Vec<f64>> {
+        let dot = |a: &V, b: &V| a.as_ref().iter().zip(b.as_ref()).map(|(x, y)| x * y).sum();
+        g.iter().map(|a| g.iter().map(|b| dot(a, b)).collect()).collect()
     }
 
     /// `Σ_k a_k·g_k` of 2-d gradients.

@@ -87,7 +87,7 @@ mod tests {
     use super::*;
     use crate::{
         simplex::quadratic,
-        test_support::{combine2 as combine, gram2 as gram},
+        test_support::{combine2 as combine, gram},
     };
 
     /// g1 = (1, 0), g2 = (−1, 1) conflict (⟨g1, g2⟩ = −1): g1^PC = g1 − (−1/2)·g2 = (0.5, 0.5),

@@ -75,11 +75,7 @@ impl GradientCombiner for UpGrad {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::simplex::multiply;
-
-    fn gram(g: &[Vec<f64>]) -> Vec<Vec<f64>> {
-        g.iter().map(|a| g.iter().map(|b| a.iter().zip(b).map(|(x, y)| x * y).sum()).collect()).collect()
-    }
+    use crate::{simplex::multiply, test_support::gram};
 
     /// By hand, without regularisation: g1 = (1, 0), g2 = (−1, 1), G = [[1, −1], [−1, 2]].
     /// From u = e1: G·e1 = (1, −1) conflicts, so v = (1, x) with x minimising 1 − 2x + 2x²: x = ½,
