@@ -44,10 +44,7 @@ fn main() -> ExitCode {
 /// Writes the body of `GET url` to `dest`; returns its length.
 fn fetch(url: &str, dest: &Path) -> Result<u64, String> {
     let response = ureq::get(url).call().map_err(|e| e.to_string())?;
-    let mut file = File::create(dest).map_err(|e| format!("creating {}: {e}", dest.display()))?;
-    let bytes = std::io::copy(&mut response.into_body().into_reader(), &mut file).map_err(|e| e.to_string())?;
-    file.flush().map_err(|e| format!("writing {}: {e}", dest.display()))?;
-    Ok(bytes)
+    write_file(dest, &mut response.into_body().into_reader(), |e| e.to_string())
 }
 
 /// Writes `member` of the zip archive at `url` to `dest`; returns its length.
@@ -57,8 +54,14 @@ fn fetch_member(url: &str, member: &str, dest: &Path) -> Result<u64, String> {
     response.into_body().into_reader().read_to_end(&mut archive).map_err(|e| e.to_string())?;
     let mut archive = zip::ZipArchive::new(Cursor::new(archive)).map_err(|e| format!("not a zip archive: {e}"))?;
     let mut entry = archive.by_name(member).map_err(|e| format!("the archive has no {member}: {e}"))?;
+    write_file(dest, &mut entry, |e| format!("extracting {member}: {e}"))
+}
+
+/// Copies `source` into a new file `dest`; a read error is worded by `reading`. Returns the bytes
+/// written.
+fn write_file(dest: &Path, source: &mut impl Read, reading: impl Fn(std::io::Error) -> String) -> Result<u64, String> {
     let mut file = File::create(dest).map_err(|e| format!("creating {}: {e}", dest.display()))?;
-    let bytes = std::io::copy(&mut entry, &mut file).map_err(|e| format!("extracting {member}: {e}"))?;
+    let bytes = std::io::copy(source, &mut file).map_err(reading)?;
     file.flush().map_err(|e| format!("writing {}: {e}", dest.display()))?;
     Ok(bytes)
 }
