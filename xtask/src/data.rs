@@ -366,7 +366,9 @@ fn inspect(args: ConfigArgs) -> anyhow::Result<()> {
             println!("  nulls: {}", if nulls.is_empty() { "none".into() } else { nulls.join(", ") });
         }
         for (t, task) in s.tasks.iter().enumerate() {
-            let ys = table.label_column(t, s.n_tasks());
+            // over the rows holding the label (a task with its own space has absent, NaN, labels)
+            let all = table.label_column(t, s.n_tasks());
+            let ys: Vec<f32> = all.iter().copied().filter(|y| !y.is_nan()).collect();
             let n = ys.len().max(1) as f64;
             let rate = match task.kind {
                 mtrec_data::TaskKind::Binary => format!("rate of 1: {:.4}", ys.iter().sum::<f32>() as f64 / n),
@@ -382,7 +384,8 @@ fn inspect(args: ConfigArgs) -> anyhow::Result<()> {
                     format!("class shares [{}]", shares.join(", "))
                 }
             };
-            println!("  {}: {rate}", task.name);
+            let labelled = if ys.len() < all.len() { format!(" (labelled rows: {})", ys.len()) } else { String::new() };
+            println!("  {}: {rate}{labelled}", task.name);
         }
     }
     Ok(())

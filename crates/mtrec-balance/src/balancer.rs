@@ -55,6 +55,14 @@ pub trait TaskGraph {
     /// `probe[t]` get probes; the others read the shared tensors directly.
     fn probed_forward(&mut self, probe: &[bool]) -> ProbedForward;
 
+    /// Whether each task's label is on at least one row of the step's (whole) batch. A task with its
+    /// own sample space can be absent from a batch: its loss is then 0 with zero gradient, and a
+    /// balancer leaves it out of what it decides from (norms, Gram matrices, loss ratios, learned
+    /// weights) rather than read the zeros as information. The same on every rank.
+    fn task_present(&self) -> Vec<bool> {
+        vec![true; self.n_tasks()]
+    }
+
     /// Number of data-parallel ranks the step's batch is split over (1 in one process).
     ///
     /// Each rank forwards its shard of the batch; the batch's loss is `Σ_r share_r · L_r` (losses are
@@ -268,11 +276,12 @@ pub fn to_host(values: Vec<Tensor<1>>) -> Vec<f64> {
     Tensor::cat(values, 0).into_data().try_into_vec_as::<f64>().expect("float tensors convert to f64")
 }
 
-/// Per-task values averaged over an epoch's steps (gradient norms for the logs).
+/// Per-task values averaged over an epoch's steps (gradient norms for the logs). A non-finite
+/// value (a task absent from a step's batch) is left out of its entry's mean.
 #[derive(Debug, Clone, Default)]
 pub struct EpochMean {
     sums: Vec<f64>,
-    steps: usize,
+    counts: Vec<usize>,
     last_epoch: Option<Vec<f64>>,
 }
 
@@ -281,18 +290,24 @@ impl EpochMean {
     pub fn add(&mut self, values: &[f64]) {
         if self.sums.len() != values.len() {
             self.sums = vec![0.0; values.len()];
+            self.counts = vec![0; values.len()];
         }
-        self.sums.iter_mut().zip(values).for_each(|(s, v)| *s += v);
-        self.steps += 1;
+        for ((s, n), v) in self.sums.iter_mut().zip(&mut self.counts).zip(values) {
+            if v.is_finite() {
+                *s += v;
+                *n += 1;
+            }
+        }
     }
 
-    /// Closes the epoch: its mean becomes [`Self::last_epoch`].
+    /// Closes the epoch: its mean becomes [`Self::last_epoch`] (an entry seen at no step is NaN).
     pub fn end_epoch(&mut self) {
-        if self.steps > 0 {
-            self.last_epoch = Some(self.sums.iter().map(|s| s / self.steps as f64).collect());
+        if self.counts.iter().any(|&n| n > 0) {
+            let means = self.sums.iter().zip(&self.counts);
+            self.last_epoch = Some(means.map(|(s, &n)| if n > 0 { s / n as f64 } else { f64::NAN }).collect());
         }
         self.sums.iter_mut().for_each(|s| *s = 0.0);
-        self.steps = 0;
+        self.counts.iter_mut().for_each(|n| *n = 0);
     }
 
     /// The last closed epoch's mean.

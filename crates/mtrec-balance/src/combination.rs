@@ -19,6 +19,26 @@ pub trait GradientCombiner {
     /// `Σ_t c_t·g_t`.
     fn coefficients(&mut self, gram: &[Vec<f64>], losses: &[f64]) -> Vec<f64>;
 
+    /// The coefficients when only the tasks with `present[t]` have labels in the step's batch (the
+    /// others' losses and gradients are exactly zero; see [`TaskGraph::task_present`]): by default
+    /// [`Self::coefficients`] of the present tasks' Gram matrix and losses, and 0 for the absent
+    /// tasks — a zero gradient is no information, and read as one it would stall MGDA (the zero
+    /// vector is in the hull), Aligned-MTL (λ_min = 0) or IMTL-G (no unit vector). A method whose
+    /// state is indexed by task overrides this to keep its indices.
+    fn coefficients_of_present(&mut self, gram: &[Vec<f64>], losses: &[f64], present: &[bool]) -> Vec<f64> {
+        let kept: Vec<usize> = (0..gram.len()).filter(|&t| present[t]).collect();
+        let mut out = vec![0.0; gram.len()];
+        if kept.is_empty() {
+            return out;
+        }
+        let sub: Vec<Vec<f64>> = kept.iter().map(|&i| kept.iter().map(|&j| gram[i][j]).collect()).collect();
+        let sub_losses: Vec<f64> = kept.iter().map(|&t| losses[t]).collect();
+        for (&t, c) in kept.iter().zip(self.coefficients(&sub, &sub_losses)) {
+            out[t] = c;
+        }
+        out
+    }
+
     /// Called after every epoch.
     fn end_epoch(&mut self) {}
 
@@ -67,12 +87,23 @@ impl<C: GradientCombiner> LossBalancer for GradientCombination<C> {
         if gram.iter().flatten().chain(&losses).any(|v| !v.is_finite()) {
             return Err(BalanceError(format!("{}: non-finite task gradients or losses", self.name())));
         }
-        self.coefficients = self.combiner.coefficients(&gram, &losses);
+        let present = graph.task_present();
+        self.coefficients = if present.iter().all(|&p| p) {
+            self.combiner.coefficients(&gram, &losses)
+        } else {
+            self.combiner.coefficients_of_present(&gram, &losses, &present)
+        };
         if let Some(t) = self.coefficients.iter().position(|c| !c.is_finite()) {
             return Err(BalanceError(format!("{}: the coefficient of task {t} is not finite", self.name())));
         }
-        self.norms.add(&(0..gram.len()).map(|t| gram[t][t].sqrt()).collect::<Vec<_>>());
-        self.cosines.add(&pair_cosines(&gram));
+        // an absent task's norm and cosines are not measured this step (NaN: left out of the means)
+        let absent = |t: usize| !present[t];
+        self.norms
+            .add(&(0..gram.len()).map(|t| if absent(t) { f64::NAN } else { gram[t][t].sqrt() }).collect::<Vec<_>>());
+        let pairs = (0..gram.len()).flat_map(|i| (i + 1..gram.len()).map(move |j| (i, j)));
+        let cosines = pair_cosines(&gram).into_iter().zip(pairs);
+        self.cosines
+            .add(&cosines.map(|(c, (i, j))| if absent(i) || absent(j) { f64::NAN } else { c }).collect::<Vec<_>>());
         Ok(grads.finish(&self.coefficients))
     }
 

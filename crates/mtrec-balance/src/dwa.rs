@@ -39,8 +39,17 @@ impl LossBalancer for DynamicWeightAverage {
         self.weights.clone()
     }
 
+    /// A task without a mean loss this epoch (labelled on no row of it: NaN) carries its previous
+    /// epoch's mean; before any, the weights stay as they are.
     fn end_epoch(&mut self, mean_task_losses: &[f64]) {
-        self.history.push(mean_task_losses.to_vec());
+        let mut means = mean_task_losses.to_vec();
+        if let Some(last) = self.history.last() {
+            means.iter_mut().zip(last).filter(|(m, _)| !m.is_finite()).for_each(|(m, l)| *m = *l);
+        }
+        if means.iter().any(|m| !m.is_finite()) {
+            return;
+        }
+        self.history.push(means);
         if let [.., before, last] = self.history.as_slice() {
             let e: Vec<f64> = last.iter().zip(before).map(|(l, b)| (l / b / self.temperature).exp()).collect();
             let total: f64 = e.iter().sum();
@@ -82,5 +91,11 @@ mod tests {
         let w = dwa.task_weights();
         assert!((w[0] - 2.0 * a / (a + b)).abs() < 1e-12 && (w[1] - 2.0 * b / (a + b)).abs() < 1e-12, "{w:?}");
         assert!(w[0] > w[1]);
+        // an epoch without task 1's labels carries its mean 0.5: ratios (1/1, 0.5/0.5) → equal weights
+        dwa.end_epoch(&[1.0, f64::NAN]);
+        assert_eq!(dwa.task_weights(), vec![1.0, 1.0]);
+        let mut fresh = DynamicWeightAverage::new(2, 2.0);
+        fresh.end_epoch(&[f64::NAN, 1.0]);
+        assert!(fresh.history.is_empty(), "nothing to carry from: the epoch is left out");
     }
 }

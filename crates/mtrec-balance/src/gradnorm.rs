@@ -75,7 +75,8 @@ pub struct GradNorm {
     layer: GradNormLayer,
     initial: InitialLoss,
     weights: LearnableTaskValues,
-    initial_losses: Option<Vec<f64>>,
+    /// `L_t(0)`, per task from the first batch that holds its label.
+    initial_losses: Vec<Option<f64>>,
     epochs_seen: usize,
     norms: EpochMean,
 }
@@ -89,7 +90,7 @@ impl GradNorm {
             layer,
             initial,
             weights: LearnableTaskValues::new(vec![1.0; n_tasks], lr),
-            initial_losses: None,
+            initial_losses: vec![None; n_tasks],
             epochs_seen: 0,
             norms: EpochMean::default(),
         }
@@ -219,8 +220,16 @@ impl LossBalancer for GradNorm {
                 g[n - 1] = 0.0;
             }
         }
-        let initial = self.initial_losses.get_or_insert_with(|| losses.to_vec()).clone();
-        if let Some(t) = initial.iter().position(|l| !(l.is_finite() && *l > 0.0)) {
+        // a task absent from the batch (its own sample space) has no loss or gradient this step: the
+        // rates, the mean norm and the update are those of the present tasks; L_t(0) is the loss of
+        // the first batch holding the task's label
+        let present = graph.task_present();
+        for t in (0..n).filter(|&t| present[t]) {
+            self.initial_losses[t].get_or_insert(losses[t]);
+        }
+        let kept: Vec<usize> = (0..n).filter(|&t| present[t]).collect();
+        let initial: Vec<f64> = self.initial_losses.iter().map(|l| l.unwrap_or(f64::NAN)).collect();
+        if let Some(&t) = kept.iter().find(|&&t| !(initial[t].is_finite() && initial[t] > 0.0)) {
             return Err(BalanceError(format!(
                 "gradnorm: the initial loss L(0) of task `{}` is {}, so its training rate L/L(0) is undefined; \
                  GradNorm needs positive task losses (is the task's loss exactly 0 — a constant label fitted \
@@ -228,18 +237,24 @@ impl LossBalancer for GradNorm {
                 self.names[t], initial[t]
             )));
         }
-        let (dw, _) = self.weight_gradient(&g, losses, &initial, &w);
+        let pick = |v: &[f64]| kept.iter().map(|&t| v[t]).collect::<Vec<f64>>();
+        let mut dw = vec![0.0; n];
+        if kept.len() > 1 {
+            let (dw_kept, _) = self.weight_gradient(&pick(&g), &pick(losses), &pick(&initial), &pick(&w));
+            kept.iter().zip(dw_kept).for_each(|(&t, d)| dw[t] = d);
+        }
         if let Some(t) = dw.iter().position(|d| !d.is_finite()) {
             return Err(BalanceError(format!(
                 "gradnorm: the weight gradient of task `{}` is not finite (G = {}, L = {}, L(0) = {}, w = {})",
                 self.names[t], g[t], losses[t], initial[t], w[t]
             )));
         }
-        self.weights.step(&dw);
+        let updated: Vec<bool> = (0..n).map(|t| present[t] && kept.len() > 1).collect();
+        self.weights.step_where(&dw, &updated);
         let floored: Vec<f64> = self.weights.values().iter().map(|v| v.max(1e-3)).collect();
         let total: f64 = floored.iter().sum();
         self.weights.set(floored.iter().map(|v| v * n as f64 / total).collect());
-        self.norms.add(&g);
+        self.norms.add(&(0..n).map(|t| if present[t] { g[t] } else { f64::NAN }).collect::<Vec<_>>());
         Ok(out)
     }
 
@@ -250,7 +265,12 @@ impl LossBalancer for GradNorm {
     fn end_epoch(&mut self, mean_task_losses: &[f64]) {
         self.epochs_seen += 1;
         if self.initial == InitialLoss::FirstEpochMean && self.epochs_seen == 1 {
-            self.initial_losses = Some(mean_task_losses.to_vec());
+            // a task labelled on no row of the epoch keeps its first batch's loss
+            for (l0, &mean) in self.initial_losses.iter_mut().zip(mean_task_losses) {
+                if mean.is_finite() {
+                    *l0 = Some(mean);
+                }
+            }
         }
         self.norms.end_epoch();
     }
@@ -264,7 +284,7 @@ impl LossBalancer for GradNorm {
     fn state(&self) -> serde_json::Value {
         state_value(&GradNormState {
             weights: self.weights.clone(),
-            initial_losses: self.initial_losses.clone(),
+            initial_losses: self.initial_losses.iter().any(Option::is_some).then(|| self.initial_losses.clone()),
             epochs_seen: self.epochs_seen,
         })
     }
@@ -272,7 +292,17 @@ impl LossBalancer for GradNorm {
     fn load_state(&mut self, state: serde_json::Value) -> Result<(), BalanceError> {
         let state: GradNormState = parse_state(self.name(), state)?;
         self.weights.restore(state.weights, "gradnorm weights")?;
-        self.initial_losses = state.initial_losses;
+        let n = self.initial_losses.len();
+        match state.initial_losses {
+            Some(l) if l.len() != n => {
+                return Err(BalanceError(format!(
+                    "checkpoint: gradnorm holds {} initial losses, the run has {n} tasks",
+                    l.len()
+                )));
+            }
+            Some(l) => self.initial_losses = l,
+            None => self.initial_losses = vec![None; n],
+        }
         self.epochs_seen = state.epochs_seen;
         Ok(())
     }
@@ -282,7 +312,8 @@ impl LossBalancer for GradNorm {
 #[derive(Serialize, Deserialize)]
 struct GradNormState {
     weights: LearnableTaskValues,
-    initial_losses: Option<Vec<f64>>,
+    /// Per task (null: not seen yet); a whole null before any step.
+    initial_losses: Option<Vec<Option<f64>>>,
     epochs_seen: usize,
 }
 

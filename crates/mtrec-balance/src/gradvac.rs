@@ -93,6 +93,14 @@ impl GradientCombiner for GradVac {
         column_sums(&self.lifted(gram, &orders))
     }
 
+    /// On the whole Gram matrix, so that the targets keep their task indices: a pair with an absent
+    /// task's zero gradient is neither lifted nor moves its target; absent tasks get coefficient 0.
+    fn coefficients_of_present(&mut self, gram: &[Vec<f64>], losses: &[f64], present: &[bool]) -> Vec<f64> {
+        let mut c = self.coefficients(gram, losses);
+        c.iter_mut().zip(present).filter(|(_, p)| !**p).for_each(|(c, _)| *c = 0.0);
+        c
+    }
+
     fn end_epoch(&mut self) {
         self.rng.next_epoch();
     }

@@ -41,10 +41,18 @@ impl LearnableTaskValues {
 
     /// One Adam step with the gradient `grad` (one value per task).
     pub fn step(&mut self, grad: &[f64]) {
+        self.step_where(grad, &vec![true; grad.len()]);
+    }
+
+    /// One Adam step of the values with `update[t]` only (the tasks present in the step's batch):
+    /// the others keep their value and moments — a task without labels gives no gradient, and
+    /// Adam's momentum would otherwise move it on regardless.
+    pub fn step_where(&mut self, grad: &[f64], update: &[bool]) {
         assert_eq!(grad.len(), self.values.len(), "one gradient per task value");
+        assert_eq!(update.len(), self.values.len(), "one flag per task value");
         self.steps += 1;
         let (c1, c2) = (1.0 - BETA_1.powi(self.steps), 1.0 - BETA_2.powi(self.steps));
-        for (t, &g) in grad.iter().enumerate() {
+        for (t, &g) in grad.iter().enumerate().filter(|(t, _)| update[*t]) {
             self.moment_1[t] = BETA_1 * self.moment_1[t] + (1.0 - BETA_1) * g;
             self.moment_2[t] = BETA_2 * self.moment_2[t] + (1.0 - BETA_2) * g * g;
             self.values[t] -= self.lr * (self.moment_1[t] / c1) / ((self.moment_2[t] / c2).sqrt() + EPSILON);

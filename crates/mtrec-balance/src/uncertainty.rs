@@ -52,16 +52,24 @@ impl UncertaintyWeighting {
         self.log_variances.values()
     }
 
-    /// `Σ_t c_t·exp(−s_t)·L_t + ½·s_t`.
+    /// `Σ_t c_t·exp(−s_t)·L_t + ½·s_t` over the tasks with `present[t]` (a task absent from the
+    /// step's batch has `L_t = 0`; its `½·s_t` is left out too, else it would pull `s_t` down with
+    /// no loss to weigh).
     ///
     /// # Shapes
     /// - losses: `T` tensors `[1]`; log_variances: `[T]`
     /// - output: `[1]`
-    pub fn objective(losses: &[Tensor<1>], log_variances: Tensor<1>, coefficients: &[f64]) -> Tensor<1> {
+    pub fn objective(
+        losses: &[Tensor<1>],
+        log_variances: Tensor<1>,
+        coefficients: &[f64],
+        present: &[bool],
+    ) -> Tensor<1> {
         let device = log_variances.device();
         let loss = Tensor::cat(losses.to_vec(), 0);
         let c = vector(coefficients, &device);
-        (c * log_variances.clone().neg().exp() * loss + log_variances.mul_scalar(0.5)).sum()
+        let half: Vec<f64> = present.iter().map(|&p| if p { 0.5 } else { 0.0 }).collect();
+        (c * log_variances.clone().neg().exp() * loss + log_variances * vector(&half, &device)).sum()
     }
 }
 
@@ -74,14 +82,15 @@ impl LossBalancer for UncertaintyWeighting {
         let losses = graph.task_losses();
         let device = losses[0].device();
         let s = self.log_variances.tensor(&device);
-        let mut grads = Self::objective(&losses, s.clone(), &self.coefficients).backward();
+        let present = graph.task_present();
+        let mut grads = Self::objective(&losses, s.clone(), &self.coefficients, &present).backward();
         let ds = s
             .grad_remove(&mut grads)
             .ok_or_else(|| BalanceError("uncertainty weighting needs an autodiff device".into()))?;
         // ∂/∂s_t is linear in the losses: over ranks, the share-weighted sum is the batch's
         let mut ds = to_host(vec![ds]);
         batch_mean(graph, &mut ds);
-        self.log_variances.step(&ds);
+        self.log_variances.step_where(&ds, &present);
         Ok(BalancedGradients { parts: vec![grads], task_losses: detached(&losses) })
     }
 
@@ -121,7 +130,7 @@ mod tests {
         let x = Tensor::<1>::from_data(TensorData::new(vec![x0 as f32], [1]), &device).require_grad();
         let s = vector(&s0, &device).require_grad();
         let losses = vec![(x.clone() - 1.0).powi_scalar(2), x.clone().powi_scalar(2).mul_scalar(3.0)];
-        let grads = UncertaintyWeighting::objective(&losses, s.clone(), &c).backward();
+        let grads = UncertaintyWeighting::objective(&losses, s.clone(), &c, &[true, true]).backward();
         let gx = x.grad(&grads).unwrap().into_scalar::<f32>() as f64;
         let gs = s.grad(&grads).unwrap().into_data().try_into_vec_as::<f64>().unwrap();
         let h = 1e-5;

@@ -32,10 +32,25 @@ impl FeatureBatch {
 pub struct MtlBatch {
     /// The inputs.
     pub features: FeatureBatch,
-    /// Labels, `[B, T]`: column `t` belongs to task `t` (a class index for multiclass tasks).
+    /// Labels, `[B, T]`: column `t` belongs to task `t` (a class index for multiclass tasks);
+    /// `NaN` where a task's label is absent (outside its sample space).
     pub labels: Tensor<2>,
     /// Number of examples `B`.
     pub size: usize,
+    /// Where some labels are absent: how many rows hold each task's label. `None` when every label
+    /// of the batch is present.
+    pub labelled: Option<LabelledRows>,
+}
+
+/// The labelled rows of a batch with absent labels, counted on the host as the batch is assembled.
+/// A shard of the batch ([`MtlBatch::rows`]) keeps the whole batch's counts: a task's loss is the
+/// mean over the *batch's* labelled rows, so each shard divides its sum by its share of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelledRows {
+    /// Per task, the rows of the whole batch holding its label.
+    pub per_task: Vec<usize>,
+    /// The whole batch's rows.
+    pub batch_rows: usize,
 }
 
 impl MtlBatch {
@@ -55,7 +70,26 @@ impl MtlBatch {
             },
             labels: self.labels.clone().slice(range.clone()),
             size: range.len(),
+            labelled: self.labelled.clone(),
         }
+    }
+
+    /// The rows of the whole batch (before sharding) holding task `t`'s label.
+    pub fn task_rows(&self, t: usize) -> usize {
+        self.labelled.as_ref().map_or(self.size, |l| l.per_task[t])
+    }
+
+    /// Whether each task's label is on at least one row of the whole batch.
+    pub fn task_present(&self, n_tasks: usize) -> Vec<bool> {
+        (0..n_tasks).map(|t| self.task_rows(t) > 0).collect()
+    }
+
+    /// What task `t`'s summed loss over this batch (or shard) is divided by, where labels are
+    /// absent: its labelled rows in the whole batch times this shard's share of the batch's rows
+    /// (in one process, the labelled rows), so that the ranks' share-weighted losses add up to the
+    /// mean over the batch's labelled rows. `None` when every label is present (the plain mean).
+    pub fn loss_denominator(&self, t: usize) -> Option<f64> {
+        self.labelled.as_ref().map(|l| l.per_task[t] as f64 * self.size as f64 / l.batch_rows.max(1) as f64)
     }
 }
 
@@ -103,6 +137,8 @@ pub(crate) struct BatchRows {
     dense: Vec<f32>,
     text: Vec<f32>,
     labels: Vec<f32>,
+    /// Per task, rows whose label is absent (`NaN`).
+    absent: Vec<usize>,
 }
 
 impl BatchRows {
@@ -116,6 +152,7 @@ impl BatchRows {
             dense: Vec::with_capacity(capacity * widths.dense),
             text: Vec::with_capacity(capacity * widths.text),
             labels: Vec::with_capacity(capacity * widths.tasks),
+            absent: vec![0; widths.tasks],
         }
     }
 
@@ -132,7 +169,11 @@ impl BatchRows {
         self.multi.extend(table.multi[r * n_multi..(r + 1) * n_multi].iter().map(|&id| id as i32));
         self.dense.extend_from_slice(&table.dense[r * n_dense..(r + 1) * n_dense]);
         self.text.extend_from_slice(&table.text[r * n_text..(r + 1) * n_text]);
-        self.labels.extend_from_slice(&table.labels[r * n_tasks..(r + 1) * n_tasks]);
+        let labels = &table.labels[r * n_tasks..(r + 1) * n_tasks];
+        for (absent, y) in self.absent.iter_mut().zip(labels) {
+            *absent += usize::from(y.is_nan());
+        }
+        self.labels.extend_from_slice(labels);
         self.size += 1;
     }
 
@@ -150,6 +191,11 @@ impl BatchRows {
             },
             labels: Tensor::from_data(TensorData::new(self.labels, [size, w.tasks]), device),
             size,
+            labelled: self
+                .absent
+                .iter()
+                .any(|&a| a > 0)
+                .then(|| LabelledRows { per_task: self.absent.iter().map(|a| size - a).collect(), batch_rows: size }),
         }
     }
 }
@@ -199,6 +245,30 @@ mod tests {
         let labels = shard.labels.into_data().try_into_vec::<f32>().unwrap();
         assert_eq!(labels, vec![1.0, 0.0, 1.0, 0.0]);
         assert!(shard.features.text.is_none() && shard.features.multi.is_none());
+    }
+
+    /// Absent labels (NaN) are counted per task as the batch is assembled; a batch with every
+    /// label present carries no counts; a shard keeps the whole batch's counts and divides by its
+    /// share of them: 3 of 4 rows labelled, a shard of 2 rows → denominator 3·2/4.
+    #[test]
+    fn labelled_rows_are_counted_and_shards_keep_them() {
+        let device = Device::flex();
+        let widths = RowWidths { tasks: 2, ..WIDTHS };
+        let mut t = table(4);
+        t.labels = vec![1.0, f32::NAN, 0.0, 1.0, 1.0, f32::NAN, 0.0, 0.5];
+        let batch = batches(&t, widths, 4, BatchOrder::Sequential, &device).next().unwrap();
+        let labelled = batch.labelled.clone().expect("absent labels are counted");
+        assert_eq!(labelled, LabelledRows { per_task: vec![4, 2], batch_rows: 4 });
+        assert_eq!((batch.task_rows(0), batch.task_rows(1)), (4, 2));
+        assert_eq!(batch.task_present(2), vec![true, true]);
+        assert_eq!((batch.loss_denominator(0), batch.loss_denominator(1)), (Some(4.0), Some(2.0)));
+        let shard = batch.rows(2..4);
+        assert_eq!(shard.labelled, Some(labelled));
+        assert_eq!(shard.loss_denominator(1), Some(1.0));
+        let only_first = batches(&t, widths, 1, BatchOrder::Sequential, &device).next().unwrap();
+        assert_eq!(only_first.task_present(2), vec![true, false]);
+        let full = batches(&table(4), WIDTHS, 4, BatchOrder::Sequential, &device).next().unwrap();
+        assert!(full.labelled.is_none() && full.loss_denominator(0).is_none() && full.task_rows(0) == 4);
     }
 
     #[test]

@@ -48,13 +48,14 @@
 mod batch;
 mod error;
 mod folder_lock;
+mod label_tally;
 mod schema;
 mod sets;
 mod split_rows;
 mod stream;
 mod table;
 
-pub use batch::{BatchOrder, FeatureBatch, MtlBatch, batches};
+pub use batch::{BatchOrder, FeatureBatch, LabelledRows, MtlBatch, batches};
 pub use error::DataError;
 pub use folder_lock::{FolderLock, LOCK_FILE, unique_temporary};
 pub use schema::{CategoricalField, MultiCategoricalField, Pooling, RowWidths, Schema, TaskKind, TaskSpec, TextField};
@@ -74,6 +75,7 @@ pub use table::columns::{
 pub use table::dense_fit;
 pub use table::encoded::{EncodedTable, FunnelViolation, MtlDataset};
 pub use table::file::{CsvOptions, TableFormat, read_column, resolve};
+pub use table::label_space::{Comparison, LabelSpace};
 pub use table::preprocessing::{FittedColumn, Preprocessing};
 pub use table::source::{
     LoadedTable, NO_GROUP, SplitStats, TableFiles, TableSource, TextEmbedder, TextEmbedderFactory,

@@ -28,16 +28,28 @@ pub trait SplitRows: Sync {
     /// check and the cascade filter read).
     fn in_memory(&self) -> Option<&EncodedTable>;
 
-    /// The mean of each of the `n_tasks` labels over the split (what a regression head's bias
-    /// starts at); a streamed split reads its chunks once.
+    /// The mean of each of the `n_tasks` labels over the split's rows that hold it (what a
+    /// regression head's bias starts at; 0 for a task labelled nowhere); a streamed split reads its
+    /// chunks once.
     fn label_means(&self, n_tasks: usize) -> Result<Vec<f64>, DataError>;
 }
 
-/// Per task, the sum of its labels in `table` (row-major `[rows, n_tasks]`).
-pub(crate) fn label_sums(table: &EncodedTable, n_tasks: usize, into: &mut [f64]) {
+/// Per task, the sum of its present labels in `table` (row-major `[rows, n_tasks]`, `NaN` =
+/// absent) and how many there are.
+pub(crate) fn label_sums(table: &EncodedTable, n_tasks: usize, into: &mut [(f64, usize)]) {
     for row in table.labels.chunks_exact(n_tasks.max(1)) {
-        into.iter_mut().zip(row).for_each(|(s, &y)| *s += y as f64);
+        for ((sum, count), &y) in into.iter_mut().zip(row) {
+            if !y.is_nan() {
+                *sum += y as f64;
+                *count += 1;
+            }
+        }
     }
+}
+
+/// The means of [`label_sums`].
+pub(crate) fn label_means_of(sums: &[(f64, usize)]) -> Vec<f64> {
+    sums.iter().map(|&(s, n)| s / n.max(1) as f64).collect()
 }
 
 impl SplitRows for EncodedTable {
@@ -64,8 +76,8 @@ impl SplitRows for EncodedTable {
     }
 
     fn label_means(&self, n_tasks: usize) -> Result<Vec<f64>, DataError> {
-        let mut sums = vec![0.0; n_tasks];
+        let mut sums = vec![(0.0, 0); n_tasks];
         label_sums(self, n_tasks, &mut sums);
-        Ok(sums.into_iter().map(|s| s / self.n_rows.max(1) as f64).collect())
+        Ok(label_means_of(&sums))
     }
 }

@@ -9,6 +9,7 @@ pub(crate) mod csv;
 pub mod dense_fit;
 pub(crate) mod encoded;
 pub(crate) mod file;
+pub(crate) mod label_space;
 pub(crate) mod parquet;
 pub(crate) mod preprocessing;
 pub(crate) mod source;

@@ -56,6 +56,7 @@ fn table(dir: &Path, file: &str) -> TableSource {
             classes: vec![],
             n_classes: None,
             adversarial: false,
+            space: None,
         }],
         group_by: None,
     }

@@ -11,7 +11,7 @@ use burn::{module::Module, optim::GradientsParams};
 use mtrec_data::{BatchOrder, MtlBatch, SplitRows, TaskKind};
 use mtrec_model::{CovarianceSums, LeaceFit, MultiTaskModel, MultiTaskModule, MultiTaskNet};
 
-use crate::{DataParallel, Optimizers, TaskMetrics, TrainError, task_loss};
+use crate::{DataParallel, Optimizers, TaskMetrics, TrainError, batch_task_loss};
 use burn::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
 
 /// Validations in a row with a dead adversarial head before the warning.
@@ -43,8 +43,7 @@ pub fn adversary_steps<C: MultiTaskModule>(
         let loss = (model.adversaries.iter().enumerate())
             .map(|(a, head)| {
                 let t = main + a;
-                let target = shard.labels.clone().slice([0..shard.size, t..t + 1]);
-                task_loss(kinds[t], head.tower.forward(representation.clone()), target)
+                batch_task_loss(kinds[t], head.tower.forward(representation.clone()), &shard, t)
             })
             .reduce(|a, b| a + b)
             .expect("an adversarial head");
@@ -248,6 +247,7 @@ mod tests {
             ),
             labels: Tensor::from_data(TensorData::new(labels, [b, 3]), &device),
             size: b,
+            labelled: None,
         };
         let mut optim = crate::ExperimentConfig::default().train.optimizer();
         let lr = ModuleLearningRate::from(1e-2);

@@ -1,5 +1,7 @@
 //! Evaluating a model on a split: every metric of every task, sharded over data-parallel ranks.
 
+use std::borrow::Cow;
+
 use burn::tensor::Device;
 use mtrec_data::{BatchOrder, MtlDataset, Schema, SplitRows, TaskKind};
 use mtrec_model::{MultiTaskModel, MultiTaskModule, MultiTaskNet};
@@ -12,7 +14,8 @@ use crate::{
 /// Runs `model` (in evaluation mode) over `table` and computes every metric of every task: `auc` and
 /// `logloss` (binary; `gauc` and `gauc_groups` when the table has groups), `mse` and `mae`
 /// (regression), `accuracy`, `logloss` and `macro_auc` (multiclass), and for the later steps of a
-/// funnel dataset `cvr_auc` (see [`Schema::funnel`](mtrec_data::Schema)). A non-finite output is an error naming the
+/// funnel dataset `cvr_auc` (see [`Schema::funnel`](mtrec_data::Schema)), each over the rows holding the
+/// task's label (with `labelled_rows`, their number, where some are absent). A non-finite output is an error naming the
 /// split, task and row: its metrics would be meaningless.
 pub fn evaluate<C: MultiTaskModule>(
     model: &MultiTaskNet<C>,
@@ -97,30 +100,53 @@ pub(crate) fn evaluate_sharded<C: MultiTaskModule>(
                     return Err(TrainError::NonFiniteOutput { split, task: task.name.clone(), row, value });
                 }
             }
-            let mut metrics = task_metrics(task, &outputs[t], &labels[t]);
+            // a task with its own sample space is measured on the rows holding its label
+            let rows = labelled_rows(&labels[t]);
+            let rows = rows.as_deref();
+            let (out, y) = (subset(&outputs[t], task.output_dim(), rows), subset(&labels[t], 1, rows));
+            let mut metrics = task_metrics(task, &out, &y);
+            if let Some(r) = rows {
+                metrics.insert("labelled_rows".into(), r.len() as f64);
+            }
             let grouped = task.kind == TaskKind::Binary && !groups.is_empty();
-            if let Some((gauc, groups)) = grouped.then(|| group_auc(&outputs[t], &labels[t], &groups)).flatten() {
+            let task_groups = if grouped { subset(&groups, 1, rows) } else { Cow::Borrowed(&groups[..]) };
+            if let Some((gauc, groups)) = grouped.then(|| group_auc(&out, &y, &task_groups)).flatten() {
                 metrics.insert("gauc".into(), gauc);
                 metrics.insert("gauc_groups".into(), groups as f64);
             }
             if grouped {
-                let without = groups.iter().filter(|&&g| g == mtrec_data::NO_GROUP).count();
+                let without = task_groups.iter().filter(|&&g| g == mtrec_data::NO_GROUP).count();
                 metrics.insert("gauc_rows_without_group".into(), without as f64);
             }
             let judged =
                 task.kind == TaskKind::Binary && !task.adversarial && fairness != Some(crate::GroupColumn::Task(t));
             if let Some(g) = fairness_groups.as_ref().filter(|_| judged) {
-                metrics.extend(crate::fairness_metrics(&outputs[t], &labels[t], g));
+                metrics.extend(crate::fairness_metrics(&out, &y, &subset(g, 1, rows)));
             }
             if schema.funnel && t > 0 && !task.adversarial {
-                let scores = conditional[t].as_deref().unwrap_or(&outputs[t]);
-                if let Some(auc) = conditional_auc(scores, &labels[t], &labels[t - 1]) {
+                let scores = subset(conditional[t].as_deref().unwrap_or(&outputs[t]), 1, rows);
+                if let Some(auc) = conditional_auc(&scores, &y, &subset(&labels[t - 1], 1, rows)) {
                     metrics.insert("cvr_auc".into(), auc);
                 }
             }
             Ok(metrics)
         })
         .collect()
+}
+
+/// The rows whose label is present (not `NaN`), when some are absent; `None` when all are.
+fn labelled_rows(labels: &[f32]) -> Option<Vec<usize>> {
+    labels.iter().any(|y| y.is_nan()).then(|| (0..labels.len()).filter(|&i| !labels[i].is_nan()).collect())
+}
+
+/// Rows `rows` of row-major `values` with `width` values a row (all of them for `None`).
+fn subset<'a, T: Copy>(values: &'a [T], width: usize, rows: Option<&[usize]>) -> Cow<'a, [T]> {
+    match rows {
+        None => Cow::Borrowed(values),
+        Some(rows) => {
+            Cow::Owned(rows.iter().flat_map(|&i| values[i * width..(i + 1) * width].iter().copied()).collect())
+        }
+    }
 }
 
 /// Which split to evaluate.

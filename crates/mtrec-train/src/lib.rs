@@ -98,7 +98,7 @@ pub(crate) use evaluation::evaluate_sharded;
 pub use evaluation::{Split, evaluate};
 pub use fairness::{FairnessConfig, GroupColumn, fairness_metrics};
 pub use fused_adam::FusedAdam;
-pub use loss::task_loss;
+pub use loss::{batch_task_loss, labelled_task_loss, task_loss, task_loss_rows};
 pub use metrics::{TaskMetrics, binary_logloss, higher_is_better, mae, mse, roc_auc};
 #[cfg(feature = "mpi")]
 pub use mpi_collective::MpiCollective;

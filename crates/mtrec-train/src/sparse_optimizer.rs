@@ -416,6 +416,7 @@ mod tests {
             ),
             labels: Tensor::from_data(TensorData::new(labels, [b, 2]), device),
             size: b,
+            labelled: None,
         }
     }
 

@@ -12,7 +12,7 @@ use mtrec_balance::{CutForward, LossBalancer, ProbedForward, TaskGraph};
 use mtrec_data::{MtlBatch, TaskKind};
 use mtrec_model::{MultiTaskModel, MultiTaskModule, MultiTaskNet, SharedTensors, SparseRows};
 
-use crate::{DataParallel, SparseGradients, SparseRowOptimizer, TrainError, task_loss};
+use crate::{DataParallel, SparseGradients, SparseRowOptimizer, TrainError, batch_task_loss};
 
 /// The optimizers of a model: Adam (or what `train.*` chose) for the dense parameters, a row-wise
 /// rule for row-sparse tables.
@@ -44,8 +44,7 @@ impl<'a, C: MultiTaskModule> StepGraph<'a, C> {
 impl<C: MultiTaskModule> StepGraph<'_, C> {
     fn loss_of(&self, t: usize, shared: &SharedTensors) -> Tensor<1> {
         let out = self.model.forward_task(t, shared);
-        let target = self.batch.labels.clone().slice([0..self.batch.size, t..t + 1]);
-        let loss = task_loss(self.kinds[t], out.output, target);
+        let loss = batch_task_loss(self.kinds[t], out.output, self.batch, t);
         match out.auxiliary_loss {
             Some(extra) => loss + extra,
             None => loss,
@@ -92,6 +91,10 @@ impl<C: MultiTaskModule> TaskGraph for StepGraph<'_, C> {
             })
             .unzip();
         ProbedForward { losses, points: shared.probe_points(), probes, last_layer: shared.last_layer }
+    }
+
+    fn task_present(&self) -> Vec<bool> {
+        self.batch.task_present(self.kinds.len())
     }
 
     fn ranks(&self) -> usize {
@@ -192,6 +195,7 @@ mod tests {
             ),
             labels: Tensor::from_data(TensorData::new(labels, [b, 2]), device),
             size: b,
+            labelled: None,
         }
     }
 
@@ -225,11 +229,18 @@ mod tests {
             cases.push((format!("ple shared {shared} levels {levels}"), c));
         }
         for (name, cfg) in cases {
-            let model = cfg.init(&schema(), &device);
-            let batch = conflicting_batch(&device);
-            let mut graph = StepGraph::new(&model, &batch, &kinds);
-            let gram = TaskGradients::compute(graph.cut_forward(), &[1.0, 1.0]).gram();
-            assert!(gram[0][0] > 0.0 && gram[1][1] > 0.0, "{name}: {gram:?}");
+            // a tiny ReLU tower (4 units) can start dead on all 64 rows, its task's gradient then
+            // exactly 0 — an initialisation, not what is tested: the first of a few draws whose
+            // towers both pass a gradient
+            let gram = (0..8)
+                .map(|_| {
+                    let model = cfg.init(&schema(), &device);
+                    let batch = conflicting_batch(&device);
+                    let mut graph = StepGraph::new(&model, &batch, &kinds);
+                    TaskGradients::compute(graph.cut_forward(), &[1.0, 1.0]).gram()
+                })
+                .find(|gram| gram[0][0] > 0.0 && gram[1][1] > 0.0)
+                .unwrap_or_else(|| panic!("{name}: a task gets no gradient in 8 initialisations"));
             let cosine = gram[0][1] / (gram[0][0] * gram[1][1]).sqrt();
             assert!(cosine.abs() > 1e-4, "{name}: the tasks' gradients never meet: {gram:?}");
         }
@@ -263,5 +274,98 @@ mod tests {
         let scale = b.iter().map(|v| v.abs()).fold(0.0f32, f32::max);
         assert!(diff > 1e-3 * scale, "PCGrad's step equals fixed weights' ({diff} vs scale {scale})");
         assert!(pcgrad.task_weights().iter().any(|c| (c - 1.0).abs() > 1e-6), "{:?}", pcgrad.task_weights());
+    }
+
+    /// Parameter ids of a module (to read its gradients).
+    fn parameter_ids<M: burn::module::Module>(module: &M) -> Vec<(burn::module::ParamId, usize)> {
+        struct Ids(Vec<(burn::module::ParamId, usize)>);
+        impl burn::module::ModuleVisitor for Ids {
+            fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+                self.0.push((param.id, D));
+            }
+        }
+        let mut ids = Ids(Vec::new());
+        module.visit(&mut ids);
+        ids.0
+    }
+
+    /// The gradient of parameter `id` (of rank `d`), flattened; empty when it has none.
+    fn gradient(grads: &GradientsParams, id: burn::module::ParamId, d: usize) -> Vec<f32> {
+        let v = |t: Option<burn::tensor::TensorData>| t.map(|t| t.try_into_vec::<f32>().unwrap()).unwrap_or_default();
+        match d {
+            1 => v(grads.get::<1>(id).map(|t| t.into_data())),
+            2 => v(grads.get::<2>(id).map(|t| t.into_data())),
+            _ => v(grads.get::<3>(id).map(|t| t.into_data())),
+        }
+    }
+
+    /// Every balancer on batches where task 1's label is absent on every row (its own sample space
+    /// leaves the batch out): the step succeeds with finite gradients, task 1's loss is exactly 0
+    /// and its tower gets no gradient, task 0's tower does; the learned weights of task 1 do not
+    /// move (uncertainty's `s_1`, GradNorm's `w_1`); the gradient combiners give it coefficient 0;
+    /// and the next batch, with both tasks labelled, steps finitely again — three rounds, so that
+    /// GradNorm's `L(0)` of task 1 comes from a batch that holds it.
+    #[test]
+    fn every_balancer_steps_on_a_batch_without_a_task() {
+        let device = Device::flex().autodiff();
+        let kinds = [TaskKind::Binary, TaskKind::Binary];
+        let ctx = mtrec_balance::BalanceContext {
+            names: vec!["t0".into(), "t1".into()],
+            kinds: kinds.to_vec(),
+            lr: 0.01,
+            seed: 3,
+        };
+        let full = conflicting_batch(&device);
+        let mut absent = full.clone();
+        let labels = absent.labels.clone().into_data().try_into_vec::<f32>().unwrap();
+        let labels: Vec<f32> = labels.chunks(2).flat_map(|r| [r[0], f32::NAN]).collect();
+        absent.labels = Tensor::from_data(TensorData::new(labels, [full.size, 2]), &device);
+        absent.labelled = Some(mtrec_data::LabelledRows { per_task: vec![full.size, 0], batch_rows: full.size });
+        for method in mtrec_balance::BalanceMethod::ALL {
+            let mut balancer = mtrec_balance::BalanceConfig { method: method.clone(), ..Default::default() }
+                .init(&ctx)
+                .unwrap_or_else(|e| panic!("{method:?}: {e}"));
+            let mut model = config(Architecture::Mmoe).init(&schema(), &device);
+            let mut optim: ModuleOptimizer = burn::optim::AdamConfig::new().init();
+            for round in 0..3 {
+                let weights_before = balancer.task_weights();
+                let (grads, losses) = step_gradients(&model, balancer.as_mut(), &absent, &kinds, None)
+                    .unwrap_or_else(|e| panic!("{method:?} round {round}: {e}"));
+                let losses: Vec<f32> = losses.into_iter().map(|l| l.into_scalar::<f32>()).collect();
+                assert!(losses[0] > 0.0 && losses[1] == 0.0, "{method:?}: losses {losses:?}");
+                let mtrec_model::ArchitectureNet::Mmoe(net) = &model.body else { unreachable!("mmoe") };
+                let tower = |t: usize| -> Vec<f32> {
+                    parameter_ids(&net.towers[t])
+                        .into_iter()
+                        .flat_map(|(id, d)| gradient(&grads.dense, id, d))
+                        .collect()
+                };
+                assert!(tower(1).iter().all(|g| *g == 0.0), "{method:?}: task 1's tower moved without labels");
+                assert!(tower(0).iter().any(|g| *g != 0.0), "{method:?}: task 0's tower got no gradient");
+                let all: Vec<f32> =
+                    parameter_ids(&model).into_iter().flat_map(|(id, d)| gradient(&grads.dense, id, d)).collect();
+                assert!(all.iter().all(|g| g.is_finite()), "{method:?}: non-finite gradients");
+                let weights = balancer.task_weights();
+                assert!(weights.iter().all(|w| w.is_finite()), "{method:?}: weights {weights:?}");
+                let name = method.as_str();
+                if ["uncertainty", "gradnorm"].contains(&name) && round > 0 {
+                    // (GradNorm renormalises Σw = T every step: equal up to rounding)
+                    let moved = (weights[1] - weights_before[1]).abs();
+                    assert!(moved < 1e-12, "{method:?}: task 1's learned weight moved by {moved}");
+                }
+                if ["pcgrad", "mgda", "cagrad", "imtl_g", "gradvac", "aligned_mtl", "upgrad", "nash_mtl", "fairgrad"]
+                    .contains(&name)
+                {
+                    assert_eq!(weights[1], 0.0, "{method:?}: an absent task's coefficient");
+                    assert!(weights[0] > 0.0, "{method:?}: the present task's coefficient {weights:?}");
+                }
+                model = optim.step(1e-3, model, grads.dense);
+                let (grads, losses) = step_gradients(&model, balancer.as_mut(), &full, &kinds, None)
+                    .unwrap_or_else(|e| panic!("{method:?} round {round}, full batch: {e}"));
+                assert!(losses.into_iter().all(|l| l.into_scalar::<f32>() > 0.0));
+                model = optim.step(1e-3, model, grads.dense);
+                balancer.end_epoch(&[0.5, 0.5]);
+            }
+        }
     }
 }

@@ -461,6 +461,7 @@ impl<'a, S: SplitRows, C: MultiTaskModule> Trainer<'a, S, C> {
         let ad = self.device.clone().autodiff();
         let order = BatchOrder::Shuffled(cfg.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64));
         let mut loss_sums: Vec<Tensor<1>> = (0..kinds.len()).map(|_| Tensor::zeros([1], &self.device)).collect();
+        let mut labelled_rows = vec![0.0f64; kinds.len()];
         let parallel = &self.parallel;
         let all_steps = (cfg.train.epochs * n_batches) as f64;
         let k = cfg.train.evals_per_epoch;
@@ -489,8 +490,13 @@ impl<'a, S: SplitRows, C: MultiTaskModule> Trainer<'a, S, C> {
             if m.erasure_refit_steps > 0 && step.is_multiple_of(m.erasure_refit_steps) {
                 self.refit_erasers(&mut model)?;
             }
-            for (sum, loss) in loss_sums.iter_mut().zip(task_losses) {
-                *sum = sum.clone() + loss.without_autodiff().mul_scalar(rows);
+            // a task's epoch loss is the mean over the rows holding its label: each batch's loss
+            // weighs by its labelled rows (this rank's share of them)
+            let share = rows / batch.size as f64;
+            for (t, (sum, loss)) in loss_sums.iter_mut().zip(task_losses).enumerate() {
+                let labelled = share * batch.task_rows(t) as f64;
+                *sum = sum.clone() + loss.without_autodiff().mul_scalar(labelled);
+                labelled_rows[t] += labelled;
             }
             bar.inc(1);
             if let Some(j) = within_points.iter().position(|&p| p == b + 1) {
@@ -515,9 +521,13 @@ impl<'a, S: SplitRows, C: MultiTaskModule> Trainer<'a, S, C> {
         }
         bar.finish_and_clear();
         let mut losses: Vec<f64> = loss_sums.into_iter().map(|s| s.into_scalar::<f32>() as f64).collect();
+        losses.extend(labelled_rows);
         parallel.sum_f64(&mut losses); // every rank's rows
-        losses.iter_mut().for_each(|l| *l /= ds.train.n_rows() as f64);
-        if let Some((t, &value)) = losses.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        let labelled_rows = losses.split_off(kinds.len());
+        // a task labelled on no training row has no epoch loss (NaN; balancers skip it)
+        losses.iter_mut().zip(&labelled_rows).for_each(|(l, &n)| *l = if n > 0.0 { *l / n } else { f64::NAN });
+        let labelled = |t: usize| labelled_rows[t] > 0.0;
+        if let Some((t, &value)) = losses.iter().enumerate().find(|&(t, v)| labelled(t) && !v.is_finite()) {
             return Err(TrainError::Diverged { epoch, task: schema.tasks[t].name.clone(), value });
         }
         Ok((model, losses, within_epoch, validating))

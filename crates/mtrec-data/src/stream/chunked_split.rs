@@ -214,11 +214,11 @@ impl SplitRows for ChunkedSplit {
     }
 
     fn label_means(&self, n_tasks: usize) -> Result<Vec<f64>, DataError> {
-        let mut sums = vec![0.0; n_tasks];
+        let mut sums = vec![(0.0, 0); n_tasks];
         for chunk in &self.chunks {
             crate::split_rows::label_sums(&read_chunk(&chunk.file, self.widths)?, n_tasks, &mut sums);
         }
-        Ok(sums.into_iter().map(|s| s / self.n_rows.max(1) as f64).collect())
+        Ok(crate::split_rows::label_means_of(&sums))
     }
 }
 

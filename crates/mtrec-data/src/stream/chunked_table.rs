@@ -81,8 +81,8 @@ struct SplitWriter {
     pending: EncodedTable,
     chunks: Vec<ChunkRef>,
     rows: usize,
-    /// Per task: the label sum (binary, regression) or per-class counts (multiclass).
-    label_sums: Vec<Vec<f64>>,
+    /// Per task: label sums or class counts, and labelled rows.
+    labels: Option<crate::label_tally::LabelTally>,
     groups: HashSet<u32>,
 }
 
@@ -95,28 +95,14 @@ impl SplitWriter {
             pending: EncodedTable::default(),
             chunks: Vec::new(),
             rows: 0,
-            label_sums: Vec::new(),
+            labels: None,
             groups: HashSet::new(),
         }
     }
 
     /// Appends encoded rows; writes every full chunk.
     fn append(&mut self, table: EncodedTable, schema: &Schema, widths: RowWidths) -> Result<(), DataError> {
-        if self.label_sums.is_empty() {
-            self.label_sums = schema
-                .tasks
-                .iter()
-                .map(|t| vec![0.0; if t.kind == TaskKind::Multiclass { t.n_classes } else { 1 }])
-                .collect();
-        }
-        for row in table.labels.chunks_exact(widths.tasks.max(1)).take(table.n_rows) {
-            for ((sums, task), &y) in self.label_sums.iter_mut().zip(&schema.tasks).zip(row) {
-                match task.kind {
-                    TaskKind::Multiclass => sums[y as usize] += 1.0,
-                    _ => sums[0] += y as f64,
-                }
-            }
-        }
+        self.labels.get_or_insert_with(|| crate::label_tally::LabelTally::new(&schema.tasks)).add(&table.labels);
         self.groups.extend(table.groups.iter().copied().filter(|&g| g != crate::NO_GROUP));
         self.rows += table.n_rows;
         self.pending.append(table);
@@ -145,16 +131,12 @@ impl SplitWriter {
     }
 
     fn stats(&self, schema: &Schema, nulls: &[(String, usize)]) -> SplitStats {
-        let n = self.rows.max(1) as f64;
+        let tally = self.labels.clone().unwrap_or_else(|| crate::label_tally::LabelTally::new(&schema.tasks));
         SplitStats {
             rows: self.rows,
             nulls: nulls.to_vec(),
-            labels: schema
-                .tasks
-                .iter()
-                .zip(&self.label_sums)
-                .map(|(t, sums)| (t.name.clone(), sums.iter().map(|s| s / n).collect()))
-                .collect(),
+            labels: schema.tasks.iter().map(|t| t.name.clone()).zip(tally.rates()).collect(),
+            labelled: tally.partial(&schema.tasks),
             groups: self.groups.len(),
         }
     }

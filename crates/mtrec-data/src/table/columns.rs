@@ -21,11 +21,13 @@
 //! Labels (`kind`): `binary` (1 where the value is in `positive`, or `≥ threshold`; with
 //! `negative`, values in neither list are errors), `regression` (a number; `transform = "log1p"`
 //! optional), `multiclass` (`classes = [values]` in class order, or `n_classes = N` for values
-//! `0..N−1`). `adversarial = true` puts the task behind gradient reversal.
+//! `0..N−1`). `adversarial = true` puts the task behind gradient reversal. `space = "click == 1"` (or
+//! `"labelled"`) gives a task its own sample space: outside it the label is absent
+//! ([`crate::LabelSpace`]).
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Pooling, TaskKind};
+use crate::{LabelSpace, Pooling, TaskKind};
 
 /// What a dense column's values are turned into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -279,6 +281,11 @@ pub struct TaskColumn {
     /// An adversarial task (gradient reversal), reported but never monitored.
     #[serde(default)]
     pub adversarial: bool,
+    /// The rows the label exists on (`"labelled"`, or a condition such as `"click == 1"`); outside
+    /// them the label is absent: no loss, no gradient, not in the task's metrics. Default: every
+    /// row, where a missing label is an error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub space: Option<LabelSpace>,
 }
 
 impl TaskColumn {
@@ -308,6 +315,11 @@ impl TaskColumn {
         set("transform", self.transform != LabelTransform::None, &[TaskKind::Regression])?;
         set("classes", !self.classes.is_empty(), &[TaskKind::Multiclass])?;
         set("n_classes", self.n_classes.is_some(), &[TaskKind::Multiclass])?;
+        if self.adversarial && self.space.is_some() {
+            return bad("`space` does not apply to an adversarial task: its probe and concept eraser read every \
+                        row's label"
+                .into());
+        }
         match self.kind {
             TaskKind::Binary if self.positive.is_empty() == self.threshold.is_none() => {
                 bad("a binary task needs `positive = [values]` or `threshold = number` (one of them)".into())

@@ -98,8 +98,12 @@ pub struct SplitStats {
     pub rows: usize,
     /// Null (missing) cells per input column.
     pub nulls: Vec<(String, usize)>,
-    /// Per task: binary rate / regression mean / multiclass class shares.
+    /// Per task: binary rate / regression mean / multiclass class shares, over the rows holding
+    /// its label.
     pub labels: Vec<(String, Vec<f64>)>,
+    /// The tasks whose label is absent on some rows (a `space`): the rows that hold it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labelled: Vec<(String, usize)>,
     /// Groups (`group_by`), if any.
     pub groups: usize,
 }
@@ -183,6 +187,7 @@ impl TableSource {
             column.source_columns().iter().for_each(|c| add(c));
         }
         self.tasks.iter().for_each(|t| add(t.column()));
+        self.tasks.iter().filter_map(|t| t.space.as_ref()?.column()).for_each(&mut add);
         if let Some(g) = &self.group_by {
             add(g);
         }
@@ -335,9 +340,22 @@ impl TableSource {
                     scan.nulls[k][split as usize] += usize::from(null);
                 }
                 for (t, task) in self.tasks.iter().enumerate() {
-                    let y = label_sets[t]
-                        .label(task, row.cells[at(task.column())])
-                        .map_err(|m| cell_error(&path, row.place, task.column(), m))?;
+                    let cell = row.cells[at(task.column())];
+                    let in_space = match &task.space {
+                        None => true,
+                        Some(space) => {
+                            let condition = space.column().map_or(Cell::Null, |c| row.cells[at(c)]);
+                            space
+                                .contains(cell, condition)
+                                .map_err(|m| cell_error(&path, row.place, space.column().unwrap_or(task.column()), m))?
+                        }
+                    };
+                    // outside its space a task's label is absent: NaN, left out of its loss and metrics
+                    let y = if in_space {
+                        label_sets[t].label(task, cell).map_err(|m| cell_error(&path, row.place, task.column(), m))?
+                    } else {
+                        f32::NAN
+                    };
                     scan.labels[t].push(y);
                 }
                 if let Some(g) = &self.group_by {
@@ -568,23 +586,9 @@ impl TableSource {
     fn stats(&self, tables: &[EncodedTable; 3], schema: &Schema, nulls: &[[usize; 3]]) -> [SplitStats; 3] {
         std::array::from_fn(|s| {
             let table = &tables[s];
-            let n_tasks = schema.n_tasks();
-            let labels = schema
-                .tasks
-                .iter()
-                .enumerate()
-                .map(|(t, task)| {
-                    let ys = table.label_column(t, n_tasks);
-                    let n = ys.len().max(1) as f64;
-                    let values = match task.kind {
-                        TaskKind::Multiclass => (0..task.n_classes)
-                            .map(|c| ys.iter().filter(|&&y| y as usize == c).count() as f64 / n)
-                            .collect(),
-                        _ => vec![ys.iter().map(|&y| y as f64).sum::<f64>() / n],
-                    };
-                    (task.name.clone(), values)
-                })
-                .collect();
+            let mut tally = crate::label_tally::LabelTally::new(&schema.tasks);
+            tally.add(&table.labels);
+            let labels = schema.tasks.iter().map(|t| t.name.clone()).zip(tally.rates()).collect();
             let mut distinct: Vec<u32> = table.groups.iter().copied().filter(|&g| g != NO_GROUP).collect();
             distinct.sort_unstable();
             distinct.dedup();
@@ -592,6 +596,7 @@ impl TableSource {
                 rows: table.n_rows,
                 nulls: self.columns.iter().zip(nulls).map(|(c, n)| (c.name.clone(), n[s])).collect(),
                 labels,
+                labelled: tally.partial(&schema.tasks),
                 groups: distinct.len(),
             }
         })
@@ -616,6 +621,16 @@ pub(crate) fn check_split_stats(stats: &[SplitStats; 3], schema: &Schema) -> Res
             return Err(DataError::Invalid(format!(
                 "data: the {} split is empty; check the files and data.split",
                 split.as_str()
+            )));
+        }
+    }
+    for (split, s) in SplitName::ALL.iter().zip(stats) {
+        if let Some((task, _)) = s.labelled.iter().find(|(_, n)| *n == 0) {
+            return Err(DataError::Invalid(format!(
+                "data.tasks `{task}`: no row of the {} split holds its label (its `space` leaves out all {} rows), \
+                 so it can be neither trained nor measured there; check the space or the split",
+                split.as_str(),
+                s.rows
             )));
         }
     }
@@ -872,7 +887,7 @@ struct LabelSets<'t> {
 }
 
 /// Whether `cell` holds `value` (see [`LabelSets`]).
-fn label_matches(value: &LabelValue, cell: Cell) -> bool {
+pub(crate) fn label_matches(value: &LabelValue, cell: Cell) -> bool {
     let number = || cell.number_f64().ok().flatten();
     match value {
         LabelValue::Int(i) => match cell {
@@ -893,7 +908,13 @@ impl<'t> LabelSets<'t> {
 
     /// The label of one cell; `Err` says what is wrong.
     fn label(&self, task: &TaskColumn, cell: Cell) -> Result<f32, String> {
-        let missing = || format!("task `{}`: the label is missing", task.name);
+        let missing = || {
+            format!(
+                "task `{}`: the label is missing (a task whose label exists on some rows only takes \
+                 `space = \"labelled\"` or a condition such as `space = \"click == 1\"`)",
+                task.name
+            )
+        };
         let shown = |v: &[LabelValue]| v.iter().map(LabelValue::as_text).collect::<Vec<_>>();
         let number = || cell.number_f64().map_err(|m| format!("task `{}`: {m}", task.name));
         match task.kind {
@@ -1022,12 +1043,12 @@ pub(crate) mod tests {
         }
     }
 
-    fn no_text(_: &Path) -> Result<Box<dyn TextEmbedder>, String> {
+    pub(crate) fn no_text(_: &Path) -> Result<Box<dyn TextEmbedder>, String> {
         Err("no encoder in this test".into())
     }
 
     /// The raw fixture rows, for expectations computed here.
-    fn rows() -> Vec<Vec<String>> {
+    pub(crate) fn rows() -> Vec<Vec<String>> {
         let text = std::fs::read_to_string(fixture("table.csv")).unwrap();
         let mut reader = csv::Reader::from_reader(text.as_bytes());
         reader.records().map(|r| r.unwrap().iter().map(str::to_string).collect()).collect()
@@ -1374,7 +1395,7 @@ pub(crate) mod tests {
     }
 
     /// Writes `csv` as a file and loads it with the fixture's columns (possibly changed by `edit`).
-    fn load_text(csv: &str, edit: impl Fn(&mut TableSource)) -> Result<LoadedTable, DataError> {
+    pub(crate) fn load_text(csv: &str, edit: impl Fn(&mut TableSource)) -> Result<LoadedTable, DataError> {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("t.csv"), csv).unwrap();
         let mut s = source("t.csv");
@@ -1385,7 +1406,7 @@ pub(crate) mod tests {
 
     /// The fixture as CSV text, record 2 (line 4: the records before it are one line each)
     /// changed by `edit` (its cells in file order).
-    fn csv_with(edit: impl Fn(&mut Vec<String>)) -> String {
+    pub(crate) fn csv_with(edit: impl Fn(&mut Vec<String>)) -> String {
         let text = std::fs::read_to_string(fixture("table.csv")).unwrap();
         let header = text.lines().next().unwrap().to_string();
         let mut records = rows();

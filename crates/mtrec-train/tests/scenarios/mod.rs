@@ -18,8 +18,9 @@ pub fn fixtures() -> PathBuf {
 /// `(name, config)` of every scenario: fixed weights, uncertainty weighting and GradNorm on MMoE
 /// (synthetic regression, 1,280 rows in batches of 64), a row-sparse census model with lazy Adam
 /// (batches of 11: the last has 2 rows), PCGrad on a sparse table model with a multi-valued
-/// column, a 5-class task and GAUC groups (batches of 5), and PCGrad on a model whose text encoder
-/// (a tiny BERT) is fine-tuned fully with the tasks.
+/// column, a 5-class task and GAUC groups (batches of 5), PCGrad and GradNorm on that table with two
+/// tasks labelled on clicked rows only, and PCGrad on a model whose text encoder (a tiny BERT) is
+/// fine-tuned fully with the tasks.
 pub fn scenarios() -> Vec<(String, ExperimentConfig)> {
     let synthetic = |method: &str, extra: &str| {
         format!(
@@ -102,6 +103,21 @@ pub fn scenarios() -> Vec<(String, ExperimentConfig)> {
     let text = include_str!("../fixtures/table_small.toml");
     scenarios
         .push(("sparse-table-pcgrad".into(), ExperimentConfig::from_toml(text, "table_small.toml", &sets).unwrap()));
+    // tasks with their own sample spaces: the 5-class `stars` and a binary `buy` labelled only on
+    // clicked rows; shards of 1–3 rows often hold none of a task's labels, and each rank's loss is
+    // its share of the batch's labelled rows
+    for method in ["pcgrad", "gradnorm"] {
+        let sets = [
+            format!("data.dir={dir}"),
+            format!("name=\"dp-spaces-{method}\""),
+            "seed=11".into(),
+            format!("balance.method=\"{method}\""),
+            "train.epochs=1".into(),
+            "train.batch_size=5".into(),
+        ];
+        let spaced = with_sample_spaces(text);
+        scenarios.push((format!("spaces-{method}"), ExperimentConfig::from_toml(&spaced, "spaces", &sets).unwrap()));
+    }
     // the language model trains with the tasks: the tiny BERT of mtrec-text's fixtures, fully
     // fine-tuned on the titles, its parameters shared ones that PCGrad projects (no dropout: each
     // rank would draw its own masks)
@@ -124,6 +140,15 @@ pub fn scenarios() -> Vec<(String, ExperimentConfig)> {
         ExperimentConfig::from_toml(&text, "table_small.toml + title", &sets).unwrap(),
     ));
     scenarios
+}
+
+/// `table_small.toml` with two tasks on clicked rows only: `stars` gets `space = "click == 1"`, and
+/// a binary `buy` task with the same space is added.
+pub fn with_sample_spaces(table_small: &str) -> String {
+    let stars = "classes = [1, 2, 3, 4, 5]";
+    assert!(table_small.contains(stars), "table_small.toml names the stars classes");
+    table_small.replace(stars, &format!("{stars}\nspace = \"click == 1\""))
+        + "\n[[data.tasks]]\nname = \"buy\"\nkind = \"binary\"\npositive = [1]\nspace = \"click == 1\"\n"
 }
 
 /// Each parameter's values, in visiting order.
