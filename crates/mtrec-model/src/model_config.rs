@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     AdaTtConfig, AdversarialHead, AdversarialHeadConfig, AitmConfig, ArchitectureFactory, ArchitectureInputs,
     ArchitectureNet, ArchitectureOptions, ConceptEraser, CrossStitchConfig, EsmmConfig, FeatureEmbeddingConfig,
-    MmoeConfig, MultiTaskModule, MultiTaskNet, NoCustom, PleConfig, SharedBottomConfig, StemConfig,
+    HomeConfig, MmoeConfig, MultiTaskModule, MultiTaskNet, NoCustom, PleConfig, SharedBottomConfig, StemConfig,
 };
 
 /// Which architecture to build: a built-in, or one registered under its name by the program that
@@ -39,6 +39,8 @@ pub enum Architecture {
     Adatt,
     /// Shared and task-specific embeddings, STEM-Net (Su et al., AAAI 2024).
     Stem,
+    /// Hierarchy of multi-gate experts, HoME (Wang et al., 2024).
+    Home,
     /// A user's architecture, by the name it is registered under.
     Custom(String),
 }
@@ -78,6 +80,7 @@ impl Architecture {
             Self::Aitm => "aitm",
             Self::Adatt => "adatt",
             Self::Stem => "stem",
+            Self::Home => "home",
             Self::Custom(name) => name,
         }
     }
@@ -88,7 +91,7 @@ impl Architecture {
     }
 
     /// Every built-in architecture.
-    pub const ALL: [Architecture; 10] = [
+    pub const ALL: [Architecture; 11] = [
         Self::SharedBottom,
         Self::Mmoe,
         Self::Omoe,
@@ -99,6 +102,7 @@ impl Architecture {
         Self::Aitm,
         Self::Adatt,
         Self::Stem,
+        Self::Home,
     ];
 
     /// The built-ins' names, comma-separated: what an error about an unknown name lists.
@@ -111,8 +115,8 @@ impl Architecture {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
-    /// `shared_bottom`, `mmoe`, `omoe`, `ple`, `single_task`, `cross_stitch`, `esmm`, `aitm`, `adatt`, `stem`, or
-    /// the name of an architecture the program registered.
+    /// `shared_bottom`, `mmoe`, `omoe`, `ple`, `single_task`, `cross_stitch`, `esmm`, `aitm`, `adatt`, `stem`,
+    /// `home`, or the name of an architecture the program registered.
     pub architecture: Architecture,
     /// `[model.options]`: a registered architecture's own options (it parses them,
     /// [`ArchitectureInputs::options`]); the built-ins take none. A registered architecture also
@@ -127,10 +131,17 @@ pub struct ModelConfig {
     pub n_experts: usize,
     /// MMoE, OMoE, PLE: hidden widths of each expert.
     pub expert_hidden: Vec<usize>,
-    /// PLE, AdaTT, STEM: task-specific experts per task and level.
+    /// PLE, AdaTT, STEM: task-specific experts per task and level; HoME: experts of each category
+    /// (both layers) and of each task.
     pub n_task_experts: usize,
-    /// PLE: shared experts per level; STEM: shared experts.
+    /// PLE: shared experts per level; STEM: shared experts; HoME: global experts per layer.
     pub n_shared_experts: usize,
+    /// HoME: the task categories, each a list of task names (every main task in one); empty: a
+    /// category per task.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub task_groups: Vec<Vec<String>>,
+    /// HoME: rank of each expert's feature gate (0: no feature gates; default 8).
+    pub feature_gate_rank: usize,
     /// PLE: number of CGC levels (1 = CGC); AdaTT: number of fusion levels.
     pub levels: usize,
     /// Shared-bottom: the shared bottom; single-task: each task's bottom; cross-stitch: each
@@ -254,6 +265,8 @@ impl Default for ModelConfig {
             expert_hidden: vec![16],
             n_task_experts: 2,
             n_shared_experts: 4,
+            task_groups: Vec::new(),
+            feature_gate_rank: 8,
             levels: 1,
             bottom_hidden: vec![128],
             tower_hidden: vec![8],
@@ -323,7 +336,9 @@ impl ModelConfig {
             Mmoe | Omoe if self.n_experts == 0 || self.expert_hidden.is_empty() => {
                 Err("model.n_experts must be positive and model.expert_hidden non-empty for mmoe and omoe".into())
             }
-            Ple | Adatt | Stem if self.n_task_experts == 0 || self.levels == 0 || self.expert_hidden.is_empty() => {
+            Ple | Adatt | Stem | Home
+                if self.n_task_experts == 0 || self.levels == 0 || self.expert_hidden.is_empty() =>
+            {
                 Err(format!(
                     "model.n_task_experts and model.levels must be positive and model.expert_hidden non-empty for {}",
                     self.architecture.name()
@@ -400,10 +415,40 @@ impl ModelConfig {
                 ));
             }
         }
+        self.task_categories(schema)?;
         if let Some(t) = schema.tasks.iter().find(|t| t.kind == TaskKind::Multiclass && t.n_classes < 2) {
             return Err(format!("task `{}` is multiclass with {} classes: it needs at least 2", t.name, t.n_classes));
         }
         Ok(())
+    }
+
+    /// HoME's category of each main task from `model.task_groups` (a category per task when it is
+    /// empty); every main task must be in exactly one group, and every name a main task's.
+    pub fn task_categories(&self, schema: &Schema) -> Result<Vec<usize>, String> {
+        let main: Vec<&str> = schema.tasks.iter().filter(|t| !t.adversarial).map(|t| t.name.as_str()).collect();
+        if self.task_groups.is_empty() {
+            return Ok((0..main.len()).collect());
+        }
+        if self.architecture != Architecture::Home {
+            return Err(format!("model.task_groups is read by home, not by {}", self.architecture.name()));
+        }
+        let mut categories = vec![None; main.len()];
+        for (g, group) in self.task_groups.iter().enumerate() {
+            if group.is_empty() {
+                return Err(format!("model.task_groups: group {g} is empty"));
+            }
+            for name in group {
+                let t = main.iter().position(|m| m == name).ok_or_else(|| {
+                    format!("model.task_groups: {name:?} is not a main task of the dataset ({})", main.join(", "))
+                })?;
+                if categories[t].replace(g).is_some() {
+                    return Err(format!("model.task_groups: task {name:?} is in two groups"));
+                }
+            }
+        }
+        (0..main.len())
+            .map(|t| categories[t].ok_or_else(|| format!("model.task_groups: task {:?} is in no group", main[t])))
+            .collect()
     }
 
     /// Whether the architecture models the steps of a funnel (ESMM, AITM): its tasks' labels must
@@ -420,7 +465,7 @@ impl ModelConfig {
         Some(match self.architecture {
             Architecture::SharedBottom => last(&self.bottom_hidden),
             Architecture::Omoe => last(&self.expert_hidden),
-            Architecture::Mmoe | Architecture::Ple | Architecture::Adatt | Architecture::Stem => {
+            Architecture::Mmoe | Architecture::Ple | Architecture::Adatt | Architecture::Stem | Architecture::Home => {
                 n_main * last(&self.expert_hidden)
             }
             Architecture::SingleTask | Architecture::CrossStitch | Architecture::Aitm => {
@@ -438,7 +483,7 @@ impl ModelConfig {
         match self.architecture {
             Architecture::SharedBottom => Some(vec![last(&self.bottom_hidden)?]),
             Architecture::Omoe => Some(vec![last(&self.expert_hidden)?]),
-            Architecture::Mmoe | Architecture::Ple | Architecture::Adatt | Architecture::Stem => {
+            Architecture::Mmoe | Architecture::Ple | Architecture::Adatt | Architecture::Stem | Architecture::Home => {
                 Some(vec![last(&self.expert_hidden)?; n_main])
             }
             _ => None,
@@ -519,7 +564,9 @@ impl ModelConfig {
                 (ArchitectureNet::Custom(body), width)
             }
             builtin => {
-                (self.init_builtin(builtin, input, n, outputs, bn, dropout, towers, device), d_repr.unwrap_or(0))
+                let categories = self.task_categories(schema)?;
+                let body = self.init_builtin(builtin, input, &categories, outputs, bn, dropout, towers, device);
+                (body, d_repr.unwrap_or(0))
             }
         };
         let adversaries = (n..schema.n_tasks()).map(|t| self.adversarial_head(schema, t, d_repr, device)).collect();
@@ -537,13 +584,14 @@ impl ModelConfig {
         &self,
         architecture: &Architecture,
         input: FeatureEmbeddingConfig,
-        n: usize,
+        categories: &[usize],
         outputs: Vec<usize>,
         bn: bool,
         dropout: f64,
         towers: Vec<usize>,
         device: &Device,
     ) -> ArchitectureNet<C> {
+        let n = categories.len();
         match architecture {
             Architecture::SharedBottom => ArchitectureNet::SharedBottom(
                 SharedBottomConfig::new(input, self.bottom_hidden.clone(), towers, n)
@@ -598,6 +646,22 @@ impl ModelConfig {
                     towers,
                     n,
                 )
+                .with_batch_norm(bn)
+                .with_dropout(dropout)
+                .with_task_outputs(outputs)
+                .init(device),
+            ),
+            Architecture::Home => ArchitectureNet::Home(
+                HomeConfig::new(
+                    input,
+                    self.n_task_experts,
+                    self.n_shared_experts,
+                    self.expert_hidden.clone(),
+                    towers,
+                    n,
+                )
+                .with_categories(categories.to_vec())
+                .with_feature_gate_rank(self.feature_gate_rank)
                 .with_batch_norm(bn)
                 .with_dropout(dropout)
                 .with_task_outputs(outputs)

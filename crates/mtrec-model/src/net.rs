@@ -10,9 +10,9 @@ use mtrec_data::FeatureBatch;
 use mtrec_text::TextEncoder;
 
 use crate::{
-    AdaTt, AdversarialHead, Aitm, ConceptEraser, CrossStitch, Esmm, FeatureEmbedding, FeatureEmbeddingConfig, Mmoe,
-    MultiTaskModel, MultiTaskModule, NoCustom, Omoe, Ple, SharedBottom, SharedTensors, SingleTask, Stem, TaskOutput,
-    TaskTextBranch,
+    AdaTt, AdversarialHead, Aitm, ConceptEraser, CrossStitch, Esmm, FeatureEmbedding, FeatureEmbeddingConfig, Home,
+    Mmoe, MultiTaskModel, MultiTaskModule, NoCustom, Omoe, Ple, SharedBottom, SharedTensors, SingleTask, Stem,
+    TaskOutput, TaskTextBranch,
 };
 
 /// Sets the listed bias parameters to constants.
@@ -55,6 +55,8 @@ pub enum ArchitectureNet<C: Module + MultiTaskModel = NoCustom> {
     Adatt(AdaTt),
     /// See [`Stem`].
     Stem(Stem),
+    /// See [`Home`].
+    Home(Home),
     /// A user's architecture (its parameters are recorded under `body.Custom.*`).
     Custom(C),
 }
@@ -73,6 +75,7 @@ impl<C: MultiTaskModule> ArchitectureNet<C> {
             Self::Aitm(m) => vec![&mut m.input],
             Self::Adatt(m) => vec![&mut m.input],
             Self::Stem(m) => m.input_layers_mut(),
+            Self::Home(m) => m.input_layers_mut(),
             Self::Custom(m) => m.input_layers_mut(),
         }
     }
@@ -89,6 +92,7 @@ impl<C: MultiTaskModule> ArchitectureNet<C> {
             Self::Aitm(m) => m,
             Self::Adatt(m) => m,
             Self::Stem(m) => m,
+            Self::Home(m) => m,
             Self::Custom(m) => m,
         }
     }
@@ -313,6 +317,7 @@ mod tests {
             Architecture::Ple => Some(5),
             Architecture::Adatt => Some(2 * n_tasks),
             Architecture::Stem => Some(2 * n_tasks + 3),
+            Architecture::Home => Some(3 + 2 * 2),
             _ => None,
         }
     }
@@ -502,6 +507,7 @@ mod tests {
                 ArchitectureNet::Ple(m) => &m.towers,
                 ArchitectureNet::Adatt(m) => &m.towers,
                 ArchitectureNet::Stem(m) => &m.towers,
+                ArchitectureNet::Home(m) => &m.towers,
                 ArchitectureNet::CrossStitch(m) => &m.towers,
                 ArchitectureNet::SharedBottom(m) => &m.towers,
                 _ => continue,

@@ -306,6 +306,13 @@ impl<'a, S: SplitRows, C: MultiTaskModule> Trainer<'a, S, C> {
 
     /// What data-parallel training cannot do.
     fn check_data_parallel(&self) -> Result<(), TrainError> {
+        if self.parallel.size() > 1 && self.config.model.architecture == mtrec_model::Architecture::Home {
+            return Err(TrainError::Config(
+                "model.architecture = \"home\" cannot train data-parallel: its experts normalise with batch statistics, \
+                 and each rank would keep running statistics of its own shard; train it in one process"
+                    .into(),
+            ));
+        }
         if self.parallel.size() > 1 && self.config.model.batch_norm {
             return Err(TrainError::Config(
                 "model.batch_norm = true cannot train data-parallel: each rank would keep running statistics of its \
@@ -936,17 +943,17 @@ pub(crate) mod tests {
     fn every_balancer_trains_every_architecture() {
         use mtrec_balance::BalanceMethod::*;
         use mtrec_model::Architecture as A;
-        // AdaTT and STEM learn this tiny task more slowly (1.62 → 1.39 in 8 epochs for AdaTT, where
+        // AdaTT, STEM and HoME learn this tiny task more slowly (1.62 → 1.39 in 8 epochs for AdaTT, where
         // MMoE falls below 0.7×; on the MMoE paper's synthetic set AdaTT beats MMoE in 10 epochs):
         // they run 8 epochs and must fall below 0.95×
         for (arch, epochs, factor) in
-            [(A::Mmoe, 4, 0.8), (A::SharedBottom, 4, 0.8), (A::Adatt, 8, 0.95), (A::Stem, 8, 0.95)]
+            [(A::Mmoe, 4, 0.8), (A::SharedBottom, 4, 0.8), (A::Adatt, 8, 0.95), (A::Stem, 8, 0.95), (A::Home, 8, 0.95)]
         {
             for method in mtrec_balance::BalanceMethod::ALL {
                 let mut cfg = tiny_config(arch.clone());
                 cfg.train.epochs = epochs;
                 cfg.balance.method = method.clone();
-                if method == Gradnorm && matches!(arch, A::Adatt | A::Stem) {
+                if method == Gradnorm && matches!(arch, A::Adatt | A::Stem | A::Home) {
                     // their experts are per task: no one last shared layer (a config error that says so)
                     cfg.balance.gradnorm_layer = Some(mtrec_balance::GradNormLayer::Representation);
                 }

@@ -44,29 +44,35 @@ fn thread_ranks_match_one_process() {
 }
 
 /// Batch normalisation is refused on several ranks (each would keep its own running statistics),
-/// with the key to change; one process trains it.
+/// with the key to change — `model.batch_norm`, and HoME, whose experts always normalise; one
+/// process trains them.
 #[test]
 fn batch_norm_is_refused_on_several_ranks() {
     let _turn = GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
-    let (_, mut cfg) = scenarios().remove(0);
-    cfg.model.batch_norm = true;
-    let ds = cfg.data.load().unwrap();
-    let errors: Vec<String> = std::thread::scope(|s| {
-        let handles: Vec<_> = ThreadGroup::new(2)
-            .into_iter()
-            .map(|g| {
-                let (cfg, ds) = (&cfg, &ds);
-                s.spawn(move || {
-                    let trainer = mtrec_train::Trainer::new(cfg, ds, burn::tensor::Device::flex()).verbose(false);
-                    trainer.with_data_parallel(DataParallel::new(Box::new(g))).run().err().unwrap().to_string()
+    let (_, base) = scenarios().remove(0);
+    let mut batch_norm = base.clone();
+    batch_norm.model.batch_norm = true;
+    let mut home = base;
+    home.model.architecture = mtrec_model::Architecture::Home;
+    for (cfg, says) in [(batch_norm, "model.batch_norm = true"), (home, "\"home\"")] {
+        let ds = cfg.data.load().unwrap();
+        let errors: Vec<String> = std::thread::scope(|s| {
+            let handles: Vec<_> = ThreadGroup::new(2)
+                .into_iter()
+                .map(|g| {
+                    let (cfg, ds) = (&cfg, &ds);
+                    s.spawn(move || {
+                        let trainer = mtrec_train::Trainer::new(cfg, ds, burn::tensor::Device::flex()).verbose(false);
+                        trainer.with_data_parallel(DataParallel::new(Box::new(g))).run().err().unwrap().to_string()
+                    })
                 })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    for e in errors {
-        assert!(e.contains("model.batch_norm = true") && e.contains("data-parallel"), "{e}");
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for e in errors {
+            assert!(e.contains(says) && e.contains("data-parallel"), "{e}");
+        }
+        let trainer = mtrec_train::Trainer::new(&cfg, &ds, burn::tensor::Device::flex()).verbose(false);
+        assert!(trainer.run().is_ok(), "{says}: one process trains it");
     }
-    let trainer = mtrec_train::Trainer::new(&cfg, &ds, burn::tensor::Device::flex()).verbose(false);
-    assert!(trainer.run().is_ok());
 }
