@@ -1,6 +1,8 @@
-//! Your own loss balancer, outside the crates: FAMO (Liu et al., NeurIPS 2023, "FAMO: Fast Adaptive
-//! Multitask Optimization") against the public `LossBalancer` trait, compared with fixed weights
-//! through `compare`'s library API.
+//! Your own loss balancer, outside the crates: a variant of FAMO (Liu et al., NeurIPS 2023, "FAMO:
+//! Fast Adaptive Multitask Optimization") against the public `LossBalancer` trait, registered as
+//! `famo_next_batch` and compared with fixed weights through `compare`'s library API. (mtrec ships
+//! the paper's FAMO as the built-in `famo`, which measures the losses' fall on the same batch with
+//! one more forward after the update.)
 //!
 //! ```text
 //! cargo run -p mtrec-examples --example custom_balancer                     # the census-shaped fixture
@@ -31,7 +33,7 @@ use mtrec_lab::{CompareOptions, run_comparison};
 use mtrec_train::{ExperimentConfig, Registry};
 use serde::{Deserialize, Serialize};
 
-/// `[balance.options]` of `famo`.
+/// `[balance.options]` of `famo_next_batch`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct FamoOptions {
@@ -82,7 +84,7 @@ impl Famo {
 
 impl LossBalancer for Famo {
     fn name(&self) -> &'static str {
-        "famo"
+        "famo_next_batch"
     }
 
     fn backward(&mut self, graph: &mut dyn TaskGraph) -> Result<BalancedGradients, BalanceError> {
@@ -90,7 +92,7 @@ impl LossBalancer for Famo {
         let mut values = to_host(detached(&losses));
         batch_mean(graph, &mut values); // every data-parallel rank decides on the whole batch
         if values.iter().any(|l| !l.is_finite() || *l < 0.0) {
-            return Err(BalanceError(format!("famo: needs finite non-negative losses, got {values:?}")));
+            return Err(BalanceError(format!("famo_next_batch: needs finite non-negative losses, got {values:?}")));
         }
         let log_now: Vec<f64> = values.iter().map(|l| (l + EPSILON).ln()).collect();
         if let Some(previous) = self.state.previous.take() {
@@ -121,9 +123,12 @@ impl LossBalancer for Famo {
     }
 
     fn load_state(&mut self, state: serde_json::Value) -> Result<(), BalanceError> {
-        let saved: FamoState = parse_state("famo", state)?;
+        let saved: FamoState = parse_state("famo_next_batch", state)?;
         if saved.v != 1 {
-            return Err(BalanceError(format!("checkpoint: a famo state of version {}, this program reads 1", saved.v)));
+            return Err(BalanceError(format!(
+                "checkpoint: a famo_next_batch state of version {}, this program reads 1",
+                saved.v
+            )));
         }
         self.state.logits.restore(saved.logits, "the famo logits")?;
         self.state.previous = saved.previous;
@@ -133,7 +138,7 @@ impl LossBalancer for Famo {
 
 /// The registered constructor: the tasks and `[balance.options]` to a boxed balancer.
 fn famo(ctx: &BalanceContext, options: &BalanceOptions) -> Result<Box<dyn LossBalancer>, String> {
-    let options: FamoOptions = parse_options("famo", options)?;
+    let options: FamoOptions = parse_options("famo_next_batch", options)?;
     if !(options.gamma >= 0.0 && options.w_lr > 0.0) {
         return Err(format!("gamma must be ≥ 0 and w_lr positive, got {options:?}"));
     }
@@ -181,7 +186,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     // only balancers registered: the default architecture type (no architecture of its own)
-    let registry: Registry = Registry::new().balancer("famo", famo);
+    let registry: Registry = Registry::new().balancer("famo_next_batch", famo);
     let data = format!("data.dir={:?}", data_dir.display().to_string());
     let config = |name: &str, method: &str| {
         let sets = [data.clone(), format!("train.epochs={epochs}"), format!("balance.method={method:?}")];
@@ -189,7 +194,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         config.name = name.into();
         Ok::<_, mtrec_train::TrainError>(config)
     };
-    let configs = [config("mmoe_fixed", "fixed")?, config("mmoe_famo", "famo")?];
+    let configs = [config("mmoe_fixed", "fixed")?, config("mmoe_famo", "famo_next_batch")?];
     let comparison = run_comparison(&configs, &CompareOptions::new(seeds, &out), &registry)?;
     println!("\n{}", comparison.markdown());
     comparison.write(&out)?;

@@ -160,6 +160,19 @@ pub trait LossBalancer {
     /// The current weight of each task's loss (for logging).
     fn task_weights(&self) -> Vec<f64>;
 
+    /// Whether the method needs each task's loss on the step's batch *after* the update (FAMO
+    /// measures how much each loss fell): the loop then forwards the updated model on the same
+    /// batch once more and calls [`Self::after_step`].
+    fn needs_losses_after_step(&self) -> bool {
+        false
+    }
+
+    /// The step's batch-mean task losses after the update (on every rank the whole batch's), when
+    /// [`Self::needs_losses_after_step`].
+    fn after_step(&mut self, _losses: &[f64]) -> Result<(), BalanceError> {
+        Ok(())
+    }
+
     /// Called after every epoch with each task's mean training loss (DWA needs them).
     fn end_epoch(&mut self, _mean_task_losses: &[f64]) {}
 

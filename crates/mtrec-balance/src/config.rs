@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    AlignedMtl, BalanceContext, CaGrad, CaGradScale, DynamicWeightAverage, FairGrad, FixedWeights, GradNorm,
+    AlignedMtl, BalanceContext, CaGrad, CaGradScale, DynamicWeightAverage, FairGrad, Famo, FixedWeights, GradNorm,
     GradNormLayer, GradVac, GradientCombination, ImtlG, InitialLoss, LossBalancer, Mgda, MgdaNormalization, NashMtl,
     PcGrad, RandomLossWeighting, UncertaintyConvention, UncertaintyWeighting, UpGrad,
 };
@@ -42,6 +42,8 @@ pub enum BalanceMethod {
     NashMtl,
     /// FairGrad (Ban & Ji 2024).
     Fairgrad,
+    /// FAMO (Liu et al. 2023).
+    Famo,
     /// A user's method, by the name it is registered under.
     Custom(String),
 }
@@ -64,7 +66,7 @@ impl<'de> Deserialize<'de> for BalanceMethod {
 
 impl BalanceMethod {
     /// Every built-in method.
-    pub const ALL: [BalanceMethod; 14] = [
+    pub const ALL: [BalanceMethod; 15] = [
         Self::Fixed,
         Self::Uncertainty,
         Self::Gradnorm,
@@ -79,6 +81,7 @@ impl BalanceMethod {
         Self::Upgrad,
         Self::NashMtl,
         Self::Fairgrad,
+        Self::Famo,
     ];
 
     /// The built-ins' names, comma-separated: what an error about an unknown name lists.
@@ -108,6 +111,7 @@ impl BalanceMethod {
             Self::Upgrad => "upgrad",
             Self::NashMtl => "nash_mtl",
             Self::Fairgrad => "fairgrad",
+            Self::Famo => "famo",
             Self::Custom(name) => name,
         }
     }
@@ -128,7 +132,8 @@ pub struct BalanceConfig {
     pub weights: Option<Vec<f64>>,
     /// `uncertainty`: `kendall` (c = 1 classification, ½ regression; default) or `all_regression`.
     pub convention: Option<UncertaintyConvention>,
-    /// `uncertainty`, `gradnorm`: learning rate of the task weights (default: the network's).
+    /// `uncertainty`, `gradnorm`: learning rate of the task weights (default: the network's);
+    /// `famo`: of its logits (default 0.025, the official code's).
     pub weight_lr: Option<f64>,
     /// `gradnorm`: asymmetry α (default 1.5).
     pub alpha: Option<f64>,
@@ -152,6 +157,8 @@ pub struct BalanceConfig {
     /// `fairgrad`: the fairness α > 0 (default 1, LibMTL's: proportional fairness, Nash-MTL's
     /// equations; larger approaches max-min fairness).
     pub fairgrad_alpha: Option<f64>,
+    /// `famo`: weight decay γ of the logits (default 0.01, the official code's).
+    pub famo_gamma: Option<f64>,
 }
 
 /// `[balance.options]`: a registered method's own options, as parsed from the config.
@@ -167,12 +174,12 @@ fn positive(key: &str, value: f64) -> Result<f64, String> {
 
 impl BalanceConfig {
     /// Every option that is set, with the methods it belongs to.
-    fn options(&self) -> [(&'static str, bool, &'static [BalanceMethod]); 12] {
+    fn options(&self) -> [(&'static str, bool, &'static [BalanceMethod]); 13] {
         use BalanceMethod::*;
         [
             ("weights", self.weights.is_some(), &[Fixed]),
             ("convention", self.convention.is_some(), &[Uncertainty]),
-            ("weight_lr", self.weight_lr.is_some(), &[Uncertainty, Gradnorm]),
+            ("weight_lr", self.weight_lr.is_some(), &[Uncertainty, Gradnorm, Famo]),
             ("alpha", self.alpha.is_some(), &[Gradnorm]),
             ("initial_loss", self.initial_loss.is_some(), &[Gradnorm]),
             ("gradnorm_layer", self.gradnorm_layer.is_some(), &[Gradnorm]),
@@ -182,6 +189,7 @@ impl BalanceConfig {
             ("mgda_normalization", self.mgda_normalization.is_some(), &[Mgda]),
             ("gradvac_beta", self.gradvac_beta.is_some(), &[Gradvac]),
             ("fairgrad_alpha", self.fairgrad_alpha.is_some(), &[Fairgrad]),
+            ("famo_gamma", self.famo_gamma.is_some(), &[Famo]),
         ]
     }
 
@@ -274,6 +282,14 @@ impl BalanceConfig {
             BalanceMethod::Fairgrad => {
                 let alpha = positive("fairgrad_alpha", self.fairgrad_alpha.unwrap_or(1.0))?;
                 Box::new(GradientCombination::new(FairGrad::new(alpha), n_tasks))
+            }
+            BalanceMethod::Famo => {
+                let lr = positive("weight_lr", self.weight_lr.unwrap_or(0.025))?;
+                let gamma = self.famo_gamma.unwrap_or(0.01);
+                if !(gamma.is_finite() && gamma >= 0.0) {
+                    return Err(format!("balance.famo_gamma must be finite and non-negative, got {gamma}"));
+                }
+                Box::new(Famo::new(n_tasks, lr, gamma))
             }
             BalanceMethod::Custom(_) => unreachable!("returned above"),
         })

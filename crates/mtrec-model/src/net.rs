@@ -33,6 +33,8 @@ impl ModuleMapper for BiasSetter {
 
 /// Whichever architecture an experiment runs: a built-in, or a user's own `C`
 /// ([`crate::ArchitectureFactory`]).
+// one value a model, built once: the variants' sizes do not matter (HoME's is the largest)
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum ArchitectureNet<C: Module + MultiTaskModel = NoCustom> {
     /// See [`SharedBottom`].

@@ -329,7 +329,9 @@ pub fn data_parallel_step<C: MultiTaskModule>(
     let dense = parallel.reduce_dense(&model, dense, share);
     let sparse = parallel.reduce_sparse(&model, sparse, share);
     let model = optim.sparse.step(&lr, model, sparse);
-    Ok((optim.dense.step(lr, model, dense), losses, share * batch.size as f64))
+    let model = optim.dense.step(lr, model, dense);
+    crate::step::report_losses_after_step(&model, balancer, &shard, kinds, Some((parallel, share)))?;
+    Ok((model, losses, share * batch.size as f64))
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ pub type BalancerConstructor =
 ///
 /// A program (the `xtask`, an example, a researcher's binary) registers its own under names;
 /// its TOML configs, `--set` overrides, `compare` and the run files then name them like the
-/// built-ins (`architecture = "dselect_k"`, `method = "famo"`), with their own options in
+/// built-ins (`architecture = "dselect_k"`, `method = "famo_next_batch"`), with their own options in
 /// `[model.options]` / `[balance.options]`. `C` is the program's own architecture type (an enum
 /// of them when it has several; [`NoCustom`] when it has none): every registered architecture
 /// builds a `C`.

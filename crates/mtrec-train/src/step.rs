@@ -148,6 +148,28 @@ pub(crate) fn step_gradients<C: MultiTaskModule>(
     Ok((StepGradients { dense: merge_gradients(out.parts, model), sparse }, out.task_losses))
 }
 
+/// When the balancer asks for them (FAMO), each task's loss on `batch` (this rank's shard) under
+/// the updated `model` — one more forward, no backward — reduced to the whole batch's over the
+/// ranks and handed to [`LossBalancer::after_step`].
+pub(crate) fn report_losses_after_step<C: MultiTaskModule>(
+    model: &MultiTaskNet<C>,
+    balancer: &mut dyn LossBalancer,
+    batch: &MtlBatch,
+    kinds: &[TaskKind],
+    parallel: Option<(&DataParallel, f64)>,
+) -> Result<(), TrainError> {
+    if !balancer.needs_losses_after_step() {
+        return Ok(());
+    }
+    let losses = StepGraph::new(model, batch, kinds).task_losses();
+    let mut host = mtrec_balance::kit::to_host(losses.into_iter().map(|l| l.detach()).collect());
+    if let Some((ranks, share)) = parallel {
+        host.iter_mut().for_each(|v| *v *= share);
+        ranks.sum_f64(&mut host);
+    }
+    balancer.after_step(&host).map_err(|e| TrainError::Config(e.to_string()))
+}
+
 /// One step: balanced gradients of `batch`, then the optimiser's update with learning rate `lr`
 /// (one rate, or per-parameter rates from [`ExperimentConfig::learning_rates`](crate::ExperimentConfig::learning_rates)).
 ///
@@ -163,7 +185,9 @@ pub fn train_step<C: MultiTaskModule>(
     let lr = lr.into();
     let (grads, losses) = step_gradients(&model, balancer, batch, kinds, None)?;
     let model = optim.sparse.step(&lr, model, grads.sparse);
-    Ok((optim.dense.step(lr, model, grads.dense), losses))
+    let model = optim.dense.step(lr, model, grads.dense);
+    report_losses_after_step(&model, balancer, batch, kinds, None)?;
+    Ok((model, losses))
 }
 
 #[cfg(test)]

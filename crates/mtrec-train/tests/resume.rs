@@ -92,7 +92,7 @@ fn records_on_disk(dir: &Path) -> Vec<EpochRecord> {
 #[test]
 fn a_resumed_run_ends_as_the_uninterrupted_run() {
     let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    for method in [BalanceMethod::Gradnorm, BalanceMethod::Rlw, BalanceMethod::Gradvac] {
+    for method in [BalanceMethod::Gradnorm, BalanceMethod::Rlw, BalanceMethod::Gradvac, BalanceMethod::Famo] {
         let mut cfg = config(method.clone());
         // validations within the epochs: their model selection is part of the checkpoint too
         cfg.train.evals_per_epoch = if method == BalanceMethod::Rlw { 2 } else { 1 };

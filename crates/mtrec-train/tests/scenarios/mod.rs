@@ -18,7 +18,7 @@ pub fn fixtures() -> PathBuf {
 /// `(name, config)` of every scenario: fixed weights, uncertainty weighting and GradNorm on MMoE
 /// (synthetic regression, 1,280 rows in batches of 64), a row-sparse census model with lazy Adam
 /// (batches of 11: the last has 2 rows), PCGrad on a sparse table model with a multi-valued
-/// column, a 5-class task and GAUC groups (batches of 5), PCGrad and GradNorm on that table with two
+/// column, a 5-class task and GAUC groups (batches of 5), PCGrad, GradNorm and FAMO on that table with two
 /// tasks labelled on clicked rows only, and PCGrad on a model whose text encoder (a tiny BERT) is
 /// fine-tuned fully with the tasks.
 pub fn scenarios() -> Vec<(String, ExperimentConfig)> {
@@ -106,7 +106,7 @@ pub fn scenarios() -> Vec<(String, ExperimentConfig)> {
     // tasks with their own sample spaces: the 5-class `stars` and a binary `buy` labelled only on
     // clicked rows; shards of 1–3 rows often hold none of a task's labels, and each rank's loss is
     // its share of the batch's labelled rows
-    for method in ["pcgrad", "gradnorm"] {
+    for method in ["pcgrad", "gradnorm", "famo"] {
         let sets = [
             format!("data.dir={dir}"),
             format!("name=\"dp-spaces-{method}\""),
