@@ -3,9 +3,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    AlignedMtl, BalanceContext, CaGrad, CaGradScale, DynamicWeightAverage, FairGrad, Famo, FixedWeights, GradNorm,
-    GradNormLayer, GradVac, GradientCombination, ImtlG, InitialLoss, LossBalancer, Mgda, MgdaNormalization, NashMtl,
-    PcGrad, RandomLossWeighting, UncertaintyConvention, UncertaintyWeighting, UpGrad,
+    AlignedMtl, BalanceContext, CaGrad, CaGradScale, DbMtl, DynamicWeightAverage, FairGrad, Famo, FixedWeights,
+    GradNorm, GradNormLayer, GradVac, GradientCombination, ImtlG, InitialLoss, LossBalancer, Mgda, MgdaNormalization,
+    NashMtl, PcGrad, RandomLossWeighting, UncertaintyConvention, UncertaintyWeighting, UpGrad,
 };
 
 /// Which balancing method: a built-in, or one registered under its name by the program that
@@ -44,6 +44,8 @@ pub enum BalanceMethod {
     Fairgrad,
     /// FAMO (Liu et al. 2023).
     Famo,
+    /// DB-MTL, dual balancing (Lin et al. 2023).
+    DbMtl,
     /// A user's method, by the name it is registered under.
     Custom(String),
 }
@@ -66,7 +68,7 @@ impl<'de> Deserialize<'de> for BalanceMethod {
 
 impl BalanceMethod {
     /// Every built-in method.
-    pub const ALL: [BalanceMethod; 15] = [
+    pub const ALL: [BalanceMethod; 16] = [
         Self::Fixed,
         Self::Uncertainty,
         Self::Gradnorm,
@@ -82,6 +84,7 @@ impl BalanceMethod {
         Self::NashMtl,
         Self::Fairgrad,
         Self::Famo,
+        Self::DbMtl,
     ];
 
     /// The built-ins' names, comma-separated: what an error about an unknown name lists.
@@ -112,6 +115,7 @@ impl BalanceMethod {
             Self::NashMtl => "nash_mtl",
             Self::Fairgrad => "fairgrad",
             Self::Famo => "famo",
+            Self::DbMtl => "db_mtl",
             Self::Custom(name) => name,
         }
     }
@@ -159,6 +163,10 @@ pub struct BalanceConfig {
     pub fairgrad_alpha: Option<f64>,
     /// `famo`: weight decay γ of the logits (default 0.01, the official code's).
     pub famo_gamma: Option<f64>,
+    /// `db_mtl`: β of the moving average's rate `β/k^σ` (default 0.9, LibMTL's).
+    pub db_mtl_beta: Option<f64>,
+    /// `db_mtl`: σ of the rate `β/k^σ` (default 0.5, LibMTL's).
+    pub db_mtl_sigma: Option<f64>,
 }
 
 /// `[balance.options]`: a registered method's own options, as parsed from the config.
@@ -174,7 +182,7 @@ fn positive(key: &str, value: f64) -> Result<f64, String> {
 
 impl BalanceConfig {
     /// Every option that is set, with the methods it belongs to.
-    fn options(&self) -> [(&'static str, bool, &'static [BalanceMethod]); 13] {
+    fn options(&self) -> [(&'static str, bool, &'static [BalanceMethod]); 15] {
         use BalanceMethod::*;
         [
             ("weights", self.weights.is_some(), &[Fixed]),
@@ -190,6 +198,8 @@ impl BalanceConfig {
             ("gradvac_beta", self.gradvac_beta.is_some(), &[Gradvac]),
             ("fairgrad_alpha", self.fairgrad_alpha.is_some(), &[Fairgrad]),
             ("famo_gamma", self.famo_gamma.is_some(), &[Famo]),
+            ("db_mtl_beta", self.db_mtl_beta.is_some(), &[DbMtl]),
+            ("db_mtl_sigma", self.db_mtl_sigma.is_some(), &[DbMtl]),
         ]
     }
 
@@ -290,6 +300,17 @@ impl BalanceConfig {
                     return Err(format!("balance.famo_gamma must be finite and non-negative, got {gamma}"));
                 }
                 Box::new(Famo::new(n_tasks, lr, gamma))
+            }
+            BalanceMethod::DbMtl => {
+                let beta = self.db_mtl_beta.unwrap_or(0.9);
+                if !(0.0..1.0).contains(&beta) {
+                    return Err(format!("balance.db_mtl_beta must be in [0, 1), got {beta}"));
+                }
+                let sigma = self.db_mtl_sigma.unwrap_or(0.5);
+                if !(sigma.is_finite() && sigma >= 0.0) {
+                    return Err(format!("balance.db_mtl_sigma must be finite and non-negative, got {sigma}"));
+                }
+                Box::new(GradientCombination::new(DbMtl::new(n_tasks, beta, sigma), n_tasks))
             }
             BalanceMethod::Custom(_) => unreachable!("returned above"),
         })

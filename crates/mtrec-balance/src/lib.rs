@@ -49,6 +49,7 @@ mod balancer;
 mod cagrad;
 mod combination;
 mod config;
+mod db_mtl;
 mod dwa;
 mod fairgrad;
 mod famo;
@@ -75,6 +76,7 @@ pub use balancer::{
 pub use cagrad::{CaGrad, CaGradScale};
 pub use combination::{GradientCombination, GradientCombiner, pair_cosines};
 pub use config::{BalanceConfig, BalanceMethod, BalanceOptions};
+pub use db_mtl::DbMtl;
 pub use dwa::DynamicWeightAverage;
 pub use fairgrad::{FairGrad, fair_weights};
 pub use famo::Famo;

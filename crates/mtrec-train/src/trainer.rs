@@ -990,12 +990,22 @@ pub(crate) mod tests {
                     assert!(r["task_weights"]["task2"].as_f64().unwrap().is_finite(), "{method:?}: {line}");
                     let gradient_based = matches!(
                         method,
-                        Gradnorm | Pcgrad | Mgda | Cagrad | ImtlG | Gradvac | AlignedMtl | Upgrad | NashMtl | Fairgrad
+                        Gradnorm
+                            | Pcgrad
+                            | Mgda
+                            | Cagrad
+                            | ImtlG
+                            | Gradvac
+                            | AlignedMtl
+                            | Upgrad
+                            | NashMtl
+                            | Fairgrad
+                            | DbMtl
                     );
                     assert_eq!(r["task_gradient_norms"]["task1"].is_f64(), gradient_based, "{method:?}: {line}");
                     let combining = matches!(
                         method,
-                        Pcgrad | Mgda | Cagrad | ImtlG | Gradvac | AlignedMtl | Upgrad | NashMtl | Fairgrad
+                        Pcgrad | Mgda | Cagrad | ImtlG | Gradvac | AlignedMtl | Upgrad | NashMtl | Fairgrad | DbMtl
                     );
                     let cosine = r["task_gradient_cosines"]["task1~task2"].as_f64();
                     assert_eq!(cosine.is_some(), combining, "{method:?}: {line}");
