@@ -88,10 +88,13 @@ impl<C: GradientCombiner> LossBalancer for GradientCombination<C> {
             return Err(BalanceError(format!("{}: non-finite task gradients or losses", self.name())));
         }
         let present = graph.task_present();
-        self.coefficients = if present.iter().all(|&p| p) {
+        // a task absent from the batch, or one whose gradient at the shared tensors is exactly zero
+        // (a tower whose units are all dead), gives no direction: it is left out of the combination
+        let moving: Vec<bool> = (0..gram.len()).map(|t| present[t] && gram[t][t] > 0.0).collect();
+        self.coefficients = if moving.iter().all(|&p| p) {
             self.combiner.coefficients(&gram, &losses)
         } else {
-            self.combiner.coefficients_of_present(&gram, &losses, &present)
+            self.combiner.coefficients_of_present(&gram, &losses, &moving)
         };
         if let Some(t) = self.coefficients.iter().position(|c| !c.is_finite()) {
             return Err(BalanceError(format!("{}: the coefficient of task {t} is not finite", self.name())));

@@ -300,6 +300,28 @@ mod tests {
         assert!(pcgrad.task_weights().iter().any(|c| (c - 1.0).abs() > 1e-6), "{:?}", pcgrad.task_weights());
     }
 
+    /// A task whose gradient at the shared tensors is exactly zero (its tower's head zeroed: no
+    /// gradient passes) is left out of the combination: MGDA gives it 0 and the other task its whole
+    /// gradient — read as a direction, the zero vector is the hull's min-norm point and MGDA's
+    /// shared update would be zero, stalling every task.
+    #[test]
+    fn a_zero_gradient_task_does_not_stall_mgda() {
+        let device = Device::flex().autodiff();
+        let kinds = [TaskKind::Binary, TaskKind::Binary];
+        let mut model = config(Architecture::Mmoe).init(&schema(), &device);
+        let mtrec_model::ArchitectureNet::Mmoe(net) = &mut model.body else { unreachable!("mmoe") };
+        let head = &mut net.towers[1].head;
+        head.weight = burn::module::Param::from_tensor(head.weight.val().zeros_like().detach());
+        let batch = conflicting_batch(&device);
+        let mut mgda = GradientCombination::new(mtrec_balance::Mgda::new(Default::default()), 2);
+        let (grads, _) = step_gradients(&model, &mut mgda, &batch, &kinds, None).unwrap();
+        assert_eq!(mgda.task_weights(), vec![1.0, 0.0]);
+        let mtrec_model::ArchitectureNet::Mmoe(net) = &model.body else { unreachable!("mmoe") };
+        let shared: Vec<f32> =
+            parameter_ids(&net.experts).into_iter().flat_map(|(id, d)| gradient(&grads.dense, id, d)).collect();
+        assert!(shared.iter().any(|g| *g != 0.0), "the experts still learn from task 0");
+    }
+
     /// Parameter ids of a module (to read its gradients).
     fn parameter_ids<M: burn::module::Module>(module: &M) -> Vec<(burn::module::ParamId, usize)> {
         struct Ids(Vec<(burn::module::ParamId, usize)>);
