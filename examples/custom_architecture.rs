@@ -159,7 +159,7 @@ impl MultiTaskModel for DSelectK {
     }
 
     fn output_bias(&self, task: usize) -> Option<ParamId> {
-        self.towers[task].head.bias.as_ref().map(|b| b.id)
+        self.towers[task].output_bias()
     }
 
     fn input_layers_mut(&mut self) -> Vec<&mut FeatureEmbedding> {

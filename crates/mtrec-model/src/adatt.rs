@@ -183,7 +183,7 @@ impl MultiTaskModel for AdaTt {
     }
 
     fn output_bias(&self, task: usize) -> Option<burn::module::ParamId> {
-        self.towers[task].head.bias.as_ref().map(|b| b.id)
+        self.towers[task].output_bias()
     }
 
     /// Task `t`'s last-level gate and tower (the own-expert weights of all tasks are one tensor of

@@ -152,7 +152,7 @@ impl MultiTaskModel for Stem {
     }
 
     fn output_bias(&self, task: usize) -> Option<burn::module::ParamId> {
-        self.towers[task].head.bias.as_ref().map(|b| b.id)
+        self.towers[task].output_bias()
     }
 
     fn task_parameters(&self, task: usize) -> ParamGroup {

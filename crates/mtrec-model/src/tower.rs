@@ -65,4 +65,10 @@ impl TaskTower {
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         self.head.forward(self.mlp.forward(x))
     }
+
+    /// The head's bias, what [`MultiTaskModel::output_bias`](crate::MultiTaskModel::output_bias)
+    /// reports for the tower's task (the trainer starts it at the regression label mean).
+    pub fn output_bias(&self) -> Option<burn::module::ParamId> {
+        self.head.bias.as_ref().map(|b| b.id)
+    }
 }

@@ -55,7 +55,7 @@ impl MultiTaskModel for SkipBottom {
     }
 
     fn output_bias(&self, task: usize) -> Option<ParamId> {
-        self.towers[task].head.bias.as_ref().map(|b| b.id)
+        self.towers[task].output_bias()
     }
 }
 
