@@ -451,6 +451,22 @@ impl ModelConfig {
             .collect()
     }
 
+    /// What makes the model normalise with batch statistics — the setting and how to do without it
+    /// (`model.batch_norm`, or HoME, whose experts always normalise); `None` when nothing does. Such
+    /// a model keeps running statistics of the batches it sees.
+    pub fn batch_statistics(&self) -> Option<(&'static str, &'static str)> {
+        if self.batch_norm {
+            Some(("model.batch_norm = true", "set model.batch_norm = false or train in one process"))
+        } else if self.architecture == Architecture::Home {
+            Some((
+                "model.architecture = \"home\" (its experts normalise with batch statistics)",
+                "train it in one process",
+            ))
+        } else {
+            None
+        }
+    }
+
     /// Whether the architecture models the steps of a funnel (ESMM, AITM): its tasks' labels must
     /// satisfy `y_t ≤ y_{t−1}`.
     pub fn needs_funnel(&self) -> bool {

@@ -306,21 +306,12 @@ impl<'a, S: SplitRows, C: MultiTaskModule> Trainer<'a, S, C> {
 
     /// What data-parallel training cannot do.
     fn check_data_parallel(&self) -> Result<(), TrainError> {
-        if self.parallel.size() > 1 && self.config.model.architecture == mtrec_model::Architecture::Home {
-            return Err(TrainError::Config(
-                "model.architecture = \"home\" cannot train data-parallel: its experts normalise with batch statistics, \
-                 and each rank would keep running statistics of its own shard; train it in one process"
-                    .into(),
-            ));
+        match self.config.model.batch_statistics() {
+            Some((what, instead)) if self.parallel.size() > 1 => Err(TrainError::Config(format!(
+                "{what} cannot train data-parallel: each rank would keep running statistics of its own shard; {instead}"
+            ))),
+            _ => Ok(()),
         }
-        if self.parallel.size() > 1 && self.config.model.batch_norm {
-            return Err(TrainError::Config(
-                "model.batch_norm = true cannot train data-parallel: each rank would keep running statistics of its \
-                 own shard; set model.batch_norm = false or train in one process"
-                    .into(),
-            ));
-        }
-        Ok(())
     }
 
     /// Evaluates the model on validation and lets early stopping judge it as validation `point`
