@@ -469,9 +469,11 @@ mod tests {
             let hidden_in_shared_part = !matches!(arch, Architecture::Esmm | Architecture::Aitm);
             assert_eq!(shared_differs, hidden_in_shared_part, "{arch:?}: dropout in the shared part");
             for t in 0..2 {
+                // a small tower with few live units can have them all dropped in two forwards in a
+                // row (its output then its bias both times): dropout acts if any of 8 forwards differs
                 let once = values(model.forward_task(t, &a).output);
-                let twice = values(model.forward_task(t, &a).output);
-                assert_ne!(once, twice, "{arch:?} task {t}: no dropout in the branch");
+                let others: Vec<Vec<f32>> = (0..8).map(|_| values(model.forward_task(t, &a).output)).collect();
+                assert!(others.iter().any(|o| *o != once), "{arch:?} task {t}: no dropout in the branch");
             }
             let eval = model.valid();
             let (c, d) = inputs(32, &Device::flex());
