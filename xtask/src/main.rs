@@ -10,6 +10,10 @@
 //! - `cargo xtask compare --configs A.toml,B.toml [--seeds 3] [--out DIR]` trains every config with
 //!   every seed and writes `compare.md` / `compare.json` (mean ± std, Δm against single-task) and
 //!   `compare.svg` (mean validation curves; `.png` too with the `png` feature).
+//! - `cargo xtask tune --config FILE --space SPACE.toml --trials N [--engine halving|optuna]
+//!   [--jobs J]` searches hyperparameters on a validation objective: successive halving over epochs
+//!   built in, or Optuna's samplers and pruners; a killed study resumes; writes `trials.md`,
+//!   `trials.svg`, `best.toml` and the best trial's test metrics (`best.json`).
 //! - `cargo xtask synthetic-study [--correlations 1.0,0.9,0.5] [--seeds 5] [--epochs 50]`: the MMoE
 //!   paper's synthetic study (`study.md`, `study.json`, `study.svg`/`.png`).
 //! - `cargo xtask plot RUN_DIR...` redraws a run's figures (training writes them too).
@@ -37,6 +41,7 @@ mod pretrain_text;
 mod ranks;
 mod synthetic_study;
 mod train;
+mod tune;
 
 use std::path::Path;
 
@@ -88,6 +93,8 @@ enum Command {
     BenchEncoder(bench_encoder::BenchEncoderArgs),
     /// Train several configs over several seeds and tabulate mean ± std (and Δm).
     Compare(compare::CompareArgs),
+    /// Search hyperparameters on a validation objective (built-in successive halving, or Optuna).
+    Tune(tune::TuneArgs),
     /// Write the sentence embeddings of a text column (.npy or .safetensors).
     Embed(embed::EmbedArgs),
     /// Re-evaluate a run's selected model on a split.
@@ -119,6 +126,7 @@ fn main() -> std::process::ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::BenchEncoder(args) => bench_encoder::run(args),
         Command::Compare(args) => compare::run(args),
+        Command::Tune(args) => tune::run(args),
         Command::Embed(args) => embed::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Export(args) => export::run(args),

@@ -188,6 +188,12 @@ pub trait LossBalancer {
         None
     }
 
+    /// With [`Self::task_gradient_cosines`]: for each pair, the fraction of the last epoch's steps
+    /// on which its cosine was negative (the tasks pulled the shared parameters apart).
+    fn task_gradient_conflicts(&self) -> Option<Vec<f64>> {
+        None
+    }
+
     /// What the method carries from one epoch to the next (learned weights and their optimiser's
     /// moments, initial losses, loss history, the epoch its random draws are seeded from), for
     /// checkpoints; `Null` for methods without state. Taken after [`Self::end_epoch`].

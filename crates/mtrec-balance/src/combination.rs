@@ -59,12 +59,19 @@ pub struct GradientCombination<C> {
     coefficients: Vec<f64>,
     norms: EpochMean,
     cosines: EpochMean,
+    conflicts: EpochMean,
 }
 
 impl<C: GradientCombiner> GradientCombination<C> {
     /// Wraps `combiner` for `n_tasks` tasks.
     pub fn new(combiner: C, n_tasks: usize) -> Self {
-        Self { combiner, coefficients: vec![1.0; n_tasks], norms: EpochMean::default(), cosines: EpochMean::default() }
+        Self {
+            combiner,
+            coefficients: vec![1.0; n_tasks],
+            norms: EpochMean::default(),
+            cosines: EpochMean::default(),
+            conflicts: EpochMean::default(),
+        }
     }
 }
 
@@ -104,9 +111,15 @@ impl<C: GradientCombiner> LossBalancer for GradientCombination<C> {
         self.norms
             .add(&(0..gram.len()).map(|t| if absent(t) { f64::NAN } else { gram[t][t].sqrt() }).collect::<Vec<_>>());
         let pairs = (0..gram.len()).flat_map(|i| (i + 1..gram.len()).map(move |j| (i, j)));
-        let cosines = pair_cosines(&gram).into_iter().zip(pairs);
-        self.cosines
-            .add(&cosines.map(|(c, (i, j))| if absent(i) || absent(j) { f64::NAN } else { c }).collect::<Vec<_>>());
+        let cosines: Vec<f64> = pair_cosines(&gram)
+            .into_iter()
+            .zip(pairs)
+            .map(|(c, (i, j))| if absent(i) || absent(j) { f64::NAN } else { c })
+            .collect();
+        let conflicts: Vec<f64> =
+            cosines.iter().map(|&c| if c.is_nan() { f64::NAN } else { f64::from(u8::from(c < 0.0)) }).collect();
+        self.cosines.add(&cosines);
+        self.conflicts.add(&conflicts);
         Ok(grads.finish(&self.coefficients))
     }
 
@@ -118,6 +131,7 @@ impl<C: GradientCombiner> LossBalancer for GradientCombination<C> {
     fn end_epoch(&mut self, _mean_task_losses: &[f64]) {
         self.norms.end_epoch();
         self.cosines.end_epoch();
+        self.conflicts.end_epoch();
         self.combiner.end_epoch();
     }
 
@@ -138,6 +152,11 @@ impl<C: GradientCombiner> LossBalancer for GradientCombination<C> {
     fn task_gradient_cosines(&self) -> Option<Vec<f64>> {
         self.cosines.last_epoch()
     }
+
+    /// Fraction of the last epoch's steps with a negative cosine, per task pair.
+    fn task_gradient_conflicts(&self) -> Option<Vec<f64>> {
+        self.conflicts.last_epoch()
+    }
 }
 
 /// `G[i][j]/√(G[i][i]·G[j][j])` for `i < j`, in that order (0 where a gradient is zero).
@@ -156,6 +175,7 @@ pub fn pair_cosines(gram: &[Vec<f64>]) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::tensor::{Device, Tensor, TensorData};
 
     /// Cosines from a Gram matrix by hand: g0 = (1, 0), g1 = (1, 1), g2 = (−2, 0), and a zero
     /// gradient.
@@ -168,5 +188,55 @@ mod tests {
         assert_eq!(c.len(), 3);
         c.iter().zip(want).for_each(|(a, b)| assert!((a - b).abs() < 1e-12, "{c:?}"));
         assert_eq!(pair_cosines(&[vec![0.0, 0.0], vec![0.0, 4.0]]), vec![0.0]);
+    }
+
+    /// Two tasks on one shared leaf x ∈ R²: L0 = a·x, L1 = b·x, so g0 = a, g1 = b at every x.
+    struct Linear {
+        x: Tensor<2>,
+        a: [f32; 2],
+        b: [f32; 2],
+    }
+
+    impl TaskGraph for Linear {
+        fn n_tasks(&self) -> usize {
+            2
+        }
+        fn task_losses(&mut self) -> Vec<Tensor<1>> {
+            unreachable!("combiners cut")
+        }
+        fn cut_forward(&mut self) -> crate::CutForward {
+            let device = self.x.device();
+            let leaf = self.x.clone().detach().require_grad();
+            let dot = |w: [f32; 2]| {
+                let w = Tensor::<2>::from_data(TensorData::new(w.to_vec(), [1, 2]), &device);
+                (leaf.clone() * w).sum()
+            };
+            let losses = vec![dot(self.a), dot(self.b)];
+            crate::CutForward { shared: vec![self.x.clone()], leaves: vec![leaf], losses }
+        }
+        fn probed_forward(&mut self, _probe: &[bool]) -> crate::ProbedForward {
+            unreachable!("combiners cut")
+        }
+    }
+
+    /// Over an epoch of four steps with task-1 gradients (1, 1), (−1, 0), (0, 1), (−1, −1)
+    /// against g0 = (1, 0): cosines 1/√2, −1, 0, −1/√2 — mean −1/4, negative on 2 steps of 4
+    /// (0 is no conflict): conflict fraction ½; norms ‖g0‖ = 1, ‖g1‖ mean (2√2 + 2)/4.
+    #[test]
+    fn epoch_cosines_and_conflict_fractions_by_hand() {
+        let device = Device::flex().autodiff();
+        let x = Tensor::<2>::from_data(TensorData::new(vec![0.5f32, 2.0], [1, 2]), &device).require_grad();
+        let mut pcgrad = GradientCombination::new(crate::PcGrad::new(1), 2);
+        assert_eq!(pcgrad.task_gradient_conflicts(), None);
+        for b in [[1.0, 1.0], [-1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]] {
+            pcgrad.backward(&mut Linear { x: x.clone(), a: [1.0, 0.0], b }).unwrap();
+        }
+        pcgrad.end_epoch(&[0.0, 0.0]);
+        let cosine = pcgrad.task_gradient_cosines().unwrap();
+        assert!((cosine[0] + 0.25).abs() < 1e-7, "{cosine:?}");
+        assert_eq!(pcgrad.task_gradient_conflicts().unwrap(), vec![0.5]);
+        let norms = pcgrad.task_gradient_norms().unwrap();
+        let sqrt2 = 2f64.sqrt();
+        assert!((norms[0] - 1.0).abs() < 1e-7 && (norms[1] - (2.0 * sqrt2 + 2.0) / 4.0).abs() < 1e-7, "{norms:?}");
     }
 }

@@ -25,21 +25,33 @@ pub fn mean_std(values: &[f64]) -> (f64, f64) {
 /// ESMM's funnel `income_and_never_married` against plain `never_married` — would compare other
 /// tasks), or when a mean is not finite.
 pub fn delta_m(config: &BTreeMap<String, (String, f64)>, baseline: &BTreeMap<String, (String, f64)>) -> Option<f64> {
+    let gains = task_gains(config, baseline)?;
+    let d = gains.values().sum::<f64>() / gains.len() as f64;
+    d.is_finite().then_some(d)
+}
+
+/// Each task's relative gain over the baseline, `(−1)^{l_t} (M_t − M_single,t) / M_single,t` —
+/// the terms Δm averages: which task gains from sharing and which pays for it. `None` under the
+/// conditions of [`delta_m`].
+pub fn task_gains(
+    config: &BTreeMap<String, (String, f64)>,
+    baseline: &BTreeMap<String, (String, f64)>,
+) -> Option<BTreeMap<String, f64>> {
     let same_tasks = config.len() == baseline.len()
         && config.iter().all(|(task, (metric, _))| baseline.get(task).is_some_and(|(m, _)| m == metric));
     if !same_tasks || config.is_empty() {
         return None;
     }
-    let gains: Vec<f64> = config
-        .iter()
-        .map(|(task, (metric, m))| {
-            let b = baseline[task].1;
-            let sign = if higher_is_better(metric) { 1.0 } else { -1.0 };
-            sign * (m - b) / b
-        })
-        .collect();
-    let d = gains.iter().sum::<f64>() / gains.len() as f64;
-    d.is_finite().then_some(d)
+    Some(
+        config
+            .iter()
+            .map(|(task, (metric, m))| {
+                let b = baseline[task].1;
+                let sign = if higher_is_better(metric) { 1.0 } else { -1.0 };
+                (task.clone(), sign * (m - b) / b)
+            })
+            .collect(),
+    )
 }
 
 /// One config's results over seeds.
@@ -159,6 +171,25 @@ pub fn markdown(results: &[ConfigResult], seeds: &[u64]) -> String {
         out += "\n";
     }
     if let Some(b) = baseline {
+        // the terms of Δm: who gains from sharing, who pays for it
+        let gains: Vec<(&str, BTreeMap<String, f64>)> = results
+            .iter()
+            .filter(|r| r.model != "single_task")
+            .filter_map(|r| Some((r.name.as_str(), task_gains(&r.means(), &b.means())?)))
+            .collect();
+        if let Some((_, first)) = gains.first() {
+            out += &format!("\nGain over single-task per task (the terms of Δm), relative to `{}`:\n\n", b.name);
+            out += "| config |";
+            first.keys().for_each(|t| out += &format!(" {t} |"));
+            out += "\n|---|";
+            out += &"---|".repeat(first.len());
+            out += "\n";
+            for (name, g) in &gains {
+                out += &format!("| {name} |");
+                g.values().for_each(|v| out += &format!(" {:+.2} % |", 100.0 * v + 0.0));
+                out += "\n";
+            }
+        }
         let others: Vec<&str> = results.iter().filter(|r| r.delta_m.is_none()).map(|r| r.name.as_str()).collect();
         if !others.is_empty() {
             out += &format!(
@@ -258,6 +289,8 @@ mod tests {
             task_weights: BTreeMap::new(),
             task_gradient_norms: None,
             task_gradient_cosines: None,
+            task_gradient_conflicts: None,
+            learning_rates: BTreeMap::new(),
             monitor: auc,
             best: false,
             within_epoch: Vec::new(),
@@ -292,6 +325,8 @@ mod tests {
         // a: +0.04/0.80 = +5 %; b: lower is better, −0.2/2.0 = −10 %; mean −2.5 %
         let d = delta_m(&mtl, &single).unwrap();
         assert!((d + 0.025).abs() < 1e-12, "{d}");
+        let gains = task_gains(&mtl, &single).unwrap();
+        assert!((gains["a"] - 0.05).abs() < 1e-12 && (gains["b"] + 0.1).abs() < 1e-12, "{gains:?}");
         assert_eq!(delta_m(&single, &single), Some(0.0));
     }
 
@@ -312,6 +347,8 @@ mod tests {
         assert!((rs[1].delta_m.unwrap() - 0.03 / 0.91).abs() < 1e-12);
         let md = markdown(&rs, &[1, 2]);
         assert!(md.contains("| mmoe | mmoe | fixed | 0.9400 ± 0.0141 | +3.30 % |"), "{md}");
+        // the per-task terms of Δm, the single-task row left out
+        assert!(md.contains("| config | income |\n|---|---|\n| mmoe | +3.30 % |\n"), "{md}");
     }
 
     /// Δm leaves adversarial tasks out, refuses configs whose main tasks differ from the baseline's,

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use mtrec_data::{MtlDataset, Preprocessing, TaskKind};
 use mtrec_model::MultiTaskModule;
 use mtrec_train::{
-    DataConfig, EpochRecord, ExperimentConfig, Registry, RunDirectory, Summary, TrainError, Trainer, read_epochs,
+    DataConfig, EpochRecord, ExperimentConfig, Figure, Registry, Report, RunDirectory, Summary, TrainError, Trainer,
+    read_epochs,
 };
 use serde::Serialize;
 
@@ -57,19 +58,39 @@ impl Comparison {
     }
 
     /// Writes `compare.md`, `compare.json`, the curves (`compare.svg`, and `.png` with
-    /// mtrec-train's `png` feature) and, for runs with adversarial tasks, the trade-off figure
-    /// (`trade_off.svg`/`.png`) into `out`.
+    /// mtrec-train's `png` feature), for runs with adversarial tasks the trade-off figure
+    /// (`trade_off.svg`/`.png`), and `report.html` (all of it on one page) into `out`.
     pub fn write(&self, out: &Path) -> Result<(), TrainError> {
         let io = |path: PathBuf| move |source| TrainError::Io { path, source };
         std::fs::create_dir_all(out).map_err(io(out.to_path_buf()))?;
         std::fs::write(out.join("compare.md"), self.markdown()).map_err(io(out.join("compare.md")))?;
         let json = serde_json::to_string_pretty(self).expect("a comparison serialises");
         std::fs::write(out.join("compare.json"), json).map_err(io(out.join("compare.json")))?;
-        compare_figure(&self.curves, &self.panels).save(&out.join("compare"))?;
-        if let Some(trade_off) = trade_off_figure(&self.results) {
+        let curves = compare_figure(&self.curves, &self.panels);
+        curves.save(&out.join("compare"))?;
+        let trade_off = trade_off_figure(&self.results);
+        if let Some(trade_off) = &trade_off {
             trade_off.save(&out.join("trade_off"))?;
         }
-        Ok(())
+        self.report(&curves, trade_off.as_ref())?.write(&out.join("report.html"))
+    }
+
+    /// `report.html`: the table with ± and Δm, the per-task gains over single-task, the mean
+    /// validation curves, the trade-off figure, and where each run's own page is.
+    fn report(&self, curves: &Figure, trade_off: Option<&Figure>) -> Result<Report, TrainError> {
+        let mut page = Report::new("mtrec comparison");
+        page.heading("Test metrics").markdown(&self.markdown());
+        page.heading("Validation curves");
+        page.figure("Each config's validation metric per task, mean over seeds.", curves)?;
+        if let Some(t) = trade_off {
+            page.figure("The main task against the adversarial probes' AUC.", t)?;
+        }
+        page.heading("Runs");
+        page.paragraph("Each run's own page is <out>/<config>/seed<k>/report.html.");
+        let rows: Vec<Vec<String>> =
+            self.results.iter().map(|r| vec![r.name.clone(), r.model.clone(), r.balance.clone()]).collect();
+        page.table(&["config".into(), "architecture".into(), "balancer".into()], &rows);
+        Ok(page)
     }
 }
 

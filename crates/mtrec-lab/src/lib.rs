@@ -1,7 +1,7 @@
 //! What researchers do across runs, on top of the training loop: speed benchmarks of training and
 //! inference (`cargo xtask bench`), multi-seed comparisons of configs with Δm against the
-//! single-task baseline (`cargo xtask compare`), and the MMoE paper's synthetic study (`cargo xtask
-//! synthetic-study`). The loop itself, its metrics and run files are `mtrec-train`'s.
+//! single-task baseline (`cargo xtask compare`), hyperparameter search ([`tune`], `cargo xtask
+//! tune`) and the MMoE paper's synthetic study (`cargo xtask synthetic-study`). The loop itself, its metrics and run files are `mtrec-train`'s.
 //!
 //! # Guide
 //!
@@ -29,8 +29,11 @@ mod bench;
 mod compare;
 mod comparison;
 mod synthetic_study;
+pub mod tune;
 
 pub use bench::{BenchOptions, BenchResult, bench, interleaved_step_ms, peak_rss_mib};
-pub use compare::{ConfigResult, compare_figure, delta_m, fill_delta_m, markdown, mean_std, trade_off_figure};
+pub use compare::{
+    ConfigResult, compare_figure, delta_m, fill_delta_m, markdown, mean_std, task_gains, trade_off_figure,
+};
 pub use comparison::{CompareOptions, Comparison, finished_run, run_comparison};
 pub use synthetic_study::{StudyCell, StudyRun, StudyTrend, aggregate, study_figure, study_markdown, trend};

@@ -233,20 +233,25 @@ mod tests {
     #[test]
     fn a_task_reaches_another_tasks_experts_through_its_gate() {
         let device = Device::flex().autodiff();
-        let input = FeatureEmbeddingConfig::new(vec![], 3);
-        let mut model = AdaTtConfig::new(input, 1, vec![4], vec![2], 2).init(&device);
-        let gate = &mut model.levels[0].gates[0];
-        gate.linear.weight = Param::from_tensor(Tensor::zeros([3, 2], &device));
-        gate.linear.bias =
-            Some(Param::from_tensor(Tensor::from_data(TensorData::new(vec![0.0f32, -40.0], [2]), &device)));
-        let dense = Tensor::<2>::random([8, 3], Distribution::Default, &device);
-        let out = model.forward(FeatureBatch::new(None, Some(dense)));
-        let grads = out[0].output.clone().sum().backward();
-        let norm = |bank: &ExpertBank| {
-            bank.first.weight.grad(&grads).map_or(0.0, |g| f64::from(g.abs().sum().into_scalar::<f32>()))
-        };
-        let (own, other) = (norm(&model.levels[0].experts[0]), norm(&model.levels[0].experts[1]));
-        assert!(own > 1e-3, "task 0's own experts learn from it: {own}");
-        assert!(other < 1e-12 * own.max(1.0), "task 1's experts, gated out: {other}");
+        // a 4-unit ReLU expert under a 2-unit tower can start dead (no gradient to pass on): the
+        // first of 8 initialisations whose task-0 path is live shows the gating
+        let live = (0..8).find_map(|_| {
+            let input = FeatureEmbeddingConfig::new(vec![], 3);
+            let mut model = AdaTtConfig::new(input, 1, vec![4], vec![2], 2).init(&device);
+            let gate = &mut model.levels[0].gates[0];
+            gate.linear.weight = Param::from_tensor(Tensor::zeros([3, 2], &device));
+            gate.linear.bias =
+                Some(Param::from_tensor(Tensor::from_data(TensorData::new(vec![0.0f32, -40.0], [2]), &device)));
+            let dense = Tensor::<2>::random([8, 3], Distribution::Default, &device);
+            let out = model.forward(FeatureBatch::new(None, Some(dense)));
+            let grads = out[0].output.clone().sum().backward();
+            let norm = |bank: &ExpertBank| {
+                bank.first.weight.grad(&grads).map_or(0.0, |g| f64::from(g.abs().sum().into_scalar::<f32>()))
+            };
+            let (own, other) = (norm(&model.levels[0].experts[0]), norm(&model.levels[0].experts[1]));
+            (own > 1e-3).then_some((own, other))
+        });
+        let (own, other) = live.expect("task 0's own experts learn from it in one of 8 initialisations");
+        assert!(other < 1e-12 * own.max(1.0), "task 1's experts, gated out: {other} (own {own})");
     }
 }

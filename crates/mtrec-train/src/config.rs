@@ -275,10 +275,26 @@ impl ExperimentConfig {
         progress: f64,
     ) -> Result<ModuleLearningRate, TrainError> {
         let Some(group) = model.text_encoder_parameters() else { return self.learning_rates(schema, model) };
+        self.learning_rates_with(schema, model, Some((group, self.text_encoder_lr_at(progress))))
+    }
+
+    /// A trainable text encoder's learning rate at training progress `p ∈ [0, 1]`: `model.text.lr`
+    /// warmed up linearly over the first `warmup` of the run, decayed linearly to 0 at its end.
+    pub fn text_encoder_lr_at(&self, progress: f64) -> f64 {
         let text = &self.model.text;
         let factor =
             if progress < text.warmup { progress / text.warmup } else { (1.0 - progress) / (1.0 - text.warmup) };
-        self.learning_rates_with(schema, model, Some((group, text.lr * factor.clamp(0.0, 1.0))))
+        text.lr * factor.clamp(0.0, 1.0)
+    }
+
+    /// The learning rates at training progress `p`, by name, as the run's records show them:
+    /// `model` (`train.lr`) and, when the text encoder trains, `text_encoder`.
+    pub fn learning_rate_values_at(&self, progress: f64) -> std::collections::BTreeMap<String, f64> {
+        let mut out = std::collections::BTreeMap::from([("model".to_string(), self.train.lr)]);
+        if self.model.text.trains() {
+            out.insert("text_encoder".into(), self.text_encoder_lr_at(progress));
+        }
+        out
     }
 
     /// Checks the config against the dataset: a `gauc` monitor needs groups, a `cvr_auc` one a

@@ -49,6 +49,8 @@ pub(crate) fn evaluate_sharded<C: MultiTaskModule>(
     let mut conditional: Vec<Option<Vec<f32>>> = vec![None; n_tasks];
     // the labels come with the batches (a streamed split is read once)
     let mut labels: Vec<Vec<f32>> = vec![Vec::with_capacity(table.n_rows()); n_tasks];
+    // gated tasks: the sum over rows of the gate's entropy −Σ w log w, and the rows
+    let mut gate_entropy: Vec<Option<(f64, f64)>> = vec![None; n_tasks];
     let widths = schema.widths();
     let mine = parallel.block(table.n_rows().div_ceil(batch_size));
     // the batches after this rank's block are not read
@@ -67,6 +69,15 @@ pub(crate) fn evaluate_sharded<C: MultiTaskModule>(
             field_groups.extend(ids.iter().skip(f).step_by(width).map(|&id| id as f32));
         }
         for (t, out) in model.forward(batch.features).into_iter().enumerate() {
+            if let Some(w) = out.gate {
+                let rows = w.dims()[0] as f64;
+                // per row on the device, summed in f64 in row order: the same whatever the batch size
+                let per_row = (w.clone() * w.clamp_min(1e-12).log()).sum_dim(1).neg();
+                let per_row = per_row.into_data().try_into_vec::<f32>().expect("f32 gates");
+                let entropy: f64 = per_row.iter().map(|&e| f64::from(e)).sum();
+                let (sum, n) = gate_entropy[t].unwrap_or((0.0, 0.0));
+                gate_entropy[t] = Some((sum + entropy, n + rows));
+            }
             outputs[t].extend(out.output.into_data().try_into_vec::<f32>().expect("f32 outputs"));
             if let Some(c) = out.conditional {
                 let c = c.into_data().try_into_vec::<f32>().expect("f32 outputs");
@@ -85,6 +96,10 @@ pub(crate) fn evaluate_sharded<C: MultiTaskModule>(
         if matches!(fairness, Some(crate::GroupColumn::Categorical(_))) {
             field_groups = parallel.gather_f32(field_groups);
         }
+        // every rank's entropy sums (tasks without a gate, and a rank whose block is empty, add zeros)
+        let mut sums: Vec<f64> = gate_entropy.iter().flat_map(|g| <[f64; 2]>::from(g.unwrap_or((0.0, 0.0)))).collect();
+        parallel.sum_f64(&mut sums);
+        gate_entropy = sums.chunks(2).map(|c| (c[1] > 0.0).then_some((c[0], c[1]))).collect();
     }
     let fairness_groups: Option<Vec<i64>> = match fairness {
         Some(crate::GroupColumn::Task(g)) => Some(labels[g].iter().map(|&v| v.round() as i64).collect()),
@@ -122,6 +137,10 @@ pub(crate) fn evaluate_sharded<C: MultiTaskModule>(
                 task.kind == TaskKind::Binary && !task.adversarial && fairness != Some(crate::GroupColumn::Task(t));
             if let Some(g) = fairness_groups.as_ref().filter(|_| judged) {
                 metrics.extend(crate::fairness_metrics(&out, &y, &subset(g, 1, rows)));
+            }
+            // over every row of the split (the gate does not depend on the label)
+            if let Some((sum, n)) = gate_entropy[t].filter(|&(_, n)| n > 0.0) {
+                metrics.insert("gate_entropy".into(), sum / n);
             }
             if schema.funnel && t > 0 && !task.adversarial {
                 let scores = subset(conditional[t].as_deref().unwrap_or(&outputs[t]), 1, rows);

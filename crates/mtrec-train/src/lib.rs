@@ -71,12 +71,14 @@ mod mpi_collective;
 mod parity;
 mod plots;
 mod registry;
+mod report;
 mod restore;
 mod run_dir;
 mod run_loading;
 mod safetensors;
 mod sparse_optimizer;
 mod step;
+mod tensorboard;
 mod text;
 mod train_config;
 mod trainer;
@@ -105,14 +107,16 @@ pub use mpi_collective::MpiCollective;
 pub use parity::{ParityReport, check_parity};
 pub use plots::{Figure, Panel, PanelKind, Series, plot_run, read_epochs, run_figures, save_run_figures};
 pub use registry::{BalancerConstructor, Registry};
+pub use report::{Report, run_page, run_report};
 pub use run_dir::{
-    DataParallelStats, EmbeddingTableUse, EpochRecord, PREPROCESSING_FILE, RunDirectory, Summary,
+    DataParallelStats, EmbeddingTableUse, EpochRecord, PREPROCESSING_FILE, PairConflict, RunDirectory, Summary,
     WithinEpochValidation, read_preprocessing,
 };
 pub use run_loading::{RunData, evaluate_run, load_run, load_run_reading, load_run_with};
 pub use safetensors::{safetensors_bytes, save_safetensors, tensors_to_safetensors};
 pub use sparse_optimizer::{SparseGradients, SparseRowOptimizer, SparseRule, TableGradient};
 pub use step::{Optimizers, train_step};
+pub use tensorboard::{EventWriter, ScalarEvent, epoch_scalars, event_files, read_scalars, write_epoch};
 pub use text::{open_text_encoder, open_text_input};
 pub use train_config::{EarlyStoppingConfig, TrainConfig};
 pub use trainer::Trainer;

@@ -39,6 +39,9 @@ pub enum PanelKind {
     /// Points (a marker each, joined by a thin line within a series) over a numeric x axis: a
     /// scatter, e.g. a trade-off front.
     Points(Vec<Series>),
+    /// Points alone (a marker each, nothing joined): a scatter of unordered observations, e.g. a
+    /// study's objective against a parameter.
+    Scatter(Vec<Series>),
     /// Grouped bars: `groups[g] = (label, values)`, one bar per value at x = 0, 1, … (the
     /// `x` categories), one colour per group.
     Bars {
@@ -88,6 +91,19 @@ impl Figure {
         (PANEL.0 * cols as u32, PANEL.1 * rows as u32)
     }
 
+    /// The figure as an SVG document (what [`Self::save`] writes), for pages that inline it.
+    pub fn to_svg(&self) -> Result<String, TrainError> {
+        register_font();
+        let mut svg = String::new();
+        {
+            let root = SVGBackend::with_string(&mut svg, self.size()).into_drawing_area();
+            let fail = |e: &dyn std::fmt::Display| TrainError::Config(format!("drawing a figure: {e}"));
+            self.draw(&root).map_err(|e| fail(&e))?;
+            root.present().map_err(|e| fail(&e))?;
+        }
+        Ok(svg)
+    }
+
     /// Writes `<stem>.svg` (and `<stem>.png` with the `png` feature); returns their paths.
     pub fn save(&self, stem: &Path) -> Result<Vec<PathBuf>, TrainError> {
         register_font();
@@ -121,8 +137,9 @@ impl Figure {
         let areas = root.split_evenly((n.div_ceil(COLUMNS), n.min(COLUMNS)));
         for (panel, area) in self.panels.iter().zip(areas) {
             match &panel.kind {
-                PanelKind::Lines(series) => draw_lines(&area, panel, series, false)?,
-                PanelKind::Points(series) => draw_lines(&area, panel, series, true)?,
+                PanelKind::Lines(series) => draw_lines(&area, panel, series, Marks::Line)?,
+                PanelKind::Points(series) => draw_lines(&area, panel, series, Marks::JoinedPoints)?,
+                PanelKind::Scatter(series) => draw_lines(&area, panel, series, Marks::Points)?,
                 PanelKind::Bars { categories, groups } => draw_bars(&area, panel, categories, groups)?,
             }
         }
@@ -143,15 +160,24 @@ fn padded(lo: f64, hi: f64) -> (f64, f64) {
     (lo - 0.05 * span, hi + 0.05 * span)
 }
 
+/// How a series is drawn.
+#[derive(Clone, Copy, PartialEq)]
+enum Marks {
+    Line,
+    JoinedPoints,
+    Points,
+}
+
 fn draw_lines<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     panel: &Panel,
     series: &[Series],
-    markers: bool,
+    marks: Marks,
 ) -> Result<(), Box<dyn std::error::Error>>
 where
     DB::ErrorType: 'static,
 {
+    let markers = marks != Marks::Line;
     let finite: Vec<(f64, f64)> =
         series.iter().flat_map(|s| s.points.iter().copied()).filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
     let (x0, x1) = finite.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.0), b.max(p.0)));
@@ -179,7 +205,9 @@ where
         let points: Vec<(f64, f64)> =
             s.points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
         if markers {
-            chart.draw_series(LineSeries::new(points.clone(), colour.stroke_width(1)))?;
+            if marks == Marks::JoinedPoints {
+                chart.draw_series(LineSeries::new(points.clone(), colour.stroke_width(1)))?;
+            }
             chart
                 .draw_series(points.iter().map(|&p| Circle::new(p, 5, colour.filled())))?
                 .label(s.label.as_str())
@@ -343,6 +371,35 @@ pub fn run_figures(records: &[EpochRecord], metric: &str, summary: Option<&Summa
             per_task(records, |r, t| r.task_gradient_norms.as_ref().and_then(|g| g.get(t)).copied()),
         ));
     }
+    if records.iter().any(|r| r.task_gradient_cosines.is_some()) {
+        // each task pair's mean cosine at the shared parameters, and its share of steps in conflict
+        let per_pair = |value: &dyn Fn(&EpochRecord) -> Option<&BTreeMap<String, f64>>| -> Vec<Series> {
+            let pairs: Vec<String> =
+                records.iter().find_map(value).map(|c| c.keys().cloned().collect()).unwrap_or_default();
+            pairs
+                .iter()
+                .map(|pair| Series {
+                    label: pair.clone(),
+                    points: records
+                        .iter()
+                        .filter_map(|r| value(r).and_then(|c| c.get(pair)).map(|v| (r.epoch as f64, *v)))
+                        .collect(),
+                })
+                .collect()
+        };
+        weights.push(lines(
+            "gradient cosine at the shared parameters",
+            "mean cosine",
+            per_pair(&|r| r.task_gradient_cosines.as_ref()),
+        ));
+        if records.iter().any(|r| r.task_gradient_conflicts.is_some()) {
+            weights.push(lines(
+                "steps in conflict (cosine < 0)",
+                "fraction of steps",
+                per_pair(&|r| r.task_gradient_conflicts.as_ref()),
+            ));
+        }
+    }
     figures.insert("task_weights".to_string(), Figure { panels: weights });
     if let Some(summary) = summary.filter(|s| !s.expert_utilisation.is_empty()) {
         let experts = summary.expert_utilisation.values().map(|u| u.mean_weight.len()).max().unwrap_or(0);
@@ -408,6 +465,8 @@ mod tests {
             task_weights: BTreeMap::from([("ctr".into(), weights[0]), ("cvr".into(), weights[1])]),
             task_gradient_norms: None,
             task_gradient_cosines: None,
+            task_gradient_conflicts: None,
+            learning_rates: BTreeMap::new(),
             monitor: 0.0,
             best: false,
             within_epoch: Vec::new(),

@@ -30,6 +30,14 @@ pub struct EpochRecord {
     /// tasks' gradients at the shared tensors over the epoch, keyed `"a~b"` (negative: conflict).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_gradient_cosines: Option<BTreeMap<String, f64>>,
+    /// With the cosines: the fraction of the epoch's steps on which a pair's cosine was negative
+    /// (the tasks pulled the shared parameters apart), keyed `"a~b"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_gradient_conflicts: Option<BTreeMap<String, f64>>,
+    /// The learning rates at the end of the epoch: `model` (`train.lr`) and, for a trainable text
+    /// encoder, `text_encoder` (`model.text.lr` after its warm-up and decay).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub learning_rates: BTreeMap<String, f64>,
     /// The monitored validation value.
     pub monitor: f64,
     /// Whether this epoch is the best so far.
@@ -103,6 +111,11 @@ pub struct Summary {
     /// representation the towers read, predicts the task's target (see [`crate::adversarial_probe`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub adversarial_probe: BTreeMap<String, crate::ProbeResult>,
+    /// Gradient-combining balancers: for each task pair (`"a~b"`), how the two tasks' gradients at
+    /// the shared tensors related over the whole run — negative transfer shows as a negative mean
+    /// cosine and a large share of steps in conflict.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub gradient_conflict: BTreeMap<String, PairConflict>,
     /// Data-parallel runs: the ranks and the time their collective operations took.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_parallel: Option<DataParallelStats>,
@@ -112,6 +125,36 @@ pub struct Summary {
     /// Warnings the run raised that a reader of the results must see (a dead adversarial head).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+}
+
+/// How two tasks' gradients at the shared tensors related over a run (the epochs' means, each
+/// epoch weighing alike).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PairConflict {
+    /// Mean cosine between the two gradients.
+    pub mean_cosine: f64,
+    /// Fraction of the steps on which the cosine was negative.
+    pub conflict_fraction: f64,
+}
+
+impl PairConflict {
+    /// Over `records`' per-epoch cosines and conflict fractions (epochs without them left out).
+    pub fn of_run(records: &[EpochRecord]) -> BTreeMap<String, PairConflict> {
+        let mut sums: BTreeMap<String, (f64, f64, usize)> = BTreeMap::new();
+        for r in records {
+            let (Some(cos), Some(conflicts)) = (&r.task_gradient_cosines, &r.task_gradient_conflicts) else { continue };
+            for (pair, c) in cos {
+                let Some(f) = conflicts.get(pair).filter(|f| f.is_finite() && c.is_finite()) else { continue };
+                let e = sums.entry(pair.clone()).or_insert((0.0, 0.0, 0));
+                *e = (e.0 + c, e.1 + f, e.2 + 1);
+            }
+        }
+        sums.into_iter()
+            .map(|(pair, (c, f, n))| {
+                (pair, PairConflict { mean_cosine: c / n as f64, conflict_fraction: f / n as f64 })
+            })
+            .collect()
+    }
 }
 
 /// An id table of a run and the optimizer that updated it.
@@ -348,5 +391,44 @@ impl RunDirectory {
     /// Writes `summary.json`.
     pub fn write_summary(&self, summary: &Summary) -> Result<(), TrainError> {
         self.write("summary.json", serde_json::to_string_pretty(summary).expect("summaries serialise").as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(epoch: usize, cosine: Option<f64>, conflict: Option<f64>) -> EpochRecord {
+        let pair = |v: Option<f64>| v.map(|v| BTreeMap::from([("a~b".to_string(), v)]));
+        EpochRecord {
+            epoch,
+            train_loss: BTreeMap::new(),
+            valid: BTreeMap::new(),
+            task_weights: BTreeMap::new(),
+            task_gradient_norms: None,
+            task_gradient_cosines: pair(cosine),
+            task_gradient_conflicts: pair(conflict),
+            learning_rates: BTreeMap::new(),
+            monitor: 0.0,
+            best: false,
+            within_epoch: Vec::new(),
+            seconds: 0.0,
+            samples_per_sec: 0.0,
+        }
+    }
+
+    /// Epoch means (−0.2, 0.4, —, NaN) and conflict fractions (0.6, 0.1, —, 0.5): the run's are the
+    /// means over the two epochs that have both, −0.2+0.4 / 2 = 0.1 and 0.6+0.1 / 2 = 0.35.
+    #[test]
+    fn pair_conflict_of_a_run_by_hand() {
+        let records = [
+            record(1, Some(-0.2), Some(0.6)),
+            record(2, Some(0.4), Some(0.1)),
+            record(3, None, None),
+            record(4, Some(f64::NAN), Some(0.5)),
+        ];
+        let c = &PairConflict::of_run(&records)["a~b"];
+        assert!((c.mean_cosine - 0.1).abs() < 1e-12 && (c.conflict_fraction - 0.35).abs() < 1e-12, "{c:?}");
+        assert!(PairConflict::of_run(&records[2..3]).is_empty());
     }
 }

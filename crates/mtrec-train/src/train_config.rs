@@ -30,6 +30,14 @@ pub struct TrainConfig {
     /// (as fine-tuning recipes select the best half-epoch); early stopping's patience then counts
     /// validations, and a run that runs out of patience stops at the end of that epoch.
     pub evals_per_epoch: usize,
+    /// TensorBoard: every this many optimisation steps, the run's event file gets `step/…` scalars
+    /// (each task's batch loss and weight, samples/s) at the global step (default 50; 0: the
+    /// epoch scalars only).
+    pub log_every_steps: usize,
+    /// Whether the selected model is evaluated on the test split at the end (default true). A
+    /// tuner's trials set it false: `summary.json` then has no test metrics, and only the model the
+    /// study selects on validation is evaluated on test (`cargo xtask tune`).
+    pub evaluate_test: bool,
     /// Model selection on the validation split.
     pub early_stopping: EarlyStoppingConfig,
 }
@@ -45,6 +53,8 @@ impl Default for TrainConfig {
             adam_epsilon: 1e-8,
             sparse_optimizer: crate::SparseRule::LazyAdam,
             evals_per_epoch: 1,
+            log_every_steps: 50,
+            evaluate_test: true,
             early_stopping: EarlyStoppingConfig::default(),
         }
     }

@@ -103,6 +103,8 @@ struct LoopState<C: MultiTaskModule> {
     /// replays the logged epochs into them).
     dead_heads: crate::DeadHeadDetector,
     warnings: Vec<String>,
+    /// The run's TensorBoard event file (rank 0 of a run with a folder).
+    events: Option<crate::EventWriter>,
 }
 
 impl<'a, S: SplitRows> Trainer<'a, S, NoCustom> {
@@ -217,6 +219,16 @@ impl<'a, S: SplitRows, C: MultiTaskModule> Trainer<'a, S, C> {
         }
         if let Some(dir) = self.writer() {
             dir.write_config_with_notes(cfg, &notes)?;
+            // a new event file holds the run's history: a resumed run rewrites its kept epochs (the
+            // step scalars before the resume go), a rerun into the folder starts over
+            for old in crate::event_files(dir.path())? {
+                std::fs::remove_file(&old).map_err(|source| TrainError::Io { path: old.clone(), source })?;
+            }
+            let mut events = crate::EventWriter::create(dir.path())?;
+            for record in &state.records {
+                crate::write_epoch(&mut events, record)?;
+            }
+            state.events = Some(events);
         }
         // every rank starts from rank 0's parameters
         let mut model = self.parallel.broadcast_parameters(model);
@@ -266,6 +278,8 @@ impl<'a, S: SplitRows, C: MultiTaskModule> Trainer<'a, S, C> {
                 task_weights: by_task(schema, &state.balancer.task_weights()),
                 task_gradient_norms: state.balancer.task_gradient_norms().map(|g| by_task(schema, &g)),
                 task_gradient_cosines: state.balancer.task_gradient_cosines().map(|c| by_task_pair(schema, &c)),
+                task_gradient_conflicts: state.balancer.task_gradient_conflicts().map(|c| by_task_pair(schema, &c)),
+                learning_rates: cfg.learning_rate_values_at(epoch as f64 / cfg.train.epochs as f64),
                 monitor,
                 best: improved,
                 within_epoch,
@@ -274,6 +288,9 @@ impl<'a, S: SplitRows, C: MultiTaskModule> Trainer<'a, S, C> {
             };
             if self.prints() {
                 println!("{}", epoch_line(&record, cfg.train.epochs, &cfg.train.early_stopping.metric));
+            }
+            if let Some(events) = state.events.as_mut() {
+                crate::write_epoch(events, &record)?;
             }
             self.save_epoch(&record, &model, &state, &config_toml, start)?;
             state.records.push(record);
@@ -405,6 +422,7 @@ impl<'a, S: SplitRows, C: MultiTaskModule> Trainer<'a, S, C> {
             done: 0,
             dead_heads: self.dead_head_detector()?,
             warnings: Vec::new(),
+            events: None,
         };
         if !self.resume {
             return Ok((model, state));
@@ -466,6 +484,8 @@ impl<'a, S: SplitRows, C: MultiTaskModule> Trainer<'a, S, C> {
         // the validations within the epoch: after batch ⌈j·n/k⌉, j = 1..k (the k-th is the end's)
         let within_points: Vec<usize> = (1..k).map(|j| (j * n_batches).div_ceil(k)).collect();
         let (mut within_epoch, mut validating) = (Vec::new(), Duration::ZERO);
+        // the last step scalars: when, after which batch, the validating time by then
+        let mut logged = (Instant::now(), 0usize, Duration::ZERO);
         for (b, batch) in ds.train.stream(schema.widths(), cfg.train.batch_size, order, &ad).enumerate() {
             let batch = batch?;
             let progress = ((epoch - 1) * n_batches + b) as f64 / all_steps;
@@ -485,6 +505,27 @@ impl<'a, S: SplitRows, C: MultiTaskModule> Trainer<'a, S, C> {
             )?;
             model = crate::adversary_steps(model, &mut state.optim, &batch, &kinds, &lr, parallel, m.adversary_steps);
             let step = (epoch - 1) * n_batches + b + 1;
+            let every = cfg.train.log_every_steps;
+            if let Some(events) = state.events.as_mut().filter(|_| every > 0 && step.is_multiple_of(every)) {
+                let seconds = (logged.0.elapsed() - (validating - logged.2)).as_secs_f64();
+                let rows_since = (b + 1 - logged.1) * cfg.train.batch_size;
+                logged = (Instant::now(), b + 1, validating);
+                let tasks = schema.tasks.iter().map(|t| t.name.as_str());
+                let losses: Vec<(String, f64)> = tasks
+                    .clone()
+                    .zip(&task_losses)
+                    .enumerate()
+                    .filter(|&(t, _)| batch.task_rows(t) > 0) // a task labelled on no row of the batch
+                    .map(|(_, (t, l))| {
+                        (format!("step/loss/{t}"), l.clone().without_autodiff().into_scalar::<f32>() as f64)
+                    })
+                    .collect();
+                let weights =
+                    tasks.zip(state.balancer.task_weights()).map(|(t, w)| (format!("step/task_weight/{t}"), w));
+                let mut scalars: Vec<(String, f64)> = losses.into_iter().chain(weights).collect();
+                scalars.push(("step/samples_per_sec".into(), rows_since as f64 / seconds.max(1e-9)));
+                events.scalars(step as i64, scalars.iter().map(|(t, v)| (t.as_str(), *v)))?;
+            }
             if m.erasure_refit_steps > 0 && step.is_multiple_of(m.erasure_refit_steps) {
                 self.refit_erasers(&mut model)?;
             }
@@ -601,7 +642,8 @@ impl<'a, S: SplitRows, C: MultiTaskModule> Trainer<'a, S, C> {
                 (m, v)
             }
         };
-        let test = self.evaluate(&best_model, Split::Test)?;
+        // `train.evaluate_test = false` (a tuner's trials): the test split stays unseen
+        let test = if cfg.train.evaluate_test { self.evaluate(&best_model, Split::Test)? } else { Vec::new() };
         let communication = state.steps_communication.as_secs_f64();
         let data_parallel = (self.parallel.size() > 1).then(|| DataParallelStats {
             ranks: self.parallel.size(),
@@ -631,6 +673,7 @@ impl<'a, S: SplitRows, C: MultiTaskModule> Trainer<'a, S, C> {
             test: by_task(schema, &test),
             expert_utilisation: utilisation,
             adversarial_probe: probe,
+            gradient_conflict: crate::PairConflict::of_run(&records),
             data_parallel,
             embedding_tables: crate::EmbeddingTableUse::of(cfg, &ds.schema),
             warnings: state.warnings,
@@ -641,6 +684,9 @@ impl<'a, S: SplitRows, C: MultiTaskModule> Trainer<'a, S, C> {
             let metric = &cfg.train.early_stopping.metric;
             if let Err(e) = crate::save_run_figures(dir.path(), &records, metric, Some(&summary)) {
                 tracing::warn!("plots of {}: {e}", dir.path().display());
+            }
+            if let Err(e) = crate::run_report(dir.path()) {
+                tracing::warn!("report.html of {}: {e}", dir.path().display());
             }
         }
         Ok((summary, records, best_model))

@@ -135,6 +135,15 @@ fn a_resumed_run_ends_as_the_uninterrupted_run() {
         }
         assert_same(&untimed_summary(&summary_a), &untimed_summary(&summary_b), &format!("{method:?} summary"));
         assert_same(&records_on_disk(&a), &records_on_disk(&b), &format!("{method:?}: metrics.jsonl"));
+        // the resumed run's TensorBoard file holds each epoch once, as metrics.jsonl has it (the
+        // interrupted run's file is replaced by one rewritten from the kept records)
+        let files = mtrec_train::event_files(&b).unwrap();
+        assert_eq!(files.len(), 1, "{method:?}: {files:?}");
+        let read: Vec<_> = mtrec_train::read_scalars(&files[0]).unwrap();
+        let losses: Vec<(i64, f32)> =
+            read.iter().filter(|s| s.tag == "train_loss/task1").map(|s| (s.step, s.value)).collect();
+        let want: Vec<(i64, f32)> = records_b.iter().map(|r| (r.epoch as i64, r.train_loss["task1"] as f32)).collect();
+        assert_eq!(losses, want, "{method:?}");
         // the weights moved, so the comparison above compared the balancer's state
         let w = &records_b[5].task_weights;
         assert!((w["task1"] - w["task2"]).abs() > 1e-6, "{method:?}: {w:?}");
