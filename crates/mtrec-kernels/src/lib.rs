@@ -35,6 +35,7 @@
 #![deny(missing_docs)]
 
 mod adam;
+mod denormals;
 mod dense_relu;
 mod dropout;
 mod embedding_rows;
@@ -45,6 +46,7 @@ mod simd;
 mod switch;
 
 pub use adam::FusedAdamBackend;
+pub use denormals::{flush_denormals, flush_denormals_on_this_thread};
 pub use dense_relu::{FusedDenseBackend, dense_relu, linear_relu, plain_dense_relu};
 pub use dropout::{DropoutBackend, dropout};
 pub use embedding_rows::{EmbeddingRowsBackend, embedding_rows, weight_rows};

@@ -210,6 +210,8 @@ impl<'a, S: SplitRows, C: MultiTaskModule> Trainer<'a, S, C> {
         let monitored = cfg.train.early_stopping.monitored_tasks(schema)?;
         cfg.check_dataset(self.dataset)?;
         self.check_data_parallel()?;
+        // Adam's moments of parameters without gradient decay into subnormals, ~100× slower on x86
+        mtrec_kernels::flush_denormals();
         let start = Instant::now();
         let (model, mut state) = self.start()?;
         let tables = crate::EmbeddingTableUse::of(cfg, schema);

@@ -42,6 +42,17 @@ fn budgets(records: &[TrialRecord]) -> Vec<usize> {
     b
 }
 
+/// A logged value as the table shows it: floats to 4 significant digits (the CSV keeps them whole).
+fn short(text: &str) -> String {
+    match text.parse::<f64>() {
+        Ok(v) if text.contains('.') && v != 0.0 && v.is_finite() => {
+            let scale = 10f64.powi(3 - v.abs().log10().floor() as i32);
+            format!("{}", (v * scale).round() / scale)
+        }
+        _ => text.to_string(),
+    }
+}
+
 /// The trials as a Markdown table: number, point, the objective after each budget, status; the
 /// best trial (`best`) marked.
 pub fn trials_markdown(space: &SearchSpace, records: &[TrialRecord], best: Option<usize>) -> String {
@@ -62,7 +73,7 @@ pub fn trials_markdown(space: &SearchSpace, records: &[TrialRecord], best: Optio
     for row in rows(records) {
         out += &format!("| {}{} |", row.trial, if Some(row.trial) == best { " (best)" } else { "" });
         for (_, v) in row.point {
-            out += &format!(" {v} |");
+            out += &format!(" {} |", short(v));
         }
         for b in &budgets {
             out += &match row.values.get(b) {
@@ -198,6 +209,10 @@ mod tests {
         let md = trials_markdown(&space(), &records, Some(0));
         assert!(md.contains("| trial | train.lr | model.expert_hidden | 1 ep. | 3 ep. | status |"), "{md}");
         assert!(md.contains("| 0 (best) | 0.001 | [16] | 0.9000 | 0.9500 |  |"), "{md}");
+        assert_eq!(
+            (short("0.0037710251107640823"), short("0.05293588"), short("16"), short("0.0")),
+            ("0.003771".into(), "0.05294".into(), "16".into(), "0.0".into())
+        );
         assert!(md.contains("| 1 | 0.01 | [32] | 0.8000 | |  |"), "{md}");
         assert!(md.contains("| 2 | 0.0001 | [16] | failed | | failed: diverged / at epoch 2 |"), "{md}");
         let csv = trials_csv(&space(), &records);
