@@ -284,18 +284,9 @@ mod tests {
     fn compare_figure_averages_seeds_over_the_common_epochs() {
         let record = |epoch: usize, auc: f64| EpochRecord {
             epoch,
-            train_loss: BTreeMap::new(),
             valid: BTreeMap::from([("ctr".to_string(), BTreeMap::from([("auc".to_string(), auc)]))]),
-            task_weights: BTreeMap::new(),
-            task_gradient_norms: None,
-            task_gradient_cosines: None,
-            task_gradient_conflicts: None,
-            learning_rates: BTreeMap::new(),
             monitor: auc,
-            best: false,
-            within_epoch: Vec::new(),
-            seconds: 0.0,
-            samples_per_sec: 0.0,
+            ..Default::default()
         };
         let runs = vec![(
             "mmoe".to_string(),

@@ -463,15 +463,7 @@ mod tests {
             train_loss: BTreeMap::from([("ctr".into(), loss[0]), ("cvr".into(), loss[1])]),
             valid: BTreeMap::from([("ctr".into(), metrics(0.6 + 0.01 * epoch as f64)), ("cvr".into(), metrics(0.7))]),
             task_weights: BTreeMap::from([("ctr".into(), weights[0]), ("cvr".into(), weights[1])]),
-            task_gradient_norms: None,
-            task_gradient_cosines: None,
-            task_gradient_conflicts: None,
-            learning_rates: BTreeMap::new(),
-            monitor: 0.0,
-            best: false,
-            within_epoch: Vec::new(),
-            seconds: 0.0,
-            samples_per_sec: 0.0,
+            ..Default::default()
         }
     }
 

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::{ExperimentConfig, TaskMetrics, TrainError};
 
 /// One line of `metrics.jsonl`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EpochRecord {
     /// 1-based epoch.
     pub epoch: usize,
@@ -402,18 +402,9 @@ mod tests {
         let pair = |v: Option<f64>| v.map(|v| BTreeMap::from([("a~b".to_string(), v)]));
         EpochRecord {
             epoch,
-            train_loss: BTreeMap::new(),
-            valid: BTreeMap::new(),
-            task_weights: BTreeMap::new(),
-            task_gradient_norms: None,
             task_gradient_cosines: pair(cosine),
             task_gradient_conflicts: pair(conflict),
-            learning_rates: BTreeMap::new(),
-            monitor: 0.0,
-            best: false,
-            within_epoch: Vec::new(),
-            seconds: 0.0,
-            samples_per_sec: 0.0,
+            ..Default::default()
         }
     }
 
