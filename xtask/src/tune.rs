@@ -316,15 +316,11 @@ fn run_optuna(
             for (i, &epochs) in budgets.iter().enumerate() {
                 // a trial of a killed study handed out again: the budgets its log holds are read
                 let logged = log.finished(number, epochs).filter(|r| r.point == point_strings(&point));
-                let (value, error) = match logged.map(|r| r.value) {
-                    Some(v) => (v, None),
-                    None => match runner.train(number, &point, epochs) {
-                        Ok(v) if v.is_finite() => (Some(v), None),
-                        Ok(v) => (None, Some(format!("objective {v}"))),
-                        Err(e) => (None, Some(e)),
-                    },
+                let mut record = match logged {
+                    Some(r) => r.clone(),
+                    None => TrialRecord::trained(number, &point, epochs, runner.train(number, &point, epochs)),
                 };
-                let last = i + 1 == budgets.len();
+                let (value, last) = (record.value, i + 1 == budgets.len());
                 let prune = match value {
                     Some(v) if !last => bridge.request(json!({
                         "op": "report", "number": number, "step": epochs, "value": v, "logged": logged.is_some()
@@ -333,8 +329,7 @@ fn run_optuna(
                         .unwrap_or(false),
                     _ => false,
                 };
-                let record =
-                    TrialRecord { trial: number, point: point_strings(&point), epochs, value, error, pruned: prune };
+                record.pruned = prune;
                 if logged.is_none() || prune {
                     log.append(&record)?;
                     records.lock().unwrap_or_else(|e| e.into_inner()).push(record);
@@ -467,8 +462,8 @@ pub fn run(args: TuneArgs) -> anyhow::Result<()> {
     std::fs::write(out.join("best.toml"), best_config.to_toml())?;
     let data_sets: Vec<String> = args.data_dir.iter().map(|d| crate::data_dir_override(d)).collect();
     let (_, data, test) = evaluate_run(&dir, Split::Test, &data_sets, None)?;
-    let test: serde_json::Map<String, serde_json::Value> =
-        data.schema().tasks.iter().zip(&test).map(|(t, m)| (t.name.clone(), json!(m))).collect();
+    let test: std::collections::BTreeMap<String, mtrec_train::TaskMetrics> =
+        data.schema().tasks.iter().map(|t| t.name.clone()).zip(test).collect();
     let summary = json!({
         "trial": best.trial,
         "point": best.point.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
@@ -494,25 +489,7 @@ pub fn run(args: TuneArgs) -> anyhow::Result<()> {
     ));
     let point: Vec<Vec<String>> = best.point.iter().map(|(k, v)| vec![k.clone(), v.clone()]).collect();
     page.table(&["key".into(), "value".into()], &point);
-    let mut metric_names: Vec<String> = Vec::new();
-    for m in test.values().filter_map(|m| m.as_object()) {
-        for k in m.keys() {
-            if !metric_names.contains(k) {
-                metric_names.push(k.clone());
-            }
-        }
-    }
-    let rows: Vec<Vec<String>> = test
-        .iter()
-        .map(|(task, m)| {
-            let mut row = vec![task.clone()];
-            row.extend(metric_names.iter().map(|n| m[n].as_f64().map_or("–".into(), |v| format!("{v:.4}"))));
-            row
-        })
-        .collect();
-    let mut header = vec!["task".to_string()];
-    header.extend(metric_names);
-    page.table(&header, &rows);
+    page.metrics(&test);
     page.heading("Trials").markdown(&trials_markdown(&space, &records, Some(best.trial)));
     page.heading("The objective against each parameter");
     page.figure("Each trial's objective at the largest budget it reached.", &figure)?;
@@ -520,7 +497,7 @@ pub fn run(args: TuneArgs) -> anyhow::Result<()> {
     page.write(&out.join("report.html"))?;
     println!("best: trial {} at {} epochs, {objective} {:.4}", best.trial, best.epochs, best.value.unwrap_or(f64::NAN));
     for (task, m) in &test {
-        println!("  test {task}: {m}");
+        println!("  test {task}: {}", json!(m));
     }
     let figures: Vec<String> = figures.iter().map(|f| f.display().to_string()).collect();
     println!(

@@ -72,8 +72,8 @@ pub(crate) fn evaluate_sharded<C: MultiTaskModule>(
             if let Some(w) = out.gate {
                 let rows = w.dims()[0] as f64;
                 // per row on the device, summed in f64 in row order: the same whatever the batch size
-                let per_row = (w.clone() * w.clamp_min(1e-12).log()).sum_dim(1).neg();
-                let per_row = per_row.into_data().try_into_vec::<f32>().expect("f32 gates");
+                let per_row =
+                    crate::utilisation::gate_entropies(w).into_data().try_into_vec::<f32>().expect("f32 gates");
                 let entropy: f64 = per_row.iter().map(|&e| f64::from(e)).sum();
                 let (sum, n) = gate_entropy[t].unwrap_or((0.0, 0.0));
                 gate_entropy[t] = Some((sum + entropy, n + rows));

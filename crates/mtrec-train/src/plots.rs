@@ -445,8 +445,13 @@ pub fn save_run_figures(
     metric: &str,
     summary: Option<&Summary>,
 ) -> Result<Vec<PathBuf>, TrainError> {
+    save_figures(dir, &run_figures(records, metric, summary))
+}
+
+/// Writes each figure as `dir/<name>.svg` (and `.png` with the `png` feature); returns the files.
+pub fn save_figures(dir: &Path, figures: &BTreeMap<String, Figure>) -> Result<Vec<PathBuf>, TrainError> {
     let mut written = Vec::new();
-    for (name, figure) in run_figures(records, metric, summary) {
+    for (name, figure) in figures {
         written.extend(figure.save(&dir.join(name))?);
     }
     Ok(written)

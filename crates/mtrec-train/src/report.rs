@@ -9,7 +9,10 @@
 //! the `<body>` with what rendered (`data-rendered`: figures drawn with a size, tables) — what the
 //! browser check of `.ci/run` reads.
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
 use crate::{EpochRecord, Figure, Summary, TrainError};
 
@@ -115,6 +118,12 @@ impl Report {
         Ok(self)
     }
 
+    /// A table of every task's metrics of one split: a row a task, a column a metric name.
+    pub fn metrics(&mut self, metrics: &BTreeMap<String, crate::TaskMetrics>) -> &mut Self {
+        let (header, rows) = metric_rows(metrics);
+        self.table(&header, &rows)
+    }
+
     /// Preformatted text (a config, a log).
     pub fn code(&mut self, text: &str) -> &mut Self {
         self.body += &format!("<pre>{}</pre>\n", escape(text));
@@ -142,7 +151,7 @@ fn number(v: f64) -> String {
 }
 
 /// Every task's metrics of one split as table rows: task, then each metric name's value.
-fn metric_rows(metrics: &std::collections::BTreeMap<String, crate::TaskMetrics>) -> (Vec<String>, Vec<Vec<String>>) {
+fn metric_rows(metrics: &BTreeMap<String, crate::TaskMetrics>) -> (Vec<String>, Vec<Vec<String>>) {
     let mut names: Vec<String> = Vec::new();
     for m in metrics.values() {
         for k in m.keys() {
@@ -164,13 +173,13 @@ fn metric_rows(metrics: &std::collections::BTreeMap<String, crate::TaskMetrics>)
     (header, rows)
 }
 
-/// A run's page from its records, summary and resolved config.
+/// A run's page from its records, summary, figures ([`crate::run_figures`]) and resolved config.
 pub fn run_page(
     name: &str,
     records: &[EpochRecord],
     summary: &Summary,
+    figures: &BTreeMap<String, Figure>,
     config: &str,
-    metric: &str,
 ) -> Result<Report, TrainError> {
     let mut page = Report::new(&format!("mtrec run: {name}"));
     page.heading("Summary");
@@ -197,9 +206,7 @@ pub fn run_page(
         if metrics.is_empty() {
             continue;
         }
-        page.heading(split);
-        let (header, rows) = metric_rows(metrics);
-        page.table(&header, &rows);
+        page.heading(split).metrics(metrics);
     }
     if !summary.gradient_conflict.is_empty() {
         page.heading("Gradient conflict at the shared parameters");
@@ -237,7 +244,6 @@ pub fn run_page(
         ("task_weights", "Task weights per epoch; gradient norms, cosines and conflicts for gradient balancers."),
         ("gate_utilisation", "Mean gate weight per expert and task (validation, selected model)."),
     ];
-    let figures = crate::run_figures(records, metric, Some(summary));
     page.heading("Figures");
     for (key, caption) in captions {
         if let Some(f) = figures.get(key) {
@@ -269,18 +275,30 @@ pub fn run_page(
 
 /// Writes `report.html` for the run folder `dir` from its files; returns its path.
 pub fn run_report(dir: &Path) -> Result<PathBuf, TrainError> {
-    let read = |name: &str| {
-        let path = dir.join(name);
-        std::fs::read_to_string(&path).map_err(|source| TrainError::Io { path, source })
-    };
-    let summary: Summary = serde_json::from_str(&read("summary.json")?)
-        .map_err(|e| TrainError::Config(format!("{}: {e}", dir.join("summary.json").display())))?;
-    let config = read("config.toml")?;
+    let path = dir.join("summary.json");
+    let text = std::fs::read_to_string(&path).map_err(|source| TrainError::Io { path: path.clone(), source })?;
+    let summary: Summary =
+        serde_json::from_str(&text).map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))?;
     let metric = crate::ExperimentConfig::from_file(&dir.join("config.toml"), &[])
         .map(|c| c.train.early_stopping.metric)
         .unwrap_or_else(|_| "auc".into());
     let records = crate::read_epochs(dir)?;
-    let page = run_page(&summary.name, &records, &summary, &config, &metric)?;
+    let figures = crate::run_figures(&records, &metric, Some(&summary));
+    write_run_report(dir, &records, &summary, &figures)
+}
+
+/// Writes `report.html` into the run folder `dir` from a run's records, summary and figures in
+/// memory (the trainer's, which draws the figures once for their files and the page) and the
+/// folder's `config.toml`; returns its path.
+pub fn write_run_report(
+    dir: &Path,
+    records: &[EpochRecord],
+    summary: &Summary,
+    figures: &BTreeMap<String, Figure>,
+) -> Result<PathBuf, TrainError> {
+    let path = dir.join("config.toml");
+    let config = std::fs::read_to_string(&path).map_err(|source| TrainError::Io { path, source })?;
+    let page = run_page(&summary.name, records, summary, figures, &config)?;
     let path = dir.join("report.html");
     page.write(&path)?;
     Ok(path)

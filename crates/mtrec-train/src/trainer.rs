@@ -684,10 +684,12 @@ impl<'a, S: SplitRows, C: MultiTaskModule> Trainer<'a, S, C> {
             dir.write_summary(&summary)?;
             // a figure that cannot be drawn does not fail the run; `cargo xtask plot` redraws them
             let metric = &cfg.train.early_stopping.metric;
-            if let Err(e) = crate::save_run_figures(dir.path(), &records, metric, Some(&summary)) {
+            // drawn once, for their files and for report.html
+            let figures = crate::run_figures(&records, metric, Some(&summary));
+            if let Err(e) = crate::save_figures(dir.path(), &figures) {
                 tracing::warn!("plots of {}: {e}", dir.path().display());
             }
-            if let Err(e) = crate::run_report(dir.path()) {
+            if let Err(e) = crate::write_run_report(dir.path(), &records, &summary, &figures) {
                 tracing::warn!("report.html of {}: {e}", dir.path().display());
             }
         }

@@ -23,6 +23,11 @@ pub struct GateUtilisation {
     pub collapsed: bool,
 }
 
+/// Each row's gate entropy `−Σ_e w_e log w_e` (nats), `[n, 1]`, of gate weights `[n, E]`.
+pub(crate) fn gate_entropies(w: Tensor<2>) -> Tensor<2> {
+    (w.clone() * w.clamp_min(1e-12).log()).sum_dim(1).neg()
+}
+
 /// Gate statistics of every gated task of `model` on `table`; empty for ungated models.
 pub fn expert_utilisation<C: MultiTaskModule>(
     model: &MultiTaskNet<C>,
@@ -38,7 +43,7 @@ pub fn expert_utilisation<C: MultiTaskModule>(
             let Some(w) = out.gate else { continue };
             let [_, e] = w.dims();
             let weight = w.clone().sum_dim(0).reshape([e]);
-            let entropy = (w.clone() * w.clamp_min(1e-12).log()).sum().neg();
+            let entropy = gate_entropies(w).sum();
             sums[t] = Some(match sums[t].take() {
                 Some((a, b)) => (a + weight, b + entropy),
                 None => (weight, entropy),

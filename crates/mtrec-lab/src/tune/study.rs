@@ -63,6 +63,19 @@ pub struct TrialRecord {
     pub pruned: bool,
 }
 
+impl TrialRecord {
+    /// The record of a budget just trained: `result` is the runner's; a non-finite objective
+    /// fails the budget like an error.
+    pub fn trained(trial: usize, point: &Point, epochs: usize, result: Result<f64, String>) -> Self {
+        let (value, error) = match result {
+            Ok(v) if v.is_finite() => (Some(v), None),
+            Ok(v) => (None, Some(format!("objective {v}"))),
+            Err(e) => (None, Some(e)),
+        };
+        Self { trial, point: point_strings(point), epochs, value, error, pruned: false }
+    }
+}
+
 /// A point as the log writes it.
 pub fn point_strings(point: &Point) -> Vec<(String, String)> {
     point.iter().map(|(k, v)| (k.clone(), v.to_string())).collect()
@@ -211,12 +224,7 @@ fn budget(
         }
         return Ok(done.clone());
     }
-    let (value, error) = match runner.train(trial, point, epochs) {
-        Ok(v) if v.is_finite() => (Some(v), None),
-        Ok(v) => (None, Some(format!("objective {v}"))),
-        Err(e) => (None, Some(e)),
-    };
-    let record = TrialRecord { trial, point: strings, epochs, value, error, pruned: false };
+    let record = TrialRecord::trained(trial, point, epochs, runner.train(trial, point, epochs));
     log.append(&record)?;
     Ok(record)
 }
