@@ -160,4 +160,10 @@ mod tests {
         let c = AlignedMtl.coefficients(&[vec![1.0, 2.0], vec![2.0, 4.0]], &[]);
         assert!((c[0] - 0.6).abs() < 1e-12 && (c[1] - 1.2).abs() < 1e-12, "{c:?}");
     }
+
+    /// LibMTL's and TorchJD's Aligned-MTL (preference ones), from `reference/balancers.json`.
+    #[test]
+    fn matches_the_reference_implementations() {
+        crate::test_support::check_against_references("aligned_mtl", 1e-9, |_| AlignedMtl, |_, _| 1.0);
+    }
 }

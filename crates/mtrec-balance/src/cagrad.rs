@@ -112,4 +112,18 @@ mod tests {
         assert!(worst(&mean) < 0.0, "the mean conflicts with task 2 here");
         assert!(worst(&ca) > worst(&mean), "CAGrad {} vs mean {}", worst(&ca), worst(&mean));
     }
+
+    /// LibMTL's CAGrad (rescale 1: mtrec's `"mean"` scale), from `reference/balancers.json`. LibMTL
+    /// stops SciPy's SLSQP at its default `ftol` 1e-6, which leaves its weights ~2e-4 off the
+    /// minimiser on these cases (with `ftol` 1e-12 SciPy lands on mtrec's update to 1e-8, checked on
+    /// `conflict2`): hence 1e-3.
+    #[test]
+    fn matches_the_reference_implementations() {
+        crate::test_support::check_against_references(
+            "cagrad",
+            1e-3,
+            |run| CaGrad::new(run.option("c")).with_scale(CaGradScale::Mean),
+            |_, _| 1.0,
+        );
+    }
 }

@@ -165,7 +165,7 @@ pub struct BalanceConfig {
     pub famo_gamma: Option<f64>,
     /// `db_mtl`: β of the moving average's rate `β/k^σ` (default 0.9, LibMTL's).
     pub db_mtl_beta: Option<f64>,
-    /// `db_mtl`: σ of the rate `β/k^σ` (default 0.5, LibMTL's).
+    /// `db_mtl`: σ of the rate `β/k^σ` (default 0.5; LibMTL's command line defaults to 0).
     pub db_mtl_sigma: Option<f64>,
 }
 

@@ -5,7 +5,8 @@
 //! (`ℓ_t` the loss plus 1e-8, as LibMTL) — and the **gradient magnitude**: every task's log-gradient
 //! is rescaled to the largest norm among them, `Σ_t (max_k n_k / n_t)·∇log ℓ_t`. `n_t` is an
 //! exponential moving average of `‖∇log ℓ_t‖` with the paper's decaying rate `β_k = β/k^σ` at step
-//! `k` (`balance.db_mtl_beta` 0.9, `balance.db_mtl_sigma` 0.5, LibMTL's defaults); the
+//! `k` (`balance.db_mtl_beta` 0.9 as LibMTL, `balance.db_mtl_sigma` 0.5 where LibMTL's command line
+//! defaults to 0, a constant rate); the
 //! coefficients of the raw gradients are `c_t = (max_k n_k / n_t)/ℓ_t`.
 //!
 //! Where LibMTL keeps the moving average of the whole *parameter* gradient vectors, mtrec's task
@@ -147,5 +148,26 @@ mod tests {
         other.load_state(db.state()).unwrap();
         assert_eq!(other, db);
         assert!(DbMtl::new(3, 0.9, 0.5).load_state(db.state()).unwrap_err().0.contains("3 tasks"));
+    }
+
+    /// LibMTL's DB-MTL over three steps with the same gradients. LibMTL averages the log-gradient
+    /// vectors (from zero) and sums the averaged vectors; with constant gradients its buffer is
+    /// `s_k·∇log ℓ_t` with `s_k = 1 − β_k + β_k·s_{k−1}` (`s_0 = 0`) for every task, so its update is
+    /// `s_k ×` mtrec's, whose direction is the step's own gradient. From `reference/balancers.json`.
+    #[test]
+    fn matches_the_reference_implementation() {
+        let scale = |run: &crate::test_support::Reference, step: usize| {
+            let (beta, sigma) = (run.option("beta"), run.option("sigma"));
+            (1..=step + 1).fold(0.0, |s, k| {
+                let rate = beta / (k as f64).powf(sigma);
+                1.0 - rate + rate * s
+            })
+        };
+        crate::test_support::check_against_references(
+            "db_mtl",
+            1e-6,
+            |run| DbMtl::new(run.jacobian.len(), run.option("beta"), run.option("sigma")),
+            scale,
+        );
     }
 }

@@ -139,4 +139,16 @@ mod tests {
         assert!((w[0] - without[0]).abs() < 1e-12 && (w[2] - without[1]).abs() < 1e-12);
         assert_eq!(fair_weights(&[vec![0.0]], 1.0), vec![0.0]);
     }
+
+    /// LibMTL's FairGrad (SciPy's `least_squares`) and TorchJD's, α = 1 and 2, from
+    /// `reference/balancers.json`.
+    #[test]
+    fn matches_the_reference_implementations() {
+        crate::test_support::check_against_references(
+            "fairgrad",
+            1e-5,
+            |run| FairGrad::new(run.option("alpha")),
+            |_, _| 1.0,
+        );
+    }
 }

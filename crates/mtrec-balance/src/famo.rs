@@ -186,4 +186,21 @@ mod tests {
             assert!((g[j] - fd).abs() < 1e-8, "{j}: {} vs {fd}", g[j]);
         }
     }
+
+    /// LibMTL's FAMO over three steps: the network's update `Σ_t z_t/(c·ℓ_t)·g_t` of each step and
+    /// the logits' Adam step from the losses before and after it. From `reference/balancers.json`.
+    #[test]
+    fn matches_the_reference_implementation() {
+        for run in crate::test_support::references("famo") {
+            let t = run.jacobian.len();
+            let mut famo = Famo::new(t, run.option("lr"), run.option("gamma"));
+            for (k, step) in run.steps.iter().enumerate() {
+                let present = vec![true; t];
+                let c = famo.step_coefficients(&step.losses, &present);
+                run.assert_step(k, &run.update(&c), 1e-9);
+                famo.before = Some((step.losses.iter().map(|l| (l + FLOOR).ln()).collect(), present));
+                famo.after_step(step.losses_after.as_ref().expect("losses after")).unwrap();
+            }
+        }
+    }
 }

@@ -12,9 +12,10 @@
 //! after which `cos(g_i', g_j) = φ̂_ij`. The update is `Σ_i g_i'`. As in PCGrad every `g_i'` stays a
 //! combination of the original gradients, so the method runs on the Gram matrix; task orders are
 //! drawn from a generator seeded by the run's seed and the epoch, and the targets are part of the
-//! checkpoint. The targets move every step (the paper's Algorithm 1; LibMTL moves them only when a
-//! pair is lifted, so its targets never rise above 0). Applied to the gradients at the shared
-//! tensors, the whole shared part as one group (the paper's per-layer grouping is not done).
+//! checkpoint. The targets move every step (the paper's Algorithm 1, LibMTL and TorchJD alike: on two
+//! tasks, where the order does not matter, three steps equal both libraries' to 1e-6,
+//! `reference/balancers.json`). Applied to the gradients at the shared tensors, the whole shared
+//! part as one group (the paper's per-layer grouping is not done).
 
 use serde::{Deserialize, Serialize};
 
@@ -182,5 +183,17 @@ mod tests {
         assert_eq!(again.coefficients(&gram(&g), &[]), m.coefficients(&gram(&g), &[]));
         let e = GradVac::new(3, 0.2, 3).load_state(m.state()).unwrap_err().to_string();
         assert!(e.contains("3 × 3"), "{e}");
+    }
+
+    /// LibMTL's and TorchJD's GradVac on two tasks over three steps with the same gradients (the
+    /// targets move every step in both), from `reference/balancers.json`.
+    #[test]
+    fn matches_the_reference_implementations() {
+        crate::test_support::check_against_references(
+            "gradvac",
+            1e-6,
+            |run| GradVac::new(run.jacobian.len(), run.option("beta"), 1),
+            |_, _| 1.0,
+        );
     }
 }

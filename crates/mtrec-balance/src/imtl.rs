@@ -66,4 +66,10 @@ mod tests {
             .collect();
         assert!((proj[0] - proj[1]).abs() < 1e-9 && (proj[0] - proj[2]).abs() < 1e-9, "{proj:?}");
     }
+
+    /// LibMTL's IMTL (its gradient half) and TorchJD's IMTL-G, from `reference/balancers.json`.
+    #[test]
+    fn matches_the_reference_implementations() {
+        crate::test_support::check_against_references("imtl", 1e-9, |_| ImtlG, |_, _| 1.0);
+    }
 }

@@ -113,6 +113,95 @@ pub(crate) mod test_support {
         g.iter().map(|a| g.iter().map(|b| dot(a, b)).collect()).collect()
     }
 
+    /// One run of a reference implementation on a fixed Jacobian, from `reference/balancers.json`
+    /// (written by `scripts/reference_balancers.py` with LibMTL and TorchJD).
+    #[derive(serde::Deserialize)]
+    pub(crate) struct Reference {
+        pub(crate) method: String,
+        pub(crate) library: String,
+        pub(crate) case: String,
+        pub(crate) options: serde_json::Value,
+        /// One task gradient a row.
+        pub(crate) jacobian: Vec<Vec<f64>>,
+        pub(crate) steps: Vec<ReferenceStep>,
+    }
+
+    /// One step of a [`Reference`]: the losses it saw and the update it left in the gradient.
+    #[derive(serde::Deserialize)]
+    pub(crate) struct ReferenceStep {
+        pub(crate) losses: Vec<f64>,
+        /// FAMO's losses after the step.
+        #[serde(default)]
+        pub(crate) losses_after: Option<Vec<f64>>,
+        pub(crate) update: Vec<f64>,
+    }
+
+    impl Reference {
+        /// The Gram matrix of the task gradients.
+        pub(crate) fn gram(&self) -> Vec<Vec<f64>> {
+            gram(&self.jacobian)
+        }
+
+        /// `Σ_t c_t·g_t`.
+        pub(crate) fn update(&self, c: &[f64]) -> Vec<f64> {
+            (0..self.jacobian[0].len()).map(|k| c.iter().zip(&self.jacobian).map(|(c, g)| c * g[k]).sum()).collect()
+        }
+
+        /// A numeric option the script recorded.
+        pub(crate) fn option(&self, key: &str) -> f64 {
+            self.options[key].as_f64().unwrap_or_else(|| panic!("{}: no option {key}", self.label()))
+        }
+
+        /// Method, library and case, for messages.
+        pub(crate) fn label(&self) -> String {
+            format!("{} of {} on {}", self.method, self.library, self.case)
+        }
+
+        /// Asserts that `ours` is the reference's update of `step` to `tolerance` relative to its norm.
+        pub(crate) fn assert_step(&self, step: usize, ours: &[f64], tolerance: f64) {
+            let theirs = &self.steps[step].update;
+            let norm = theirs.iter().map(|x| x * x).sum::<f64>().sqrt();
+            let error = ours.iter().zip(theirs).map(|(a, b)| (a - b) * (a - b)).sum::<f64>().sqrt();
+            assert!(
+                error <= tolerance * norm.max(1e-12),
+                "{} step {step}: mtrec {ours:?}, reference {theirs:?} (relative error {:.2e})",
+                self.label(),
+                error / norm.max(1e-12)
+            );
+        }
+    }
+
+    /// The reference runs of `method` (at least one).
+    pub(crate) fn references(method: &str) -> Vec<Reference> {
+        #[derive(serde::Deserialize)]
+        struct File {
+            records: Vec<Reference>,
+        }
+        let file: File = serde_json::from_str(include_str!("../reference/balancers.json")).expect("balancers.json");
+        let runs: Vec<Reference> = file.records.into_iter().filter(|r| r.method == method).collect();
+        assert!(!runs.is_empty(), "no reference runs of {method}");
+        runs
+    }
+
+    /// Checks a stateless or stateful combination against every reference run of `method`:
+    /// `make` builds a fresh combiner for a run, `scale` maps mtrec's update of a step onto the
+    /// reference's convention.
+    pub(crate) fn check_against_references<C: crate::GradientCombiner>(
+        method: &str,
+        tolerance: f64,
+        make: impl Fn(&Reference) -> C,
+        scale: impl Fn(&Reference, usize) -> f64,
+    ) {
+        for run in references(method) {
+            let mut combiner = make(&run);
+            for (k, step) in run.steps.iter().enumerate() {
+                let c = combiner.coefficients(&run.gram(), &step.losses);
+                let ours: Vec<f64> = run.update(&c).iter().map(|x| x * scale(&run, k)).collect();
+                run.assert_step(k, &ours, tolerance);
+            }
+        }
+    }
+
     /// `Σ_k a_k·g_k` of 2-d gradients.
     pub(crate) fn combine2(a: &[f64], g: &[[f64; 2]]) -> [f64; 2] {
         let mut v = [0.0; 2];

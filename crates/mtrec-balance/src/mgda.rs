@@ -139,4 +139,10 @@ mod tests {
             assert!((a[t] - 1.0 / s2 / total).abs() < 1e-5, "{a:?}");
         }
     }
+
+    /// LibMTL's MGDA (Frank-Wolfe, stopping at a change of 1e-5), from `reference/balancers.json`.
+    #[test]
+    fn matches_the_reference_implementations() {
+        crate::test_support::check_against_references("mgda", 1e-4, |_| Mgda::new(MgdaNormalization::None), |_, _| 1.0);
+    }
 }

@@ -109,4 +109,11 @@ mod tests {
         let g = [[1.0, 0.0], [1.0, 1.0]];
         assert_eq!(PcGrad::new(1).coefficients(&gram(&g), &[]), vec![1.0, 1.0]);
     }
+
+    /// LibMTL's and TorchJD's PCGrad on two tasks (each task has one other to visit, so the random
+    /// order does not matter), from `reference/balancers.json`; LibMTL adds 1e-8 to `‖g_j‖²`.
+    #[test]
+    fn matches_the_reference_implementations() {
+        crate::test_support::check_against_references("pcgrad", 1e-6, |_| PcGrad::new(1), |_, _| 1.0);
+    }
 }

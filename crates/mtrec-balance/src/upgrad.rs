@@ -104,4 +104,16 @@ mod tests {
         let c = UpGrad.coefficients(&agreeing, &[]);
         assert!(c.iter().all(|&x| (x - 1.0).abs() < 1e-12), "{c:?}");
     }
+
+    /// LibMTL's UPGrad (quadprog, preference `1/T`: mtrec's update `/T`) and TorchJD's (preference
+    /// ones), from `reference/balancers.json`.
+    #[test]
+    fn matches_the_reference_implementations() {
+        crate::test_support::check_against_references(
+            "upgrad",
+            1e-6,
+            |_| UpGrad,
+            |run, _| if run.options["pref"] == "mean" { 1.0 / run.jacobian.len() as f64 } else { 1.0 },
+        );
+    }
 }
