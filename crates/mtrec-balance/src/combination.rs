@@ -7,7 +7,8 @@
 
 use crate::{
     BalanceError, BalancedGradients, LossBalancer, TaskGradients, TaskGraph,
-    balancer::{EpochMean, batch_mean, batch_squares, restore_stateless},
+    balancer::{batch_mean, batch_squares, restore_stateless},
+    diagnostics::ConflictLog,
 };
 
 /// Maps the Gram matrix of the task gradients to the coefficients of their combination.
@@ -57,21 +58,13 @@ pub trait GradientCombiner {
 pub struct GradientCombination<C> {
     combiner: C,
     coefficients: Vec<f64>,
-    norms: EpochMean,
-    cosines: EpochMean,
-    conflicts: EpochMean,
+    log: ConflictLog,
 }
 
 impl<C: GradientCombiner> GradientCombination<C> {
     /// Wraps `combiner` for `n_tasks` tasks.
     pub fn new(combiner: C, n_tasks: usize) -> Self {
-        Self {
-            combiner,
-            coefficients: vec![1.0; n_tasks],
-            norms: EpochMean::default(),
-            cosines: EpochMean::default(),
-            conflicts: EpochMean::default(),
-        }
+        Self { combiner, coefficients: vec![1.0; n_tasks], log: ConflictLog::default() }
     }
 }
 
@@ -106,20 +99,8 @@ impl<C: GradientCombiner> LossBalancer for GradientCombination<C> {
         if let Some(t) = self.coefficients.iter().position(|c| !c.is_finite()) {
             return Err(BalanceError(format!("{}: the coefficient of task {t} is not finite", self.name())));
         }
-        // an absent task's norm and cosines are not measured this step (NaN: left out of the means)
-        let absent = |t: usize| !present[t];
-        self.norms
-            .add(&(0..gram.len()).map(|t| if absent(t) { f64::NAN } else { gram[t][t].sqrt() }).collect::<Vec<_>>());
-        let pairs = (0..gram.len()).flat_map(|i| (i + 1..gram.len()).map(move |j| (i, j)));
-        let cosines: Vec<f64> = pair_cosines(&gram)
-            .into_iter()
-            .zip(pairs)
-            .map(|(c, (i, j))| if absent(i) || absent(j) { f64::NAN } else { c })
-            .collect();
-        let conflicts: Vec<f64> =
-            cosines.iter().map(|&c| if c.is_nan() { f64::NAN } else { f64::from(u8::from(c < 0.0)) }).collect();
-        self.cosines.add(&cosines);
-        self.conflicts.add(&conflicts);
+        // an absent task's norm and cosines are not measured this step (left out of the means)
+        self.log.record(&gram, &present);
         Ok(grads.finish(&self.coefficients))
     }
 
@@ -129,9 +110,7 @@ impl<C: GradientCombiner> LossBalancer for GradientCombination<C> {
     }
 
     fn end_epoch(&mut self, _mean_task_losses: &[f64]) {
-        self.norms.end_epoch();
-        self.cosines.end_epoch();
-        self.conflicts.end_epoch();
+        self.log.end_epoch();
         self.combiner.end_epoch();
     }
 
@@ -145,17 +124,17 @@ impl<C: GradientCombiner> LossBalancer for GradientCombination<C> {
 
     /// Mean ‖g_t‖ at the shared tensors over the last epoch.
     fn task_gradient_norms(&self) -> Option<Vec<f64>> {
-        self.norms.last_epoch()
+        self.log.norms()
     }
 
     /// Mean cosine of each task pair's gradients at the shared tensors over the last epoch.
     fn task_gradient_cosines(&self) -> Option<Vec<f64>> {
-        self.cosines.last_epoch()
+        self.log.cosines()
     }
 
     /// Fraction of the last epoch's steps with a negative cosine, per task pair.
     fn task_gradient_conflicts(&self) -> Option<Vec<f64>> {
-        self.conflicts.last_epoch()
+        self.log.conflicts()
     }
 }
 

@@ -167,6 +167,10 @@ pub struct BalanceConfig {
     pub db_mtl_beta: Option<f64>,
     /// `db_mtl`: σ of the rate `β/k^σ` (default 0.5; LibMTL's command line defaults to 0).
     pub db_mtl_sigma: Option<f64>,
+    /// `fixed`, `dwa`, `rlw`: measure the task gradients at the shared tensors every this many
+    /// steps of an epoch, for the gradient norms, cosines and conflicts of the logs (default 10;
+    /// 0 = never). The update is the same either way ([`crate::diagnostics`]).
+    pub diagnose_every: Option<u64>,
 }
 
 /// `[balance.options]`: a registered method's own options, as parsed from the config.
@@ -182,7 +186,7 @@ fn positive(key: &str, value: f64) -> Result<f64, String> {
 
 impl BalanceConfig {
     /// Every option that is set, with the methods it belongs to.
-    fn options(&self) -> [(&'static str, bool, &'static [BalanceMethod]); 15] {
+    fn options(&self) -> [(&'static str, bool, &'static [BalanceMethod]); 16] {
         use BalanceMethod::*;
         [
             ("weights", self.weights.is_some(), &[Fixed]),
@@ -200,6 +204,7 @@ impl BalanceConfig {
             ("famo_gamma", self.famo_gamma.is_some(), &[Famo]),
             ("db_mtl_beta", self.db_mtl_beta.is_some(), &[DbMtl]),
             ("db_mtl_sigma", self.db_mtl_sigma.is_some(), &[DbMtl]),
+            ("diagnose_every", self.diagnose_every.is_some(), &[Fixed, Dwa, Rlw]),
         ]
     }
 
@@ -232,6 +237,7 @@ impl BalanceConfig {
         }
         let n_tasks = ctx.n_tasks();
         let weight_lr = positive("weight_lr", self.weight_lr.unwrap_or(ctx.lr))?;
+        let diagnose_every = self.diagnose_every.unwrap_or(10);
         Ok(match self.method {
             BalanceMethod::Fixed => {
                 let weights = self.weights.clone().unwrap_or_else(|| vec![1.0; n_tasks]);
@@ -241,7 +247,7 @@ impl BalanceConfig {
                 if weights.iter().any(|w| !w.is_finite() || *w < 0.0) {
                     return Err(format!("balance.weights must be finite and non-negative, got {weights:?}"));
                 }
-                Box::new(FixedWeights::new(weights))
+                Box::new(FixedWeights::new(weights).with_diagnostics(diagnose_every))
             }
             BalanceMethod::Uncertainty => {
                 Box::new(UncertaintyWeighting::new(&ctx.kinds, self.convention.unwrap_or_default(), weight_lr))
@@ -263,9 +269,12 @@ impl BalanceConfig {
                 )
             }
             BalanceMethod::Dwa => {
-                Box::new(DynamicWeightAverage::new(n_tasks, positive("temperature", self.temperature.unwrap_or(2.0))?))
+                let temperature = positive("temperature", self.temperature.unwrap_or(2.0))?;
+                Box::new(DynamicWeightAverage::new(n_tasks, temperature).with_diagnostics(diagnose_every))
             }
-            BalanceMethod::Rlw => Box::new(RandomLossWeighting::new(n_tasks, ctx.seed)),
+            BalanceMethod::Rlw => {
+                Box::new(RandomLossWeighting::new(n_tasks, ctx.seed).with_diagnostics(diagnose_every))
+            }
             BalanceMethod::Pcgrad => Box::new(GradientCombination::new(PcGrad::new(ctx.seed), n_tasks)),
             BalanceMethod::Mgda => {
                 Box::new(GradientCombination::new(Mgda::new(self.mgda_normalization.unwrap_or_default()), n_tasks))

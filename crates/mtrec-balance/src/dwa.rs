@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     BalanceError, BalancedGradients, LossBalancer, TaskGraph,
-    balancer::{parse_state, state_value, weighted_backward},
+    balancer::{parse_state, state_value},
+    diagnostics::WeightedStep,
 };
 
 /// Dynamic weight average.
@@ -17,12 +18,20 @@ pub struct DynamicWeightAverage {
     temperature: f64,
     weights: Vec<f64>,
     history: Vec<Vec<f64>>,
+    #[serde(skip)]
+    step: WeightedStep,
 }
 
 impl DynamicWeightAverage {
     /// Equal weights until two epochs have been seen.
     pub fn new(n_tasks: usize, temperature: f64) -> Self {
-        Self { temperature, weights: vec![1.0; n_tasks], history: Vec::new() }
+        Self { temperature, weights: vec![1.0; n_tasks], history: Vec::new(), step: WeightedStep::new(0) }
+    }
+
+    /// With the task gradients measured every `every`-th step ([`crate::diagnostics`]).
+    pub fn with_diagnostics(mut self, every: u64) -> Self {
+        self.step = WeightedStep::new(every);
+        self
     }
 }
 
@@ -32,7 +41,7 @@ impl LossBalancer for DynamicWeightAverage {
     }
 
     fn backward(&mut self, graph: &mut dyn TaskGraph) -> Result<BalancedGradients, BalanceError> {
-        Ok(weighted_backward(graph, &self.weights))
+        self.step.backward(graph, &self.weights)
     }
 
     fn task_weights(&self) -> Vec<f64> {
@@ -42,6 +51,7 @@ impl LossBalancer for DynamicWeightAverage {
     /// A task without a mean loss this epoch (labelled on no row of it: NaN) carries its previous
     /// epoch's mean; before any, the weights stay as they are.
     fn end_epoch(&mut self, mean_task_losses: &[f64]) {
+        self.step.end_epoch();
         let mut means = mean_task_losses.to_vec();
         if let Some(last) = self.history.last() {
             means.iter_mut().zip(last).filter(|(m, _)| !m.is_finite()).for_each(|(m, l)| *m = *l);
@@ -71,8 +81,20 @@ impl LossBalancer for DynamicWeightAverage {
                 self.weights.len()
             )));
         }
-        *self = Self { temperature: self.temperature, ..state };
+        (self.weights, self.history) = (state.weights, state.history);
         Ok(())
+    }
+
+    fn task_gradient_norms(&self) -> Option<Vec<f64>> {
+        self.step.log().norms()
+    }
+
+    fn task_gradient_cosines(&self) -> Option<Vec<f64>> {
+        self.step.log().cosines()
+    }
+
+    fn task_gradient_conflicts(&self) -> Option<Vec<f64>> {
+        self.step.log().conflicts()
     }
 }
 

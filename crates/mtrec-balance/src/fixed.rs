@@ -1,17 +1,24 @@
 //! Fixed weights: minimise `Σ_t w_t · L_t` with constant `w_t` (default 1, equal weighting).
 
-use crate::{BalanceError, BalancedGradients, LossBalancer, TaskGraph, balancer::weighted_backward};
+use crate::{BalanceError, BalancedGradients, LossBalancer, TaskGraph, diagnostics::WeightedStep};
 
 /// Constant per-task loss weights.
 #[derive(Debug, Clone)]
 pub struct FixedWeights {
     weights: Vec<f64>,
+    step: WeightedStep,
 }
 
 impl FixedWeights {
-    /// Weights in task order.
+    /// Weights in task order; no gradient diagnostics.
     pub fn new(weights: Vec<f64>) -> Self {
-        Self { weights }
+        Self { weights, step: WeightedStep::new(0) }
+    }
+
+    /// With the task gradients measured every `every`-th step ([`crate::diagnostics`]).
+    pub fn with_diagnostics(mut self, every: u64) -> Self {
+        self.step = WeightedStep::new(every);
+        self
     }
 }
 
@@ -21,11 +28,27 @@ impl LossBalancer for FixedWeights {
     }
 
     fn backward(&mut self, graph: &mut dyn TaskGraph) -> Result<BalancedGradients, BalanceError> {
-        Ok(weighted_backward(graph, &self.weights))
+        self.step.backward(graph, &self.weights)
     }
 
     fn task_weights(&self) -> Vec<f64> {
         self.weights.clone()
+    }
+
+    fn end_epoch(&mut self, _mean_task_losses: &[f64]) {
+        self.step.end_epoch();
+    }
+
+    fn task_gradient_norms(&self) -> Option<Vec<f64>> {
+        self.step.log().norms()
+    }
+
+    fn task_gradient_cosines(&self) -> Option<Vec<f64>> {
+        self.step.log().cosines()
+    }
+
+    fn task_gradient_conflicts(&self) -> Option<Vec<f64>> {
+        self.step.log().conflicts()
     }
 }
 
@@ -51,7 +74,7 @@ mod tests {
             unreachable!("fixed weights need no cut")
         }
         fn probed_forward(&mut self, _probe: &[bool]) -> crate::ProbedForward {
-            unreachable!("fixed weights need no probes")
+            unreachable!("fixed weights without diagnostics need no probes")
         }
     }
 
@@ -60,8 +83,9 @@ mod tests {
         let device = Device::flex().autodiff();
         let x = Tensor::<1>::from_data(TensorData::new(vec![1.5f32], [1]), &device).require_grad();
         let mut toy = Toy { x: x.clone() };
-        let mut fixed =
-            BalanceConfig { weights: Some(vec![2.0, 0.5]), ..Default::default() }.init(&context(2)).unwrap();
+        let mut fixed = BalanceConfig { weights: Some(vec![2.0, 0.5]), diagnose_every: Some(0), ..Default::default() }
+            .init(&context(2))
+            .unwrap();
         let out = fixed.backward(&mut toy).unwrap();
         let g = x.grad(&out.parts[0]).unwrap().into_scalar::<f32>();
         // d/dx (2·x² + 0.5·3x) = 4x + 1.5 = 7.5 at x = 1.5

@@ -50,6 +50,7 @@ mod cagrad;
 mod combination;
 mod config;
 mod db_mtl;
+pub mod diagnostics;
 mod dwa;
 mod fairgrad;
 mod famo;

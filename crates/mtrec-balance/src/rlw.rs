@@ -5,10 +5,7 @@
 
 use rand_distr::{Distribution, StandardNormal};
 
-use crate::{
-    BalanceError, BalancedGradients, LossBalancer, TaskGraph,
-    balancer::{EpochRng, weighted_backward},
-};
+use crate::{BalanceError, BalancedGradients, LossBalancer, TaskGraph, balancer::EpochRng, diagnostics::WeightedStep};
 
 const SALT: u64 = 0x524c_5700;
 
@@ -16,12 +13,23 @@ const SALT: u64 = 0x524c_5700;
 pub struct RandomLossWeighting {
     rng: EpochRng,
     weights: Vec<f64>,
+    step: WeightedStep,
 }
 
 impl RandomLossWeighting {
     /// `n_tasks` tasks, weights drawn from a generator seeded with `seed` (and the epoch).
     pub fn new(n_tasks: usize, seed: u64) -> Self {
-        Self { rng: EpochRng::new(seed, SALT), weights: vec![1.0 / n_tasks as f64; n_tasks] }
+        Self {
+            rng: EpochRng::new(seed, SALT),
+            weights: vec![1.0 / n_tasks as f64; n_tasks],
+            step: WeightedStep::new(0),
+        }
+    }
+
+    /// With the task gradients measured every `every`-th step ([`crate::diagnostics`]).
+    pub fn with_diagnostics(mut self, every: u64) -> Self {
+        self.step = WeightedStep::new(every);
+        self
     }
 }
 
@@ -36,7 +44,7 @@ impl LossBalancer for RandomLossWeighting {
         let e: Vec<f64> = raw.iter().map(|v| (v - max).exp()).collect();
         let total: f64 = e.iter().sum();
         self.weights = e.iter().map(|v| v / total).collect();
-        Ok(weighted_backward(graph, &self.weights))
+        self.step.backward(graph, &self.weights)
     }
 
     /// The last step's weights.
@@ -46,6 +54,19 @@ impl LossBalancer for RandomLossWeighting {
 
     fn end_epoch(&mut self, _mean_task_losses: &[f64]) {
         self.rng.next_epoch();
+        self.step.end_epoch();
+    }
+
+    fn task_gradient_norms(&self) -> Option<Vec<f64>> {
+        self.step.log().norms()
+    }
+
+    fn task_gradient_cosines(&self) -> Option<Vec<f64>> {
+        self.step.log().cosines()
+    }
+
+    fn task_gradient_conflicts(&self) -> Option<Vec<f64>> {
+        self.step.log().conflicts()
     }
 
     /// The epoch the draws are seeded from.

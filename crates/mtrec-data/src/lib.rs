@@ -72,6 +72,7 @@ pub use table::columns::{
     ColumnKind, ColumnSpec, DenseTransform, LabelTransform, LabelValue, MAX_HASH_BUCKETS, TaskColumn, fill_template,
     fnv1a64, hash_bucket, template_columns,
 };
+pub use table::dense_buckets::DenseBuckets;
 pub use table::dense_fit;
 pub use table::encoded::{EncodedTable, FunnelViolation, MtlDataset};
 pub use table::file::{CsvOptions, TableFormat, read_column, resolve};

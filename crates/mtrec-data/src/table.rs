@@ -6,6 +6,7 @@ pub(crate) mod cache;
 pub(crate) mod cell;
 pub(crate) mod columns;
 pub(crate) mod csv;
+pub(crate) mod dense_buckets;
 pub mod dense_fit;
 pub(crate) mod encoded;
 pub(crate) mod file;

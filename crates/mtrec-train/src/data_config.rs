@@ -76,6 +76,9 @@ pub struct DataConfig {
     pub stream: bool,
     /// Streaming: rows per chunk file.
     pub chunk_rows: usize,
+    /// Each dense column also becomes a categorical field of its quantile bucket on the training
+    /// split, `N` buckets (default 0: off); see [`mtrec_data::DenseBuckets`]. In-memory tables only.
+    pub dense_buckets: usize,
     /// Streaming: chunks a training epoch shuffles together (the shuffle window).
     pub shuffle_window: usize,
     /// Streaming: the folder of the chunk files (default: `<cache>/<key>.chunks`, the key a hash
@@ -114,6 +117,7 @@ impl Default for DataConfig {
             cache: true,
             stream: false,
             chunk_rows: 1 << 18,
+            dense_buckets: 0,
             shuffle_window: 4,
             chunk_dir: None,
             text_tokens: None,
@@ -245,6 +249,14 @@ impl DataConfig {
                 "data.stream streams a table's chunk files: it needs data.source = \"table\" (the source is {:?})",
                 self.source
             )));
+        }
+        if self.dense_buckets == 1 {
+            return Err(TrainError::Config("data.dense_buckets = 1: use 0 (off) or at least 2 buckets".into()));
+        }
+        if self.stream && self.dense_buckets > 0 {
+            return Err(TrainError::Config(
+                "data.dense_buckets needs the table in memory: it does not work with data.stream = true".into(),
+            ));
         }
         if self.chunk_rows == 0 || self.shuffle_window == 0 {
             return Err(TrainError::Config("data.chunk_rows and data.shuffle_window must be positive".into()));
@@ -388,6 +400,14 @@ impl DataConfig {
                 }
                 (loaded.dataset, Some(loaded.preprocessing))
             }
+        };
+        let (dataset, preprocessing) = if self.dense_buckets > 0 {
+            // a table's trained run scores new rows with the buckets of its training split
+            let fitted = fitted.and_then(|p| p.dense_buckets.as_ref());
+            let (dataset, buckets) = dataset.with_dense_buckets(self.dense_buckets, fitted)?;
+            (dataset, preprocessing.map(|p| Preprocessing { dense_buckets: Some(buckets), ..p }))
+        } else {
+            (dataset, preprocessing)
         };
         let dataset = if self.cascade { dataset.into_cascade()? } else { dataset };
         if self.funnel {

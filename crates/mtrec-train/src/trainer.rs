@@ -525,6 +525,10 @@ impl<'a, S: SplitRows, C: MultiTaskModule> Trainer<'a, S, C> {
                 let weights =
                     tasks.zip(state.balancer.task_weights()).map(|(t, w)| (format!("step/task_weight/{t}"), w));
                 let mut scalars: Vec<(String, f64)> = losses.into_iter().chain(weights).collect();
+                let gates = crate::utilisation::batch_gate_entropies(&model, &batch.features);
+                for (task, entropy) in schema.tasks.iter().zip(gates) {
+                    scalars.extend(entropy.map(|e| (format!("step/gate_entropy/{}", task.name), e)));
+                }
                 scalars.push(("step/samples_per_sec".into(), rows_since as f64 / seconds.max(1e-9)));
                 events.scalars(step as i64, scalars.iter().map(|(t, v)| (t.as_str(), *v)))?;
             }
@@ -1029,10 +1033,10 @@ pub(crate) mod tests {
                 for line in lines.lines() {
                     let r: serde_json::Value = serde_json::from_str(line).unwrap();
                     assert!(r["task_weights"]["task2"].as_f64().unwrap().is_finite(), "{method:?}: {line}");
-                    let gradient_based = matches!(
+                    // the combiners measure every step, fixed/DWA/RLW every `diagnose_every`-th step
+                    let combining = matches!(
                         method,
-                        Gradnorm
-                            | Pcgrad
+                        Pcgrad
                             | Mgda
                             | Cagrad
                             | ImtlG
@@ -1042,12 +1046,12 @@ pub(crate) mod tests {
                             | NashMtl
                             | Fairgrad
                             | DbMtl
+                            | Fixed
+                            | Dwa
+                            | Rlw
                     );
+                    let gradient_based = combining || method == Gradnorm;
                     assert_eq!(r["task_gradient_norms"]["task1"].is_f64(), gradient_based, "{method:?}: {line}");
-                    let combining = matches!(
-                        method,
-                        Pcgrad | Mgda | Cagrad | ImtlG | Gradvac | AlignedMtl | Upgrad | NashMtl | Fairgrad | DbMtl
-                    );
                     let cosine = r["task_gradient_cosines"]["task1~task2"].as_f64();
                     assert_eq!(cosine.is_some(), combining, "{method:?}: {line}");
                     assert!(cosine.is_none_or(|c| (-1.0..=1.0).contains(&c)), "{method:?}: {line}");
@@ -1513,6 +1517,42 @@ pub(crate) mod tests {
         std::fs::remove_file(dir.path().join("run").join(crate::PREPROCESSING_FILE)).unwrap();
         let err = evaluate_run(&dir.path().join("run"), Split::Test, &[], Some(&file)).unwrap_err().to_string();
         assert!(err.contains("preprocessing.json"), "{err}");
+    }
+
+    /// `data.dense_buckets`: the run saves the training split's bucket edges with its
+    /// preprocessing; its saved model re-evaluates to the test metrics it reported, and scoring
+    /// another file encodes that file's dense values with the saved edges (not ones fitted on the
+    /// file).
+    #[test]
+    fn dense_buckets_are_saved_and_reused_when_scoring_a_file() {
+        let mut cfg = table_config();
+        cfg.data.dense_buckets = 4;
+        let (ds, preprocessing) = cfg.data.load_with(None).unwrap();
+        let saved = preprocessing.as_ref().unwrap().dense_buckets.clone().expect("fitted buckets");
+        let field = ds.schema.categorical.last().unwrap();
+        assert!(field.name.ends_with("_bucket") && field.vocab_size == saved.edges[0].len() + 2, "{field:?}");
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDirectory::create(dir.path().join("run"), &cfg).unwrap();
+        run.write_preprocessing(preprocessing.as_ref().unwrap()).unwrap();
+        let (summary, _, _) = Trainer::new(&cfg, &ds, Device::flex()).with_run_dir(run).verbose(false).run().unwrap();
+        let (_, _, metrics) = evaluate_run(&dir.path().join("run"), Split::Test, &[], None).unwrap();
+        let (a, b) = (metrics[0]["auc"], summary.test["click"]["auc"]);
+        assert!((a - b).abs() <= 1e-9, "re-evaluated {a} vs reported {b}");
+        let file = census_fixture().join("../table-small/table.parquet");
+        let (_, scored, _) = evaluate_run(&dir.path().join("run"), Split::Valid, &[], Some(&file)).unwrap();
+        assert_eq!(scored.schema().categorical, ds.schema.categorical);
+        let crate::RunData::Memory(file_data) = &scored else { panic!("in memory") };
+        let (table, n_dense) = (&file_data.test, saved.edges.len());
+        let width = ds.schema.categorical.len();
+        for r in 0..table.n_rows {
+            for c in 0..n_dense {
+                let id = table.categorical[r * width + width - n_dense + c];
+                assert_eq!(id, saved.id(c, table.dense[r * n_dense + c]), "row {r} column {c}: the saved edges");
+            }
+        }
+        // buckets fitted on the file itself would differ: the check above can fail
+        let refit = mtrec_data::DenseBuckets::fit(table, n_dense, 4).unwrap();
+        assert_ne!(refit, saved, "the fixture's file and training split have different quantiles");
     }
 
     /// A fine-tuned run's saved model (its trained encoder inside) re-evaluates to the test metrics

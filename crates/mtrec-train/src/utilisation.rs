@@ -4,8 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use burn::tensor::{Device, Tensor};
-use mtrec_data::{BatchOrder, Schema, SplitRows};
+use burn::{
+    module::Module,
+    tensor::{Device, Tensor},
+};
+use mtrec_data::{BatchOrder, FeatureBatch, Schema, SplitRows};
 use mtrec_model::{MultiTaskModel, MultiTaskModule, MultiTaskNet};
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +29,29 @@ pub struct GateUtilisation {
 /// Each row's gate entropy `−Σ_e w_e log w_e` (nats), `[n, 1]`, of gate weights `[n, E]`.
 pub(crate) fn gate_entropies(w: Tensor<2>) -> Tensor<2> {
     (w.clone() * w.clamp_min(1e-12).log()).sum_dim(1).neg()
+}
+
+/// Each task's mean gate entropy on one training batch (`None` for an ungated task), for the
+/// TensorBoard step scalars: an inference forward of the model as it is (no dropout, and no draw
+/// from the training generator, so logging does not change the run).
+pub(crate) fn batch_gate_entropies<C: MultiTaskModule>(
+    model: &MultiTaskNet<C>,
+    features: &FeatureBatch,
+) -> Vec<Option<f64>> {
+    let features = FeatureBatch {
+        categorical: features.categorical.clone().map(Tensor::inner),
+        multi: features.multi.clone().map(Tensor::inner),
+        dense: features.dense.clone().map(Tensor::inner),
+        text: features.text.clone().map(Tensor::inner),
+    };
+    let outputs = model.valid().forward(features);
+    let gated: Vec<Tensor<1>> =
+        outputs.iter().filter_map(|o| o.gate.clone().map(|w| gate_entropies(w).mean())).collect();
+    if gated.is_empty() {
+        return vec![None; outputs.len()];
+    }
+    let mut host = Tensor::cat(gated, 0).into_data().try_into_vec::<f32>().expect("f32 gates").into_iter();
+    outputs.iter().map(|o| o.gate.as_ref().map(|_| f64::from(host.next().expect("one entropy a gate")))).collect()
 }
 
 /// Gate statistics of every gated task of `model` on `table`; empty for ungated models.
@@ -123,6 +149,26 @@ mod tests {
             assert!((u[*name].mean_entropy - entropy).abs() < 1e-5);
             assert!(!u[*name].collapsed, "a fresh gate is near uniform");
         }
+        // the step scalar: the same entropy, from a training (autodiff) batch of a model with
+        // dropout, which the inference forward leaves out; an ungated model has none
+        let ad = device.clone().autodiff();
+        let dropped = ModelConfig { n_experts: 3, dropout: 0.5, ..Default::default() }.init(&schema, &ad);
+        let batch = batches(&table, schema.widths(), 5, BatchOrder::Sequential, &ad).next().unwrap();
+        let step = batch_gate_entropies(&dropped, &batch.features);
+        let outs = dropped
+            .valid()
+            .forward(batches(&table, schema.widths(), 5, BatchOrder::Sequential, &device).next().unwrap().features);
+        for t in 0..2 {
+            let w = outs[t].gate.clone().unwrap().into_data().try_into_vec::<f32>().unwrap();
+            let entropy = (0..5)
+                .map(|b| -(0..3).map(|e| w[b * 3 + e] as f64 * (w[b * 3 + e] as f64).ln()).sum::<f64>())
+                .sum::<f64>()
+                / 5.0;
+            assert!((step[t].unwrap() - entropy).abs() < 1e-5, "{step:?} {entropy}");
+        }
+        let shared_bottom =
+            ModelConfig { architecture: Architecture::SharedBottom, ..Default::default() }.init(&schema, &ad);
+        assert_eq!(batch_gate_entropies(&shared_bottom, &batch.features), vec![None, None]);
         let mut collapsed = u.clone();
         collapsed.get_mut("t1").unwrap().mean_weight = vec![0.95, 0.03, 0.02];
         collapsed.get_mut("t1").unwrap().collapsed = true;

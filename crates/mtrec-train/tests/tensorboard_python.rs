@@ -94,6 +94,8 @@ fn check(read: &BTreeMap<String, Vec<(i64, f64)>>, dir: &Path, who: &str) {
     assert!(conflicts.iter().all(|&(_, f)| (0.0..=1.0).contains(&f)), "{conflicts:?}");
     let step_tags: Vec<&str> = read.keys().filter(|t| t.starts_with("step/")).map(String::as_str).collect();
     let want = [
+        "step/gate_entropy/task1",
+        "step/gate_entropy/task2",
         "step/loss/task1",
         "step/loss/task2",
         "step/samples_per_sec",
@@ -101,6 +103,9 @@ fn check(read: &BTreeMap<String, Vec<(i64, f64)>>, dir: &Path, who: &str) {
         "step/task_weight/task2",
     ];
     assert_eq!(step_tags, want, "{who}");
+    for tag in ["step/gate_entropy/task1", "step/gate_entropy/task2"] {
+        assert!(read[tag].iter().all(|&(_, e)| e > 0.0 && e <= 3f64.ln() + 1e-6), "{who}: {tag} within (0, ln 3]");
+    }
     for tag in step_tags {
         let steps: Vec<i64> = read[tag].iter().map(|&(s, _)| s).collect();
         let want: Vec<i64> = (1..=n_steps as i64).filter(|s| s % LOG_EVERY as i64 == 0).collect();

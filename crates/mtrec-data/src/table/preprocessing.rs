@@ -118,6 +118,9 @@ impl FittedColumn {
 pub struct Preprocessing {
     /// The columns.
     pub columns: Vec<FittedColumn>,
+    /// The dense columns' bucket edges (`data.dense_buckets`), fitted on the training split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dense_buckets: Option<crate::DenseBuckets>,
 }
 
 #[cfg(test)]
@@ -152,7 +155,7 @@ mod tests {
         assert_eq!(v.id_map()["b"], 2);
         let b = FittedColumn::Bag { name: "g".into(), values: vec!["x".into()], max_len: 3, pooling: Pooling::Mean };
         assert_eq!(b.id_map()["x"], 2);
-        let json = serde_json::to_string(&Preprocessing { columns: vec![v.clone(), b] }).unwrap();
+        let json = serde_json::to_string(&Preprocessing { columns: vec![v.clone(), b], dense_buckets: None }).unwrap();
         let back: Preprocessing = serde_json::from_str(&json).unwrap();
         assert_eq!(back.columns[0], v);
     }

@@ -429,7 +429,7 @@ impl TableSource {
                 _ => unreachable!("raw columns follow their kinds"),
             });
         }
-        Ok(Preprocessing { columns })
+        Ok(Preprocessing { columns, dense_buckets: None })
     }
 
     /// Opens the encoder of every text column (checked against the one `preprocessing` was fitted
