@@ -1,5 +1,6 @@
 //! The balancer trait and the step interface it works through.
 
+use crate::diagnostics::ConflictLog;
 use burn::tensor::{Gradients, Tensor};
 use mtrec_data::TaskKind;
 use mtrec_model::LastSharedLayer;
@@ -176,22 +177,28 @@ pub trait LossBalancer {
     /// Called after every epoch with each task's mean training loss (DWA needs them).
     fn end_epoch(&mut self, _mean_task_losses: &[f64]) {}
 
+    /// Where the method records the task gradients it measures ([`ConflictLog`]); the three
+    /// methods below read it by default.
+    fn conflict_log(&self) -> Option<&ConflictLog> {
+        None
+    }
+
     /// Per-task gradient norms (mean over the last epoch's steps), for methods that compute them.
     fn task_gradient_norms(&self) -> Option<Vec<f64>> {
-        None
+        self.conflict_log().and_then(ConflictLog::norms)
     }
 
     /// The cosine between each pair of tasks' gradients at the shared tensors (pairs `(i, j)`,
     /// `i < j`, in that order; mean over the last epoch's steps), for methods that compute them:
     /// how much the tasks agree, or conflict, where they share parameters.
     fn task_gradient_cosines(&self) -> Option<Vec<f64>> {
-        None
+        self.conflict_log().and_then(ConflictLog::cosines)
     }
 
     /// With [`Self::task_gradient_cosines`]: for each pair, the fraction of the last epoch's steps
     /// on which its cosine was negative (the tasks pulled the shared parameters apart).
     fn task_gradient_conflicts(&self) -> Option<Vec<f64>> {
-        None
+        self.conflict_log().and_then(ConflictLog::conflicts)
     }
 
     /// What the method carries from one epoch to the next (learned weights and their optimiser's

@@ -122,19 +122,9 @@ impl<C: GradientCombiner> LossBalancer for GradientCombination<C> {
         self.combiner.load_state(state)
     }
 
-    /// Mean ‖g_t‖ at the shared tensors over the last epoch.
-    fn task_gradient_norms(&self) -> Option<Vec<f64>> {
-        self.log.norms()
-    }
-
-    /// Mean cosine of each task pair's gradients at the shared tensors over the last epoch.
-    fn task_gradient_cosines(&self) -> Option<Vec<f64>> {
-        self.log.cosines()
-    }
-
-    /// Fraction of the last epoch's steps with a negative cosine, per task pair.
-    fn task_gradient_conflicts(&self) -> Option<Vec<f64>> {
-        self.log.conflicts()
+    /// Every step's task gradients at the shared tensors.
+    fn conflict_log(&self) -> Option<&ConflictLog> {
+        Some(&self.log)
     }
 }
 

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     BalanceError, BalancedGradients, LossBalancer, TaskGraph,
     balancer::{parse_state, state_value},
-    diagnostics::WeightedStep,
+    diagnostics::{ConflictLog, WeightedStep},
 };
 
 /// Dynamic weight average.
@@ -85,16 +85,8 @@ impl LossBalancer for DynamicWeightAverage {
         Ok(())
     }
 
-    fn task_gradient_norms(&self) -> Option<Vec<f64>> {
-        self.step.log().norms()
-    }
-
-    fn task_gradient_cosines(&self) -> Option<Vec<f64>> {
-        self.step.log().cosines()
-    }
-
-    fn task_gradient_conflicts(&self) -> Option<Vec<f64>> {
-        self.step.log().conflicts()
+    fn conflict_log(&self) -> Option<&ConflictLog> {
+        Some(self.step.log())
     }
 }
 

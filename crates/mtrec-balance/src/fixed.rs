@@ -1,6 +1,9 @@
 //! Fixed weights: minimise `Σ_t w_t · L_t` with constant `w_t` (default 1, equal weighting).
 
-use crate::{BalanceError, BalancedGradients, LossBalancer, TaskGraph, diagnostics::WeightedStep};
+use crate::{
+    BalanceError, BalancedGradients, LossBalancer, TaskGraph,
+    diagnostics::{ConflictLog, WeightedStep},
+};
 
 /// Constant per-task loss weights.
 #[derive(Debug, Clone)]
@@ -39,16 +42,8 @@ impl LossBalancer for FixedWeights {
         self.step.end_epoch();
     }
 
-    fn task_gradient_norms(&self) -> Option<Vec<f64>> {
-        self.step.log().norms()
-    }
-
-    fn task_gradient_cosines(&self) -> Option<Vec<f64>> {
-        self.step.log().cosines()
-    }
-
-    fn task_gradient_conflicts(&self) -> Option<Vec<f64>> {
-        self.step.log().conflicts()
+    fn conflict_log(&self) -> Option<&ConflictLog> {
+        Some(self.step.log())
     }
 }
 

@@ -5,7 +5,11 @@
 
 use rand_distr::{Distribution, StandardNormal};
 
-use crate::{BalanceError, BalancedGradients, LossBalancer, TaskGraph, balancer::EpochRng, diagnostics::WeightedStep};
+use crate::{
+    BalanceError, BalancedGradients, LossBalancer, TaskGraph,
+    balancer::EpochRng,
+    diagnostics::{ConflictLog, WeightedStep},
+};
 
 const SALT: u64 = 0x524c_5700;
 
@@ -57,16 +61,8 @@ impl LossBalancer for RandomLossWeighting {
         self.step.end_epoch();
     }
 
-    fn task_gradient_norms(&self) -> Option<Vec<f64>> {
-        self.step.log().norms()
-    }
-
-    fn task_gradient_cosines(&self) -> Option<Vec<f64>> {
-        self.step.log().cosines()
-    }
-
-    fn task_gradient_conflicts(&self) -> Option<Vec<f64>> {
-        self.step.log().conflicts()
+    fn conflict_log(&self) -> Option<&ConflictLog> {
+        Some(self.step.log())
     }
 
     /// The epoch the draws are seeded from.
