@@ -1519,6 +1519,27 @@ pub(crate) mod tests {
         assert!(err.contains("preprocessing.json"), "{err}");
     }
 
+    /// Trains `cfg` (a table config) into a run folder with its preprocessing, checks that the
+    /// saved model re-evaluates to the test metrics the run reported, and scores every row of the
+    /// small table's file with the run (`eval --file`): the dataset, its preprocessing, the scored
+    /// data and their validation metrics.
+    fn train_and_score_the_table_file(
+        cfg: &ExperimentConfig,
+    ) -> (MtlDataset, mtrec_data::Preprocessing, crate::RunData, Vec<TaskMetrics>) {
+        let (ds, preprocessing) = cfg.data.load_with(None).unwrap();
+        let preprocessing = preprocessing.expect("a table's preprocessing");
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDirectory::create(dir.path().join("run"), cfg).unwrap();
+        run.write_preprocessing(&preprocessing).unwrap();
+        let (summary, _, _) = Trainer::new(cfg, &ds, Device::flex()).with_run_dir(run).verbose(false).run().unwrap();
+        let (_, _, metrics) = evaluate_run(&dir.path().join("run"), Split::Test, &[], None).unwrap();
+        let (a, b) = (metrics[0]["auc"], summary.test["click"]["auc"]);
+        assert!((a - b).abs() <= 1e-9, "re-evaluated {a} vs reported {b}");
+        let file = census_fixture().join("../table-small/table.parquet");
+        let (_, scored, metrics) = evaluate_run(&dir.path().join("run"), Split::Valid, &[], Some(&file)).unwrap();
+        (ds, preprocessing, scored, metrics)
+    }
+
     /// `data.dense_buckets`: the run saves the training split's bucket edges with its
     /// preprocessing; its saved model re-evaluates to the test metrics it reported, and scoring
     /// another file encodes that file's dense values with the saved edges (not ones fitted on the
@@ -1527,19 +1548,10 @@ pub(crate) mod tests {
     fn dense_buckets_are_saved_and_reused_when_scoring_a_file() {
         let mut cfg = table_config();
         cfg.data.dense_buckets = 4;
-        let (ds, preprocessing) = cfg.data.load_with(None).unwrap();
-        let saved = preprocessing.as_ref().unwrap().dense_buckets.clone().expect("fitted buckets");
+        let (ds, preprocessing, scored, _) = train_and_score_the_table_file(&cfg);
+        let saved = preprocessing.dense_buckets.clone().expect("fitted buckets");
         let field = ds.schema.categorical.last().unwrap();
         assert!(field.name.ends_with("_bucket") && field.vocab_size == saved.edges[0].len() + 2, "{field:?}");
-        let dir = tempfile::tempdir().unwrap();
-        let run = RunDirectory::create(dir.path().join("run"), &cfg).unwrap();
-        run.write_preprocessing(preprocessing.as_ref().unwrap()).unwrap();
-        let (summary, _, _) = Trainer::new(&cfg, &ds, Device::flex()).with_run_dir(run).verbose(false).run().unwrap();
-        let (_, _, metrics) = evaluate_run(&dir.path().join("run"), Split::Test, &[], None).unwrap();
-        let (a, b) = (metrics[0]["auc"], summary.test["click"]["auc"]);
-        assert!((a - b).abs() <= 1e-9, "re-evaluated {a} vs reported {b}");
-        let file = census_fixture().join("../table-small/table.parquet");
-        let (_, scored, _) = evaluate_run(&dir.path().join("run"), Split::Valid, &[], Some(&file)).unwrap();
         assert_eq!(scored.schema().categorical, ds.schema.categorical);
         let crate::RunData::Memory(file_data) = &scored else { panic!("in memory") };
         let (table, n_dense) = (&file_data.test, saved.edges.len());
@@ -1562,16 +1574,7 @@ pub(crate) mod tests {
     fn a_fine_tuned_run_evaluates_and_scores_another_file() {
         let mut cfg = text_table_config("lora");
         cfg.model.text.lora_rank = 2;
-        let (ds, preprocessing) = cfg.data.load_with(None).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let run = RunDirectory::create(dir.path().join("run"), &cfg).unwrap();
-        run.write_preprocessing(preprocessing.as_ref().unwrap()).unwrap();
-        let (summary, _, _) = Trainer::new(&cfg, &ds, Device::flex()).with_run_dir(run).verbose(false).run().unwrap();
-        let (_, _, metrics) = evaluate_run(&dir.path().join("run"), Split::Test, &[], None).unwrap();
-        let (a, b) = (metrics[0]["auc"], summary.test["click"]["auc"]);
-        assert!((a - b).abs() <= 1e-9, "re-evaluated {a} vs reported {b}");
-        let file = census_fixture().join("../table-small/table.parquet");
-        let (_, scored, metrics) = evaluate_run(&dir.path().join("run"), Split::Valid, &[], Some(&file)).unwrap();
+        let (_, _, scored, metrics) = train_and_score_the_table_file(&cfg);
         assert!(scored.schema().text[0].tokens, "the file's texts are token ids");
         assert_eq!(scored.n_rows(Split::Test), 120, "every row of the file");
         assert!(metrics[0]["auc"].is_finite(), "{metrics:?}");
