@@ -108,8 +108,9 @@ impl WeightedStep {
         let m = Tensor::cat(rows, 0);
         let mut flat = to_host(vec![m.clone().matmul(m.transpose()).reshape([n * n])]);
         batch_squares(graph, &mut flat);
+        let out = BalancedGradients { parts: vec![grads], task_losses: detached(&losses) };
         if flat.iter().any(|v| !v.is_finite()) {
-            return Err(BalanceError("gradient diagnostics: non-finite task gradients".into()));
+            return Ok(out); // nothing to record; the step itself is the loop's to judge, as without diagnostics
         }
         // probe t holds w_t·g_t: undo the weights (a task of weight 0 leaves no gradient to measure)
         let present = graph.task_present();
@@ -122,7 +123,7 @@ impl WeightedStep {
             })
             .collect();
         self.log.record(&gram, &measured);
-        Ok(BalancedGradients { parts: vec![grads], task_losses: detached(&losses) })
+        Ok(out)
     }
 
     /// The conflicts measured.
