@@ -58,6 +58,7 @@ mod collective;
 mod config;
 mod data_config;
 mod data_parallel;
+pub mod dead_task;
 mod device;
 mod early_stopping;
 mod error;

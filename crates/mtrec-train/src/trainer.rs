@@ -102,6 +102,8 @@ struct LoopState<C: MultiTaskModule> {
     /// Adversarial heads that stopped learning, and the warnings said about them (a resumed run
     /// replays the logged epochs into them).
     dead_heads: crate::DeadHeadDetector,
+    /// Main tasks whose predictions went constant (the same replay on resume).
+    dead_tasks: crate::dead_task::DeadTaskDetector,
     warnings: Vec<String>,
     /// The run's TensorBoard event file (rank 0 of a run with a folder).
     events: Option<crate::EventWriter>,
@@ -262,6 +264,9 @@ impl<'a, S: SplitRows, C: MultiTaskModule> Trainer<'a, S, C> {
             for (_, warning) in &fired {
                 self.say(warning);
             }
+            for warning in dead_task_warnings(&mut state, schema, epoch, &valid) {
+                self.say(&warning);
+            }
             if cfg.model.adversary_restart && !fired.is_empty() {
                 let tasks: Vec<usize> = fired.iter().map(|(t, _)| *t).collect();
                 crate::restart_heads(&mut model, &tasks, &cfg.model, schema, &self.device.clone().autodiff());
@@ -321,6 +326,16 @@ impl<'a, S: SplitRows, C: MultiTaskModule> Trainer<'a, S, C> {
         }
         let rates = self.dataset.valid.label_means(schema.n_tasks())?;
         Ok(crate::DeadHeadDetector::new(heads.into_iter().map(|t| (t, rates[t]))))
+    }
+
+    /// The dead-task detector of the binary main tasks ([`crate::dead_task`]).
+    fn dead_task_detector(&self) -> Result<crate::dead_task::DeadTaskDetector, TrainError> {
+        let schema = &self.dataset.schema;
+        if !schema.tasks.iter().any(|t| t.kind == TaskKind::Binary && !t.adversarial) {
+            return Ok(crate::dead_task::DeadTaskDetector::default());
+        }
+        let rates = self.dataset.valid.label_means(schema.n_tasks())?;
+        Ok(crate::dead_task::DeadTaskDetector::new(schema, &rates))
     }
 
     /// What data-parallel training cannot do.
@@ -423,6 +438,7 @@ impl<'a, S: SplitRows, C: MultiTaskModule> Trainer<'a, S, C> {
             earlier_wall: 0.0,
             done: 0,
             dead_heads: self.dead_head_detector()?,
+            dead_tasks: self.dead_task_detector()?,
             warnings: Vec::new(),
             events: None,
         };
@@ -447,6 +463,7 @@ impl<'a, S: SplitRows, C: MultiTaskModule> Trainer<'a, S, C> {
                 let valid: Vec<TaskMetrics> =
                     schema.tasks.iter().map(|t| record.valid.get(&t.name).cloned().unwrap_or_default()).collect();
                 dead_head_warnings(&mut state, schema, record.epoch, &valid);
+                dead_task_warnings(&mut state, schema, record.epoch, &valid);
                 state.records.push(record);
             }
         }
@@ -752,6 +769,24 @@ fn dead_head_warnings<C: MultiTaskModule>(
         })
         .collect();
     state.warnings.extend(warnings.iter().map(|(_, w)| w.clone()));
+    warnings
+}
+
+/// Warnings for main tasks whose predictions went constant ([`crate::dead_task`]), kept with the
+/// run's warnings.
+fn dead_task_warnings<C: MultiTaskModule>(
+    state: &mut LoopState<C>,
+    schema: &Schema,
+    epoch: usize,
+    valid: &[TaskMetrics],
+) -> Vec<String> {
+    let warnings: Vec<String> = state
+        .dead_tasks
+        .update(valid)
+        .into_iter()
+        .map(|t| crate::dead_task::DeadTaskDetector::warning(schema, t, epoch))
+        .collect();
+    state.warnings.extend(warnings.iter().cloned());
     warnings
 }
 
