@@ -18,6 +18,7 @@ use crate::{
     BalanceError, BalancedGradients, ProbedForward, TaskGraph,
     balancer::{EpochMean, batch_squares, detached, to_host, weighted_backward, weighted_sum},
     combination::pair_cosines,
+    task_gradients::flat_gram,
 };
 
 /// Per-epoch means of the task gradients' norms, pair cosines and conflicts at the shared tensors.
@@ -95,18 +96,13 @@ impl WeightedStep {
         let n = graph.n_tasks();
         let ProbedForward { losses, probes, .. } = graph.probed_forward(&vec![true; n]);
         let mut grads = weighted_sum(&losses, weights).backward();
-        let rows: Vec<Tensor<2>> = probes
+        let per_task: Vec<Vec<Tensor<2>>> = probes
             .iter()
             .map(|task| {
-                let flat = task
-                    .iter()
-                    .map(|p| p.grad_remove(&mut grads).unwrap_or_else(|| p.zeros_like().detach()).flatten::<1>(0, 1))
-                    .collect();
-                Tensor::cat(flat, 0).unsqueeze_dim(0)
+                task.iter().map(|p| p.grad_remove(&mut grads).unwrap_or_else(|| p.zeros_like().detach())).collect()
             })
             .collect();
-        let m = Tensor::cat(rows, 0);
-        let mut flat = to_host(vec![m.clone().matmul(m.transpose()).reshape([n * n])]);
+        let mut flat = to_host(vec![flat_gram(&per_task)]);
         batch_squares(graph, &mut flat);
         let out = BalancedGradients { parts: vec![grads], task_losses: detached(&losses) };
         if flat.iter().any(|v| !v.is_finite()) {

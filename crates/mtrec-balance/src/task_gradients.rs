@@ -58,16 +58,8 @@ impl TaskGradients {
 
     /// The Gram matrix and the tasks' losses, in one device-to-host read.
     pub fn gram_and_losses(&self) -> (Vec<Vec<f64>>, Vec<f64>) {
-        let flat: Vec<Tensor<2>> = self
-            .per_task
-            .iter()
-            .map(|grads| Tensor::cat(grads.iter().map(|g| g.clone().flatten::<1>(0, 1)).collect(), 0).unsqueeze_dim(0))
-            .collect();
-        let m = Tensor::cat(flat, 0);
         let t = self.n_tasks();
-        let host = to_host(
-            std::iter::once(m.clone().matmul(m.transpose()).reshape([t * t])).chain(self.losses.clone()).collect(),
-        );
+        let host = to_host(std::iter::once(flat_gram(&self.per_task)).chain(self.losses.clone()).collect());
         let (gram, losses) = host.split_at(t * t);
         (gram.chunks(t).map(<[f64]>::to_vec).collect(), losses.to_vec())
     }
@@ -96,4 +88,16 @@ impl TaskGradients {
         parts.push(surrogate.backward());
         BalancedGradients { parts, task_losses: self.losses }
     }
+}
+
+/// `⟨g_i, g_j⟩` of the tasks' gradients (`per_task[t]`: task `t`'s gradient at each shared
+/// tensor), row-major `[T·T]`, on the device.
+pub(crate) fn flat_gram(per_task: &[Vec<Tensor<2>>]) -> Tensor<1> {
+    let rows: Vec<Tensor<2>> = per_task
+        .iter()
+        .map(|grads| Tensor::cat(grads.iter().map(|g| g.clone().flatten::<1>(0, 1)).collect(), 0).unsqueeze_dim(0))
+        .collect();
+    let t = rows.len();
+    let m = Tensor::cat(rows, 0);
+    m.clone().matmul(m.transpose()).reshape([t * t])
 }
