@@ -69,6 +69,9 @@ pub struct DataConfig {
     pub tasks: Vec<TaskColumn>,
     /// Table: a column grouping the rows (users): binary tasks also report GAUC.
     pub group_by: Option<String>,
+    /// Each dense column also becomes a categorical field of its quantile bucket on the training
+    /// split, `N` buckets (default 0: off); see [`mtrec_data::DenseBuckets`]. In-memory tables only.
+    pub dense_buckets: usize,
     /// Table: cache the encoded splits (see [`mtrec_data::default_cache_dir`]).
     pub cache: bool,
     /// Table: encode the splits into chunk files and stream them through training and evaluation
@@ -76,9 +79,6 @@ pub struct DataConfig {
     pub stream: bool,
     /// Streaming: rows per chunk file.
     pub chunk_rows: usize,
-    /// Each dense column also becomes a categorical field of its quantile bucket on the training
-    /// split, `N` buckets (default 0: off); see [`mtrec_data::DenseBuckets`]. In-memory tables only.
-    pub dense_buckets: usize,
     /// Streaming: chunks a training epoch shuffles together (the shuffle window).
     pub shuffle_window: usize,
     /// Streaming: the folder of the chunk files (default: `<cache>/<key>.chunks`, the key a hash
@@ -114,10 +114,10 @@ impl Default for DataConfig {
             columns: vec![],
             tasks: vec![],
             group_by: None,
+            dense_buckets: 0,
             cache: true,
             stream: false,
             chunk_rows: 1 << 18,
-            dense_buckets: 0,
             shuffle_window: 4,
             chunk_dir: None,
             text_tokens: None,

@@ -2,9 +2,18 @@
 //! inactive on nearly every row, the task learns only its output bias — its validation AUC sits at
 //! ½ and its logloss is no better than a constant's at the label rate, validation after
 //! validation, while the run looks healthy on its other tasks. STEM on census, seed 44, did this
-//! under three balancers of the benchmark grid (AUC 0.49999 for 30 epochs); nothing said so. The
-//! run warns once per task after [`DEAD_TASK_VALIDATIONS`] such validations in a row: AUC within
-//! [`DEAD_TASK_AUC`] of ½ and logloss at or above the label entropy less
+//! under three balancers of the benchmark grid (AUC 0.49999 for 30 epochs); nothing said so.
+//!
+//! That branch was born dead: its tower (8 ReLU units on the experts' non-negative mixture) is
+//! inactive on nearly every row from initialisation — the first validation's AUC is already
+//! 0.5003 — and its validation logloss, read back as a constant logit, falls by 0.18 an epoch at
+//! first (0.10 by epoch 13): Adam moving the output bias alone, by about `lr` a step. No gradient
+//! of its own task reaches a dead unit; only the shared experts, moved by the other task, can
+//! shift its input until a unit wakes — which happened under uncertainty and Aligned-MTL, not
+//! under fixed weights, DB-MTL or CAGrad.
+//!
+//! The run warns once per task after [`DEAD_TASK_VALIDATIONS`] such validations in a row: AUC
+//! within [`DEAD_TASK_AUC`] of ½ and logloss at or above the label entropy less
 //! [`DEAD_HEAD_NATS`](crate::DEAD_HEAD_NATS) (the adversarial heads' rule).
 
 use mtrec_data::{Schema, TaskKind};
