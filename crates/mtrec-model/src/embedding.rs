@@ -193,6 +193,15 @@ pub struct FeatureEmbedding {
     pub fm: bool,
 }
 
+/// Where one text field sits in a batch's text values ([`FeatureEmbedding::text_columns`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextColumns {
+    /// Its columns: a sentence embedding's dimensions, or token ids.
+    pub columns: std::ops::Range<usize>,
+    /// Whether they hold token ids (read through the input layer's encoder).
+    pub tokens: bool,
+}
+
 /// The input vector of a batch, and the rows of row-sparse tables it read.
 #[derive(Debug, Clone)]
 pub struct Embedded {
@@ -241,17 +250,15 @@ impl FeatureEmbedding {
         }
         if let Some(text) = text {
             let [batch, _] = text.dims();
-            let mut start = 0;
-            for ((projection, &d), &tokens) in self.text.iter().zip(&self.text_dims).zip(&self.token_fields) {
-                let values = text.clone().slice([0..batch, start..start + d]);
-                let embedding = if tokens {
+            for (projection, field) in self.text.iter().zip(self.text_columns()) {
+                let values = text.clone().slice([0..batch, field.columns.clone()]);
+                let embedding = if field.tokens {
                     let encoder = self.encoder.as_ref().expect("token-id text fields come with a text encoder");
                     encoder.forward(values)
                 } else {
                     values
                 };
                 parts.push(projection.forward(embedding));
-                start += d;
             }
         }
         if let Some(dense) = dense {
@@ -268,6 +275,18 @@ impl FeatureEmbedding {
             None => x,
         };
         Embedded { x, sparse_rows }
+    }
+
+    /// Each text field's place in the batch's text values, in field order.
+    pub fn text_columns(&self) -> impl Iterator<Item = TextColumns> + '_ {
+        let starts = self.text_dims.iter().scan(0, |start, &d| {
+            *start += d;
+            Some(*start - d)
+        });
+        starts
+            .zip(&self.text_dims)
+            .zip(&self.token_fields)
+            .map(|((start, &d), &tokens)| TextColumns { columns: start..start + d, tokens })
     }
 
     /// Attaches a trainable sentence encoder for the text fields of token ids (`tokens[f]`: field
@@ -369,6 +388,17 @@ mod tests {
         for k in 0..2 {
             assert!((out[7 + k] - pairs(k)).abs() < 1e-5, "unit {k}: {} vs {}", out[7 + k], pairs(k));
         }
+    }
+
+    /// Text fields sit one after another in the batch's text values, each flagged as token ids or
+    /// an embedding.
+    #[test]
+    fn text_columns_follow_the_fields_widths() {
+        let mut emb = FeatureEmbeddingConfig::new(vec![], 0).with_text_dims(vec![3, 5, 2]).init(&Device::flex());
+        emb.token_fields = vec![false, true, false];
+        let fields: Vec<TextColumns> = emb.text_columns().collect();
+        let expected = [(0..3, false), (3..8, true), (8..10, false)];
+        assert_eq!(fields, expected.map(|(columns, tokens)| TextColumns { columns, tokens }));
     }
 
     /// Bags pool the filled slots only: mean divides by the number of filled slots, sum adds them;

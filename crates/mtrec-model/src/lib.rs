@@ -81,7 +81,7 @@ pub use contract::{MultiTaskModel, SharedTensors, TaskOutput};
 pub use cross_network::{CrossNetwork, CrossNetworkConfig};
 pub use cross_stitch::{CrossStitch, CrossStitchConfig};
 pub use custom::{ArchitectureFactory, ArchitectureInputs, ArchitectureOptions, MultiTaskModule, NoCustom};
-pub use embedding::{Embedded, FeatureEmbedding, FeatureEmbeddingConfig};
+pub use embedding::{Embedded, FeatureEmbedding, FeatureEmbeddingConfig, TextColumns};
 pub use embedding_tables::EmbeddingTable;
 pub use esmm::{Esmm, EsmmConfig, log_sigmoid};
 pub use experts::{ExpertBank, ExpertBankConfig, ExpertGate, ExpertGateConfig};

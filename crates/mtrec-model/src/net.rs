@@ -176,16 +176,8 @@ impl<C: MultiTaskModule> MultiTaskNet<C> {
     /// each, in the batch's text values.
     pub fn token_fields(&self) -> Vec<(usize, usize)> {
         let mut body = self.body.clone();
-        let Some(input) = body.inputs_mut().into_iter().next().map(|i| i.clone()) else { return vec![] };
-        let mut start = 0;
-        let mut fields = Vec::new();
-        for (&width, &tokens) in input.text_dims.iter().zip(&input.token_fields) {
-            if tokens {
-                fields.push((start, width));
-            }
-            start += width;
-        }
-        fields
+        let Some(input) = body.inputs_mut().into_iter().next() else { return vec![] };
+        input.text_columns().filter(|f| f.tokens).map(|f| (f.columns.start, f.columns.len())).collect()
     }
 
     /// The trainable text encoder of the first input layer (`None`: the model has none); every
