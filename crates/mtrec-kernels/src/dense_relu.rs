@@ -16,6 +16,7 @@
 use crate::{
     contiguous, f32_tensor, f32_values,
     simd::{ElementLoop, vectorized},
+    strided_gemm::{View, gemm_into, parallelism},
     use_fused, whole,
 };
 use burn::{
@@ -107,79 +108,6 @@ fn backend_dense_relu_backward<B: Backend>(
     (dx, dw, db)
 }
 
-/// A 2-D f32 view of a flex tensor: pointer to its first element and its strides.
-struct View<'a> {
-    data: &'a [f32],
-    offset: usize,
-    rows: usize,
-    cols: usize,
-    row_stride: isize,
-    col_stride: isize,
-}
-
-impl<'a> View<'a> {
-    fn of(t: &'a FlexTensor) -> Self {
-        let layout = t.layout();
-        let shape = layout.shape();
-        let strides = layout.strides();
-        Self {
-            data: t.storage::<f32>(),
-            offset: layout.start_offset(),
-            rows: shape[0],
-            cols: shape[1],
-            row_stride: strides[0],
-            col_stride: strides[1],
-        }
-    }
-
-    /// The transposed view (no copy).
-    fn t(self) -> Self {
-        Self { rows: self.cols, cols: self.rows, row_stride: self.col_stride, col_stride: self.row_stride, ..self }
-    }
-
-    fn ptr(&self) -> *const f32 {
-        self.data[self.offset..].as_ptr()
-    }
-}
-
-/// `out[m×n] (= out if accumulate) + lhs·rhs`, row-major contiguous `out`.
-#[allow(unsafe_code)]
-fn gemm_into(out: &mut [f32], n: usize, lhs: &View, rhs: &View, accumulate: bool, threads: gemm::Parallelism) {
-    let (m, k) = (lhs.rows, lhs.cols);
-    assert!(rhs.rows == k && rhs.cols == n && out.len() == m * n, "dense_relu: shapes do not match");
-    // SAFETY: the views cover their shapes (flex layouts), `out` holds m·n elements.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            lhs.ptr(),
-            lhs.col_stride,
-            lhs.row_stride,
-            rhs.ptr(),
-            rhs.col_stride,
-            rhs.row_stride,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            threads,
-        );
-    }
-}
-
-/// Below this many multiply-adds a GEMM runs on one thread (flex uses the same threshold).
-const PARALLEL_GEMM_MACS: usize = 7 * 1024 * 1024;
-
-fn parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
-    if m * n * k >= PARALLEL_GEMM_MACS { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None }
-}
-
 /// `dz = dz ⊙ [y > 0]` row by row, summing the rows into `db`.
 struct ReluMaskRows<'a> {
     dz: &'a mut [f32],
@@ -210,7 +138,7 @@ impl ElementLoop for ReluInPlace<'_> {
     }
 }
 
-fn is_f32_matrix(t: &FlexTensor) -> bool {
+pub(crate) fn is_f32_matrix(t: &FlexTensor) -> bool {
     t.dtype() == DType::F32 && t.layout().num_dims() == 2
 }
 

@@ -5,7 +5,9 @@
 //! allocates its output, and most of them run on one core. The kernels here do what several burn
 //! operations do in one pass: a dense layer with its bias and ReLU ([`dense_relu`]), a softmax
 //! gate's mixing of expert outputs ([`gate_mix`]), an embedding lookup whose backward adds rows
-//! instead of scattering ([`embedding_rows`]) and Adam's update ([`FusedAdamBackend`]).
+//! instead of scattering ([`embedding_rows`]) and Adam's update ([`FusedAdamBackend`]); for the
+//! text encoder, the projections ([`linear`]), GELU ([`gelu`]), dropout ([`dropout`]), LayerNorm's backward
+//! ([`layer_norm`]) and the attention weights ([`masked_softmax`]).
 //!
 //! Every kernel has a plain-burn twin that other backends (and the switch
 //! [`set_fused_kernels`]`(false)`, `model.fused_kernels = false`) run, and a test that both give
@@ -36,17 +38,23 @@
 
 mod adam;
 mod denormals;
+mod dense;
 mod dense_relu;
 mod dropout;
 mod embedding_rows;
+mod exp;
 mod flex_tensor;
 mod gate_mix;
 mod gelu;
+mod layer_norm;
+mod masked_softmax;
 mod simd;
+mod strided_gemm;
 mod switch;
 
 pub use adam::FusedAdamBackend;
 pub use denormals::{flush_denormals, flush_denormals_on_this_thread};
+pub use dense::{FusedLinearBackend, linear};
 pub use dense_relu::{FusedDenseBackend, dense_relu, linear_relu, plain_dense_relu};
 pub use dropout::{DropoutBackend, dropout};
 pub use embedding_rows::{EmbeddingRowsBackend, embedding_rows, weight_rows};
@@ -54,5 +62,7 @@ pub use flex_tensor::f32_tensor;
 use flex_tensor::{contiguous, f32_values, whole};
 pub use gate_mix::{GateMixBackend, gate_mix, plain_gate_mix};
 pub use gelu::{GeluBackend, gelu};
+pub use layer_norm::{LayerNormBackend, layer_norm};
+pub use masked_softmax::{MaskedSoftmaxBackend, masked_softmax, plain_masked_softmax};
 pub use simd::{ElementLoop, vectorized};
 pub use switch::{fused_kernels, set_fused_kernels, use_fused};

@@ -64,6 +64,7 @@ impl BertConfig {
                 position_embeddings: EmbeddingConfig::new(self.max_position_embeddings, h).init(device),
                 token_type_embeddings: EmbeddingConfig::new(self.type_vocab_size, h).init(device),
                 layer_norm: norm(),
+                layer_norm_eps: self.layer_norm_eps,
                 dropout: dropout(),
             },
             layers: (0..self.num_hidden_layers)
@@ -74,12 +75,14 @@ impl BertConfig {
                         value: linear(h, h),
                         output: linear(h, h),
                         layer_norm: norm(),
+                        layer_norm_eps: self.layer_norm_eps,
                         dropout: dropout(),
                         n_heads: self.num_attention_heads,
                     },
                     intermediate: linear(h, self.intermediate_size),
                     output: linear(self.intermediate_size, h),
                     layer_norm: norm(),
+                    layer_norm_eps: self.layer_norm_eps,
                     dropout: dropout(),
                 })
                 .collect(),
@@ -100,6 +103,9 @@ pub struct BertAttention {
     pub output: Linear,
     /// LayerNorm of `x + output`.
     pub layer_norm: LayerNorm,
+    /// Its ε (burn's LayerNorm keeps it private; the fused kernel needs it).
+    #[module(skip)]
+    pub layer_norm_eps: f64,
     /// Dropout on the output projection (training only).
     pub dropout: Dropout,
     /// Attention heads.
@@ -109,19 +115,32 @@ pub struct BertAttention {
 
 impl BertAttention {
     /// # Shapes
-    /// - x: `[B·L, H]` (the batch's tokens, text by text); mask: `[B, 1, L, L]`, `true` = masked
+    /// - x: `[B·L, H]` (the batch's tokens, text by text); mask: `[B, 1, L, L]`, `true` = masked,
+    ///   a text's padding keys (the same for every query row, as [`BertModel::forward_layers`]
+    ///   builds it)
     /// - output `[B·L, H]`
     pub fn forward(&self, x: Tensor<2>, mask: Tensor<4, Bool>) -> Tensor<2> {
         let [b, _, l, _] = mask.dims();
         let [_, h] = x.dims();
         let heads = self.n_heads;
         let split = |t: Tensor<2>| t.reshape([b, l, heads, h / heads]).swap_dims(1, 2); // [B, heads, L, d]
-        let q = split(self.query.forward(x.clone()));
-        let k = split(self.key.forward(x.clone()));
-        let v = split(self.value.forward(x.clone()));
-        let context = attention(q, k, v, Some(mask), None, AttentionModuleOptions::default());
+        let q = split(mtrec_kernels::linear(&self.query, x.clone()));
+        let k = split(mtrec_kernels::linear(&self.key, x.clone()));
+        let v = split(mtrec_kernels::linear(&self.value, x.clone()));
+        let context = if x.is_autodiff() && mtrec_kernels::use_fused(&x.device()) {
+            // training: the weights as one operation with its own backward (burn's attention
+            // under autodiff is a chain of tracked element-wise passes); every query row of a
+            // text masks the same keys, its padding
+            let padding = mask.slice([0..b, 0..1, 0..1, 0..l]).reshape([b, l]);
+            let key_bias = Tensor::<2>::zeros([b, l], &x.device()).mask_fill(padding, f32::NEG_INFINITY);
+            let scale = 1.0 / ((h / heads) as f64).sqrt();
+            mtrec_kernels::masked_softmax(q.matmul(k.swap_dims(2, 3)), key_bias, scale).matmul(v)
+        } else {
+            attention(q, k, v, Some(mask), None, AttentionModuleOptions::default())
+        };
         let context = context.swap_dims(1, 2).reshape([b * l, h]);
-        self.layer_norm.forward(x + mtrec_kernels::dropout(&self.dropout, self.output.forward(context)))
+        let residual = x + mtrec_kernels::dropout(&self.dropout, mtrec_kernels::linear(&self.output, context));
+        mtrec_kernels::layer_norm(&self.layer_norm, self.layer_norm_eps, residual)
     }
 }
 
@@ -136,6 +155,9 @@ pub struct BertLayer {
     pub output: Linear,
     /// LayerNorm of `x + FFN(x)`.
     pub layer_norm: LayerNorm,
+    /// Its ε.
+    #[module(skip)]
+    pub layer_norm_eps: f64,
     /// Dropout on the FFN's output (training only).
     pub dropout: Dropout,
 }
@@ -145,8 +167,9 @@ impl BertLayer {
     /// - x: `[B·L, H]`; mask `[B, 1, L, L]`; output `[B·L, H]`
     pub fn forward(&self, x: Tensor<2>, mask: Tensor<4, Bool>) -> Tensor<2> {
         let x = self.attention.forward(x, mask);
-        let ff = self.output.forward(mtrec_kernels::gelu(self.intermediate.forward(x.clone())));
-        self.layer_norm.forward(x + mtrec_kernels::dropout(&self.dropout, ff))
+        let ff = mtrec_kernels::gelu(mtrec_kernels::linear(&self.intermediate, x.clone()));
+        let ff = mtrec_kernels::linear(&self.output, ff);
+        mtrec_kernels::layer_norm(&self.layer_norm, self.layer_norm_eps, x + mtrec_kernels::dropout(&self.dropout, ff))
     }
 }
 
@@ -161,6 +184,9 @@ pub struct BertEmbeddings {
     pub token_type_embeddings: Embedding,
     /// LayerNorm over the sum.
     pub layer_norm: LayerNorm,
+    /// Its ε.
+    #[module(skip)]
+    pub layer_norm_eps: f64,
     /// Dropout on the normalised sum (training only).
     pub dropout: Dropout,
 }
@@ -200,7 +226,7 @@ impl BertModel {
         let x = e.word_embeddings.forward(ids)
             + e.position_embeddings.forward(positions)
             + e.token_type_embeddings.forward(types);
-        let x = mtrec_kernels::dropout(&e.dropout, e.layer_norm.forward(x));
+        let x = mtrec_kernels::dropout(&e.dropout, mtrec_kernels::layer_norm(&e.layer_norm, e.layer_norm_eps, x));
         let [_, _, h] = x.dims();
         x.reshape([batch * length, h])
     }

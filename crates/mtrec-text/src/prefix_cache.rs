@@ -107,7 +107,8 @@ impl PrefixCache {
         let mut computed = Vec::with_capacity(missing.len());
         for group in missing.chunks(FILL_BATCH) {
             for (i, states) in group.iter().zip(self.run_prefix(group.iter().map(|&i| rows[i].as_slice()), hidden)) {
-                computed.push((keys[*i], states));
+                // used as a later read will give them back (an f16 store rounds)
+                computed.push((keys[*i], store.as_stored(states)));
             }
         }
         for (key, states) in &computed {

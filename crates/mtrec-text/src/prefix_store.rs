@@ -197,6 +197,13 @@ impl PrefixStore {
         })
     }
 
+    /// `values` as [`Self::get`] would give them back once stored: rounded to half precision by
+    /// an f16 store, unchanged by an f32 one. States computed on a miss go through this before
+    /// they are used, so that a text's states do not change between its first and later reads.
+    pub fn as_stored(&self, values: Vec<f32>) -> Vec<f32> {
+        if self.elt == 2 { values.iter().map(|&v| f16::from_f32(v).to_f32()).collect() } else { values }
+    }
+
     /// Stores texts' states (`(key, n × hidden values)` each); with a folder, appended to the file
     /// under an exclusive lock.
     pub fn put(&mut self, entries: Vec<([u8; 32], Vec<f32>)>) -> Result<(), TextError> {
@@ -213,8 +220,7 @@ impl PrefixStore {
         let Some(path) = self.path.clone() else {
             for (key, values) in entries {
                 // an f16 store rounds in memory as on disk
-                let values =
-                    if self.elt == 2 { values.iter().map(|&v| f16::from_f32(v).to_f32()).collect() } else { values };
+                let values = self.as_stored(values);
                 self.memory.insert(key, values);
             }
             return Ok(());

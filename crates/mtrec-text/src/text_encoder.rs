@@ -543,7 +543,8 @@ mod tests {
 
     /// `top` with the prefix store: the stored states plus the top layer give the full forward's
     /// embeddings and top-layer gradients (≤ 1e-5); each distinct text is stored once, and
-    /// another encoder on the same folder reads them back instead of computing; f16 rounds.
+    /// another encoder on the same folder reads them back instead of computing; f16 rounds, the
+    /// states computed on a miss as well as those read back.
     #[test]
     fn the_prefix_cache_equals_the_full_forward() {
         let (dir, reference) = tiny();
@@ -580,6 +581,8 @@ mod tests {
         let (got16, _) = run(&f16);
         assert_close(&got16, &want, 1e-2, "f16 states");
         assert!(got16.iter().zip(&want).any(|(a, b)| a != b), "f16 rounds");
+        let again16 = TextEncoder::open(&dir, &half, &device).unwrap().with_prefix_cache(Some(store.path()), &half);
+        assert_eq!(run(&again16).0, got16, "states computed on a miss are used as they are read back: rounded");
     }
 
     /// LoRA with B = 0 is the pretrained (frozen) model; only the adapters get gradients; after a

@@ -1,0 +1,85 @@
+//! Matrix products of flex tensors straight into a kernel's own buffer, with the `gemm` crate:
+//! the operands are read through their strides (a transposed weight is a view, not a copy), and
+//! the output is a `Vec<f32>` the kernel wraps without the copy flex's matmul makes of its output.
+
+use burn::backend::flex::FlexTensor;
+
+/// A 2-D f32 view of a flex tensor: pointer to its first element and its strides.
+pub(crate) struct View<'a> {
+    data: &'a [f32],
+    offset: usize,
+    pub(crate) rows: usize,
+    pub(crate) cols: usize,
+    row_stride: isize,
+    col_stride: isize,
+}
+
+impl<'a> View<'a> {
+    pub(crate) fn of(t: &'a FlexTensor) -> Self {
+        let layout = t.layout();
+        let shape = layout.shape();
+        let strides = layout.strides();
+        Self {
+            data: t.storage::<f32>(),
+            offset: layout.start_offset(),
+            rows: shape[0],
+            cols: shape[1],
+            row_stride: strides[0],
+            col_stride: strides[1],
+        }
+    }
+
+    /// The transposed view (no copy).
+    pub(crate) fn t(self) -> Self {
+        Self { rows: self.cols, cols: self.rows, row_stride: self.col_stride, col_stride: self.row_stride, ..self }
+    }
+
+    fn ptr(&self) -> *const f32 {
+        self.data[self.offset..].as_ptr()
+    }
+}
+
+/// `out[m×n] (= out if accumulate) + lhs·rhs`, row-major contiguous `out`.
+#[allow(unsafe_code)]
+pub(crate) fn gemm_into(
+    out: &mut [f32],
+    n: usize,
+    lhs: &View,
+    rhs: &View,
+    accumulate: bool,
+    threads: gemm::Parallelism,
+) {
+    let (m, k) = (lhs.rows, lhs.cols);
+    assert!(rhs.rows == k && rhs.cols == n && out.len() == m * n, "gemm_into: shapes do not match");
+    // SAFETY: the views cover their shapes (flex layouts), `out` holds m·n elements.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.ptr(),
+            lhs.col_stride,
+            lhs.row_stride,
+            rhs.ptr(),
+            rhs.col_stride,
+            rhs.row_stride,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            threads,
+        );
+    }
+}
+
+/// Below this many multiply-adds a GEMM runs on one thread (flex uses the same threshold).
+const PARALLEL_GEMM_MACS: usize = 7 * 1024 * 1024;
+
+pub(crate) fn parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
+    if m * n * k >= PARALLEL_GEMM_MACS { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None }
+}
