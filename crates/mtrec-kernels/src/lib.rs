@@ -7,7 +7,8 @@
 //! gate's mixing of expert outputs ([`gate_mix`]), an embedding lookup whose backward adds rows
 //! instead of scattering ([`embedding_rows`]) and Adam's update ([`FusedAdamBackend`]); for the
 //! text encoder, the projections ([`linear`]), GELU ([`gelu`]), dropout ([`dropout`]), LayerNorm's backward
-//! ([`layer_norm`]) and the attention weights ([`masked_softmax`]).
+//! ([`layer_norm`]), the attention weights ([`masked_softmax`]) and the whole attention of a
+//! trained layer ([`masked_attention`]).
 //!
 //! Every kernel has a plain-burn twin that other backends (and the switch
 //! [`set_fused_kernels`]`(false)`, `model.fused_kernels = false`) run, and a test that both give
@@ -37,6 +38,7 @@
 #![deny(missing_docs)]
 
 mod adam;
+mod attention;
 mod denormals;
 mod dense;
 mod dense_relu;
@@ -53,6 +55,7 @@ mod strided_gemm;
 mod switch;
 
 pub use adam::FusedAdamBackend;
+pub use attention::{MaskedAttentionBackend, masked_attention, plain_masked_attention};
 pub use denormals::{flush_denormals, flush_denormals_on_this_thread};
 pub use dense::{FusedLinearBackend, linear};
 pub use dense_relu::{FusedDenseBackend, dense_relu, linear_relu, plain_dense_relu};

@@ -6,7 +6,8 @@
 //! over `[B, heads, L, L]` on one core, and a backward for each. Here the forward is one pass a
 //! row (the vectorised `exp` of [`crate::exp`]) and the backward one pass a row,
 //! `dS = scale·P ⊙ (dP − rowsum(dP ⊙ P))`, from the weights `P` it keeps; rows are split over
-//! rayon's threads. The two matrix products around it stay burn's. A row whose keys are all
+//! rayon's threads. The two matrix products around it stay burn's here; [`crate::masked_attention`]
+//! runs these rows between its own products (the encoder's training path). A row whose keys are all
 //! masked gets zero weights (as burn's fallback attention gives). Other backends, other float
 //! types and the switch off run the plain operations ([`plain_masked_softmax`]).
 
@@ -77,26 +78,27 @@ pub trait MaskedSoftmaxBackend: Backend {
     fn masked_softmax_backward(p: FloatTensor<Self>, dp: FloatTensor<Self>, scale: f64) -> FloatTensor<Self>;
 }
 
-/// The forward over a block of rows of width `k`, `first` the index of its first row.
-struct SoftmaxRows<'a> {
-    scores: &'a [f32],
-    weights: &'a mut [f32],
-    bias: &'a [f32],
-    first: usize,
-    rows_per_batch: usize,
-    k: usize,
-    scale: f32,
+/// The forward over a block of rows of width `k`, in place (scores in, weights out), `first` the
+/// index of its first row among `rows_per_batch` rows a batch row (`bias` holds `k` values a batch
+/// row).
+pub(crate) struct SoftmaxRows<'a> {
+    pub(crate) rows: &'a mut [f32],
+    pub(crate) bias: &'a [f32],
+    pub(crate) first: usize,
+    pub(crate) rows_per_batch: usize,
+    pub(crate) k: usize,
+    pub(crate) scale: f32,
 }
 
 impl ElementLoop for SoftmaxRows<'_> {
     #[inline(always)]
     fn run(self) {
-        let Self { scores, weights, bias, first, rows_per_batch, k, scale } = self;
-        for (i, (s, y)) in scores.chunks_exact(k).zip(weights.chunks_exact_mut(k)).enumerate() {
+        let Self { rows, bias, first, rows_per_batch, k, scale } = self;
+        for (i, y) in rows.chunks_exact_mut(k).enumerate() {
             let b = (first + i) / rows_per_batch;
             let bias = &bias[b * k..][..k];
-            for ((t, &v), &c) in y.iter_mut().zip(s).zip(bias) {
-                *t = scale * v + c;
+            for (t, &c) in y.iter_mut().zip(bias) {
+                *t = scale * *t + c;
             }
             let max = lane_max(y);
             if max == f32::NEG_INFINITY {
@@ -141,11 +143,11 @@ fn lane_sum(values: &[f32]) -> f32 {
 }
 
 /// The backward over a block of rows, in place on `dp`.
-struct SoftmaxBackwardRows<'a> {
-    p: &'a [f32],
-    dp: &'a mut [f32],
-    k: usize,
-    scale: f32,
+pub(crate) struct SoftmaxBackwardRows<'a> {
+    pub(crate) p: &'a [f32],
+    pub(crate) dp: &'a mut [f32],
+    pub(crate) k: usize,
+    pub(crate) scale: f32,
 }
 
 impl ElementLoop for SoftmaxBackwardRows<'_> {
@@ -171,11 +173,11 @@ impl MaskedSoftmaxBackend for Flex {
         let batches = bias.layout().shape()[0];
         let rows_per_batch = rows / batches.max(1);
         let (sv, bv) = (f32_values(&scores), f32_values(&bias));
-        let mut y = vec![0.0f32; rows * k];
+        let mut y = sv.to_vec();
         let block = (ROWS_PER_TASK * k).max(1);
-        y.par_chunks_mut(block).zip(sv.par_chunks(block)).enumerate().for_each(|(i, (weights, scores))| {
+        y.par_chunks_mut(block).enumerate().for_each(|(i, rows)| {
             let first = i * ROWS_PER_TASK;
-            vectorized(SoftmaxRows { scores, weights, bias: bv, first, rows_per_batch, k, scale: scale as f32 })
+            vectorized(SoftmaxRows { rows, bias: bv, first, rows_per_batch, k, scale: scale as f32 })
         });
         f32_tensor(y, [rows, k])
     }

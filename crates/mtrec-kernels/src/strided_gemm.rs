@@ -29,6 +29,13 @@ impl<'a> View<'a> {
         }
     }
 
+    /// The row-major block of `data` with `rows × cols` elements from `offset`, rows `row_stride`
+    /// apart (a head's columns of a `[L, H]` matrix: `row_stride` H).
+    pub(crate) fn block(data: &'a [f32], offset: usize, rows: usize, cols: usize, row_stride: usize) -> Self {
+        assert!(rows == 0 || offset + (rows - 1) * row_stride + cols <= data.len(), "the block lies inside its data");
+        Self { data, offset, rows, cols, row_stride: row_stride as isize, col_stride: 1 }
+    }
+
     /// The transposed view (no copy).
     pub(crate) fn t(self) -> Self {
         Self { rows: self.cols, cols: self.rows, row_stride: self.col_stride, col_stride: self.row_stride, ..self }
@@ -40,7 +47,6 @@ impl<'a> View<'a> {
 }
 
 /// `out[m×n] (= out if accumulate) + lhs·rhs`, row-major contiguous `out`.
-#[allow(unsafe_code)]
 pub(crate) fn gemm_into(
     out: &mut [f32],
     n: usize,
@@ -49,9 +55,27 @@ pub(crate) fn gemm_into(
     accumulate: bool,
     threads: gemm::Parallelism,
 ) {
-    let (m, k) = (lhs.rows, lhs.cols);
-    assert!(rhs.rows == k && rhs.cols == n && out.len() == m * n, "gemm_into: shapes do not match");
-    // SAFETY: the views cover their shapes (flex layouts), `out` holds m·n elements.
+    assert!(out.len() == lhs.rows * n, "gemm_into: shapes do not match");
+    gemm_into_rows(out, n, lhs, rhs, accumulate, threads);
+}
+
+/// The same into `m` rows of `out` that lie `row_stride` apart from its start (a head's columns of
+/// a `[L, H]` matrix: `row_stride` H, `out` from the head's first column); the elements between
+/// them are left as they are.
+#[allow(unsafe_code)]
+pub(crate) fn gemm_into_rows(
+    out: &mut [f32],
+    row_stride: usize,
+    lhs: &View,
+    rhs: &View,
+    accumulate: bool,
+    threads: gemm::Parallelism,
+) {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    assert!(rhs.rows == k && n <= row_stride, "gemm_into: shapes do not match");
+    assert!(m == 0 || (m - 1) * row_stride + n <= out.len(), "gemm_into: the output lies inside its buffer");
+    // SAFETY: the views cover their shapes (flex layouts, or blocks checked on creation), and the
+    // m rows of n elements, `row_stride` apart, lie inside `out` (checked above).
     unsafe {
         gemm::gemm(
             m,
@@ -59,7 +83,7 @@ pub(crate) fn gemm_into(
             k,
             out.as_mut_ptr(),
             1,
-            n as isize,
+            row_stride as isize,
             accumulate,
             lhs.ptr(),
             lhs.col_stride,

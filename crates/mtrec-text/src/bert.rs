@@ -6,8 +6,9 @@
 //! such input). The
 //! layer is burn-nn's `TransformerEncoderLayer` (post-norm) computed with burn's fused attention op
 //! (`burn::tensor::module::attention`: flex runs it per batch and head without materialising the
-//! softmax weights of a separate op) and every linear layer on `[B·L, H]` matrices: one large
-//! product each instead of a product per text.
+//! softmax weights of a separate op) — while training on flex, mtrec's
+//! [`mtrec_kernels::masked_attention`] (one operation with its own backward) — and every linear
+//! layer on `[B·L, H]` matrices: one large product each instead of a product per text.
 //!
 //! Weights come from a Hugging Face `model.safetensors` through burn-store: its PyTorch adapter
 //! transposes linear weights and renames LayerNorm's `weight`/`bias` to `gamma`/`beta`, and
@@ -123,22 +124,21 @@ impl BertAttention {
         let [b, _, l, _] = mask.dims();
         let [_, h] = x.dims();
         let heads = self.n_heads;
-        let split = |t: Tensor<2>| t.reshape([b, l, heads, h / heads]).swap_dims(1, 2); // [B, heads, L, d]
-        let q = split(mtrec_kernels::linear(&self.query, x.clone()));
-        let k = split(mtrec_kernels::linear(&self.key, x.clone()));
-        let v = split(mtrec_kernels::linear(&self.value, x.clone()));
+        let q = mtrec_kernels::linear(&self.query, x.clone());
+        let k = mtrec_kernels::linear(&self.key, x.clone());
+        let v = mtrec_kernels::linear(&self.value, x.clone());
         let context = if x.is_autodiff() && mtrec_kernels::use_fused(&x.device()) {
-            // training: the weights as one operation with its own backward (burn's attention
-            // under autodiff is a chain of tracked element-wise passes); every query row of a
-            // text masks the same keys, its padding
+            // training: attention as one operation with its own backward, reading the heads in
+            // place (burn's attention under autodiff is a chain of tracked passes and copies);
+            // every query row of a text masks the same keys, its padding
             let padding = mask.slice([0..b, 0..1, 0..1, 0..l]).reshape([b, l]);
             let key_bias = Tensor::<2>::zeros([b, l], &x.device()).mask_fill(padding, f32::NEG_INFINITY);
-            let scale = 1.0 / ((h / heads) as f64).sqrt();
-            mtrec_kernels::masked_softmax(q.matmul(k.swap_dims(2, 3)), key_bias, scale).matmul(v)
+            mtrec_kernels::masked_attention(q, k, v, key_bias, heads)
         } else {
-            attention(q, k, v, Some(mask), None, AttentionModuleOptions::default())
+            let split = |t: Tensor<2>| t.reshape([b, l, heads, h / heads]).swap_dims(1, 2); // [B, heads, L, d]
+            let context = attention(split(q), split(k), split(v), Some(mask), None, AttentionModuleOptions::default());
+            context.swap_dims(1, 2).reshape([b * l, h])
         };
-        let context = context.swap_dims(1, 2).reshape([b * l, h]);
         let residual = x + mtrec_kernels::dropout(&self.dropout, mtrec_kernels::linear(&self.output, context));
         mtrec_kernels::layer_norm(&self.layer_norm, self.layer_norm_eps, residual)
     }
