@@ -163,9 +163,59 @@ fn backend_masked_attention_backward<B: Backend>(
     (merge(dq), merge(dk), merge(dv))
 }
 
+/// The forward on flex; the weights are kept (and returned) when `keep_weights`, else each text's
+/// heads reuse one `[L, L]` buffer (inference: no `[B·heads·L, L]` allocation).
+fn flex_attention(
+    q: FlexTensor,
+    k: FlexTensor,
+    v: FlexTensor,
+    bias: FlexTensor,
+    heads: usize,
+    keep_weights: bool,
+) -> (FlexTensor, Option<FlexTensor>) {
+    if ![&q, &k, &v, &bias].into_iter().all(is_f32_matrix) {
+        let (out, p) = backend_masked_attention::<Flex>(q, k, v, bias, heads);
+        return (out, keep_weights.then_some(p));
+    }
+    let [q, k, v, bias] = [q, k, v, bias].map(contiguous);
+    let (texts, len) = (bias.layout().shape()[0], bias.layout().shape()[1]);
+    let width = q.layout().shape()[1];
+    let head = width / heads;
+    let (qv, kv, vv, bv) = (f32_values(&q), f32_values(&k), f32_values(&v), f32_values(&bias));
+    let scale = scale(head) as f32;
+    let square = len * len;
+    // text `t`'s output rows, from its heads' weights: `weights` holds every head's (kept) or one
+    let attend = |t: usize, out: &mut [f32], weights: &mut [f32]| {
+        let first = t * len * width;
+        let bias = &bv[t * len..][..len];
+        for j in 0..heads {
+            let s = &mut weights[if keep_weights { j * square } else { 0 }..][..square];
+            let block = |data| View::block(data, first + j * head, len, head, width);
+            gemm_into(s, len, &block(qv), &block(kv).t(), false, gemm::Parallelism::None);
+            vectorized(SoftmaxRows { rows: s, bias, first: 0, rows_per_batch: len.max(1), k: len, scale });
+            let weights = View::block(s, 0, len, len, len);
+            gemm_into_rows(&mut out[j * head..], width, &weights, &block(vv), false, gemm::Parallelism::None);
+        }
+    };
+    let mut out = vec![0.0f32; texts * len * width];
+    let text_rows = (len * width).max(1);
+    let p = if keep_weights {
+        let mut p = vec![0.0f32; texts * heads * square];
+        (out.par_chunks_mut(text_rows).zip(p.par_chunks_mut((heads * square).max(1))))
+            .enumerate()
+            .for_each(|(t, (out, p))| attend(t, out, p));
+        Some(f32_tensor(p, [texts * heads * len, len]))
+    } else {
+        (out.par_chunks_mut(text_rows).enumerate())
+            .for_each_init(|| vec![0.0f32; square], |scratch, (t, out)| attend(t, out, scratch));
+        None
+    };
+    (f32_tensor(out, [texts * len, width]), p)
+}
+
 impl MaskedAttentionBackend for Flex {
     fn masked_attention(q: FlexTensor, k: FlexTensor, v: FlexTensor, bias: FlexTensor, heads: usize) -> FlexTensor {
-        Self::masked_attention_with_weights(q, k, v, bias, heads).0
+        flex_attention(q, k, v, bias, heads, false).0
     }
 
     fn masked_attention_with_weights(
@@ -175,31 +225,8 @@ impl MaskedAttentionBackend for Flex {
         bias: FlexTensor,
         heads: usize,
     ) -> (FlexTensor, FlexTensor) {
-        if ![&q, &k, &v, &bias].into_iter().all(is_f32_matrix) {
-            return backend_masked_attention::<Flex>(q, k, v, bias, heads);
-        }
-        let [q, k, v, bias] = [q, k, v, bias].map(contiguous);
-        let (texts, len) = (bias.layout().shape()[0], bias.layout().shape()[1]);
-        let width = q.layout().shape()[1];
-        let head = width / heads;
-        let (qv, kv, vv, bv) = (f32_values(&q), f32_values(&k), f32_values(&v), f32_values(&bias));
-        let scale = scale(head) as f32;
-        let mut out = vec![0.0f32; texts * len * width];
-        let mut p = vec![0.0f32; texts * heads * len * len];
-        let text_rows = (len * width).max(1);
-        let text_weights = (heads * len * len).max(1);
-        out.par_chunks_mut(text_rows).zip(p.par_chunks_mut(text_weights)).enumerate().for_each(|(t, (out, p))| {
-            let first = t * len * width;
-            let bias = &bv[t * len..][..len];
-            for (j, s) in p.chunks_exact_mut((len * len).max(1)).enumerate().take(heads) {
-                let block = |data| View::block(data, first + j * head, len, head, width);
-                gemm_into(s, len, &block(qv), &block(kv).t(), false, gemm::Parallelism::None);
-                vectorized(SoftmaxRows { rows: s, bias, first: 0, rows_per_batch: len.max(1), k: len, scale });
-                let weights = View::block(s, 0, len, len, len);
-                gemm_into_rows(&mut out[j * head..], width, &weights, &block(vv), false, gemm::Parallelism::None);
-            }
-        });
-        (f32_tensor(out, [texts * len, width]), f32_tensor(p, [texts * heads * len, len]))
+        let (out, p) = flex_attention(q, k, v, bias, heads, true);
+        (out, p.expect("kept"))
     }
 
     fn masked_attention_backward(
@@ -358,6 +385,27 @@ mod tests {
                     assert!((x - y).abs() <= 1e-5 * y.abs().max(1.0), "{what}[{i}], {len} tokens: {x} vs {y}");
                 }
             }
+        }
+    }
+
+    /// Without autodiff (inference: one weights buffer a text, none kept) the output equals burn's
+    /// attention op given the same padding as a boolean mask.
+    #[test]
+    fn inference_equals_burns_attention_op() {
+        use burn::tensor::{Bool, module::attention, ops::AttentionModuleOptions};
+        let device = Device::flex();
+        let (heads, h, len, lengths) = (4, 20, 37, [37, 20, 1]);
+        let (b, d) = (lengths.len(), h / heads);
+        let [q, k, v] = [0; 3].map(|_| Tensor::<2>::random([b * len, h], Distribution::Normal(0.0, 1.5), &device));
+        let fused = to_vec(masked_attention(q.clone(), k.clone(), v.clone(), key_bias(&lengths, len, &device), heads));
+        let masked: Vec<bool> = lengths.iter().flat_map(|&n| (0..len).map(move |j| j >= n)).collect();
+        let mask =
+            Tensor::<1, Bool>::from_data(masked.as_slice(), &device).reshape([b, 1, 1, len]).expand([b, 1, len, len]);
+        let split = |t: Tensor<2>| t.reshape([b, len, heads, d]).swap_dims(1, 2);
+        let burns = attention(split(q), split(k), split(v), Some(mask), None, AttentionModuleOptions::default());
+        let burns = to_vec(burns.swap_dims(1, 2).reshape([b * len, h]));
+        for (i, (x, y)) in fused.iter().zip(&burns).enumerate() {
+            assert!((x - y).abs() <= 1e-5 * y.abs().max(1.0), "output[{i}]: {x} vs {y}");
         }
     }
 

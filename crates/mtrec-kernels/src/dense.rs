@@ -33,7 +33,7 @@ use crate::{
     dense_relu::is_f32_matrix,
     f32_tensor, f32_values,
     simd::{ElementLoop, vectorized},
-    strided_gemm::{View, gemm_into, parallelism},
+    strided_gemm::{View, affine, gemm_into, parallelism},
     use_fused,
 };
 
@@ -123,15 +123,8 @@ impl FusedLinearBackend for Flex {
             return backend_dense::<Flex>(x, w, b);
         }
         let b = contiguous(b);
-        let (xv, wv) = (View::of(&x), View::of(&w));
-        let (m, k, n) = (xv.rows, xv.cols, wv.cols);
-        let bias = f32_values(&b);
-        let mut y = Vec::with_capacity(m * n);
-        for _ in 0..m {
-            y.extend_from_slice(bias);
-        }
-        gemm_into(&mut y, n, &xv, &wv, true, parallelism(m, n, k));
-        f32_tensor(y, [m, n])
+        let (y, shape) = affine(&x, &w, f32_values(&b));
+        f32_tensor(y, shape)
     }
 
     fn dense_backward(x: FlexTensor, w: FlexTensor, dy: FlexTensor) -> (FlexTensor, FlexTensor, FlexTensor) {

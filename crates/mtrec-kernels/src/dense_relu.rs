@@ -16,7 +16,7 @@
 use crate::{
     contiguous, f32_tensor, f32_values,
     simd::{ElementLoop, vectorized},
-    strided_gemm::{View, gemm_into, parallelism},
+    strided_gemm::{View, affine, gemm_into},
     use_fused, whole,
 };
 use burn::{
@@ -148,16 +148,9 @@ impl FusedDenseBackend for Flex {
             return backend_dense_relu::<Flex>(x, w, b);
         }
         let b = contiguous(b);
-        let (xv, wv) = (View::of(&x), View::of(&w));
-        let (m, k, n) = (xv.rows, xv.cols, wv.cols);
-        let bias = f32_values(&b);
-        let mut y = Vec::with_capacity(m * n);
-        for _ in 0..m {
-            y.extend_from_slice(bias);
-        }
-        gemm_into(&mut y, n, &xv, &wv, true, parallelism(m, n, k));
+        let (mut y, shape) = affine(&x, &w, f32_values(&b));
         vectorized(ReluInPlace(&mut y));
-        f32_tensor(y, [m, n])
+        f32_tensor(y, shape)
     }
 
     fn dense_relu_backward(

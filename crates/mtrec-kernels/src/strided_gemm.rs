@@ -101,6 +101,20 @@ pub(crate) fn gemm_into_rows(
     }
 }
 
+/// `x·w + b` for a dense layer, x `[m, k]` and w `[k, n]` read through their strides, `bias` its
+/// `n` values: the rows filled with the bias, then one GEMM accumulates the product into them.
+/// Returns the `m × n` row-major values and `[m, n]`.
+pub(crate) fn affine(x: &FlexTensor, w: &FlexTensor, bias: &[f32]) -> (Vec<f32>, [usize; 2]) {
+    let (xv, wv) = (View::of(x), View::of(w));
+    let (m, k, n) = (xv.rows, xv.cols, wv.cols);
+    let mut y = Vec::with_capacity(m * n);
+    for _ in 0..m {
+        y.extend_from_slice(bias);
+    }
+    gemm_into(&mut y, n, &xv, &wv, true, parallelism(m, n, k));
+    (y, [m, n])
+}
+
 /// Below this many multiply-adds a GEMM runs on one thread (flex uses the same threshold).
 const PARALLEL_GEMM_MACS: usize = 7 * 1024 * 1024;
 

@@ -6,8 +6,8 @@
 //! such input). The
 //! layer is burn-nn's `TransformerEncoderLayer` (post-norm) computed with burn's fused attention op
 //! (`burn::tensor::module::attention`: flex runs it per batch and head without materialising the
-//! softmax weights of a separate op) — while training on flex, mtrec's
-//! [`mtrec_kernels::masked_attention`] (one operation with its own backward) — and every linear
+//! softmax weights of a separate op) — on flex, mtrec's [`mtrec_kernels::masked_attention`] (one
+//! operation with its own backward) — and every linear
 //! layer on `[B·L, H]` matrices: one large product each instead of a product per text.
 //!
 //! Weights come from a Hugging Face `model.safetensors` through burn-store: its PyTorch adapter
@@ -18,7 +18,7 @@ use burn::{
     config::Config,
     module::Module,
     nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig},
-    tensor::{Bool, Device, Int, Tensor, module::attention, ops::AttentionModuleOptions},
+    tensor::{Bool, DType, Device, Int, Tensor, module::attention, ops::AttentionModuleOptions},
 };
 
 /// The fields of a Hugging Face BERT `config.json` the encoder needs, deserialised from that
@@ -127,10 +127,11 @@ impl BertAttention {
         let q = mtrec_kernels::linear(&self.query, x.clone());
         let k = mtrec_kernels::linear(&self.key, x.clone());
         let v = mtrec_kernels::linear(&self.value, x.clone());
-        let context = if x.is_autodiff() && mtrec_kernels::use_fused(&x.device()) {
-            // training: attention as one operation with its own backward, reading the heads in
-            // place (burn's attention under autodiff is a chain of tracked passes and copies);
-            // every query row of a text masks the same keys, its padding
+        let context = if mtrec_kernels::use_fused(&x.device()) && x.dtype() == DType::F32 {
+            // attention as one operation reading the heads in place, with its own backward while
+            // training (burn's attention under autodiff is a chain of tracked passes and copies;
+            // in inference its per-head loop calls libm's `exp`); every query row of a text
+            // masks the same keys, its padding
             let padding = mask.slice([0..b, 0..1, 0..1, 0..l]).reshape([b, l]);
             let key_bias = Tensor::<2>::zeros([b, l], &x.device()).mask_fill(padding, f32::NEG_INFINITY);
             mtrec_kernels::masked_attention(q, k, v, key_bias, heads)
