@@ -35,7 +35,9 @@ use crate::{
     contiguous,
     dense_relu::is_f32_matrix,
     f32_tensor, f32_values,
-    masked_softmax::{SoftmaxBackwardRows, SoftmaxRows, plain_masked_softmax},
+    masked_softmax::{
+        SoftmaxBackwardRows, SoftmaxRows, backend_masked_softmax, backend_masked_softmax_backward, plain_masked_softmax,
+    },
     simd::vectorized,
     strided_gemm::{View, gemm_into, gemm_into_rows},
     use_fused,
@@ -134,12 +136,9 @@ fn backend_masked_attention<B: Backend>(
     let d = h / heads;
     let split = |t: FloatTensor<B>| B::float_swap_dims(B::float_reshape(t, Shape::new([b, l, heads, d])), 1, 2);
     let scores = B::float_matmul(split(q), B::float_swap_dims(split(k), 2, 3));
-    let scores =
-        B::float_add(B::float_mul_scalar(scores, scale(d).into()), B::float_reshape(bias, Shape::new([b, 1, 1, l])));
-    let p = B::softmax(scores, 3);
-    let out = B::float_matmul(p.clone(), split(v));
-    let out = B::float_reshape(B::float_swap_dims(out, 1, 2), Shape::new([rows, h]));
-    (out, B::float_reshape(p, Shape::new([b * heads * l, l])))
+    let p = backend_masked_softmax::<B>(B::float_reshape(scores, Shape::new([b * heads * l, l])), bias, scale(d));
+    let out = B::float_matmul(B::float_reshape(p.clone(), Shape::new([b, heads, l, l])), split(v));
+    (B::float_reshape(B::float_swap_dims(out, 1, 2), Shape::new([rows, h])), p)
 }
 
 /// The backward as plain backend operations.
@@ -152,12 +151,12 @@ fn backend_masked_attention_backward<B: Backend>(
     let (b, d) = (rows / l, h / heads);
     let split = |t: FloatTensor<B>| B::float_swap_dims(B::float_reshape(t, Shape::new([b, l, heads, d])), 1, 2);
     let merge = |t: FloatTensor<B>| B::float_reshape(B::float_swap_dims(t, 1, 2), Shape::new([rows, h]));
-    let p = B::float_reshape(p, Shape::new([b, heads, l, l]));
+    let squares = |t: FloatTensor<B>| B::float_reshape(t, Shape::new([b, heads, l, l]));
+    let rows_of = |t: FloatTensor<B>| B::float_reshape(t, Shape::new([b * heads * l, l]));
     let dout = split(dout);
-    let dv = B::float_matmul(B::float_swap_dims(p.clone(), 2, 3), dout.clone());
+    let dv = B::float_matmul(B::float_swap_dims(squares(p.clone()), 2, 3), dout.clone());
     let dp = B::float_matmul(dout, B::float_swap_dims(split(v), 2, 3));
-    let inner = B::float_sum_dim(B::float_mul(p.clone(), dp.clone()), 3);
-    let ds = B::float_mul_scalar(B::float_mul(p, B::float_sub(dp, inner)), scale(d).into());
+    let ds = squares(backend_masked_softmax_backward::<B>(p, rows_of(dp), scale(d)));
     let dq = B::float_matmul(ds.clone(), split(k));
     let dk = B::float_matmul(B::float_swap_dims(ds, 2, 3), split(q));
     (merge(dq), merge(dk), merge(dv))
@@ -243,7 +242,7 @@ impl MaskedAttentionBackend for Flex {
         let [q, k, v, p, dout] = [q, k, v, p, dout].map(contiguous);
         let (rows, width) = (q.layout().shape()[0], q.layout().shape()[1]);
         let len = p.layout().shape()[1];
-        let (texts, head) = (rows / len.max(1), width / heads);
+        let head = width / heads;
         let (qv, kv, vv, pv, dov) = (f32_values(&q), f32_values(&k), f32_values(&v), f32_values(&p), f32_values(&dout));
         let scale = scale(head) as f32;
         let none = gemm::Parallelism::None;
@@ -252,23 +251,24 @@ impl MaskedAttentionBackend for Flex {
         let text_rows = (len * width).max(1);
         (dq.par_chunks_mut(text_rows).zip(dk.par_chunks_mut(text_rows)).zip(dv.par_chunks_mut(text_rows)))
             .enumerate()
-            .take(texts)
-            .for_each(|(t, ((dq, dk), dv))| {
-                let first = t * len * width;
-                let mut ds = vec![0.0f32; len * len];
-                for j in 0..heads {
-                    let block = |data| View::block(data, first + j * head, len, head, width);
-                    let pj = &pv[(t * heads + j) * len * len..][..len * len];
-                    let weights = View::block(pj, 0, len, len, len);
-                    // dVⱼ = Pᵀ·dOⱼ, then dP = dOⱼ·Vⱼᵀ and dS from it in place
-                    gemm_into_rows(&mut dv[j * head..], width, &weights.t(), &block(dov), false, none);
-                    gemm_into(&mut ds, len, &block(dov), &block(vv).t(), false, none);
-                    vectorized(SoftmaxBackwardRows { p: pj, dp: &mut ds, k: len, scale });
-                    let dscores = View::block(&ds, 0, len, len, len);
-                    gemm_into_rows(&mut dq[j * head..], width, &dscores, &block(kv), false, none);
-                    gemm_into_rows(&mut dk[j * head..], width, &dscores.t(), &block(qv), false, none);
-                }
-            });
+            .for_each_init(
+                || vec![0.0f32; len * len],
+                |ds, (t, ((dq, dk), dv))| {
+                    let first = t * len * width;
+                    for j in 0..heads {
+                        let block = |data| View::block(data, first + j * head, len, head, width);
+                        let pj = &pv[(t * heads + j) * len * len..][..len * len];
+                        let weights = View::block(pj, 0, len, len, len);
+                        // dVⱼ = Pᵀ·dOⱼ, then dP = dOⱼ·Vⱼᵀ and dS from it in place
+                        gemm_into_rows(&mut dv[j * head..], width, &weights.t(), &block(dov), false, none);
+                        gemm_into(ds, len, &block(dov), &block(vv).t(), false, none);
+                        vectorized(SoftmaxBackwardRows { p: pj, dp: ds, k: len, scale });
+                        let dscores = View::block(ds, 0, len, len, len);
+                        gemm_into_rows(&mut dq[j * head..], width, &dscores, &block(kv), false, none);
+                        gemm_into_rows(&mut dk[j * head..], width, &dscores.t(), &block(qv), false, none);
+                    }
+                },
+            );
         let tensor = |g| f32_tensor(g, [rows, width]);
         (tensor(dq), tensor(dk), tensor(dv))
     }
@@ -406,6 +406,37 @@ mod tests {
         let burns = to_vec(burns.swap_dims(1, 2).reshape([b * len, h]));
         for (i, (x, y)) in fused.iter().zip(&burns).enumerate() {
             assert!((x - y).abs() <= 1e-5 * y.abs().max(1.0), "output[{i}]: {x} vs {y}");
+        }
+    }
+
+    /// The fallback as backend operations (what flex runs for other float types) gives the fused
+    /// kernel's output, weights and gradients, here on f32 so that both can run.
+    #[test]
+    fn backend_operations_equal_the_fused_kernel() {
+        let device = Device::flex();
+        let (heads, h, len, lengths) = (4, 20, 9, [9, 5, 1]);
+        let rows = lengths.len() * len;
+        let [q, k, v, dout] =
+            [0; 4].map(|_| Tensor::<2>::random([rows, h], Distribution::Normal(0.0, 1.5), &device).into_dispatch());
+        let bias = key_bias(&lengths, len, &device).into_dispatch();
+        let fused = <Dispatch as MaskedAttentionBackend>::masked_attention_with_weights(
+            q.clone(),
+            k.clone(),
+            v.clone(),
+            bias.clone(),
+            heads,
+        );
+        let plain = backend_masked_attention::<Dispatch>(q.clone(), k.clone(), v.clone(), bias, heads);
+        let inputs = || [q.clone(), k.clone(), v.clone(), fused.1.clone(), dout.clone()];
+        let [fq, fk, fv, fp, fd] = inputs();
+        let (dq, dk, dv) = <Dispatch as MaskedAttentionBackend>::masked_attention_backward(fq, fk, fv, fp, fd, heads);
+        let (pq, pk, pv) = backend_masked_attention_backward::<Dispatch>(inputs(), heads);
+        let pairs = [(fused.0.clone(), plain.0), (fused.1.clone(), plain.1), (dq, pq), (dk, pk), (dv, pv)];
+        for (what, (a, b)) in ["output", "weights", "dq", "dk", "dv"].iter().zip(pairs) {
+            let (a, b) = (to_vec(Tensor::<2>::from_dispatch(a)), to_vec(Tensor::<2>::from_dispatch(b)));
+            for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+                assert!((x - y).abs() <= 1e-5 * y.abs().max(1.0), "{what}[{i}]: {x} vs {y}");
+            }
         }
     }
 

@@ -31,7 +31,7 @@ use rayon::prelude::*;
 use crate::{
     contiguous,
     exp::exp_nonpositive,
-    f32_tensor, f32_values,
+    f32_values,
     simd::{ElementLoop, dot, vectorized},
     use_fused, whole,
 };
@@ -168,18 +168,17 @@ impl MaskedSoftmaxBackend for Flex {
         if scores.dtype() != DType::F32 || bias.dtype() != DType::F32 {
             return backend_masked_softmax::<Flex>(scores, bias, scale);
         }
-        let (scores, bias) = (contiguous(scores), contiguous(bias));
-        let (rows, k) = (scores.layout().shape()[0], scores.layout().shape()[1]);
-        let batches = bias.layout().shape()[0];
-        let rows_per_batch = rows / batches.max(1);
-        let (sv, bv) = (f32_values(&scores), f32_values(&bias));
-        let mut y = sv.to_vec();
+        // the scores become the weights, in place (copied first only if shared)
+        let (mut y, bias) = (whole(scores), contiguous(bias));
+        let (rows, k) = (y.layout().shape()[0], y.layout().shape()[1]);
+        let rows_per_batch = rows / bias.layout().shape()[0].max(1);
+        let bv = f32_values(&bias);
         let block = (ROWS_PER_TASK * k).max(1);
-        y.par_chunks_mut(block).enumerate().for_each(|(i, rows)| {
+        y.storage_mut::<f32>().par_chunks_mut(block).enumerate().for_each(|(i, rows)| {
             let first = i * ROWS_PER_TASK;
             vectorized(SoftmaxRows { rows, bias: bv, first, rows_per_batch, k, scale: scale as f32 })
         });
-        f32_tensor(y, [rows, k])
+        y
     }
 
     fn masked_softmax_backward(p: FlexTensor, dp: FlexTensor, scale: f64) -> FlexTensor {
@@ -198,7 +197,11 @@ impl MaskedSoftmaxBackend for Flex {
 }
 
 /// The forward as plain backend operations (any float type).
-fn backend_masked_softmax<B: Backend>(scores: FloatTensor<B>, bias: FloatTensor<B>, scale: f64) -> FloatTensor<B> {
+pub(crate) fn backend_masked_softmax<B: Backend>(
+    scores: FloatTensor<B>,
+    bias: FloatTensor<B>,
+    scale: f64,
+) -> FloatTensor<B> {
     let (rows, k) = (scores.shape()[0], scores.shape()[1]);
     let batches = bias.shape()[0];
     let scores = B::float_reshape(B::float_mul_scalar(scores, scale.into()), Shape::new([batches, rows / batches, k]));
@@ -207,7 +210,11 @@ fn backend_masked_softmax<B: Backend>(scores: FloatTensor<B>, bias: FloatTensor<
 }
 
 /// The backward as plain backend operations.
-fn backend_masked_softmax_backward<B: Backend>(p: FloatTensor<B>, dp: FloatTensor<B>, scale: f64) -> FloatTensor<B> {
+pub(crate) fn backend_masked_softmax_backward<B: Backend>(
+    p: FloatTensor<B>,
+    dp: FloatTensor<B>,
+    scale: f64,
+) -> FloatTensor<B> {
     let inner = B::float_sum_dim(B::float_mul(p.clone(), dp.clone()), 1);
     B::float_mul_scalar(B::float_mul(p, B::float_sub(dp, inner)), scale.into())
 }
