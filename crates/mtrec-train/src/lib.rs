@@ -61,6 +61,7 @@ mod data_parallel;
 pub mod dead_task;
 mod device;
 mod early_stopping;
+mod encoder_gradients;
 mod error;
 mod evaluation;
 mod fairness;

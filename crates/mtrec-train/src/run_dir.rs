@@ -34,6 +34,16 @@ pub struct EpochRecord {
     /// (the tasks pulled the shared parameters apart), keyed `"a~b"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_gradient_conflicts: Option<BTreeMap<String, f64>>,
+    /// `train.encoder_gradients_every > 0`: the mean cosine between two tasks' gradients on the
+    /// trainable text encoder's parameters over the epoch's measured steps, keyed `"a~b"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder_gradient_cosines: Option<BTreeMap<String, f64>>,
+    /// With those cosines: the fraction of the measured steps on which a pair's was negative.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder_gradient_conflicts: Option<BTreeMap<String, f64>>,
+    /// With those cosines: each task's mean gradient norm on the encoder's parameters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder_gradient_norms: Option<BTreeMap<String, f64>>,
     /// The learning rates at the end of the epoch: `model` (`train.lr`) and, for a trainable text
     /// encoder, `text_encoder` (`model.text.lr` after its warm-up and decay).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -116,6 +126,10 @@ pub struct Summary {
     /// cosine and a large share of steps in conflict.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub gradient_conflict: BTreeMap<String, PairConflict>,
+    /// `train.encoder_gradients_every > 0`: the same for the tasks' gradients on the trainable text
+    /// encoder's parameters (what reaches the language model's weights).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub encoder_gradient_conflict: BTreeMap<String, PairConflict>,
     /// Data-parallel runs: the ranks and the time their collective operations took.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_parallel: Option<DataParallelStats>,
@@ -138,11 +152,24 @@ pub struct PairConflict {
 }
 
 impl PairConflict {
-    /// Over `records`' per-epoch cosines and conflict fractions (epochs without them left out).
+    /// Over `records`' per-epoch cosines and conflict fractions at the shared tensors (epochs
+    /// without them left out).
     pub fn of_run(records: &[EpochRecord]) -> BTreeMap<String, PairConflict> {
+        Self::over(records.iter().map(|r| (&r.task_gradient_cosines, &r.task_gradient_conflicts)))
+    }
+
+    /// The same over the epochs' cosines and conflicts on the text encoder's parameters.
+    pub fn on_encoder(records: &[EpochRecord]) -> BTreeMap<String, PairConflict> {
+        Self::over(records.iter().map(|r| (&r.encoder_gradient_cosines, &r.encoder_gradient_conflicts)))
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn over<'a>(
+        epochs: impl Iterator<Item = (&'a Option<BTreeMap<String, f64>>, &'a Option<BTreeMap<String, f64>>)>,
+    ) -> BTreeMap<String, PairConflict> {
         let mut sums: BTreeMap<String, (f64, f64, usize)> = BTreeMap::new();
-        for r in records {
-            let (Some(cos), Some(conflicts)) = (&r.task_gradient_cosines, &r.task_gradient_conflicts) else { continue };
+        for (cosines, conflicts) in epochs {
+            let (Some(cos), Some(conflicts)) = (cosines, conflicts) else { continue };
             for (pair, c) in cos {
                 let Some(f) = conflicts.get(pair).filter(|f| f.is_finite() && c.is_finite()) else { continue };
                 let e = sums.entry(pair.clone()).or_insert((0.0, 0.0, 0));

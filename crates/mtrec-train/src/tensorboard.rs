@@ -160,7 +160,7 @@ impl EventWriter {
 
 /// The scalars of an epoch, tagged as TensorBoard groups them (`train_loss/<task>`,
 /// `task_weight/<task>`, `learning_rate/<group>`, `gradient_norm/<task>`, `gradient_cosine/<a~b>`,
-/// `gradient_conflict/<a~b>`, `valid/<task>/<metric>`, `valid/monitor`, `samples_per_sec`, `epoch_seconds`), at step = the epoch.
+/// `gradient_conflict/<a~b>`, `encoder_gradient_{norm,cosine,conflict}/…`, `valid/<task>/<metric>`, `valid/monitor`, `samples_per_sec`, `epoch_seconds`), at step = the epoch.
 /// Validations within an epoch (`train.evals_per_epoch > 1`) are not repeated here: the end's are.
 pub fn epoch_scalars(record: &EpochRecord) -> Vec<(String, f64)> {
     let mut out = Vec::new();
@@ -178,6 +178,15 @@ pub fn epoch_scalars(record: &EpochRecord) -> Vec<(String, f64)> {
     }
     if let Some(conflicts) = &record.task_gradient_conflicts {
         add("gradient_conflict", conflicts);
+    }
+    for (prefix, values) in [
+        ("encoder_gradient_norm", &record.encoder_gradient_norms),
+        ("encoder_gradient_cosine", &record.encoder_gradient_cosines),
+        ("encoder_gradient_conflict", &record.encoder_gradient_conflicts),
+    ] {
+        if let Some(values) = values {
+            add(prefix, values);
+        }
     }
     for (task, metrics) in &record.valid {
         out.extend(metrics.iter().map(|(m, v)| (format!("valid/{task}/{m}"), *v)));

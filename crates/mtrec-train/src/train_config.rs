@@ -34,6 +34,12 @@ pub struct TrainConfig {
     /// (each task's batch loss and weight, samples/s) at the global step (default 50; 0: the
     /// epoch scalars only).
     pub log_every_steps: usize,
+    /// With a trainable shared text encoder: every this many optimisation steps, each task's
+    /// gradient on the encoder's trainable parameters is measured (one extra forward and backward a
+    /// task), for the cosine between the tasks there in the epoch log, `summary.json`
+    /// (`encoder_gradient_conflict`) and TensorBoard (`step/encoder_gradient_cosine/…`); default 0,
+    /// never. See `encoder_gradients.rs`.
+    pub encoder_gradients_every: usize,
     /// Whether the selected model is evaluated on the test split at the end (default true). A
     /// tuner's trials set it false: `summary.json` then has no test metrics, and only the model the
     /// study selects on validation is evaluated on test (`cargo xtask tune`).
@@ -54,6 +60,7 @@ impl Default for TrainConfig {
             sparse_optimizer: crate::SparseRule::LazyAdam,
             evals_per_epoch: 1,
             log_every_steps: 50,
+            encoder_gradients_every: 0,
             evaluate_test: true,
             early_stopping: EarlyStoppingConfig::default(),
         }

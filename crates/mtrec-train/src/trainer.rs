@@ -51,6 +51,23 @@ fn by_task_pair(schema: &Schema, values: &[f64]) -> BTreeMap<String, f64> {
     pairs.zip(values).map(|((i, j), &v)| (format!("{}~{}", names[i], names[j]), v)).collect()
 }
 
+/// A step's TensorBoard scalars of the tasks' gradients on the text encoder's parameters: each
+/// measured task's norm and each measured pair's cosine.
+fn encoder_gradient_scalars(schema: &Schema, gram: &[Vec<f64>], measured: &[bool]) -> Vec<(String, f64)> {
+    let names: Vec<&str> = schema.tasks.iter().map(|t| t.name.as_str()).collect();
+    let mut scalars: Vec<(String, f64)> = (0..names.len())
+        .filter(|&t| measured[t])
+        .map(|t| (format!("step/encoder_gradient_norm/{}", names[t]), gram[t][t].max(0.0).sqrt()))
+        .collect();
+    let pairs = (0..names.len()).flat_map(|i| (i + 1..names.len()).map(move |j| (i, j)));
+    for ((i, j), cosine) in pairs.zip(mtrec_balance::pair_cosines(gram)) {
+        if measured[i] && measured[j] && cosine.is_finite() {
+            scalars.push((format!("step/encoder_gradient_cosine/{}~{}", names[i], names[j]), cosine));
+        }
+    }
+    scalars
+}
+
 /// The value early stopping monitors: the mean of `metric` over the monitored tasks that have it
 /// this epoch (a task whose validation split holds one class has no AUC), with the names of the
 /// tasks left out. An error when none has it.
@@ -107,6 +124,8 @@ struct LoopState<C: MultiTaskModule> {
     warnings: Vec<String>,
     /// The run's TensorBoard event file (rank 0 of a run with a folder).
     events: Option<crate::EventWriter>,
+    /// `train.encoder_gradients_every`: the tasks' gradients on the text encoder's parameters.
+    encoder_gradients: crate::encoder_gradients::EncoderGradientLog,
 }
 
 impl<'a, S: SplitRows> Trainer<'a, S, NoCustom> {
@@ -255,6 +274,7 @@ impl<'a, S: SplitRows, C: MultiTaskModule> Trainer<'a, S, C> {
             state.steps_communication += self.parallel.communication_time() - communication;
             state.samples += self.dataset.train.n_rows();
             state.balancer.end_epoch(&train_losses);
+            state.encoder_gradients.log.end_epoch();
 
             let point = epoch * cfg.train.evals_per_epoch;
             self.refit_erasers(&mut model)?;
@@ -286,6 +306,9 @@ impl<'a, S: SplitRows, C: MultiTaskModule> Trainer<'a, S, C> {
                 task_gradient_norms: state.balancer.task_gradient_norms().map(|g| by_task(schema, &g)),
                 task_gradient_cosines: state.balancer.task_gradient_cosines().map(|c| by_task_pair(schema, &c)),
                 task_gradient_conflicts: state.balancer.task_gradient_conflicts().map(|c| by_task_pair(schema, &c)),
+                encoder_gradient_cosines: state.encoder_gradients.log.cosines().map(|c| by_task_pair(schema, &c)),
+                encoder_gradient_conflicts: state.encoder_gradients.log.conflicts().map(|c| by_task_pair(schema, &c)),
+                encoder_gradient_norms: state.encoder_gradients.log.norms().map(|g| by_task(schema, &g)),
                 learning_rates: cfg.learning_rate_values_at(epoch as f64 / cfg.train.epochs as f64),
                 monitor,
                 best: improved,
@@ -441,6 +464,10 @@ impl<'a, S: SplitRows, C: MultiTaskModule> Trainer<'a, S, C> {
             dead_tasks: self.dead_task_detector()?,
             warnings: Vec::new(),
             events: None,
+            encoder_gradients: crate::encoder_gradients::EncoderGradientLog {
+                every: cfg.train.encoder_gradients_every,
+                ..Default::default()
+            },
         };
         if !self.resume {
             return Ok((model, state));
@@ -512,6 +539,14 @@ impl<'a, S: SplitRows, C: MultiTaskModule> Trainer<'a, S, C> {
             model.set_adversarial_weight(m.adversarial_schedule.lambda(m.adversarial_weight, progress));
             // a trainable text encoder's learning rate follows its warm-up and decay
             let lr = if m.text.trains() { cfg.learning_rates_at(schema, &model, progress)? } else { lr.clone() };
+            let step = (epoch - 1) * n_batches + b + 1;
+            // measured on the model this step updates, before its update
+            if let Some((gram, measured)) = state.encoder_gradients.measure(step, &model, &batch, &kinds)
+                && let Some(events) = state.events.as_mut()
+            {
+                let pairs = encoder_gradient_scalars(schema, &gram, &measured);
+                events.scalars(step as i64, pairs.iter().map(|(t, v)| (t.as_str(), *v)))?;
+            }
             let (task_losses, rows);
             (model, task_losses, rows) = data_parallel_step(
                 model,
@@ -523,7 +558,6 @@ impl<'a, S: SplitRows, C: MultiTaskModule> Trainer<'a, S, C> {
                 parallel,
             )?;
             model = crate::adversary_steps(model, &mut state.optim, &batch, &kinds, &lr, parallel, m.adversary_steps);
-            let step = (epoch - 1) * n_batches + b + 1;
             let every = cfg.train.log_every_steps;
             if let Some(events) = state.events.as_mut().filter(|_| every > 0 && step.is_multiple_of(every)) {
                 let seconds = (logged.0.elapsed() - (validating - logged.2)).as_secs_f64();
@@ -697,6 +731,7 @@ impl<'a, S: SplitRows, C: MultiTaskModule> Trainer<'a, S, C> {
             expert_utilisation: utilisation,
             adversarial_probe: probe,
             gradient_conflict: crate::PairConflict::of_run(&records),
+            encoder_gradient_conflict: crate::PairConflict::on_encoder(&records),
             data_parallel,
             embedding_tables: crate::EmbeddingTableUse::of(cfg, &ds.schema),
             warnings: state.warnings,
@@ -1436,9 +1471,6 @@ pub(crate) mod tests {
         assert!(err.contains("title") && err.contains("frozen"), "{err}");
     }
 
-    /// A 5-class task trains with every balancer and every architecture that takes it: its loss
-    /// falls, the summary reports accuracy, logloss and macro-AUC; the binary task reports GAUC
-    /// over its groups (and early stopping selects on it).
     /// `adapters = "per_task"`: each main task gets LoRA adapters of its own on the frozen base and
     /// a readout into its output. The model starts as the one without them (readout 0, B = 0); a
     /// task's loss reaches its own branch only, never the other task's nor the shared encoder; after
@@ -1499,6 +1531,79 @@ pub(crate) mod tests {
         assert!(err.contains("adapters"), "{err}");
     }
 
+    /// `train.encoder_gradients_every`: the Gram matrix of the tasks' gradients on the encoder's
+    /// parameters equals one computed apart (each task's loss backpropagated alone, its gradients
+    /// on every encoder parameter read to the host, the inner products summed in f64), with the
+    /// same dropout draws; a run records the cosines per epoch, in [−1, 1], and in its summary;
+    /// with adapters per task (the shared base frozen) there is nothing to measure.
+    #[test]
+    fn encoder_gradient_gram_equals_the_tasks_own_gradients() {
+        use burn::module::{Module, ModuleVisitor, Param};
+        struct Host(Vec<f64>, burn::optim::GradientsParams);
+        impl ModuleVisitor for Host {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                if let Some(g) = self.1.get::<D>(param.id) {
+                    self.0.extend(g.into_data().convert::<f64>().try_into_vec::<f64>().unwrap());
+                }
+            }
+        }
+        let mut cfg = text_table_config("full");
+        let ds = cfg.data.load().unwrap();
+        let kinds = ds.schema.task_kinds();
+        let ad = Device::flex().autodiff();
+        let model = cfg.build_model(&ds.schema, &ad).unwrap();
+        initialise_parameters(&model); // burn draws lazily initialised parameters at their first use
+        let batch = batches(&ds.train, ds.schema.widths(), 16, BatchOrder::Sequential, &ad).next().unwrap();
+        Device::flex().seed(7); // the same dropout masks in both computations
+        let (gram, measured) = crate::encoder_gradients::encoder_gradient_gram(&model, &batch, &kinds).unwrap();
+        assert_eq!(measured, vec![true, true]);
+        Device::flex().seed(7);
+        let encoder = model.text_encoder().unwrap();
+        let own: Vec<Vec<f64>> = (0..2)
+            .map(|t| {
+                let shared = model.forward_shared(batch.features.clone());
+                let losses: Vec<Tensor<1>> = (0..2)
+                    .map(|k| crate::batch_task_loss(kinds[k], model.forward_task(k, &shared).output, &batch, k))
+                    .collect();
+                let grads = burn::optim::GradientsParams::from_grads(losses[t].clone().backward(), &encoder);
+                let mut host = Host(Vec::new(), grads);
+                encoder.visit(&mut host);
+                host.0
+            })
+            .collect();
+        assert!(own[0].len() > 1000, "every encoder parameter: {}", own[0].len());
+
+        let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+        for (i, j) in [(0, 0), (0, 1), (1, 1)] {
+            let expected = dot(&own[i], &own[j]);
+            let close = (gram[i][j] - expected).abs() <= 1e-4 * expected.abs().max(1e-8);
+            assert!(close, "gram[{i}][{j}] {} vs {expected}", gram[i][j]);
+        }
+        assert!(gram[0][1].abs() > 0.0 && gram[0][0] > 0.0 && gram[1][1] > 0.0, "{gram:?}");
+        // a run every step: per-epoch cosines in [−1, 1] and the run's in the summary
+        cfg.train.encoder_gradients_every = 1;
+        let (summary, records, _) = Trainer::new(&cfg, &ds, Device::flex()).verbose(false).run().unwrap();
+        for r in &records {
+            let c = r.encoder_gradient_cosines.as_ref().expect("measured")["click~stars"];
+            assert!((-1.0..=1.0).contains(&c), "{c}");
+            assert!(r.encoder_gradient_norms.as_ref().unwrap().values().all(|n| *n > 0.0));
+        }
+        assert!(
+            summary.encoder_gradient_conflict.contains_key("click~stars"),
+            "{:?}",
+            summary.encoder_gradient_conflict
+        );
+        // per-task adapters: the shared base is frozen
+        let mut per_task = text_table_config("lora");
+        per_task.model.text.adapters = mtrec_text::Adapters::PerTask;
+        per_task.model.text.lora_layers = Some(1);
+        let adapted = per_task.build_model(&ds.schema, &ad).unwrap();
+        assert!(crate::encoder_gradients::encoder_gradient_gram(&adapted, &batch, &kinds).is_none());
+    }
+
+    /// A 5-class task trains with every balancer and every architecture that takes it: its loss
+    /// falls, the summary reports accuracy, logloss and macro-AUC; the binary task reports GAUC
+    /// over its groups (and early stopping selects on it).
     #[test]
     fn multiclass_tasks_train_with_every_balancer() {
         use mtrec_balance::BalanceMethod::*;
