@@ -25,12 +25,15 @@ use std::path::Path;
 
 use burn::{
     module::{Lora, Module, ParamGroup},
-    tensor::{Bool, Device, Int, Tensor},
+    tensor::{Bool, Device, Int, Tensor, TensorData},
 };
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
-use crate::{BertModel, PrefixCache, PrefixCacheMode, SentencePooling, TextError, encoder::Pretrained, prefix_folder};
+use crate::{
+    BertModel, GROUP_COST_ROWS, PrefixCache, PrefixCacheMode, SentencePooling, TextError, encoder::Pretrained,
+    length_groups, prefix_folder,
+};
 
 /// How the encoder of the text columns trains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -293,29 +296,59 @@ impl TextEncoder {
     }
 
     /// Sentence embeddings of token-id rows as [`crate::TokenInput`] writes them (`id + 1`, `0` for
-    /// padding); the batch is cut to its longest text first (padding is wasted work).
+    /// padding). Padding is wasted work: the batch is cut to its longest text, and the
+    /// transformer layers run over groups of texts of similar length ([`crate::length_groups`]),
+    /// each cut to its own longest text; the embeddings come back in the rows' order.
     ///
     /// # Shapes
     /// - tokens: `[B, L]`
     /// - output: `[B, hidden]`
     pub fn forward(&self, tokens: Tensor<2>) -> Tensor<2> {
         let [batch, width] = tokens.dims();
-        let filled = tokens.clone().greater_elem(0.0);
-        let longest = filled.int().sum_dim(1).max().into_scalar::<i64>().clamp(1, width as i64) as usize;
-        let tokens = tokens.slice([0..batch, 0..longest]);
+        let lengths: Vec<usize> = (tokens.clone().greater_elem(0.0).int().sum_dim(1).into_data().convert::<i64>())
+            .iter::<i64>()
+            .map(|n| n.clamp(0, width as i64) as usize)
+            .collect();
+        let longest = |rows: &[usize]| rows.iter().map(|&r| lengths[r]).max().unwrap_or(0).max(1);
+        let all: Vec<usize> = (0..batch).collect();
+        let length = longest(&all);
+        let tokens = tokens.slice([0..batch, 0..length]);
         let padding: Tensor<2, Bool> = tokens.clone().lower_equal_elem(0.0);
-        let hidden = match &self.prefix {
-            Some(prefix) => {
-                let h = self.dim();
-                let states = prefix.states(tokens);
-                self.bert.forward_layers(states, padding.clone(), prefix.layers()).reshape([batch, longest, h])
-            }
-            None => {
-                let ids: Tensor<2, Int> = (tokens - 1.0).clamp_min(0.0).int();
-                self.bert.forward(ids, padding.clone())
-            }
+        let h = self.dim();
+        // the states the trained layers start from, `[B·L, H]`: the stored prefix, or the embeddings
+        // (run once over the whole batch: their gradient is one dense table however many groups)
+        let (states, first) = match &self.prefix {
+            Some(prefix) => (prefix.states(tokens), prefix.layers()),
+            None => (self.bert.embed((tokens - 1.0).clamp_min(0.0).int()), 0),
         };
-        self.pooling.forward(hidden, padding)
+        let groups = length_groups(&lengths, GROUP_COST_ROWS);
+        let run = |states: Tensor<2>, padding: Tensor<2, Bool>| {
+            let [b, l] = padding.dims();
+            let hidden = self.bert.forward_layers(states, padding.clone(), first).reshape([b, l, h]);
+            self.pooling.forward(hidden, padding)
+        };
+        if groups.len() <= 1 {
+            return run(states, padding);
+        }
+        let device = states.device();
+        let index = |rows: Vec<i64>| Tensor::<1, Int>::from_data(TensorData::new(rows.clone(), [rows.len()]), &device);
+        let pooled: Vec<Tensor<2>> = (groups.iter())
+            .map(|rows| {
+                let l = longest(rows);
+                let token_rows = rows.iter().flat_map(|&r| (0..l).map(move |p| (r * length + p) as i64)).collect();
+                let text_rows = index(rows.iter().map(|&r| r as i64).collect());
+                run(
+                    states.clone().select(0, index(token_rows)),
+                    padding.clone().select(0, text_rows).slice([0..rows.len(), 0..l]),
+                )
+            })
+            .collect();
+        // row k of the groups' rows is text `order[k]`: each text's row, back in the batch's order
+        let mut at = vec![0i64; batch];
+        for (k, &text) in groups.concat().iter().enumerate() {
+            at[text] = k as i64;
+        }
+        Tensor::cat(pooled, 0).select(0, index(at))
     }
 }
 
@@ -500,6 +533,42 @@ mod tests {
         assert!(b.layers[1].intermediate.weight.grad(&grads).is_some(), "the top layer trains");
         assert!(b.layers[0].intermediate.weight.grad(&grads).is_none(), "the lower layer is frozen");
         assert!(b.embeddings.word_embeddings.weight.grad(&grads).is_none(), "the embeddings are frozen");
+    }
+
+    /// A batch whose texts' lengths spread runs as groups of similar length: the sentence
+    /// embeddings and the gradients equal those of each text run alone (≤ 1e-5), through every
+    /// layer (`full`) and over the frozen-prefix store (`top`).
+    #[test]
+    fn length_groups_give_each_texts_own_embedding_and_gradients() {
+        let (dir, _) = tiny();
+        let device = Device::flex().autodiff();
+        // 12 texts of 2 tokens and 4 of 32, in mixed order: two groups
+        let (width, vocab) = (32usize, 24u32); // the tiny BERT's positions and vocabulary
+        let lengths: Vec<usize> = (0..16).map(|i| if i % 4 == 1 { 32 } else { 2 }).collect();
+        assert_eq!(length_groups(&lengths, GROUP_COST_ROWS).len(), 2);
+        let values: Vec<f32> = (lengths.iter().enumerate())
+            .flat_map(|(i, &n)| {
+                (0..width).map(move |j| if j < n { (1 + (i as u32 * 7 + j as u32 * 3) % vocab) as f32 } else { 0.0 })
+            })
+            .collect();
+        let tokens = Tensor::<2>::from_data(TensorData::new(values, [16, width]), &device);
+        let w = Tensor::<1>::from_floats([0.3, -0.2, 0.5, 0.1, -0.4, 0.25, 0.05, -0.15], &device).unsqueeze_dim::<2>(0);
+        let v = |t: Tensor<2>| t.into_data().try_into_vec::<f32>().unwrap();
+        let top = TextTrainingConfig { train_layers: 1, ..no_dropout(Finetune::Top) };
+        for (what, encoder) in [
+            ("full", TextEncoder::open(&dir, &no_dropout(Finetune::Full), &device).unwrap()),
+            ("top over the store", TextEncoder::open(&dir, &top, &device).unwrap().with_prefix_cache(None, &top)),
+        ] {
+            let grouped = encoder.forward(tokens.clone());
+            let alone =
+                Tensor::cat((0..16).map(|r| encoder.forward(tokens.clone().slice([r..r + 1, 0..width]))).collect(), 0);
+            assert_close(&v(grouped.clone()), &v(alone.clone()), 1e-5, what);
+            let grads = (grouped * w.clone()).sum().backward();
+            let alone_grads = (alone * w.clone()).sum().backward();
+            let query = &encoder.bert.layers[1].attention.query.weight;
+            let grad = |g: &burn::tensor::Gradients| query.grad(g).unwrap().into_data().try_into_vec::<f32>().unwrap();
+            assert_close(&grad(&grads), &grad(&alone_grads), 1e-5, &format!("{what}: query gradient"));
+        }
     }
 
     /// `lora` with `lora_layers = 1`: adapters in the top layer only, so the embeddings and layer 0

@@ -208,11 +208,16 @@ pub fn run_page(
         }
         page.heading(split).metrics(metrics);
     }
-    if !summary.gradient_conflict.is_empty() {
-        page.heading("Gradient conflict at the shared parameters");
-        page.paragraph("Per task pair over the run: the mean cosine of the two tasks' gradients, and the fraction of steps on which it was negative (the tasks pulled the shared parameters apart).");
-        let rows: Vec<Vec<String>> = summary
-            .gradient_conflict
+    for (title, conflict) in [
+        ("Gradient conflict at the shared parameters", &summary.gradient_conflict),
+        ("Gradient conflict on the text encoder's parameters", &summary.encoder_gradient_conflict),
+    ] {
+        if conflict.is_empty() {
+            continue;
+        }
+        page.heading(title);
+        page.paragraph("Per task pair over the run: the mean cosine of the two tasks' gradients, and the fraction of (measured) steps on which it was negative (the tasks pulled the parameters apart).");
+        let rows: Vec<Vec<String>> = conflict
             .iter()
             .map(|(pair, c)| vec![pair.clone(), format!("{:.4}", c.mean_cosine), format!("{:.3}", c.conflict_fraction)])
             .collect();
