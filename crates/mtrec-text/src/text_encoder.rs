@@ -331,7 +331,10 @@ impl TextEncoder {
             return run(states, padding);
         }
         let device = states.device();
-        let index = |rows: Vec<i64>| Tensor::<1, Int>::from_data(TensorData::new(rows.clone(), [rows.len()]), &device);
+        let index = |rows: Vec<i64>| {
+            let n = rows.len();
+            Tensor::<1, Int>::from_data(TensorData::new(rows, [n]), &device)
+        };
         let pooled: Vec<Tensor<2>> = (groups.iter())
             .map(|rows| {
                 let l = longest(rows);
@@ -343,7 +346,7 @@ impl TextEncoder {
                 )
             })
             .collect();
-        // row k of the groups' rows is text `order[k]`: each text's row, back in the batch's order
+        // the groups' k-th row is text `groups.concat()[k]`: each text's row, back in the batch's order
         let mut at = vec![0i64; batch];
         for (k, &text) in groups.concat().iter().enumerate() {
             at[text] = k as i64;
