@@ -310,8 +310,7 @@ impl TextEncoder {
             .map(|n| n.clamp(0, width as i64) as usize)
             .collect();
         let longest = |rows: &[usize]| rows.iter().map(|&r| lengths[r]).max().unwrap_or(0).max(1);
-        let all: Vec<usize> = (0..batch).collect();
-        let length = longest(&all);
+        let length = lengths.iter().copied().max().unwrap_or(0).max(1);
         let tokens = tokens.slice([0..batch, 0..length]);
         let padding: Tensor<2, Bool> = tokens.clone().lower_equal_elem(0.0);
         let h = self.dim();
