@@ -69,6 +69,6 @@ pub use prefix_cache::{PrefixCache, prefix_folder};
 pub use prefix_store::{PREFIX_FILE, PrefixCacheMode, PrefixStore, token_key};
 pub use pretrained_export::hf_export_remapping;
 pub use simcse::{SimCseConfig, SimCseReport, pretrain_simcse, simcse_loss};
-pub use text_encoder::{Adapters, Finetune, LORA_TARGETS, TextEncoder, TextTrainingConfig};
+pub use text_encoder::{Adapters, Finetune, LORA_TARGETS, LrDecay, TextEncoder, TextTrainingConfig};
 pub use token_input::TokenInput;
 pub use tokenizer::SentenceTokenizer;

@@ -65,6 +65,35 @@ pub enum Adapters {
     SharedAndPerTask,
 }
 
+/// How the encoder's learning rate falls after its warm-up (`model.text.decay`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LrDecay {
+    /// Linearly to 0 at the run's last step (BERT's recipe).
+    #[default]
+    Linear,
+    /// Along half a cosine to 0 at the run's last step.
+    Cosine,
+    /// Not at all: `lr` from the end of the warm-up to the last step.
+    Constant,
+}
+
+impl LrDecay {
+    /// The factor of `lr` at training progress `p ∈ [0, 1]` after a linear warm-up over the
+    /// first `warmup` of the run.
+    pub fn factor(self, progress: f64, warmup: f64) -> f64 {
+        if progress < warmup {
+            return progress / warmup;
+        }
+        let after = ((progress - warmup) / (1.0 - warmup)).clamp(0.0, 1.0);
+        match self {
+            Self::Linear => 1.0 - after,
+            Self::Cosine => 0.5 * (1.0 + (std::f64::consts::PI * after).cos()),
+            Self::Constant => 1.0,
+        }
+    }
+}
+
 /// The projections LoRA can adapt, by name.
 pub const LORA_TARGETS: [&str; 6] = ["query", "key", "value", "attention_output", "intermediate", "output"];
 
@@ -100,8 +129,11 @@ pub struct TextTrainingConfig {
     /// Learning rate of the encoder's parameters (default 2e-5; LoRA usually wants 1e-4 to 1e-3).
     pub lr: f64,
     /// Fraction of the run's steps over which the encoder's learning rate warms up linearly from
-    /// 0; it then decays linearly to 0 at the last step (default 0.1).
+    /// 0 (default 0.1; `0`: none); it then follows `decay`.
     pub warmup: f64,
+    /// After the warm-up: `linear` (default: to 0 at the last step), `cosine` (to 0 along half a
+    /// cosine) or `constant`.
+    pub decay: LrDecay,
     /// Decoupled weight decay of the encoder's parameters (AdamW; default 0.01).
     pub weight_decay: f64,
     /// Clip each encoder parameter's gradient to this L2 norm (default 1.0; `0`: no clipping).
@@ -125,6 +157,7 @@ impl Default for TextTrainingConfig {
             adapters: Adapters::Shared,
             lr: 2e-5,
             warmup: 0.1,
+            decay: LrDecay::Linear,
             weight_decay: 0.01,
             max_grad_norm: 1.0,
             prefix_cache: PrefixCacheMode::F32,
@@ -368,6 +401,27 @@ fn with_dropout(mut bert: BertModel, p: f64) -> BertModel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The learning-rate factor, by hand: warm-up 0.2, then at progress 0.6 (half-way through the
+    /// decay) 0.5 linearly, ½(1 + cos π/2) = 0.5 along the cosine, 1 constant; at 0.8 (¾):
+    /// 0.25, ½(1 + cos 3π/4) ≈ 0.1464, 1; and with no warm-up the run starts at lr.
+    #[test]
+    fn the_learning_rate_warms_up_then_decays() {
+        let (w, eps) = (0.2, 1e-12);
+        for decay in [LrDecay::Linear, LrDecay::Cosine, LrDecay::Constant] {
+            assert!((decay.factor(0.1, w) - 0.5).abs() < eps, "{decay:?} half-way through the warm-up");
+            assert!((decay.factor(0.2, w) - 1.0).abs() < eps, "{decay:?} at the end of the warm-up");
+            assert!((decay.factor(0.0, 0.0) - 1.0).abs() < eps, "{decay:?} without warm-up");
+        }
+        let at = |d: LrDecay, p: f64| d.factor(p, w);
+        assert!((at(LrDecay::Linear, 0.6) - 0.5).abs() < eps && (at(LrDecay::Linear, 0.8) - 0.25).abs() < eps);
+        assert!((at(LrDecay::Cosine, 0.6) - 0.5).abs() < eps);
+        assert!((at(LrDecay::Cosine, 0.8) - 0.146_446_609_406_726_2).abs() < 1e-12);
+        assert!(at(LrDecay::Linear, 1.0).abs() < eps && at(LrDecay::Cosine, 1.0).abs() < eps);
+        assert_eq!((at(LrDecay::Constant, 0.6), at(LrDecay::Constant, 1.0)), (1.0, 1.0));
+        let parsed: TextTrainingConfig = serde_json::from_str(r#"{"decay": "cosine"}"#).unwrap();
+        assert_eq!(parsed.decay, LrDecay::Cosine);
+    }
 
     /// The config's checks name the key.
     #[test]

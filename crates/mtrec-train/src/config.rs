@@ -267,7 +267,7 @@ impl ExperimentConfig {
 
     /// The learning rates at training progress `p ∈ [0, 1]`: [`Self::learning_rates`], with a
     /// trainable text encoder's `model.text.lr` warmed up linearly over the first `warmup` of the
-    /// run and decayed linearly to 0 at its end.
+    /// run, then decayed as `model.text.decay` says.
     pub fn learning_rates_at<C: MultiTaskModule>(
         &self,
         schema: &Schema,
@@ -279,12 +279,11 @@ impl ExperimentConfig {
     }
 
     /// A trainable text encoder's learning rate at training progress `p ∈ [0, 1]`: `model.text.lr`
-    /// warmed up linearly over the first `warmup` of the run, decayed linearly to 0 at its end.
+    /// warmed up linearly over the first `warmup` of the run, then decayed as `model.text.decay`
+    /// says ([`LrDecay::factor`](mtrec_text::LrDecay::factor)).
     pub fn text_encoder_lr_at(&self, progress: f64) -> f64 {
         let text = &self.model.text;
-        let factor =
-            if progress < text.warmup { progress / text.warmup } else { (1.0 - progress) / (1.0 - text.warmup) };
-        text.lr * factor.clamp(0.0, 1.0)
+        text.lr * text.decay.factor(progress, text.warmup).clamp(0.0, 1.0)
     }
 
     /// The learning rates at training progress `p`, by name, as the run's records show them:

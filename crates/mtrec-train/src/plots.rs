@@ -371,22 +371,22 @@ pub fn run_figures(records: &[EpochRecord], metric: &str, summary: Option<&Summa
             per_task(records, |r, t| r.task_gradient_norms.as_ref().and_then(|g| g.get(t)).copied()),
         ));
     }
+    // each task pair's mean cosine, and its share of steps in conflict, per epoch
+    let per_pair = |value: &dyn Fn(&EpochRecord) -> Option<&BTreeMap<String, f64>>| -> Vec<Series> {
+        let pairs: Vec<String> =
+            records.iter().find_map(value).map(|c| c.keys().cloned().collect()).unwrap_or_default();
+        pairs
+            .iter()
+            .map(|pair| Series {
+                label: pair.clone(),
+                points: records
+                    .iter()
+                    .filter_map(|r| value(r).and_then(|c| c.get(pair)).map(|v| (r.epoch as f64, *v)))
+                    .collect(),
+            })
+            .collect()
+    };
     if records.iter().any(|r| r.task_gradient_cosines.is_some()) {
-        // each task pair's mean cosine at the shared parameters, and its share of steps in conflict
-        let per_pair = |value: &dyn Fn(&EpochRecord) -> Option<&BTreeMap<String, f64>>| -> Vec<Series> {
-            let pairs: Vec<String> =
-                records.iter().find_map(value).map(|c| c.keys().cloned().collect()).unwrap_or_default();
-            pairs
-                .iter()
-                .map(|pair| Series {
-                    label: pair.clone(),
-                    points: records
-                        .iter()
-                        .filter_map(|r| value(r).and_then(|c| c.get(pair)).map(|v| (r.epoch as f64, *v)))
-                        .collect(),
-                })
-                .collect()
-        };
         weights.push(lines(
             "gradient cosine at the shared parameters",
             "mean cosine",
@@ -399,6 +399,19 @@ pub fn run_figures(records: &[EpochRecord], metric: &str, summary: Option<&Summa
                 per_pair(&|r| r.task_gradient_conflicts.as_ref()),
             ));
         }
+    }
+    if records.iter().any(|r| r.encoder_gradient_cosines.is_some()) {
+        // `train.encoder_gradients_every`: the same on the trainable text encoder's parameters
+        weights.push(lines(
+            "gradient cosine on the text encoder",
+            "mean cosine",
+            per_pair(&|r| r.encoder_gradient_cosines.as_ref()),
+        ));
+        weights.push(lines(
+            "task gradient norms on the text encoder",
+            "mean gradient norm",
+            per_task(records, |r, t| r.encoder_gradient_norms.as_ref().and_then(|g| g.get(t)).copied()),
+        ));
     }
     figures.insert("task_weights".to_string(), Figure { panels: weights });
     if let Some(summary) = summary.filter(|s| !s.expert_utilisation.is_empty()) {
@@ -486,6 +499,16 @@ mod tests {
         let PanelKind::Lines(w) = &figures["task_weights"].panels[0].kind else { panic!("lines") };
         assert_eq!(w[1].points, vec![(1.0, 0.8), (2.0, 0.9)]);
         assert_eq!(figures["task_weights"].panels.len(), 1, "no gradient-norm panel without norms");
+        // the encoder's task-gradient cosines and norms get panels of their own
+        let mut measured = records.clone();
+        measured[1].encoder_gradient_cosines = Some(BTreeMap::from([("ctr~cvr".to_string(), 0.25)]));
+        measured[1].encoder_gradient_norms = Some(BTreeMap::from([("ctr".to_string(), 2.0), ("cvr".into(), 4.0)]));
+        let panels = &run_figures(&measured, "auc", None)["task_weights"].panels;
+        assert_eq!(panels.len(), 3);
+        let PanelKind::Lines(cosine) = &panels[1].kind else { panic!("lines") };
+        assert_eq!(cosine, &[Series { label: "ctr~cvr".into(), points: vec![(2.0, 0.25)] }]);
+        let PanelKind::Lines(norms) = &panels[2].kind else { panic!("lines") };
+        assert_eq!(norms[1].points, vec![(2.0, 4.0)]);
         // a loss falling by more than 20× is drawn as log10
         let falling = vec![record(1, [5.0, 0.5], [1.0, 1.0]), record(2, [0.1, 0.05], [1.0, 1.0])];
         let panel = &run_figures(&falling, "auc", None)["learning_curves"].panels[0];

@@ -246,7 +246,10 @@ pub fn run_page(
     }
     let captions = [
         ("learning_curves", "Learning curves: training loss and the validation metric per task."),
-        ("task_weights", "Task weights per epoch; gradient norms, cosines and conflicts for gradient balancers."),
+        (
+            "task_weights",
+            "Task weights per epoch; gradient norms, cosines and conflicts for gradient balancers; the tasks' gradient cosine and norms on the text encoder (train.encoder_gradients_every).",
+        ),
         ("gate_utilisation", "Mean gate weight per expert and task (validation, selected model)."),
     ];
     page.heading("Figures");
