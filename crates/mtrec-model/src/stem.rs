@@ -193,10 +193,11 @@ mod tests {
         // a 6-unit ReLU expert on 4 rows can start dead on all of them (task 0's output then has no
         // gradient at all) — an initialisation, not what is tested: the first of a few draws whose
         // task-0 expert passes a gradient
+        let inputs = batch(&device);
         let (stem, grads) = (0..8)
             .map(|_| {
                 let stem = model(&device);
-                let grads = stem.forward(batch(&device))[0].output.clone().sum().backward();
+                let grads = stem.forward(inputs.clone())[0].output.clone().sum().backward();
                 (stem, grads)
             })
             .find(|(stem, grads)| grad_norm(&stem.task_experts[0].first.weight, grads) > 0.0)
@@ -208,12 +209,14 @@ mod tests {
         assert_eq!(grad_norm(&stem.task_experts[1].first.weight, &grads), 0.0);
         assert!(grad_norm(&stem.task_experts[0].first.weight, &grads) > 0.0);
 
-        let device = Device::flex();
-        let mut stem = model(&device);
-        let inputs = batch(&device);
+        // the same draw (its task-0 tower passes a gradient, so it is live on some row): task 1's
+        // experts, switched on for every row by a large bias (scaling weights could leave a dead
+        // expert dead), change task 0's output through task 0's gate
+        let mut stem = stem;
         let before = stem.forward(inputs.clone())[0].output.clone().into_data().try_into_vec::<f32>().unwrap();
         let first = &mut stem.task_experts[1].first;
-        first.weight = burn::module::Param::from_tensor(first.weight.val() * 3.0);
+        let bias = first.bias.as_ref().expect("the experts' first layer has a bias").val();
+        first.bias = Some(burn::module::Param::from_tensor((bias + 10.0).detach()));
         let after = stem.forward(inputs)[0].output.clone().into_data().try_into_vec::<f32>().unwrap();
         assert!(before.iter().zip(&after).any(|(a, b)| (a - b).abs() > 1e-6), "task 1's experts feed task 0");
     }
