@@ -74,8 +74,7 @@ impl SimCseConfig {
 
     /// The learning rate at training progress `p ∈ [0, 1)`.
     fn lr_at(&self, p: f64) -> f64 {
-        let factor = if p < self.warmup { p / self.warmup } else { (1.0 - p) / (1.0 - self.warmup) };
-        self.lr * factor.clamp(0.0, 1.0)
+        self.lr * crate::LrDecay::Linear.factor(p, self.warmup).clamp(0.0, 1.0)
     }
 }
 
