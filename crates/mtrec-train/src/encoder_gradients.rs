@@ -9,9 +9,13 @@
 //! extra forward and backward a task on the step's batch (the model before the step's update), each
 //! task's gradient on the encoder's trainable parameters (full weights, the top layers or LoRA's
 //! factors), and their Gram matrix — norms, cosines and whether each pair conflicts — into a
-//! [`ConflictLog`], as the balancers' logs. The update does not use them; the extra forwards draw
-//! dropout masks from the backend's generator, so the later steps' masks differ from a run without
-//! the measurement (the run is as reproducible, not bit-equal to one without it). Task-specific
+//! [`ConflictLog`], as the balancers' logs. Every task's forward draws the *same* dropout masks (the
+//! backend's generator is seeded alike before each, from the run's seed and the step): with masks
+//! of their own, two tasks' gradients would be those of two different thinned networks, and the
+//! masks' noise alone would pull their cosine towards 0. The update does not use the measurement;
+//! after it the generator is seeded again (from the seed and the step), so the later steps' masks
+//! differ from a run without the measurement (the run is as reproducible, not bit-equal to one
+//! without it). Task-specific
 //! adapters (`adapters = "per_task"`) are task parameters, not shared ones: with no trainable shared
 //! encoder there is nothing to measure. Data-parallel ranks each measure their own shard; the
 //! records are rank 0's.
@@ -62,22 +66,32 @@ impl ModuleVisitor for GramOverParameters<'_> {
 }
 
 /// Each task's gradient on the shared text encoder's trainable parameters at `model` on `batch`,
-/// as their Gram matrix (`T × T`) and whether each task was measured (labelled on a row of the
-/// batch). `None` when the model has no shared text encoder with a trainable parameter.
-pub(crate) fn encoder_gradient_gram<C: MultiTaskModule>(
+/// as their Gram matrix (`T × T`, `[i][j] = ⟨g_i, g_j⟩` summed over every trainable parameter,
+/// f32 on the device then f64) and whether each task was measured (labelled on a row of the batch).
+/// `None` when the model has no shared text encoder with a trainable parameter.
+///
+/// Each task takes a forward and backward of its own (burn keeps no graph for a second backward);
+/// the backend's generator is seeded with `dropout_seed` before each forward, so every task's
+/// gradient is taken through the same dropout masks. The generator is left where the last forward
+/// left it: seed it again before drawing anything that should not depend on the measurement. It is
+/// one per process, so a draw on another thread between the seeding and the forward changes the
+/// masks.
+pub fn encoder_gradient_gram<C: MultiTaskModule>(
     model: &MultiTaskNet<C>,
     batch: &MtlBatch,
     kinds: &[TaskKind],
+    dropout_seed: u64,
 ) -> Option<(Vec<Vec<f64>>, Vec<bool>)> {
     let encoder = model.text_encoder()?;
     if !has_trainable_parameter(&encoder) {
         return None;
     }
+    let device = batch.labels.device();
     let measured: Vec<bool> = (0..kinds.len()).map(|t| batch.task_rows(t) > 0).collect();
     let task_gradients: Vec<Option<GradientsParams>> = (0..kinds.len())
         .map(|t| {
             measured[t].then(|| {
-                // a forward of its own for each task: burn keeps no graph for a second backward
+                device.seed(dropout_seed);
                 let loss = StepGraph::new(model, batch, kinds).task_losses().swap_remove(t);
                 GradientsParams::from_grads(loss.backward(), &encoder)
             })
@@ -109,6 +123,8 @@ fn has_trainable_parameter(module: &impl Module) -> bool {
 pub(crate) struct EncoderGradientLog {
     /// Every how many steps (0: never).
     pub(crate) every: usize,
+    /// The run's seed: the measurement's dropout masks and the generator after it derive from it.
+    pub(crate) seed: u64,
     /// The epoch's measurements.
     pub(crate) log: ConflictLog,
 }
@@ -126,10 +142,21 @@ impl EncoderGradientLog {
         if self.every == 0 || !step.is_multiple_of(self.every) {
             return None;
         }
-        let (gram, measured) = encoder_gradient_gram(model, batch, kinds)?;
+        let masks = measurement_seed(self.seed, step);
+        let result = encoder_gradient_gram(model, batch, kinds, masks);
+        // the step's own draws: fixed by the seed and the step, whatever the measurement drew
+        batch.labels.device().seed(masks ^ 0x5354_4550); // "STEP"
+        let (gram, measured) = result?;
         self.log.record(&gram, &measured);
         Some((gram, measured))
     }
+}
+
+/// The dropout seed of the measurement at global step `step` of a run seeded `seed`.
+fn measurement_seed(seed: u64, step: usize) -> u64 {
+    (seed ^ 0x454e_4347_5241_4453) // "ENCGRADS"
+        .wrapping_mul(0x2545_f491_4f6c_dd1d)
+        .wrapping_add((step as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15))
 }
 
 #[cfg(test)]

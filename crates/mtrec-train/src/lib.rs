@@ -97,6 +97,7 @@ pub use data_config::{DataConfig, DataSource, LoadedData};
 pub use data_parallel::{BUCKET_FLOATS, DataParallel, data_parallel_step};
 pub use device::DeviceChoice;
 pub use early_stopping::EarlyStopping;
+pub use encoder_gradients::encoder_gradient_gram;
 pub use error::TrainError;
 pub(crate) use evaluation::evaluate_sharded;
 pub use evaluation::{Split, evaluate};

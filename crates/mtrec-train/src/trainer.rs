@@ -466,6 +466,7 @@ impl<'a, S: SplitRows, C: MultiTaskModule> Trainer<'a, S, C> {
             events: None,
             encoder_gradients: crate::encoder_gradients::EncoderGradientLog {
                 every: cfg.train.encoder_gradients_every,
+                seed: cfg.seed,
                 ..Default::default()
             },
         };
@@ -1557,7 +1558,7 @@ pub(crate) mod tests {
         let model = cfg.build_model(&ds.schema, &ad).unwrap();
         initialise_parameters(&model); // burn draws lazily initialised parameters at their first use
         let batch = batches(&ds.train, ds.schema.widths(), 16, BatchOrder::Sequential, &ad).next().unwrap();
-        let (gram, measured) = crate::encoder_gradients::encoder_gradient_gram(&model, &batch, &kinds).unwrap();
+        let (gram, measured) = crate::encoder_gradient_gram(&model, &batch, &kinds, 7).unwrap();
         assert_eq!(measured, vec![true, true]);
         let encoder = model.text_encoder().unwrap();
         let own: Vec<Vec<f64>> = (0..2)
@@ -1599,7 +1600,7 @@ pub(crate) mod tests {
         per_task.model.text.adapters = mtrec_text::Adapters::PerTask;
         per_task.model.text.lora_layers = Some(1);
         let adapted = per_task.build_model(&ds.schema, &ad).unwrap();
-        assert!(crate::encoder_gradients::encoder_gradient_gram(&adapted, &batch, &kinds).is_none());
+        assert!(crate::encoder_gradient_gram(&adapted, &batch, &kinds, 7).is_none());
     }
 
     /// A 5-class task trains with every balancer and every architecture that takes it: its loss
