@@ -164,8 +164,7 @@ mod tests {
     use super::*;
 
     /// The visitor's sums against a direct computation (the Gram matrix of a model's encoder
-    /// against each task's own backward is `encoder_gradient_gram_equals_the_tasks_own_gradients`
-    /// in `trainer.rs`).
+    /// against each task's own backward is `tests/encoder_gradient_masks.rs`).
     #[test]
     fn gram_over_parameters_sums_every_parameters_products() {
         let device = burn::tensor::Device::flex();

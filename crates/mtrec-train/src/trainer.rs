@@ -1532,55 +1532,22 @@ pub(crate) mod tests {
         assert!(err.contains("adapters"), "{err}");
     }
 
-    /// `train.encoder_gradients_every`: the Gram matrix of the tasks' gradients on the encoder's
-    /// parameters equals one computed apart (each task's loss backpropagated alone, its gradients
-    /// on every encoder parameter read to the host, the inner products summed in f64), with the
-    /// same dropout draws; a run records the cosines per epoch, in [−1, 1], and in its summary;
-    /// with adapters per task (the shared base frozen) there is nothing to measure.
+    /// `train.encoder_gradients_every`: a run records the tasks' gradient cosines on the encoder per
+    /// epoch, in [−1, 1], with positive norms, and in its summary; with adapters per task (the shared
+    /// base frozen) there is nothing to measure. (That the Gram matrix equals each task's own
+    /// backward through the same dropout masks is `tests/encoder_gradient_masks.rs`, a process of
+    /// its own for the backend's one generator.)
     #[test]
-    fn encoder_gradient_gram_equals_the_tasks_own_gradients() {
-        use burn::module::{Module, ModuleVisitor, Param};
-        struct Host(Vec<f64>, burn::optim::GradientsParams);
-        impl ModuleVisitor for Host {
-            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-                if let Some(g) = self.1.get::<D>(param.id) {
-                    self.0.extend(g.into_data().convert::<f64>().try_into_vec::<f64>().unwrap());
-                }
-            }
-        }
+    fn encoder_gradients_are_recorded_per_epoch_and_not_for_task_adapters() {
         let mut cfg = text_table_config("full");
-        // No dropout: both computations below must see the same network, and the backend's one
-        // generator is drawn from by the tests running beside this one (seeding it is no guard).
-        cfg.model.text.dropout = Some(0.0);
         let ds = cfg.data.load().unwrap();
         let kinds = ds.schema.task_kinds();
         let ad = Device::flex().autodiff();
         let model = cfg.build_model(&ds.schema, &ad).unwrap();
-        initialise_parameters(&model); // burn draws lazily initialised parameters at their first use
+        initialise_parameters(&model);
         let batch = batches(&ds.train, ds.schema.widths(), 16, BatchOrder::Sequential, &ad).next().unwrap();
         let (gram, measured) = crate::encoder_gradient_gram(&model, &batch, &kinds, 7).unwrap();
         assert_eq!(measured, vec![true, true]);
-        let encoder = model.text_encoder().unwrap();
-        let own: Vec<Vec<f64>> = (0..2)
-            .map(|t| {
-                let shared = model.forward_shared(batch.features.clone());
-                let losses: Vec<Tensor<1>> = (0..2)
-                    .map(|k| crate::batch_task_loss(kinds[k], model.forward_task(k, &shared).output, &batch, k))
-                    .collect();
-                let grads = burn::optim::GradientsParams::from_grads(losses[t].clone().backward(), &encoder);
-                let mut host = Host(Vec::new(), grads);
-                encoder.visit(&mut host);
-                host.0
-            })
-            .collect();
-        assert!(own[0].len() > 1000, "every encoder parameter: {}", own[0].len());
-
-        let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
-        for (i, j) in [(0, 0), (0, 1), (1, 1)] {
-            let expected = dot(&own[i], &own[j]);
-            let close = (gram[i][j] - expected).abs() <= 1e-4 * expected.abs().max(1e-8);
-            assert!(close, "gram[{i}][{j}] {} vs {expected}", gram[i][j]);
-        }
         assert!(gram[0][1].abs() > 0.0 && gram[0][0] > 0.0 && gram[1][1] > 0.0, "{gram:?}");
         // a run every step: per-epoch cosines in [−1, 1] and the run's in the summary
         cfg.train.encoder_gradients_every = 1;
