@@ -29,7 +29,7 @@ use mtrec_balance::{TaskGraph, diagnostics::ConflictLog};
 use mtrec_data::{MtlBatch, TaskKind};
 use mtrec_model::{MultiTaskModule, MultiTaskNet};
 
-use crate::step::StepGraph;
+use crate::{checkpoint::epoch_seed, step::StepGraph};
 
 /// Sums `Σ_p ⟨g_i(p), g_j(p)⟩` over a module's float parameters for every task pair, on the device.
 struct GramOverParameters<'a> {
@@ -152,11 +152,10 @@ impl EncoderGradientLog {
     }
 }
 
-/// The dropout seed of the measurement at global step `step` of a run seeded `seed`.
+/// The dropout seed of the measurement at global step `step` of a run seeded `seed`: the epochs'
+/// seed mixing ([`epoch_seed`]) over the steps, from a seed of its own.
 fn measurement_seed(seed: u64, step: usize) -> u64 {
-    (seed ^ 0x454e_4347_5241_4453) // "ENCGRADS"
-        .wrapping_mul(0x2545_f491_4f6c_dd1d)
-        .wrapping_add((step as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+    epoch_seed(seed ^ 0x454e_4347_5241_4453, step) // "ENCGRADS"
 }
 
 #[cfg(test)]
