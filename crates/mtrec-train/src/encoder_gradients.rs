@@ -143,10 +143,10 @@ impl EncoderGradientLog {
             return None;
         }
         let masks = measurement_seed(self.seed, step);
-        let result = encoder_gradient_gram(model, batch, kinds, masks);
+        // `None` before any forward: nothing drawn, the generator left as it was
+        let (gram, measured) = encoder_gradient_gram(model, batch, kinds, masks)?;
         // the step's own draws: fixed by the seed and the step, whatever the measurement drew
         batch.labels.device().seed(masks ^ 0x5354_4550); // "STEP"
-        let (gram, measured) = result?;
         self.log.record(&gram, &measured);
         Some((gram, measured))
     }
