@@ -176,16 +176,31 @@ mod tests {
         }
     }
 
-    /// The comparison is not vacuous: two independently initialised models give clearly different outputs.
+    /// Every float parameter shifted by 0.5, still trainable.
+    struct Shift;
+    impl burn::module::ModuleMapper for Shift {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            param.map(|t| {
+                let require_grad = t.is_require_grad();
+                let shifted = t.add_scalar(0.5).detach();
+                if require_grad { shifted.require_grad() } else { shifted }
+            })
+        }
+    }
+
+    /// The comparison is not vacuous: models with different weights give clearly different outputs.
+    /// The second is the first with every weight shifted, not a second draw: the backend's generator
+    /// is one per process, and a test beside this one reseeding it could make two draws equal.
     #[test]
     fn different_weights_are_detected() {
+        use burn::module::Module;
         let data = DataConfig { source: DataSource::Census, dir: fixture(), ..Default::default() };
         let dataset = data.load().unwrap();
         let config = ExperimentConfig { data, ..Default::default() };
         let device = Device::flex();
         let model_a = config.model.init(&dataset.schema, &device.clone().autodiff());
-        let model_b = config.model.init(&dataset.schema, &device.clone().autodiff());
         let a = run_side(&model_a, &dataset, &device, 64).unwrap();
+        let model_b = model_a.clone().map(&mut Shift);
         let b = run_side(&model_b, &dataset, &device, 64).unwrap();
         let diff: f64 = a.outputs[0].iter().zip(&b.outputs[0]).map(|(x, y)| (x - y).abs() as f64).sum();
         assert!(diff > 1e-3, "independently initialised models gave equal outputs");
