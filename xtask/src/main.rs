@@ -17,6 +17,7 @@
 //! - `cargo xtask synthetic-study [--correlations 1.0,0.9,0.5] [--seeds 5] [--epochs 50]`: the MMoE
 //!   paper's synthetic study (`study.md`, `study.json`, `study.svg`/`.png`).
 //! - `cargo xtask plot RUN_DIR...` redraws a run's figures (training writes them too).
+//! - `cargo xtask mlflow RUN_DIR... --uri URI` logs run folders (or folders of them) to MLflow.
 //! - `cargo xtask eval RUN_DIR [--split valid|test]` re-evaluates a run's selected model;
 //!   `cargo xtask export RUN_DIR [--out FILE]` writes it as safetensors.
 //! - `cargo xtask data census|wcr|minilm [--from DIR] [--dir DIR]` fetches a dataset or the text
@@ -36,6 +37,7 @@ mod data;
 mod embed;
 mod eval;
 mod export;
+mod mlflow;
 mod plot;
 mod pretrain_text;
 mod ranks;
@@ -103,6 +105,8 @@ enum Command {
     Export(export::ExportArgs),
     /// Redraw a run's figures (SVG and PNG).
     Plot(plot::PlotArgs),
+    /// Log run folders to MLflow (params, metrics, tags, report and figures).
+    Mlflow(mlflow::MlflowArgs),
     /// Pretrain the text encoder on the table's own texts (unsupervised SimCSE), then point a
     /// config at it: the serial stage of multi-task learning.
     PretrainText(pretrain_text::PretrainTextArgs),
@@ -131,6 +135,7 @@ fn main() -> std::process::ExitCode {
         Command::Eval(args) => eval::run(args),
         Command::Export(args) => export::run(args),
         Command::Plot(args) => plot::run(args),
+        Command::Mlflow(args) => mlflow::run(args),
         Command::PretrainText(args) => pretrain_text::run(args),
         Command::SyntheticStudy(args) => synthetic_study::run(args),
         Command::BenchOne(args) => bench::run_one(args),
