@@ -41,6 +41,8 @@ pub struct CompareArgs {
     /// other configs join the table as they are.
     #[arg(long, value_name = "SECTION.KEY=V1,V2,...")]
     sweep: Option<String>,
+    #[command(flatten)]
+    mlflow: crate::mlflow::MlflowLogging,
 }
 
 /// The `(key, values)` of `--sweep`.
@@ -85,7 +87,18 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     if comparison.results.iter().any(|r| !r.adversarial.is_empty()) {
         println!("wrote {} (the main task against the probes)", args.out.join("trade_off.svg").display());
     }
-    Ok(())
+    // one MLflow experiment for the comparison (default: the output folder's name)
+    let out = &args.out;
+    let runs: Vec<PathBuf> = configs
+        .iter()
+        .flat_map(|c| (0..args.seeds).map(move |k| out.join(&c.name).join(format!("seed{}", c.seed + k))))
+        .collect();
+    let mut mlflow = args.mlflow.clone();
+    if mlflow.experiment().is_none() {
+        let name = std::path::absolute(&args.out)?.file_name().map(|n| n.to_string_lossy().into_owned());
+        mlflow = mlflow.with_experiment(name.unwrap_or_else(|| "compare".into()));
+    }
+    mlflow.log(&runs)
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! tracking server (or any MLflow tracking URI: `http(s)://…`, `sqlite:///…`, Databricks), so that
 //! mtrec runs sit in a team's MLflow beside its other experiments.
 //!
-//! What one run folder becomes, one MLflow run (named after the folder):
+//! What one run folder becomes, one MLflow run (named after the folder; a comparison's
+//! `<config name>/seed<k>` keeps its config's name):
 //! - **params**: every key of its `config.toml`, flattened with dots (`model.n_experts`,
 //!   `train.lr`); arrays of tables are keyed by their entries' `name` (`data.tasks.income.kind`),
 //!   or by index when names are missing or repeated; other arrays as TOML text (`[32, 16]`).
@@ -60,6 +61,40 @@ pub struct MlflowArgs {
     python: Option<PathBuf>,
 }
 
+/// `--mlflow URI` of `train`, `compare` and `tune`: their run folders logged to MLflow at the end,
+/// as `cargo xtask mlflow` would.
+#[derive(Args, Debug, Clone, Default)]
+pub struct MlflowLogging {
+    /// Log the run folder(s) to this MLflow tracking URI when done (as `cargo xtask mlflow`;
+    /// Python with mlflow from `$MTREC_PYTHON`, else `python3`).
+    #[arg(long, value_name = "URI")]
+    mlflow: Option<String>,
+    /// MLflow experiment for `--mlflow` (default: the config's name; for `compare`, the output
+    /// folder's name).
+    #[arg(long, value_name = "NAME", requires = "mlflow")]
+    mlflow_experiment: Option<String>,
+}
+
+impl MlflowLogging {
+    /// The experiment `--mlflow-experiment` named.
+    pub fn experiment(&self) -> Option<&str> {
+        self.mlflow_experiment.as_deref()
+    }
+
+    /// The same, logging into `experiment`.
+    pub fn with_experiment(self, experiment: String) -> MlflowLogging {
+        MlflowLogging { mlflow_experiment: Some(experiment), ..self }
+    }
+
+    /// Logs the run folders in or below `paths` when `--mlflow` was given.
+    pub fn log(&self, paths: &[PathBuf]) -> anyhow::Result<()> {
+        match &self.mlflow {
+            Some(uri) => log_folders(paths, uri, self.mlflow_experiment.as_deref(), None),
+            None => Ok(()),
+        }
+    }
+}
+
 pub fn run(args: MlflowArgs) -> anyhow::Result<()> {
     let uri = match args.uri.clone().or_else(|| std::env::var("MLFLOW_TRACKING_URI").ok()) {
         Some(uri) => uri,
@@ -67,14 +102,18 @@ pub fn run(args: MlflowArgs) -> anyhow::Result<()> {
             "no MLflow tracking URI: give --uri (e.g. http://127.0.0.1:5000 of `mlflow server`) or set MLFLOW_TRACKING_URI"
         ),
     };
-    let python = args
-        .python
-        .clone()
+    log_folders(&args.run_dirs, &uri, args.experiment.as_deref(), args.python.as_deref())
+}
+
+/// Logs the run folders in or below `paths` to `uri` and prints what became of each.
+fn log_folders(paths: &[PathBuf], uri: &str, experiment: Option<&str>, python: Option<&Path>) -> anyhow::Result<()> {
+    let python = python
+        .map(Path::to_path_buf)
         .or_else(|| std::env::var_os("MTREC_PYTHON").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("python3"));
-    let dirs = find_runs(&args.run_dirs)?;
-    let runs = dirs.iter().map(|d| mlflow_run(d, args.experiment.as_deref())).collect::<anyhow::Result<Vec<_>>>()?;
-    for outcome in log_runs(&python, &uri, runs)? {
+    let dirs = find_runs(paths)?;
+    let runs = dirs.iter().map(|d| mlflow_run(d, experiment)).collect::<anyhow::Result<Vec<_>>>()?;
+    for outcome in log_runs(&python, uri, runs)? {
         println!(
             "{} {} → experiment {} run {}",
             outcome["action"].as_str().unwrap_or("?"),
@@ -276,15 +315,6 @@ pub fn mlflow_run(dir: &Path, experiment: Option<&str>) -> anyhow::Result<Value>
         .map(|(k, v)| Ok(json!([params_names.map("config key", &k)?, v])))
         .collect::<anyhow::Result<Vec<_>>>()?;
 
-    // the fingerprint: what the MLflow run is made of
-    let mut hasher = Sha256::new();
-    for file in ["config.toml", "metrics.jsonl", "summary.json"] {
-        hasher.update(file.as_bytes());
-        hasher.update(std::fs::read(dir.join(file)).unwrap_or_default());
-    }
-    let fingerprint: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    tags.insert("mtrec.fingerprint".to_string(), fingerprint);
-
     let mut artifacts: Vec<String> = std::fs::read_dir(&dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
@@ -300,7 +330,25 @@ pub fn mlflow_run(dir: &Path, experiment: Option<&str>) -> anyhow::Result<Value>
     artifacts.sort();
     let config_name = config.get("name").and_then(toml::Value::as_str).unwrap_or("mtrec");
     let experiment = experiment.unwrap_or(config_name);
-    let run_name = dir.file_name().and_then(|n| n.to_str()).unwrap_or(config_name);
+    // the folder's name; a comparison's `<config name>/seed<k>` keeps its config's name
+    let folder = |d: &Path| d.file_name().and_then(|n| n.to_str()).map(str::to_string);
+    let run_name = match (folder(&dir), dir.parent().and_then(folder)) {
+        (Some(seed), Some(parent)) if seed.strip_prefix("seed").is_some_and(|k| k.parse::<u64>().is_ok()) => {
+            format!("{parent}/{seed}")
+        }
+        (Some(name), _) => name,
+        (None, _) => config_name.to_string(),
+    };
+    // the fingerprint: what the MLflow run is made of
+    let mut hasher = Sha256::new();
+    hasher.update(run_name.as_bytes());
+    for file in ["config.toml", "metrics.jsonl", "summary.json"] {
+        hasher.update(file.as_bytes());
+        hasher.update(std::fs::read(dir.join(file)).unwrap_or_default());
+    }
+    let fingerprint: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    tags.insert("mtrec.fingerprint".to_string(), fingerprint);
+
     Ok(json!({
         "run_dir": dir.display().to_string(),
         "experiment": experiment,
@@ -525,7 +573,7 @@ mod server_tests {
             return;
         };
         let tmp = tempfile::tempdir().unwrap();
-        let run_dir = tmp.path().join("runs/seed42");
+        let run_dir = tmp.path().join("mmoe/seed42");
         train(&run_dir);
         let server = Server::start(&python, tmp.path());
         let log = || log_runs(&python, &server.uri, vec![mlflow_run(&run_dir, Some("t")).unwrap()]).unwrap();
@@ -537,7 +585,7 @@ mod server_tests {
         let runs = read["runs"].as_array().unwrap();
         assert_eq!(runs.len(), 1, "{read}");
         let run = &runs[0];
-        assert_eq!(run["name"], "seed42");
+        assert_eq!(run["name"], "mmoe/seed42");
         assert_eq!(run["status"], "FINISHED");
         // params: the config, flattened
         assert_eq!(run["params"]["train.batch_size"], "32");

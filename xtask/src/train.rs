@@ -46,6 +46,8 @@ pub struct TrainArgs {
     /// this executable and the data at the same paths.
     #[arg(long, requires = "ranks")]
     hostfile: Option<PathBuf>,
+    #[command(flatten)]
+    mlflow: crate::mlflow::MlflowLogging,
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
@@ -153,7 +155,7 @@ fn run_rank(args: TrainArgs, parallel: DataParallel) -> anyhow::Result<()> {
         println!("test {task}: {}", m.join(", "));
     }
     println!("wrote {}", out.join("summary.json").display());
-    Ok(())
+    args.mlflow.log(&[out])
 }
 
 /// The data line: rows of each split, inputs, tasks, load time.

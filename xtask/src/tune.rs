@@ -116,6 +116,8 @@ pub struct TuneArgs {
     /// Optuna's study name. Default: the config's name.
     #[arg(long)]
     study_name: Option<String>,
+    #[command(flatten)]
+    mlflow: crate::mlflow::MlflowLogging,
 }
 
 /// The objective of a run folder after `epochs` epochs: the monitored validation value of the
@@ -506,7 +508,7 @@ pub fn run(args: TuneArgs) -> anyhow::Result<()> {
         figures.join(", "),
         started.elapsed().as_secs_f64()
     );
-    Ok(())
+    args.mlflow.log(&[out.join("trials")])
 }
 
 #[cfg(test)]
