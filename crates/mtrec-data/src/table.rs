@@ -13,5 +13,6 @@ pub(crate) mod file;
 pub(crate) mod label_space;
 pub(crate) mod parquet;
 pub(crate) mod preprocessing;
+pub(crate) mod scan;
 pub(crate) mod source;
 pub(crate) mod split;

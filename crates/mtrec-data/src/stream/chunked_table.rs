@@ -22,7 +22,7 @@ use crate::{
     folder_lock::unique_temporary,
     stream::chunk_file::write_chunk,
     table::dense_fit::DenseFit,
-    table::source::{Scan, check_split_stats},
+    table::{scan::Scan, source::check_split_stats},
 };
 
 /// The manifest's file name in a chunk folder.

@@ -89,7 +89,7 @@ impl LabelSpace {
         if condition == Cell::Null {
             return Ok(false);
         }
-        let equal = || super::source::label_matches(value, condition);
+        let equal = || super::scan::label_matches(value, condition);
         let order = || -> Result<std::cmp::Ordering, String> {
             let x = condition
                 .number_f64()
