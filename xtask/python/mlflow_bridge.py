@@ -16,10 +16,15 @@ that are not finite come as the strings "nan", "inf", "-inf".
 
 import hashlib
 import json
+import os
 import sys
 
-from mlflow.entities import Metric, Param
-from mlflow.tracking import MlflowClient
+# MLflow retries a failed request 7 times with a doubling backoff (minutes, for a server that is not
+# there); a few tries unless the user set their own
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+
+from mlflow.entities import Metric, Param  # noqa: E402 (after the setting above)
+from mlflow.tracking import MlflowClient  # noqa: E402
 
 PARAMS_PER_BATCH = 100  # MLflow's limits per log_batch request
 METRICS_PER_BATCH = 1000

@@ -383,7 +383,8 @@ pub fn log_runs(python: &Path, uri: &str, runs: Vec<Value>) -> anyhow::Result<Ve
         if last.contains("No module named 'mlflow'") {
             bail!("{} has no mlflow: pip install -r xtask/python/requirements.txt (or --python)", python.display());
         }
-        bail!("logging to MLflow at {uri} failed: {last}\n{stderr}");
+        tracing::debug!("mlflow_bridge.py: {stderr}");
+        bail!("logging to MLflow at {uri} failed (RUST_LOG=debug shows the bridge's whole output): {last}");
     }
     String::from_utf8_lossy(&out.stdout)
         .lines()
