@@ -91,7 +91,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     let out = &args.out;
     let runs: Vec<PathBuf> = configs
         .iter()
-        .flat_map(|c| (0..args.seeds).map(move |k| out.join(&c.name).join(format!("seed{}", c.seed + k))))
+        .flat_map(|c| (0..args.seeds).map(move |k| mtrec_lab::run_folder(out, &c.name, c.seed + k)))
         .collect();
     let mut mlflow = args.mlflow.clone();
     if mlflow.experiment().is_none() {

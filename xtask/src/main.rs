@@ -75,6 +75,15 @@ fn data_dir_override(dir: &Path) -> String {
     format!("data.dir={}", toml::Value::String(dir.display().to_string()))
 }
 
+/// The Python the xtask runs its bridges with (Optuna, MLflow): `explicit` (a `--python` flag),
+/// else `$MTREC_PYTHON`, else `python3`.
+fn python(explicit: Option<&Path>) -> std::path::PathBuf {
+    explicit
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("MTREC_PYTHON").map(Into::into))
+        .unwrap_or_else(|| "python3".into())
+}
+
 /// mtrec tasks.
 #[derive(Parser, Debug)]
 #[command(name = "cargo xtask", about = "mtrec: multi-task learning for recommenders, on Burn")]

@@ -39,7 +39,7 @@ use std::{
 
 use anyhow::{Context, bail};
 use clap::Args;
-use mtrec_train::{Summary, epoch_scalars, event_files, read_epochs, read_scalars};
+use mtrec_train::{epoch_scalars, event_files, read_epochs, read_scalars, read_summary};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -107,10 +107,7 @@ pub fn run(args: MlflowArgs) -> anyhow::Result<()> {
 
 /// Logs the run folders in or below `paths` to `uri` and prints what became of each.
 fn log_folders(paths: &[PathBuf], uri: &str, experiment: Option<&str>, python: Option<&Path>) -> anyhow::Result<()> {
-    let python = python
-        .map(Path::to_path_buf)
-        .or_else(|| std::env::var_os("MTREC_PYTHON").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("python3"));
+    let python = crate::python(python);
     let dirs = find_runs(paths)?;
     let runs = dirs.iter().map(|d| mlflow_run(d, experiment)).collect::<anyhow::Result<Vec<_>>>()?;
     for outcome in log_runs(&python, uri, runs)? {
@@ -247,12 +244,7 @@ pub fn mlflow_run(dir: &Path, experiment: Option<&str>) -> anyhow::Result<Value>
         std::fs::read_to_string(&config_path).with_context(|| format!("reading {}", config_path.display()))?;
     let config: toml::Value =
         toml::from_str(&config_text).with_context(|| format!("parsing {}", config_path.display()))?;
-    let summary: Option<Summary> = match std::fs::read_to_string(dir.join("summary.json")) {
-        Ok(text) => Some(
-            serde_json::from_str(&text).with_context(|| format!("parsing {}", dir.join("summary.json").display()))?,
-        ),
-        Err(_) => None,
-    };
+    let summary = read_summary(&dir)?;
     let records = read_epochs(&dir)?;
     // wall times (ms) of every scalar the event files hold, and their step scalars
     let mut wall: HashMap<(String, i64), i64> = HashMap::new();
@@ -346,7 +338,7 @@ pub fn mlflow_run(dir: &Path, experiment: Option<&str>) -> anyhow::Result<Value>
         hasher.update(file.as_bytes());
         hasher.update(std::fs::read(dir.join(file)).unwrap_or_default());
     }
-    let fingerprint: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let fingerprint = crate::data::hex(&hasher.finalize());
     tags.insert("mtrec.fingerprint".to_string(), fingerprint);
 
     Ok(json!({
@@ -624,8 +616,7 @@ mod server_tests {
         assert_eq!(steps.len(), 2 * 320 / 32 / 4);
         assert_eq!(history(run, "step/loss/task1"), steps);
         // the selected model's test metrics
-        let summary: Summary =
-            serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap()).unwrap();
+        let summary = read_summary(&run_dir).unwrap().expect("a finished run");
         let mse = summary.test["task1"]["mse"];
         assert_eq!(history(run, "test/task1/mse"), vec![(summary.best_epoch as i64, mse)]);
         let n_step_keys = run["metrics"].as_object().unwrap().keys().filter(|k| k.starts_with("step/")).count();

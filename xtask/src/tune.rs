@@ -421,11 +421,7 @@ pub fn run(args: TuneArgs) -> anyhow::Result<()> {
             run_halving(&space, &options, &runner, &log)?
         }
         Engine::Optuna => {
-            let python = args
-                .python
-                .clone()
-                .or_else(|| std::env::var_os("MTREC_PYTHON").map(PathBuf::from))
-                .unwrap_or_else(|| PathBuf::from("python3"));
+            let python = crate::python(args.python.as_deref());
             let storage = match &args.storage {
                 Some(s) => s.clone(),
                 None => format!("sqlite:///{}", std::path::absolute(out.join("optuna.db"))?.display()),

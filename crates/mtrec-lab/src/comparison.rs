@@ -94,18 +94,25 @@ impl Comparison {
     }
 }
 
+/// The folder of the run of the config named `name` at `seed` in a comparison written to `out`:
+/// `<out>/<name>/seed<seed>`.
+pub fn run_folder(out: &Path, name: &str, seed: u64) -> PathBuf {
+    out.join(name).join(format!("seed{seed}"))
+}
+
 /// The summary and epochs of the finished run in `dir`, when its `config.toml` is `config`'s.
 pub fn finished_run(dir: &Path, config: &ExperimentConfig) -> Result<Option<(Summary, Vec<EpochRecord>)>, TrainError> {
-    let (summary, recorded) = (dir.join("summary.json"), dir.join("config.toml"));
+    let recorded = dir.join("config.toml");
     // the recorded config read as `eval` reads it (its notes are comments), compared resolved
     let same = recorded.is_file()
         && ExperimentConfig::from_file(&recorded, &[]).is_ok_and(|c| c.to_toml() == config.to_toml());
-    if !summary.is_file() || !same {
+    if !same {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(&summary).map_err(|source| TrainError::Io { path: summary.clone(), source })?;
-    let parsed = serde_json::from_str(&text).map_err(|e| TrainError::Config(format!("{}: {e}", summary.display())))?;
-    Ok(Some((parsed, read_epochs(dir)?)))
+    match mtrec_train::read_summary(dir)? {
+        Some(summary) => Ok(Some((summary, read_epochs(dir)?))),
+        None => Ok(None),
+    }
 }
 
 /// Trains every config with every seed (`options.seeds`, from each config's seed) and collects
@@ -164,7 +171,7 @@ pub fn run_comparison<C: MultiTaskModule>(
             }
             let run = c as u64 * options.seeds + k + 1;
             say(format!("run {run}/{total}: {} seed {}", config.name, config.seed));
-            let path = options.out.join(&config.name).join(format!("seed{}", config.seed));
+            let path = run_folder(&options.out, &config.name, config.seed);
             let reused = if options.reuse { finished_run(&path, &config)? } else { None };
             let (summary, records) = match reused {
                 Some(finished) => {

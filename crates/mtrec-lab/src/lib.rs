@@ -35,5 +35,5 @@ pub use bench::{BenchOptions, BenchResult, bench, interleaved_step_ms, peak_rss_
 pub use compare::{
     ConfigResult, compare_figure, delta_m, fill_delta_m, markdown, mean_std, task_gains, trade_off_figure,
 };
-pub use comparison::{CompareOptions, Comparison, finished_run, run_comparison};
+pub use comparison::{CompareOptions, Comparison, finished_run, run_comparison, run_folder};
 pub use synthetic_study::{StudyCell, StudyRun, StudyTrend, aggregate, study_figure, study_markdown, trend};

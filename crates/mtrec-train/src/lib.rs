@@ -113,7 +113,7 @@ pub use registry::{BalancerConstructor, Registry};
 pub use report::{Report, run_page, run_report, write_run_report};
 pub use run_dir::{
     DataParallelStats, EmbeddingTableUse, EpochRecord, PREPROCESSING_FILE, PairConflict, RunDirectory, Summary,
-    WithinEpochValidation, read_preprocessing,
+    WithinEpochValidation, read_preprocessing, read_summary,
 };
 pub use run_loading::{RunData, evaluate_run, load_run, load_run_reading, load_run_with};
 pub use safetensors::{safetensors_bytes, save_safetensors, tensors_to_safetensors};

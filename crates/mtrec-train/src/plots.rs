@@ -443,11 +443,7 @@ pub fn run_figures(records: &[EpochRecord], metric: &str, summary: Option<&Summa
 pub fn plot_run(dir: &Path) -> Result<Vec<PathBuf>, TrainError> {
     let records = read_epochs(dir)?;
     let config = ExperimentConfig::from_file(&dir.join("config.toml"), &[])?;
-    let summary_path = dir.join("summary.json");
-    let summary: Option<Summary> = match std::fs::read_to_string(&summary_path) {
-        Ok(text) => Some(serde_json::from_str(&text).map_err(|e| plot_error(&summary_path, e))?),
-        Err(_) => None, // an interrupted run has no summary yet
-    };
+    let summary = crate::read_summary(dir)?; // an interrupted run has none yet
     save_run_figures(dir, &records, &config.train.early_stopping.metric, summary.as_ref())
 }
 

@@ -283,10 +283,10 @@ pub fn run_page(
 
 /// Writes `report.html` for the run folder `dir` from its files; returns its path.
 pub fn run_report(dir: &Path) -> Result<PathBuf, TrainError> {
-    let path = dir.join("summary.json");
-    let text = std::fs::read_to_string(&path).map_err(|source| TrainError::Io { path: path.clone(), source })?;
-    let summary: Summary =
-        serde_json::from_str(&text).map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))?;
+    let summary = crate::read_summary(dir)?.ok_or_else(|| TrainError::Io {
+        path: dir.join("summary.json"),
+        source: std::io::ErrorKind::NotFound.into(),
+    })?;
     let metric = crate::ExperimentConfig::from_file(&dir.join("config.toml"), &[])
         .map(|c| c.train.early_stopping.metric)
         .unwrap_or_else(|_| "auc".into());

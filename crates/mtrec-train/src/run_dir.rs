@@ -269,6 +269,20 @@ pub fn read_preprocessing(dir: &Path) -> Result<Option<mtrec_data::Preprocessing
         .map_err(|e| TrainError::Io { path, source: std::io::Error::new(std::io::ErrorKind::InvalidData, e) })
 }
 
+/// The `summary.json` of the run in `dir`, if it has one (an interrupted or running run has none
+/// yet); a summary that cannot be read or parsed is an error naming the file.
+pub fn read_summary(dir: &Path) -> Result<Option<Summary>, TrainError> {
+    let path = dir.join("summary.json");
+    let text = match std::fs::read(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(TrainError::Io { path, source }),
+    };
+    serde_json::from_slice(&text)
+        .map(Some)
+        .map_err(|e| TrainError::Io { path, source: std::io::Error::new(std::io::ErrorKind::InvalidData, e) })
+}
+
 /// The output folder of one run.
 #[derive(Debug, Clone)]
 pub struct RunDirectory {
@@ -424,6 +438,15 @@ impl RunDirectory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_summary_is_none_and_a_broken_one_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(read_summary(dir.path()).unwrap().is_none());
+        std::fs::write(dir.path().join("summary.json"), "{ not json").unwrap();
+        let err = read_summary(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("summary.json"), "{err}");
+    }
 
     fn record(epoch: usize, cosine: Option<f64>, conflict: Option<f64>) -> EpochRecord {
         let pair = |v: Option<f64>| v.map(|v| BTreeMap::from([("a~b".to_string(), v)]));
