@@ -59,6 +59,7 @@ fn table(dir: &Path, file: &str) -> TableSource {
             space: None,
         }],
         group_by: None,
+        score_only: false,
     }
 }
 

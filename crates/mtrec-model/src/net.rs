@@ -153,12 +153,34 @@ impl<C: MultiTaskModule> MultiTaskNet<C> {
     /// The parameters of the trainable text encoders (`None`: the model has none), the task
     /// branches' adapters included, for their own learning rate, weight decay and clipping.
     pub fn text_encoder_parameters(&self) -> Option<ParamGroup> {
+        self.text_encoders().into_iter().map(ParamGroup::ids_from_module).reduce(|a, b| a.fuse(&b))
+    }
+
+    /// The trainable text encoders' parameters by depth below their top transformer layer
+    /// ([`TextEncoder::depth_groups`]), every encoder's (input layers' and task branches'): one
+    /// group a depth, for `model.text.layer_lr_decay`. Empty when the model has no encoder.
+    pub fn text_encoder_depth_groups(&self) -> Vec<(ParamGroup, usize)> {
+        let mut depths: Vec<Option<ParamGroup>> = vec![];
+        for (group, depth) in self.text_encoders().iter().flat_map(TextEncoder::depth_groups) {
+            if depths.len() <= depth {
+                depths.resize(depth + 1, None);
+            }
+            let fused = match depths[depth].take() {
+                Some(d) => d.fuse(&group),
+                None => group,
+            };
+            depths[depth] = Some(fused);
+        }
+        depths.into_iter().enumerate().filter_map(|(depth, g)| g.map(|g| (g, depth))).collect()
+    }
+
+    /// Every trainable text encoder: the input layers' and the task branches'.
+    fn text_encoders(&self) -> Vec<TextEncoder> {
         let mut body = self.body.clone();
         (body.inputs_mut().into_iter())
             .filter_map(|input| input.encoder.clone())
             .chain(self.task_text.iter().map(|b| b.encoder.clone()))
-            .map(ParamGroup::ids_from_module)
-            .reduce(|a, b| a.fuse(&b))
+            .collect()
     }
 
     /// Gives main task `t` the branch `branches[t]` (adapters of its own in the text encoder,

@@ -127,7 +127,13 @@ pub struct TextTrainingConfig {
     /// frozen base; see [`Adapters`]) or `shared_and_per_task`.
     pub adapters: Adapters,
     /// Learning rate of the encoder's parameters (default 2e-5; LoRA usually wants 1e-4 to 1e-3).
+    /// With `layer_lr_decay` below 1 it is the top transformer layer's.
     pub lr: f64,
+    /// Layer-wise learning-rate decay (Clark et al. 2020, ELECTRA; Sun et al. 2019): the top
+    /// transformer layer trains at `lr`, each layer below at `layer_lr_decay` times the rate of
+    /// the layer above, the embeddings at `lr · layer_lr_decay^n_layers` (default 1: one rate for
+    /// the whole encoder). Warm-up and decay scale every layer's rate alike.
+    pub layer_lr_decay: f64,
     /// Fraction of the run's steps over which the encoder's learning rate warms up linearly from
     /// 0 (default 0.1; `0`: none); it then follows `decay`.
     pub warmup: f64,
@@ -156,6 +162,7 @@ impl Default for TextTrainingConfig {
             lora_layers: None,
             adapters: Adapters::Shared,
             lr: 2e-5,
+            layer_lr_decay: 1.0,
             warmup: 0.1,
             decay: LrDecay::Linear,
             weight_decay: 0.01,
@@ -206,6 +213,9 @@ impl TextTrainingConfig {
         let lr_ok = self.lr.is_finite() && self.lr > 0.0;
         if !lr_ok || !(0.0..1.0).contains(&self.warmup) || self.weight_decay < 0.0 || self.max_grad_norm < 0.0 {
             return Err("model.text: lr must be positive, 0 ≤ warmup < 1, weight_decay and max_grad_norm ≥ 0".into());
+        }
+        if !(self.layer_lr_decay > 0.0 && self.layer_lr_decay <= 1.0) {
+            return Err(format!("model.text.layer_lr_decay = {}: expected 0 < decay ≤ 1", self.layer_lr_decay));
         }
         Ok(())
     }
@@ -321,6 +331,16 @@ impl TextEncoder {
         let dir = root.map(|r| r.join(folder));
         self.prefix = Some(PrefixCache::new(&self.bert, frozen, dir.as_deref(), training.prefix_cache));
         self
+    }
+
+    /// The encoder's parameters by depth below its top transformer layer: `(layer i's
+    /// parameters, n_layers − 1 − i)` for each layer, then `(the embeddings', n_layers)`; what
+    /// `model.text.layer_lr_decay` scales by `decay^depth`. A layer's LoRA adapters are its own.
+    pub fn depth_groups(&self) -> Vec<(ParamGroup, usize)> {
+        let n = self.bert.layers.len();
+        let layers = self.bert.layers.iter().enumerate();
+        let layers = layers.map(|(i, layer)| (ParamGroup::ids_from_module(layer.clone()), n - 1 - i));
+        layers.chain([(ParamGroup::ids_from_module(self.bert.embeddings.clone()), n)]).collect()
     }
 
     /// Width of a sentence embedding.

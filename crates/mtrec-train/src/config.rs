@@ -275,7 +275,14 @@ impl ExperimentConfig {
         progress: f64,
     ) -> Result<ModuleLearningRate, TrainError> {
         let Some(group) = model.text_encoder_parameters() else { return self.learning_rates(schema, model) };
-        self.learning_rates_with(schema, model, Some((group, self.text_encoder_lr_at(progress))))
+        let lr = self.text_encoder_lr_at(progress);
+        let mut groups = vec![(group, lr)];
+        let decay = self.model.text.layer_lr_decay;
+        if decay != 1.0 {
+            let depths = model.text_encoder_depth_groups().into_iter();
+            groups.extend(depths.map(|(group, depth)| (group, lr * decay.powi(depth as i32))));
+        }
+        self.learning_rates_with(schema, model, groups)
     }
 
     /// A trainable text encoder's learning rate at training progress `p ∈ [0, 1]`: `model.text.lr`
@@ -370,17 +377,19 @@ impl ExperimentConfig {
         schema: &Schema,
         model: &impl MultiTaskModel,
     ) -> Result<ModuleLearningRate, TrainError> {
-        self.learning_rates_with(schema, model, None)
+        self.learning_rates_with(schema, model, vec![])
     }
 
+    /// [`Self::learning_rates`] with the text encoder's groups and rates (a later group's rate
+    /// wins where groups overlap).
     fn learning_rates_with(
         &self,
         schema: &Schema,
         model: &impl MultiTaskModel,
-        encoder: Option<(ParamGroup, f64)>,
+        encoder: Vec<(ParamGroup, f64)>,
     ) -> Result<ModuleLearningRate, TrainError> {
         let mut policy = ModuleLrSchedulerConfig::new(LrSchedulerConfig::Constant(self.train.lr));
-        if let Some((group, lr)) = encoder {
+        for (group, lr) in encoder {
             policy = policy.with_group(group, LrSchedulerConfig::Constant(lr));
         }
         for (name, options) in &self.tasks {

@@ -90,6 +90,10 @@ pub struct DataConfig {
     /// `model.text` (`finetune` other than `frozen`, `max_len`).
     #[serde(skip)]
     pub text_tokens: Option<usize>,
+    /// The table is scored by a trained model, not trained on ([`Self::reading`]): its files may
+    /// lack the label columns (see [`TableSource::score_only`]). Not a key of the file.
+    #[serde(skip)]
+    pub score_only: bool,
 }
 
 impl Default for DataConfig {
@@ -121,6 +125,7 @@ impl Default for DataConfig {
             shuffle_window: 4,
             chunk_dir: None,
             text_tokens: None,
+            score_only: false,
         }
     }
 }
@@ -191,11 +196,13 @@ impl DataConfig {
             columns: self.columns.clone(),
             tasks: self.tasks.clone(),
             group_by: self.group_by.clone(),
+            score_only: self.score_only,
         })
     }
 
-    /// This table config reading every row of `file` in all three splits (no split rule, no cache):
-    /// with a saved preprocessing, the rows a trained model scores.
+    /// This table config reading every row of `file` in all three splits (no split rule, no cache),
+    /// its label columns optional (`score_only`): with a saved preprocessing, the rows a trained
+    /// model scores.
     pub fn reading(&self, file: &Path) -> Self {
         let mut data = self.clone();
         let file = if file.is_absolute() {
@@ -205,6 +212,7 @@ impl DataConfig {
         };
         (data.train, data.valid, data.test) = (Some(file.clone()), Some(file.clone()), Some(file));
         (data.holdout, data.path, data.split, data.cache) = (None, vec![], None, false);
+        data.score_only = true;
         data
     }
 

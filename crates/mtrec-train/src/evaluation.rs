@@ -43,6 +43,23 @@ pub(crate) fn evaluate_sharded<C: MultiTaskModule>(
     parallel: &DataParallel,
     fairness: Option<crate::GroupColumn>,
 ) -> Result<Vec<TaskMetrics>, TrainError> {
+    Ok(evaluate_with_outputs(model, table, split, schema, device, batch_size, parallel, fairness)?.0)
+}
+
+/// [`evaluate_sharded`], and the model's outputs of every row, a vector a task in row order
+/// (row-major `[rows, output width]`: a binary task's logit, a regression task's value in its
+/// training space, a multiclass task's logits).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn evaluate_with_outputs<C: MultiTaskModule>(
+    model: &MultiTaskNet<C>,
+    table: &impl SplitRows,
+    split: Split,
+    schema: &Schema,
+    device: &Device,
+    batch_size: usize,
+    parallel: &DataParallel,
+    fairness: Option<crate::GroupColumn>,
+) -> Result<(Vec<TaskMetrics>, Vec<Vec<f32>>), TrainError> {
     let n_tasks = schema.n_tasks();
     let mut field_groups: Vec<f32> = Vec::new();
     let mut outputs: Vec<Vec<f32>> = vec![Vec::with_capacity(table.n_rows()); n_tasks];
@@ -119,7 +136,8 @@ pub(crate) fn evaluate_sharded<C: MultiTaskModule>(
             let rows = labelled_rows(&labels[t]);
             let rows = rows.as_deref();
             let (out, y) = (subset(&outputs[t], task.output_dim(), rows), subset(&labels[t], 1, rows));
-            let mut metrics = task_metrics(task, &out, &y);
+            // a scored file may hold no label of a task: no metric of its labels then
+            let mut metrics = if y.is_empty() { TaskMetrics::new() } else { task_metrics(task, &out, &y) };
             if let Some(r) = rows {
                 metrics.insert("labelled_rows".into(), r.len() as f64);
             }
@@ -150,7 +168,8 @@ pub(crate) fn evaluate_sharded<C: MultiTaskModule>(
             }
             Ok(metrics)
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()
+        .map(|metrics| (metrics, outputs))
 }
 
 /// The rows whose label is present (not `NaN`), when some are absent; `None` when all are.

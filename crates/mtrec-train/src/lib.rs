@@ -72,6 +72,7 @@ mod metrics;
 mod mpi_collective;
 mod parity;
 mod plots;
+mod predictions;
 mod registry;
 mod report;
 mod restore;
@@ -109,13 +110,16 @@ pub use metrics::{TaskMetrics, binary_logloss, higher_is_better, mae, mse, roc_a
 pub use mpi_collective::MpiCollective;
 pub use parity::{ParityReport, check_parity};
 pub use plots::{Figure, Panel, PanelKind, Series, plot_run, read_epochs, run_figures, save_figures, save_run_figures};
+pub use predictions::{prediction_columns, prediction_row, write_predictions};
 pub use registry::{BalancerConstructor, Registry};
 pub use report::{Report, run_page, run_report, write_run_report};
 pub use run_dir::{
     DataParallelStats, EmbeddingTableUse, EpochRecord, PREPROCESSING_FILE, PairConflict, RunDirectory, Summary,
     WithinEpochValidation, read_preprocessing, read_summary,
 };
-pub use run_loading::{RunData, evaluate_run, load_run, load_run_reading, load_run_with};
+pub use run_loading::{
+    RunData, RunEvaluation, evaluate_run, evaluate_run_outputs, load_run, load_run_reading, load_run_with,
+};
 pub use safetensors::{safetensors_bytes, save_safetensors, tensors_to_safetensors};
 pub use sparse_optimizer::{SparseGradients, SparseRowOptimizer, SparseRule, TableGradient};
 pub use step::{Optimizers, train_step};

@@ -5,7 +5,9 @@ use burn::{module::Module, tensor::Device};
 use mtrec_data::{MtlDataset, Schema};
 use mtrec_model::{MultiTaskModule, MultiTaskNet};
 
-use crate::{DataParallel, ExperimentConfig, Registry, Split, TaskMetrics, TrainError, evaluate_sharded};
+use crate::{
+    DataParallel, ExperimentConfig, Registry, Split, TaskMetrics, TrainError, evaluation::evaluate_with_outputs,
+};
 
 /// A run's data: held in memory, or streamed from chunk files (a `data.stream` run).
 #[derive(Debug, Clone)]
@@ -51,13 +53,26 @@ impl RunData {
         batch_size: usize,
         fairness: Option<crate::GroupColumn>,
     ) -> Result<Vec<TaskMetrics>, TrainError> {
+        Ok(self.evaluate_with_outputs(model, split, device, batch_size, fairness)?.0)
+    }
+
+    /// [`Self::evaluate`], and the model's outputs of every row of `split`, a vector a task in
+    /// row order (see [`crate::prediction_row`]).
+    pub fn evaluate_with_outputs<C: MultiTaskModule>(
+        &self,
+        model: &MultiTaskNet<C>,
+        split: Split,
+        device: &Device,
+        batch_size: usize,
+        fairness: Option<crate::GroupColumn>,
+    ) -> Result<(Vec<TaskMetrics>, Vec<Vec<f32>>), TrainError> {
         let one = DataParallel::single();
         match self {
             Self::Memory(d) => {
-                evaluate_sharded(model, split.of(d.as_ref()), split, &d.schema, device, batch_size, &one, fairness)
+                evaluate_with_outputs(model, split.of(d.as_ref()), split, &d.schema, device, batch_size, &one, fairness)
             }
             Self::Streamed(d) => {
-                evaluate_sharded(model, split.of(d.as_ref()), split, &d.schema, device, batch_size, &one, fairness)
+                evaluate_with_outputs(model, split.of(d.as_ref()), split, &d.schema, device, batch_size, &one, fairness)
             }
         }
     }
@@ -140,9 +155,37 @@ pub fn evaluate_run(
     overrides: &[String],
     file: Option<&std::path::Path>,
 ) -> Result<(ExperimentConfig, RunData, Vec<TaskMetrics>), TrainError> {
+    let RunEvaluation { config, data, metrics, .. } = evaluate_run_outputs(dir, split, overrides, file)?;
+    Ok((config, data, metrics))
+}
+
+/// A run's selected model evaluated on a split or on every row of a file
+/// ([`evaluate_run_outputs`]).
+#[derive(Debug)]
+pub struct RunEvaluation {
+    /// The run's recorded config (with the overrides).
+    pub config: ExperimentConfig,
+    /// The data evaluated.
+    pub data: RunData,
+    /// Each task's metrics, in task order.
+    pub metrics: Vec<TaskMetrics>,
+    /// The model's outputs of every row, a vector a task in row order
+    /// ([`crate::write_predictions`] writes them).
+    pub outputs: Vec<Vec<f32>>,
+}
+
+/// [`evaluate_run`], and the selected model's outputs of every row: what `cargo xtask eval
+/// [--file F] --predictions OUT` does.
+pub fn evaluate_run_outputs(
+    dir: &std::path::Path,
+    split: Split,
+    overrides: &[String],
+    file: Option<&std::path::Path>,
+) -> Result<RunEvaluation, TrainError> {
     let (config, data, model, device) = load_run_reading(dir, overrides, file)?;
     let split = if file.is_some() { Split::Test } else { split };
     let fairness = config.fairness.column(data.schema())?;
-    let metrics = data.evaluate(&model, split, &device, config.train.eval_batch_size, fairness)?;
-    Ok((config, data, metrics))
+    let (metrics, outputs) =
+        data.evaluate_with_outputs(&model, split, &device, config.train.eval_batch_size, fairness)?;
+    Ok(RunEvaluation { config, data, metrics, outputs })
 }

@@ -100,31 +100,59 @@ pub(crate) fn cell_error(path: &Path, place: Place, column: &str, message: impl 
     }
 }
 
-/// A configured column the file lacks: the error lists the columns it has.
-pub(crate) fn missing_column(path: &Path, column: &str, present: &[String]) -> DataError {
+/// A configured column the file lacks: the error lists the columns it has, and where the file
+/// seems to have one column whose name holds another common delimiter (`;`, tab, `|`), names
+/// `data.csv.delimiter`.
+fn missing_column(path: &Path, column: &str, present: &[String]) -> DataError {
+    let hint = match present {
+        [only] => [';', '\t', '|'].into_iter().find(|d| only.contains(*d)).map(|d| {
+            format!("; the header reads as one column: is the file separated by {d:?}? set data.csv.delimiter = {d:?}")
+        }),
+        _ => None,
+    };
     DataError::Invalid(format!(
-        "{}: no column {column:?} (the file has: {})",
+        "{}: no column {column:?} (the file has: {}){}",
         path.display(),
-        present.iter().map(|c| format!("{c:?}")).collect::<Vec<_>>().join(", ")
+        present.iter().map(|c| format!("{c:?}")).collect::<Vec<_>>().join(", "),
+        hint.unwrap_or_default()
     ))
 }
 
 /// Reads every row of `path`, calling `on_row` with the cells of `wanted` (column names); returns
-/// the number of rows.
+/// the number of rows. A wanted column the file lacks is an error ([`missing_column`]), unless
+/// `may_lack` names it: its cells are then null.
 pub(crate) fn scan_file(
     path: &Path,
     format: TableFormat,
     csv: &CsvOptions,
     wanted: &[String],
+    may_lack: &[String],
     on_row: &mut dyn FnMut(&RowRef) -> Result<(), DataError>,
 ) -> Result<u64, DataError> {
     if !path.is_file() {
         return Err(DataError::Io { path: path.to_path_buf(), source: std::io::ErrorKind::NotFound.into() });
     }
     match format {
-        TableFormat::Csv => crate::table::csv::scan(path, csv, wanted, on_row),
-        TableFormat::Parquet => crate::table::parquet::scan(path, wanted, on_row),
+        TableFormat::Csv => crate::table::csv::scan(path, csv, wanted, may_lack, on_row),
+        TableFormat::Parquet => crate::table::parquet::scan(path, wanted, may_lack, on_row),
     }
+}
+
+/// Where each wanted column is among the file's `present` ones (`None`: absent, and `may_lack`
+/// names it); an absent column `may_lack` does not name is an error.
+pub(crate) fn column_places(
+    path: &Path,
+    wanted: &[String],
+    may_lack: &[String],
+    present: &[String],
+) -> Result<Vec<Option<usize>>, DataError> {
+    (wanted.iter())
+        .map(|w| match present.iter().position(|n| n == w) {
+            Some(i) => Ok(Some(i)),
+            None if may_lack.contains(w) => Ok(None),
+            None => Err(missing_column(path, w, present)),
+        })
+        .collect()
 }
 
 /// Every value of `column` in `path` (format from the name unless given), as text; `None` for nulls.
@@ -136,7 +164,7 @@ pub fn read_column(
 ) -> Result<Vec<Option<String>>, DataError> {
     let mut out = Vec::new();
     let wanted = [column.to_string()];
-    scan_file(path, format_of(path, format)?, csv, &wanted, &mut |row| {
+    scan_file(path, format_of(path, format)?, csv, &wanted, &[], &mut |row| {
         out.push(row.cells[0].text().map(|t| t.into_owned()));
         Ok(())
     })?;

@@ -18,7 +18,7 @@ use parquet::{
 
 use crate::{
     DataError,
-    table::file::{Cell, Place, RowRef, missing_column},
+    table::file::{Cell, Place, RowRef, column_places},
 };
 
 const BATCH_ROWS: usize = 8192;
@@ -31,9 +31,11 @@ const BATCH_ROWS: usize = 8192;
 pub(crate) fn scan(
     path: &Path,
     wanted: &[String],
+    may_lack: &[String],
     on_row: &mut dyn FnMut(&RowRef) -> Result<(), DataError>,
 ) -> Result<u64, DataError> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scan_rows(path, wanted, on_row))).unwrap_or_else(|panic| {
+    let scan = || scan_rows(path, wanted, may_lack, on_row);
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(scan)).unwrap_or_else(|panic| {
         let reason = (panic.downcast_ref::<&str>().map(|s| s.to_string()))
             .or_else(|| panic.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "the reader failed".into());
@@ -179,6 +181,7 @@ fn read_into<T: DataType>(
 fn scan_rows(
     path: &Path,
     wanted: &[String],
+    may_lack: &[String],
     on_row: &mut dyn FnMut(&RowRef) -> Result<(), DataError>,
 ) -> Result<u64, DataError> {
     let bad = |e: ParquetError| DataError::Invalid(format!("{}: not a readable Parquet file: {e}", path.display()));
@@ -187,9 +190,9 @@ fn scan_rows(
     let schema = reader.metadata().file_metadata().schema_descr_ptr();
     let fields = schema.root_schema().get_fields();
     let names: Vec<String> = fields.iter().map(|f| f.name().to_string()).collect();
+    let places = column_places(path, wanted, may_lack, &names)?;
     let mut columns = Vec::with_capacity(wanted.len());
-    for w in wanted {
-        let root = names.iter().position(|n| n == w).ok_or_else(|| missing_column(path, w, &names))?;
+    for (w, root) in wanted.iter().zip(&places).filter_map(|(w, p)| Some((w, (*p)?))) {
         let kind = kind_of(&fields[root]).map_err(|t| {
             DataError::Invalid(format!(
                 "{}: column {w:?} has Parquet type {t}; mtrec reads strings, integers, floats and booleans",
@@ -237,6 +240,10 @@ fn scan_rows(
                 cells.clear();
                 for (column, next) in columns.iter().zip(&mut next) {
                     cells.push(column.cell(i, next).map_err(|e| at_row(row, e))?);
+                }
+                // the absent columns' cells are null, in their places among the wanted ones
+                for (k, _) in places.iter().enumerate().filter(|(_, p)| p.is_none()) {
+                    cells.insert(k, Cell::Null);
                 }
                 on_row(&RowRef { place: Place::Row(row), cells: &cells })?;
                 row += 1;
@@ -320,10 +327,16 @@ mod tests {
 
     /// Every row of `path`'s `wanted` columns, each cell as its debug rendering.
     fn rows(path: &Path, wanted: &[&str]) -> Result<Vec<Vec<String>>, DataError> {
+        rows_lacking(path, wanted, &[])
+    }
+
+    /// [`rows`], the columns `may_lack` names allowed to be absent (null cells).
+    fn rows_lacking(path: &Path, wanted: &[&str], may_lack: &[&str]) -> Result<Vec<Vec<String>>, DataError> {
         let wanted: Vec<String> = wanted.iter().map(|w| w.to_string()).collect();
+        let may_lack: Vec<String> = may_lack.iter().map(|w| w.to_string()).collect();
         let mut out = vec![];
         let mut places = vec![];
-        scan(path, &wanted, &mut |r: &RowRef| {
+        scan(path, &wanted, &may_lack, &mut |r: &RowRef| {
             places.push(r.place);
             out.push(r.cells.iter().map(|c| format!("{c:?}")).collect());
             Ok(())
@@ -415,6 +428,12 @@ mod tests {
         assert_eq!(got, want.map(|r| r.map(String::from).to_vec()).to_vec());
         // A projection in another order reads only those columns, in that order.
         assert_eq!(rows(&path, &["kind", "i8"]).unwrap()[2], ["Text(\"a\")", "Int(127)"]);
+        // An absent column that may be absent reads as nulls, in its place; one that may not is
+        // an error naming it.
+        let lacking = rows_lacking(&path, &["label", "kind", "score", "i8"], &["label", "score"]).unwrap();
+        assert_eq!(lacking[2], ["Null", "Text(\"a\")", "Null", "Int(127)"]);
+        let e = rows_lacking(&path, &["label", "kind"], &["score"]).unwrap_err().to_string();
+        assert!(e.contains("no column \"label\""), "{e}");
     }
 
     /// Files from older writers carry only converted types: their signedness is kept and dates

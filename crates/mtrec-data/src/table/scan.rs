@@ -109,6 +109,10 @@ impl TableSource {
         let wanted = self.wanted_columns();
         let at = |name: &str| wanted.iter().position(|w| w == name).expect("wanted");
         let label_sets: Vec<LabelSets> = self.tasks.iter().map(LabelSets::new).collect();
+        let may_lack: Vec<String> = match self.score_only {
+            true => self.tasks.iter().map(|t| t.column().to_string()).chain(self.group_by.clone()).collect(),
+            false => vec![],
+        };
         for (path, fixed) in self.files() {
             let format = format_of(&path, self.format)?;
             let mut on_row = |row: &RowRef| -> Result<(), DataError> {
@@ -146,6 +150,10 @@ impl TableSource {
                 }
                 for (t, task) in self.tasks.iter().enumerate() {
                     let cell = row.cells[at(task.column())];
+                    if self.score_only && matches!(cell, Cell::Null) {
+                        scan.labels[t].push(f32::NAN);
+                        continue;
+                    }
                     let in_space = match &task.space {
                         None => true,
                         Some(space) => {
@@ -175,7 +183,7 @@ impl TableSource {
                 scan.rows += 1;
                 after_row(scan)
             };
-            scan_file(&path, format, &self.csv, &wanted, &mut on_row)?;
+            scan_file(&path, format, &self.csv, &wanted, &may_lack, &mut on_row)?;
         }
         Ok(())
     }

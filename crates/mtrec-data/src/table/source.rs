@@ -85,6 +85,10 @@ pub struct TableSource {
     pub tasks: Vec<TaskColumn>,
     /// A column grouping rows (a user): binary tasks then also report GAUC.
     pub group_by: Option<String>,
+    /// The table is scored with a trained model, not trained on (`eval --file`): a file may lack
+    /// a task's label column (and `group_by`'s), and a label cell may be empty; such labels are
+    /// absent (NaN: no metric counts the row). Default false: both are errors naming the file.
+    pub score_only: bool,
 }
 
 /// Per split: rows, and each input column's null count; per task, the label rate (binary: share
@@ -234,7 +238,7 @@ impl TableSource {
         let nulls = scan.nulls.clone();
         let (schema, tables) = self.encode_rows(scan.take_rows(), &preprocessing, &mut embedders)?;
         let stats = self.stats(&tables, &schema, &nulls);
-        check_split_stats(&stats, &schema)?;
+        check_split_stats(&stats, &schema, fitted.is_some())?;
         let [train, valid, test] = tables;
         let dataset = MtlDataset { name: self.name.clone(), schema, train, valid, test };
         Ok(LoadedTable { dataset, preprocessing, stats })
@@ -480,7 +484,18 @@ fn open_encoder(
 /// Every split holds rows; every binary task has both classes in validation (else its AUC, and
 /// model selection on it, is undefined) — read from the splits' statistics (a binary task's rate is
 /// its share of 1s).
-pub(crate) fn check_split_stats(stats: &[SplitStats; 3], schema: &Schema) -> Result<(), DataError> {
+///
+/// A table encoded with a saved preprocessing (`fitted`) only needs rows: a run's own data read
+/// again (evaluated, resumed) passed these checks when the preprocessing was fitted, and another
+/// file scored with it selects nothing, so it may hold one class of a task (that task's AUC is
+/// then left out) or be a single small file in every split.
+pub(crate) fn check_split_stats(stats: &[SplitStats; 3], schema: &Schema, fitted: bool) -> Result<(), DataError> {
+    if fitted {
+        if stats.iter().all(|s| s.rows == 0) {
+            return Err(DataError::Invalid("data: no rows to read; check the files".into()));
+        }
+        return Ok(());
+    }
     for (split, s) in SplitName::ALL.iter().zip(stats) {
         if s.rows == 0 {
             return Err(DataError::Invalid(format!(

@@ -587,6 +587,58 @@ fn a_fine_tuned_encoder_trains_with_every_balancer() {
     assert!(err.contains("title") && err.contains("frozen"), "{err}");
 }
 
+/// `model.text.layer_lr_decay = d`: one Adam step moves each element of a parameter by at most
+/// its rate (the first step's update is `lr · g / (|g| + ε)`), so the largest move of the top
+/// layer's weights is `lr`, the bottom layer's (of 2) `lr · d`, the embeddings' `lr · d²`, and
+/// the towers' `train.lr`; with the default 1 every encoder parameter moves by `lr`.
+#[test]
+fn layer_lr_decay_gives_each_encoder_layer_its_rate() {
+    let moves = |decay: f64| {
+        let mut cfg = text_table_config("full");
+        cfg.model.text.layer_lr_decay = decay;
+        cfg.train.lr = 1e-3;
+        cfg.model.text.warmup = 0.0;
+        cfg.model.text.decay = mtrec_text::LrDecay::Constant;
+        (cfg.model.text.weight_decay, cfg.model.text.max_grad_norm) = (0.0, 0.0);
+        cfg.model.text.dropout = Some(0.0);
+        let ds = cfg.data.load().unwrap();
+        let ad = Device::flex().autodiff();
+        let model = cfg.build_model(&ds.schema, &ad).unwrap();
+        let encoder = model.text_encoder().unwrap();
+        let (top, bottom) = (encoder.bert.layers[1].clone(), encoder.bert.layers[0].clone());
+        let groups = [
+            burn::module::ParamGroup::ids_from_module(top),
+            burn::module::ParamGroup::ids_from_module(bottom),
+            burn::module::ParamGroup::ids_from_module(encoder.bert.embeddings.clone()),
+        ];
+        let before = parameter_values(&model);
+        let lr = cfg.learning_rates_at(&ds.schema, &model, 0.5).unwrap();
+        let mut optim = cfg.optimizers(&model);
+        let mut balancer = cfg.balancer(&ds.schema).unwrap();
+        let kinds = ds.schema.task_kinds();
+        let batch = batches(&ds.train, ds.schema.widths(), 32, BatchOrder::Sequential, &ad).next().unwrap();
+        let (model, _) = crate::train_step(model, &mut optim, balancer.as_mut(), &batch, &kinds, lr).unwrap();
+        let mut moved = [0.0f64; 4]; // top layer, bottom layer, embeddings, the rest: largest |Δ|
+        for ((id, a), (_, b)) in before.iter().zip(&parameter_values(&model)) {
+            let slot = groups.iter().position(|g| g.matches(id, None)).unwrap_or(3);
+            let delta = a.iter().zip(b).map(|(x, y)| (x - y).abs() as f64).fold(0.0, f64::max);
+            moved[slot] = moved[slot].max(delta);
+        }
+        moved
+    };
+    let close = |got: f64, want: f64| (got - want).abs() <= 1e-3 * want;
+    let m = moves(0.5);
+    let want = [0.01, 0.005, 0.0025, 1e-3];
+    assert!(m.iter().zip(&want).all(|(&g, &w)| close(g, w)), "decay 0.5: {m:?}, want {want:?}");
+    let m = moves(1.0);
+    let want = [0.01, 0.01, 0.01, 1e-3];
+    assert!(m.iter().zip(&want).all(|(&g, &w)| close(g, w)), "decay 1: {m:?}, want {want:?}");
+    let mut bad = text_table_config("full");
+    bad.model.text.layer_lr_decay = 1.5;
+    let err = bad.validate().unwrap_err().to_string();
+    assert!(err.contains("model.text.layer_lr_decay"), "{err}");
+}
+
 /// `adapters = "per_task"`: each main task gets LoRA adapters of its own on the frozen base and
 /// a readout into its output. The model starts as the one without them (readout 0, B = 0); a
 /// task's loss reaches its own branch only, never the other task's nor the shared encoder; after
@@ -714,7 +766,9 @@ fn multiclass_tasks_train_with_every_balancer() {
 }
 
 /// A table run saves its preprocessing; `evaluate_run` with a file scores every row of it with
-/// that encoding (what `cargo xtask eval RUN_DIR --file F` does); a run without one refuses.
+/// that encoding (what `cargo xtask eval RUN_DIR --file F` does), a file of five rows holding one
+/// class of a task too, and the file without its label columns (no metrics, the same outputs as
+/// with them; training on it is refused); a run without one refuses.
 #[test]
 fn a_table_run_scores_another_file_with_its_preprocessing() {
     let cfg = table_config();
@@ -727,6 +781,45 @@ fn a_table_run_scores_another_file_with_its_preprocessing() {
     let (_, scored, metrics) = evaluate_run(&dir.path().join("run"), Split::Valid, &[], Some(&file)).unwrap();
     assert_eq!(scored.n_rows(Split::Test), 120, "every row of the file");
     assert!(metrics[0].contains_key("auc") && metrics[1].contains_key("accuracy"), "{metrics:?}");
+    // a few rows, every one without a click: scored, the click's AUC left out (one class)
+    let csv = std::fs::read_to_string(census_fixture().join("../table-small/table.csv")).unwrap();
+    let no_click = csv.lines().skip(1).filter(|l| !l.contains('"') && l.split(',').nth(7) == Some("0")).take(5);
+    let few = dir.path().join("few.csv");
+    std::fs::write(&few, std::iter::once(csv.lines().next().unwrap()).chain(no_click).collect::<Vec<_>>().join("\n"))
+        .unwrap();
+    let (_, scored, metrics) = evaluate_run(&dir.path().join("run"), Split::Test, &[], Some(&few)).unwrap();
+    assert_eq!(scored.n_rows(Split::Test), 5);
+    assert!(!metrics[0].contains_key("auc") && metrics[0].contains_key("logloss"), "{metrics:?}");
+    // the file without its label columns: no metrics, the same outputs
+    let mut reader = csv::Reader::from_path(census_fixture().join("../table-small/table.csv")).unwrap();
+    let header = reader.headers().unwrap().clone();
+    let keep: Vec<usize> = (0..header.len()).filter(|&i| !["rating", "click"].contains(&&header[i])).collect();
+    let unlabelled = dir.path().join("unlabelled.csv");
+    let mut writer = csv::Writer::from_path(&unlabelled).unwrap();
+    writer.write_record(keep.iter().map(|&i| &header[i])).unwrap();
+    for record in reader.records() {
+        let record = record.unwrap();
+        writer.write_record(keep.iter().map(|&i| &record[i])).unwrap();
+    }
+    writer.flush().unwrap();
+    let labelled = census_fixture().join("../table-small/table.csv");
+    let run_dir = dir.path().join("run");
+    let with_labels = crate::evaluate_run_outputs(&run_dir, Split::Test, &[], Some(&labelled)).unwrap();
+    assert!(with_labels.metrics[0].contains_key("auc"), "{:?}", with_labels.metrics);
+    let scored = crate::evaluate_run_outputs(&run_dir, Split::Test, &[], Some(&unlabelled)).unwrap();
+    assert_eq!(scored.data.n_rows(Split::Test), 120);
+    let metrics = &scored.metrics;
+    assert!(metrics.iter().all(|m| m.get("labelled_rows") == Some(&0.0) && !m.contains_key("auc")), "{metrics:?}");
+    assert_eq!(scored.outputs, with_labels.outputs, "the same rows, the same outputs");
+    let predictions = dir.path().join("predictions.csv");
+    assert_eq!(crate::write_predictions(&predictions, scored.data.schema(), &scored.outputs).unwrap(), 120);
+    let text = std::fs::read_to_string(&predictions).unwrap();
+    assert!(text.starts_with("row,click,stars_0,stars_1,stars_2,stars_3,stars_4\n"), "{}", &text[..80]);
+    // the table without a label column it trains on stays an error naming the column
+    let mut training = cfg.clone();
+    training.data.path = vec![unlabelled.clone()];
+    let err = training.data.load_with(None).unwrap_err().to_string();
+    assert!(err.contains("no column \"click\""), "{err}");
     std::fs::remove_file(dir.path().join("run").join(crate::PREPROCESSING_FILE)).unwrap();
     let err = evaluate_run(&dir.path().join("run"), Split::Test, &[], Some(&file)).unwrap_err().to_string();
     assert!(err.contains("preprocessing.json"), "{err}");

@@ -72,6 +72,7 @@ pub(crate) fn source(file: &str) -> TableSource {
         columns: parts.columns,
         tasks: parts.tasks,
         group_by: Some("user".into()),
+        score_only: false,
     }
 }
 
@@ -146,6 +147,7 @@ fn csv_and_parquet_of_one_frame_encode_identically() {
         columns: parts.columns.clone(),
         tasks: parts.tasks.clone(),
         group_by: Some("shop".into()),
+        score_only: false,
     };
     let csv = frame("frame.csv").load(None, &mut no_text).unwrap();
     let parquet = frame("frame.parquet").load(None, &mut no_text).unwrap();
@@ -467,8 +469,23 @@ fn bad_inputs_are_named_errors() {
             vec!["t.csv", "no column \"price\"", "\"cost\""],
         ),
         (
+            "another delimiter",
+            load_text(&good.replace(',', ";"), |_| {}),
+            vec!["t.csv", "no column", "separated by ';'", "data.csv.delimiter = ';'"],
+        ),
+        (
             "not a number",
             load_text(&set(4, "cheap"), |_| {}),
+            vec!["t.csv: line 4: column \"price\"", "not a number: \"cheap\""],
+        ),
+        (
+            "not a number, CRLF line breaks",
+            load_text(&set(4, "cheap").replace('\n', "\r\n"), |_| {}),
+            vec!["t.csv: line 4: column \"price\"", "not a number: \"cheap\""],
+        ),
+        (
+            "not a number, byte-order mark and CRLF",
+            load_text(&format!("\u{feff}{}", set(4, "cheap").replace('\n', "\r\n")), |_| {}),
             vec!["t.csv: line 4: column \"price\"", "not a number: \"cheap\""],
         ),
         (
