@@ -25,32 +25,19 @@ pub fn evaluate<C: MultiTaskModule>(
     device: &Device,
     batch_size: usize,
 ) -> Result<Vec<TaskMetrics>, TrainError> {
-    evaluate_sharded(model, table, split, schema, device, batch_size, &DataParallel::single(), None)
+    Ok(evaluate_sharded(model, table, split, schema, device, batch_size, &DataParallel::single(), None)?.0)
 }
 
 /// [`evaluate`] with the batches split over the ranks of `parallel` (each forwards its contiguous
 /// block of batches): the outputs and labels are gathered in row order, so every rank computes the
 /// metrics over all rows — the same numbers as one process. With `fairness`, every binary main task
 /// also gets the group-fairness metrics by that column ([`crate::fairness_metrics`]).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn evaluate_sharded<C: MultiTaskModule>(
-    model: &MultiTaskNet<C>,
-    table: &impl SplitRows,
-    split: Split,
-    schema: &Schema,
-    device: &Device,
-    batch_size: usize,
-    parallel: &DataParallel,
-    fairness: Option<crate::GroupColumn>,
-) -> Result<Vec<TaskMetrics>, TrainError> {
-    Ok(evaluate_with_outputs(model, table, split, schema, device, batch_size, parallel, fairness)?.0)
-}
-
-/// [`evaluate_sharded`], and the model's outputs of every row, a vector a task in row order
+///
+/// Returns the metrics and the model's outputs of every row, a vector a task in row order
 /// (row-major `[rows, output width]`: a binary task's logit, a regression task's value in its
 /// training space, a multiclass task's logits).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn evaluate_with_outputs<C: MultiTaskModule>(
+pub(crate) fn evaluate_sharded<C: MultiTaskModule>(
     model: &MultiTaskNet<C>,
     table: &impl SplitRows,
     split: Split,

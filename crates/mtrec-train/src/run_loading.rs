@@ -5,9 +5,7 @@ use burn::{module::Module, tensor::Device};
 use mtrec_data::{MtlDataset, Schema};
 use mtrec_model::{MultiTaskModule, MultiTaskNet};
 
-use crate::{
-    DataParallel, ExperimentConfig, Registry, Split, TaskMetrics, TrainError, evaluation::evaluate_with_outputs,
-};
+use crate::{DataParallel, ExperimentConfig, Registry, Split, TaskMetrics, TrainError, evaluate_sharded};
 
 /// A run's data: held in memory, or streamed from chunk files (a `data.stream` run).
 #[derive(Debug, Clone)]
@@ -69,10 +67,10 @@ impl RunData {
         let one = DataParallel::single();
         match self {
             Self::Memory(d) => {
-                evaluate_with_outputs(model, split.of(d.as_ref()), split, &d.schema, device, batch_size, &one, fairness)
+                evaluate_sharded(model, split.of(d.as_ref()), split, &d.schema, device, batch_size, &one, fairness)
             }
             Self::Streamed(d) => {
-                evaluate_with_outputs(model, split.of(d.as_ref()), split, &d.schema, device, batch_size, &one, fairness)
+                evaluate_sharded(model, split.of(d.as_ref()), split, &d.schema, device, batch_size, &one, fairness)
             }
         }
     }

@@ -657,6 +657,7 @@ impl<'a, S: SplitRows, C: MultiTaskModule> Trainer<'a, S, C> {
         let batch_size = self.config.train.eval_batch_size;
         let fairness = self.config.fairness.column(&ds.schema)?;
         evaluate_sharded(model, split.of(ds), split, &ds.schema, &self.device, batch_size, &self.parallel, fairness)
+            .map(|(metrics, _)| metrics)
     }
 
     /// Writes the epoch's checkpoint.

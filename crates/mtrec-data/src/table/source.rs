@@ -88,6 +88,7 @@ pub struct TableSource {
     /// The table is scored with a trained model, not trained on (`eval --file`): a file may lack
     /// a task's label column (and `group_by`'s), and a label cell may be empty; such labels are
     /// absent (NaN: no metric counts the row). Default false: both are errors naming the file.
+    #[serde(default)]
     pub score_only: bool,
 }
 
