@@ -69,8 +69,8 @@ pub use stream::chunked_split::{ChunkRef, ChunkedSplit};
 pub use stream::chunked_table::{ChunkedDataset, ChunkedTable, MANIFEST_FILE, StreamOptions, open_chunks};
 pub use table::cache::{CacheOutcome, default_cache_dir};
 pub use table::columns::{
-    ColumnKind, ColumnSpec, DenseTransform, LabelTransform, LabelValue, MAX_HASH_BUCKETS, TaskColumn, fill_template,
-    fnv1a64, hash_bucket, template_columns,
+    ColumnKind, ColumnSpec, DenseFill, DenseTransform, LabelTransform, LabelValue, MAX_HASH_BUCKETS, TaskColumn,
+    fill_template, fnv1a64, hash_bucket, template_columns,
 };
 pub use table::dense_buckets::DenseBuckets;
 pub use table::dense_fit;

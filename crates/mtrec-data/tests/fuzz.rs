@@ -42,7 +42,11 @@ fn table(dir: &Path, file: &str) -> TableSource {
             },
             ColumnSpec {
                 name: "b".into(),
-                kind: ColumnKind::Dense { transform: Default::default(), fill: Some(0.0), clip_quantiles: None },
+                kind: ColumnKind::Dense {
+                    transform: Default::default(),
+                    fill: Some(mtrec_data::DenseFill::Value(0.0)),
+                    clip_quantiles: None,
+                },
             },
         ],
         tasks: vec![TaskColumn {

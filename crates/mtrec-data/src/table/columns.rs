@@ -8,7 +8,8 @@
 //!   map to id 0.
 //! - `dense`: a number; `transform` fitted on the training rows: `minmax` (to `[0, 1]` with the
 //!   training minimum and maximum, clipped), `standard` (zero mean, unit variance), `log1p`
-//!   (`ln(1 + x)`, for counts), `none`. A missing value takes `fill`, or is an error.
+//!   (`ln(1 + x)`, for counts), `none`. A missing value takes `fill` (a number, or the training
+//!   values' `"mean"` or `"median"`, fitted and saved with the transform), or is an error.
 //!   `clip_quantiles = [q_lo, q_hi]` clips to training quantiles first (robust scaling); see
 //!   [`crate::dense_fit`] for constant columns and outliers.
 //! - `multi_categorical`: a list of values in one cell, split at `separator` (genres
@@ -28,6 +29,54 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{LabelSpace, Pooling, TaskKind};
+
+/// What a dense column's missing cells (null, empty, NaN) become: `fill = 0.5`, or a statistic of
+/// the column's training values, `fill = "mean"` or `fill = "median"` (fitted with the transform
+/// and saved with it: a scored file's missing cells take the training rows' value).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "FillSpelling", into = "FillSpelling")]
+pub enum DenseFill {
+    /// This number.
+    Value(f64),
+    /// The mean of the training values.
+    Mean,
+    /// The median of the training values (exact up to 2²⁰ training rows, from a seeded uniform
+    /// sample beyond; see [`crate::dense_fit`]).
+    Median,
+}
+
+/// How `fill` is written in a config: a number or a statistic's name.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum FillSpelling {
+    Number(f64),
+    Name(String),
+}
+
+impl TryFrom<FillSpelling> for DenseFill {
+    type Error = String;
+
+    fn try_from(spelling: FillSpelling) -> Result<Self, String> {
+        match spelling {
+            FillSpelling::Number(v) => Ok(Self::Value(v)),
+            FillSpelling::Name(name) => match name.as_str() {
+                "mean" => Ok(Self::Mean),
+                "median" => Ok(Self::Median),
+                other => Err(format!("fill = {other:?}: expected a number, \"mean\" or \"median\"")),
+            },
+        }
+    }
+}
+
+impl From<DenseFill> for FillSpelling {
+    fn from(fill: DenseFill) -> Self {
+        match fill {
+            DenseFill::Value(v) => Self::Number(v),
+            DenseFill::Mean => Self::Name("mean".into()),
+            DenseFill::Median => Self::Name("median".into()),
+        }
+    }
+}
 
 /// What a dense column's values are turned into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -68,9 +117,10 @@ pub enum ColumnKind {
         /// The transform fitted on the training rows.
         #[serde(default)]
         transform: DenseTransform,
-        /// The value of a missing (null, empty, NaN) cell; without it a missing value is an error.
+        /// The value of a missing (null, empty, NaN) cell: a number, `"mean"` or `"median"`;
+        /// without it a missing value is an error.
         #[serde(default)]
-        fill: Option<f64>,
+        fill: Option<DenseFill>,
         /// `[q_lo, q_hi]`: clip every value to these quantiles of the training values before
         /// `minmax` or `standard` (robust scaling: an outlier no longer sets the scale).
         #[serde(default)]
@@ -141,7 +191,9 @@ impl ColumnSpec {
             ColumnKind::Categorical { min_count: 0, .. } | ColumnKind::MultiCategorical { min_count: 0, .. } => {
                 bad("min_count must be at least 1")
             }
-            ColumnKind::Dense { fill: Some(f), .. } if !f.is_finite() || f.abs() > f32::MAX as f64 => {
+            ColumnKind::Dense { fill: Some(DenseFill::Value(f)), .. }
+                if !f.is_finite() || f.abs() > f32::MAX as f64 =>
+            {
                 bad("fill must be a finite number within f32's range")
             }
             ColumnKind::Dense { clip_quantiles: Some([a, b]), transform, .. } => {

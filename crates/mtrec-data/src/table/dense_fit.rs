@@ -15,7 +15,7 @@
 //!   outside and the remedy, `clip_quantiles = [q_lo, q_hi]`, which clips every value to the
 //!   training quantiles before min-max or standard scaling.
 
-use crate::{DenseTransform, FittedColumn, splitmix64};
+use crate::{DataError, DenseFill, DenseTransform, FittedColumn, splitmix64};
 
 /// Training values kept for quantiles (and the outlier check) per dense column.
 pub const SAMPLE_CAP: usize = 1 << 20;
@@ -54,17 +54,30 @@ impl DenseFit {
     }
 
     /// The fitted column `name`: `(shift, spread)` of `transform` over the training values —
-    /// clipped to their `clip_quantiles` when given — with warnings for a constant column and
+    /// clipped to their `clip_quantiles` when given — and the value of a missing cell (`fill`'s
+    /// number, or the training values' mean or median), with warnings for a constant column and
     /// for a range dominated by outliers.
     pub(crate) fn finish(
         &self,
         name: &str,
         transform: DenseTransform,
         clip_quantiles: Option<[f64; 2]>,
-        fill: Option<f64>,
-    ) -> FittedColumn {
+        fill: Option<DenseFill>,
+    ) -> Result<FittedColumn, DataError> {
         let mut sorted = self.sample.clone();
         sorted.sort_unstable_by(f32::total_cmp);
+        if self.n == 0 && matches!(fill, Some(DenseFill::Mean | DenseFill::Median)) {
+            return Err(DataError::Invalid(format!(
+                "data.columns `{name}`: fill = {:?} needs training values, and every training value of the \
+                 column is missing",
+                if fill == Some(DenseFill::Mean) { "mean" } else { "median" }
+            )));
+        }
+        let fill = fill.map(|f| match f {
+            DenseFill::Value(v) => v,
+            DenseFill::Mean => self.sum / self.n as f64,
+            DenseFill::Median => quantile(&sorted, 0.5),
+        });
         let clip = clip_quantiles
             .filter(|_| matches!(transform, DenseTransform::Minmax | DenseTransform::Standard))
             .map(|[a, b]| [quantile(&sorted, a) as f32, quantile(&sorted, b) as f32]);
@@ -96,7 +109,7 @@ impl DenseFit {
         if self.n > 0 {
             self.warn(name, transform, clip, &sorted);
         }
-        fitted
+        Ok(fitted)
     }
 
     fn warn(&self, name: &str, transform: DenseTransform, clip: Option<[f32; 2]>, sorted: &[f32]) {
@@ -163,7 +176,7 @@ mod tests {
     fn fit(values: &[f32], transform: DenseTransform, clip: Option<[f64; 2]>) -> FittedColumn {
         let mut f = DenseFit::default();
         values.iter().for_each(|&v| f.add(v));
-        f.finish("x", transform, clip, None)
+        f.finish("x", transform, clip, None).unwrap()
     }
 
     /// A column constant in training: standard scaling keeps scale 1, so a later 5 is 5 − mean, not

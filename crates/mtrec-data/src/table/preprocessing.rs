@@ -96,7 +96,12 @@ impl FittedColumn {
     /// A dense value, transformed with the fitted parameters.
     pub fn apply_dense(&self, x: f32) -> f32 {
         match self {
-            Self::Dense { transform, shift, spread, clip, .. } => {
+            Self::Dense { transform, shift, spread, clip, fill, .. } => {
+                // NaN reaches here only for a missing cell whose fill is a fitted statistic
+                let x = match fill {
+                    Some(f) if x.is_nan() => *f as f32,
+                    _ => x,
+                };
                 let x = clip.map_or(x, |[a, b]| x.clamp(a, b)) as f64;
                 let (shift, spread) = (*shift as f64, *spread as f64);
                 match transform {

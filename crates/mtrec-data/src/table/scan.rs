@@ -6,8 +6,8 @@
 use std::{collections::HashMap, path::Path};
 
 use crate::{
-    ColumnKind, ColumnSpec, DataError, DenseTransform, LabelTransform, LabelValue, SplitName, SplitRule, TaskColumn,
-    TaskKind,
+    ColumnKind, ColumnSpec, DataError, DenseFill, DenseTransform, LabelTransform, LabelValue, SplitName, SplitRule,
+    TaskColumn, TaskKind,
     table::columns::{fill_template, hash_bucket},
     table::dense_fit::DenseFit,
     table::file::{Cell, RowRef, cell_error},
@@ -225,7 +225,8 @@ impl Scan {
         for (raw, fit) in self.raws.iter().zip(fits.iter_mut()) {
             if let Raw::Dense { values } = raw {
                 for (v, split) in values.iter().zip(&self.splits) {
-                    if *split == SplitName::Train {
+                    // NaN: a missing value that a fitted statistic will fill
+                    if *split == SplitName::Train && !v.is_nan() {
                         fit.add(*v);
                     }
                 }
@@ -348,7 +349,10 @@ fn record_input(
                 }
                 Some(v) if !v.is_nan() => v,
                 _ => match fill {
-                    Some(f) => *f as f32,
+                    Some(DenseFill::Value(f)) => *f as f32,
+                    // a statistic of the training values, known once they are all read: NaN until
+                    // encoding puts the fitted value in (`FittedColumn::apply_dense`)
+                    Some(DenseFill::Mean | DenseFill::Median) => f32::NAN,
                     None => {
                         return Err(cell_error(
                             path,

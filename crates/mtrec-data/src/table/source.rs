@@ -282,7 +282,7 @@ impl TableSource {
                     FittedColumn::Hashed { name, buckets: *b, table: hash_table.clone() }
                 }
                 (ColumnKind::Dense { transform, fill, clip_quantiles }, Raw::Dense { .. }) => {
-                    fit.finish(&name, *transform, *clip_quantiles, *fill)
+                    fit.finish(&name, *transform, *clip_quantiles, *fill)?
                 }
                 (ColumnKind::MultiCategorical { max_len, pooling, min_count, .. }, Raw::Bag { interner, .. }) => {
                     FittedColumn::Bag {

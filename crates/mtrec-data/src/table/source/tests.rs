@@ -560,3 +560,65 @@ fn the_cache_is_hit_then_missed_when_a_file_changes() {
     let (_, outcome) = s.load_cached(None, Some(cache.path()), &mut no_text).unwrap();
     assert!(matches!(outcome, crate::CacheOutcome::Written(_)), "a changed file must miss: {outcome:?}");
 }
+
+/// `fill = "mean"` / `"median"`: a missing price takes the mean or median of the present prices of
+/// the training rows (validation and test rows never count), in the training and the validation
+/// split alike; the fitted value is saved with the preprocessing, and a file scored with it fills
+/// its missing cells with that value. Another name is an error naming it; `fill = 0` is a number.
+#[test]
+fn dense_fill_statistics_come_from_the_training_rows() {
+    let mut records = rows();
+    let price = 4; // the file's price column
+    (records[2][price], records[3][price]) = (String::new(), String::new()); // a train and a valid row
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(std::fs::read_to_string(fixture("table.csv")).unwrap().lines().next().unwrap().split(',')).unwrap();
+    records.iter().for_each(|r| w.write_record(r).unwrap());
+    let text = String::from_utf8(w.into_inner().unwrap()).unwrap();
+    let mut train: Vec<f32> = (records.iter().enumerate())
+        .filter(|(i, r)| i % 5 < 3 && !r[price].is_empty())
+        .map(|(_, r)| r[price].parse().unwrap())
+        .collect();
+    train.sort_unstable_by(f32::total_cmp);
+    let mean = train.iter().map(|&v| v as f64).sum::<f64>() / train.len() as f64;
+    let at = 0.5 * (train.len() - 1) as f64;
+    let (i, frac) = (at.floor() as usize, at.fract());
+    let median = train[i] as f64 + frac * (train[i + 1] as f64 - train[i] as f64);
+    for (fill, want) in [(crate::DenseFill::Mean, mean), (crate::DenseFill::Median, median)] {
+        let with_fill = |s: &mut TableSource| {
+            let column = s.columns.iter_mut().find(|c| c.name == "price").unwrap();
+            column.kind =
+                ColumnKind::Dense { transform: crate::DenseTransform::None, fill: Some(fill), clip_quantiles: None };
+        };
+        let loaded = load_text(&text, with_fill).unwrap();
+        let (train_row, valid_row) = (&loaded.dataset.train.dense[2 * 2 + 1], &loaded.dataset.valid.dense[1]);
+        assert!(((*train_row as f64) - want).abs() < 1e-4 * want, "{fill:?}: train {train_row} vs {want}");
+        assert!(((*valid_row as f64) - want).abs() < 1e-4 * want, "{fill:?}: valid {valid_row} vs {want}");
+        let saved = loaded.preprocessing.columns.iter().find(|c| c.name() == "price").unwrap();
+        assert!(matches!(saved, FittedColumn::Dense { fill: Some(f), .. } if (f - want).abs() < 1e-9), "{saved:?}");
+        // a file whose other prices are all 1, scored with the saved preprocessing: its missing
+        // price takes the saved value, not one fitted on this file (1)
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = csv::Writer::from_writer(Vec::new());
+        let mut reader = csv::Reader::from_reader(text.as_bytes());
+        w.write_record(reader.headers().unwrap()).unwrap();
+        for record in reader.records() {
+            let mut r: Vec<String> = record.unwrap().iter().map(str::to_string).collect();
+            if !r[price].is_empty() {
+                r[price] = "1".into();
+            }
+            w.write_record(&r).unwrap();
+        }
+        std::fs::write(dir.path().join("t.csv"), w.into_inner().unwrap()).unwrap();
+        let mut scored = source("t.csv");
+        scored.dir = dir.path().to_path_buf();
+        with_fill(&mut scored);
+        let again = scored.load(Some(&loaded.preprocessing), &mut no_text).unwrap();
+        assert_eq!(again.dataset.valid.dense[1], loaded.dataset.valid.dense[1], "{fill:?}: the saved value");
+        assert_eq!(again.dataset.valid.dense[3], 1.0, "{fill:?}: a present price as it is");
+    }
+    let spelled = |fill: &str| toml::from_str::<ColumnSpec>(&format!("name = \"x\"\nkind = \"dense\"\nfill = {fill}"));
+    let e = spelled("\"mode\"").unwrap_err().to_string();
+    assert!(e.contains("fill = \"mode\"") && e.contains("\"median\""), "{e}");
+    let zero = spelled("0").unwrap();
+    assert!(matches!(zero.kind, ColumnKind::Dense { fill: Some(crate::DenseFill::Value(v)), .. } if v == 0.0));
+}
