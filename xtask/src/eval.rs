@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use mtrec_train::{RunEvaluation, Split, evaluate_run_outputs, write_predictions};
+use mtrec_train::{RunEvaluation, Split, class_names, evaluate_run_outputs, write_predictions};
 
 /// Which split.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -31,8 +31,8 @@ pub struct EvalArgs {
     #[arg(long)]
     file: Option<PathBuf>,
     /// Write the prediction of every row (of the file, or of the split) to this CSV file: `row`,
-    /// then a binary task's probability, a regression task's value, a multiclass task's class
-    /// probabilities `<task>_<k>`.
+    /// then a binary task's probability, a regression task's value, a multiclass task's
+    /// probability of each class `<task>=<class>`.
     #[arg(long)]
     predictions: Option<PathBuf>,
     /// Override a recorded config value.
@@ -62,7 +62,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         println!("  {}: {}", task.name, values.join(", "));
     }
     if let Some(path) = &args.predictions {
-        let rows = write_predictions(path, data.schema(), &outputs)?;
+        let rows = write_predictions(path, data.schema(), &outputs, &class_names(&config.data.tasks))?;
         println!("wrote the predictions of {rows} rows to {}", path.display());
     }
     Ok(())

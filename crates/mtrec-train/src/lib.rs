@@ -110,7 +110,7 @@ pub use metrics::{TaskMetrics, binary_logloss, higher_is_better, mae, mse, roc_a
 pub use mpi_collective::MpiCollective;
 pub use parity::{ParityReport, check_parity};
 pub use plots::{Figure, Panel, PanelKind, Series, plot_run, read_epochs, run_figures, save_figures, save_run_figures};
-pub use predictions::{prediction_columns, prediction_row, write_predictions};
+pub use predictions::{class_names, prediction_columns, prediction_row, write_predictions};
 pub use registry::{BalancerConstructor, Registry};
 pub use report::{Report, run_page, run_report, write_run_report};
 pub use run_dir::{

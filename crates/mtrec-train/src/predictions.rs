@@ -2,21 +2,30 @@
 //! --file F --predictions OUT.csv`): what a researcher takes to another tool, a ranking or a
 //! submission. One record a row of the file, in the file's order.
 
-use std::path::Path;
+use std::{collections::HashMap, path::Path};
 
-use mtrec_data::{LabelTransform, Schema, TaskKind};
+use mtrec_data::{LabelTransform, Schema, TaskColumn, TaskKind};
 
 use crate::TrainError;
 
+/// The classes of a table's multiclass tasks as their labels read (`classes = [...]`, in class
+/// order), by task name; a task declared with `n_classes = N` has none (its classes are `0..N`).
+pub fn class_names(tasks: &[TaskColumn]) -> HashMap<String, Vec<String>> {
+    let declared = tasks.iter().filter(|t| t.kind == TaskKind::Multiclass && !t.classes.is_empty());
+    declared.map(|t| (t.name.clone(), t.classes.iter().map(|c| c.as_text()).collect())).collect()
+}
+
 /// The CSV columns of the predictions of `schema`'s tasks: `row`, then a binary task's
 /// probability `<task>`, a regression task's value `<task>` in the label's units, a multiclass
-/// task's class probabilities `<task>_0` … `<task>_{k−1}` (the config's class order).
-pub fn prediction_columns(schema: &Schema) -> Vec<String> {
+/// task's probability of each class `<task>=<class>` in class order (`class_names`' values,
+/// else the class ids `0…k−1`).
+pub fn prediction_columns(schema: &Schema, class_names: &HashMap<String, Vec<String>>) -> Vec<String> {
     let mut columns = vec!["row".to_string()];
     for task in &schema.tasks {
-        match task.kind {
-            TaskKind::Multiclass => columns.extend((0..task.n_classes).map(|c| format!("{}_{c}", task.name))),
-            TaskKind::Binary | TaskKind::Regression => columns.push(task.name.clone()),
+        match (task.kind, class_names.get(&task.name).filter(|n| n.len() == task.n_classes)) {
+            (TaskKind::Multiclass, Some(names)) => columns.extend(names.iter().map(|c| format!("{}={c}", task.name))),
+            (TaskKind::Multiclass, None) => columns.extend((0..task.n_classes).map(|c| format!("{}={c}", task.name))),
+            _ => columns.push(task.name.clone()),
         }
     }
     columns
@@ -50,14 +59,19 @@ pub fn prediction_row(schema: &Schema, outputs: &[Vec<f32>], row: usize) -> Vec<
 
 /// Writes the predictions of every row to `path` as CSV ([`prediction_columns`],
 /// [`prediction_row`]); returns the number of rows.
-pub fn write_predictions(path: &Path, schema: &Schema, outputs: &[Vec<f32>]) -> Result<usize, TrainError> {
+pub fn write_predictions(
+    path: &Path,
+    schema: &Schema,
+    outputs: &[Vec<f32>],
+    class_names: &HashMap<String, Vec<String>>,
+) -> Result<usize, TrainError> {
     let io = |e: std::io::Error| TrainError::Io { path: path.to_path_buf(), source: e };
     let rows = match (schema.tasks.first(), outputs.first()) {
         (Some(task), Some(out)) => out.len() / task.output_dim(),
         _ => 0,
     };
     let mut writer = csv::Writer::from_path(path).map_err(|e| io(e.into()))?;
-    writer.write_record(prediction_columns(schema)).map_err(|e| io(e.into()))?;
+    writer.write_record(prediction_columns(schema, class_names)).map_err(|e| io(e.into()))?;
     for row in 0..rows {
         let values = prediction_row(schema, outputs, row);
         let record = std::iter::once(row.to_string()).chain(values.iter().map(|v| v.to_string()));
@@ -89,16 +103,19 @@ mod tests {
             shared_tables: vec![],
         };
         let outputs = vec![vec![4f32.ln(), 0.0], vec![std::f32::consts::LN_2, 0.0], vec![0.0, 3f32.ln(), 1.0, 1.0]];
-        assert_eq!(prediction_columns(&schema), ["row", "click", "watch", "stars_0", "stars_1"]);
+        let none = HashMap::new();
+        assert_eq!(prediction_columns(&schema, &none), ["row", "click", "watch", "stars=0", "stars=1"]);
+        let named = HashMap::from([("stars".to_string(), vec!["low".to_string(), "high".to_string()])]);
+        assert_eq!(prediction_columns(&schema, &named), ["row", "click", "watch", "stars=low", "stars=high"]);
         let row = prediction_row(&schema, &outputs, 0);
         let want = [0.8, 1.0, 0.25, 0.75];
         assert!(row.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-6), "{row:?}");
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.csv");
-        assert_eq!(write_predictions(&path, &schema, &outputs).unwrap(), 2);
+        assert_eq!(write_predictions(&path, &schema, &outputs, &named).unwrap(), 2);
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[0], "row,click,watch,stars_0,stars_1");
+        assert_eq!(lines[0], "row,click,watch,stars=low,stars=high");
         assert_eq!(lines[2], "1,0.5,0,0.5,0.5");
     }
 }

@@ -812,9 +812,10 @@ fn a_table_run_scores_another_file_with_its_preprocessing() {
     assert!(metrics.iter().all(|m| m.get("labelled_rows") == Some(&0.0) && !m.contains_key("auc")), "{metrics:?}");
     assert_eq!(scored.outputs, with_labels.outputs, "the same rows, the same outputs");
     let predictions = dir.path().join("predictions.csv");
-    assert_eq!(crate::write_predictions(&predictions, scored.data.schema(), &scored.outputs).unwrap(), 120);
+    let classes = crate::class_names(&cfg.data.tasks);
+    assert_eq!(crate::write_predictions(&predictions, scored.data.schema(), &scored.outputs, &classes).unwrap(), 120);
     let text = std::fs::read_to_string(&predictions).unwrap();
-    assert!(text.starts_with("row,click,stars_0,stars_1,stars_2,stars_3,stars_4\n"), "{}", &text[..80]);
+    assert!(text.starts_with("row,click,stars=1,stars=2,stars=3,stars=4,stars=5\n"), "{}", &text[..80]);
     // the table without a label column it trains on stays an error naming the column
     let mut training = cfg.clone();
     training.data.path = vec![unlabelled.clone()];
