@@ -41,22 +41,11 @@ impl RunData {
         }
     }
 
-    /// Every metric of every task of `model` on `split` (see [`evaluate`](crate::evaluate)), and with `fairness` the
-    /// group-fairness metrics by that column ([`crate::fairness_metrics`]).
+    /// Every metric of every task of `model` on `split` (see [`evaluate`](crate::evaluate)), with
+    /// `fairness` the group-fairness metrics by that column ([`crate::fairness_metrics`]), and the
+    /// model's outputs of every row of `split`, a vector a task in row order (see
+    /// [`crate::prediction_row`]).
     pub fn evaluate<C: MultiTaskModule>(
-        &self,
-        model: &MultiTaskNet<C>,
-        split: Split,
-        device: &Device,
-        batch_size: usize,
-        fairness: Option<crate::GroupColumn>,
-    ) -> Result<Vec<TaskMetrics>, TrainError> {
-        Ok(self.evaluate_with_outputs(model, split, device, batch_size, fairness)?.0)
-    }
-
-    /// [`Self::evaluate`], and the model's outputs of every row of `split`, a vector a task in
-    /// row order (see [`crate::prediction_row`]).
-    pub fn evaluate_with_outputs<C: MultiTaskModule>(
         &self,
         model: &MultiTaskNet<C>,
         split: Split,
@@ -183,7 +172,6 @@ pub fn evaluate_run_outputs(
     let (config, data, model, device) = load_run_reading(dir, overrides, file)?;
     let split = if file.is_some() { Split::Test } else { split };
     let fairness = config.fairness.column(data.schema())?;
-    let (metrics, outputs) =
-        data.evaluate_with_outputs(&model, split, &device, config.train.eval_batch_size, fairness)?;
+    let (metrics, outputs) = data.evaluate(&model, split, &device, config.train.eval_batch_size, fairness)?;
     Ok(RunEvaluation { config, data, metrics, outputs })
 }
