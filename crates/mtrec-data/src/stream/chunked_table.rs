@@ -329,11 +329,15 @@ mod tests {
     }
 
     /// Streamed in chunks of 7 rows, the fixture (categorical, hashed, bag, dense, text columns,
-    /// groups; binary, multiclass and regression tasks) encodes to exactly the in-memory splits:
-    /// same preprocessing, schema, statistics, rows in the same order. The manifest reopens.
+    /// groups; binary, multiclass and regression tasks; its 7 missing ages filled with the
+    /// training median) encodes to exactly the in-memory splits: same preprocessing, schema,
+    /// statistics, rows in the same order. The manifest reopens.
     #[test]
     fn streamed_splits_equal_the_in_memory_load() {
         let mut s = source("table.csv");
+        let age = s.columns.iter_mut().find(|c| c.name == "age").unwrap();
+        let ColumnKind::Dense { fill, .. } = &mut age.kind else { panic!("age is dense") };
+        *fill = Some(crate::DenseFill::Median);
         s.columns.push(ColumnSpec {
             name: "review".into(),
             kind: ColumnKind::Text { template: Some("{title} ({user})".into()), encoder: "enc".into() },
