@@ -89,7 +89,9 @@ impl ExperimentConfig {
         }
         let defaults = toml::Table::try_from(Self::default()).expect("the default config serialises");
         sections_are_tables(&table, &defaults, "").map_err(|m| TrainError::Config(format!("{origin}: {m}")))?;
+        let entry = failing_entry(&table);
         let config: Self = toml::Value::Table(table).try_into::<Self>().map_err(|e| {
+            let e = entry.map_or_else(|| e.to_string(), |entry| format!("{entry}: {e}"));
             if overrides.is_empty() {
                 TrainError::Config(format!("{origin}: {e}"))
             } else {
@@ -404,6 +406,25 @@ impl ExperimentConfig {
     }
 }
 
+/// The first entry of `data.columns` or `data.tasks` that does not read as a column or a task,
+/// named by its place and `name` (`data.columns[3] ("balance")`): serde's error stops at the
+/// array, which in a long table leaves the user searching.
+fn failing_entry(table: &toml::Table) -> Option<String> {
+    let data = table.get("data")?.as_table()?;
+    let named = |key: &str, i: usize, entry: &toml::Value| {
+        let name = entry.get("name").and_then(toml::Value::as_str).unwrap_or("?");
+        format!("data.{key}[{i}] ({name:?})")
+    };
+    let entries = |key: &str| data.get(key).and_then(toml::Value::as_array).cloned().unwrap_or_default();
+    let mut columns = entries("columns").into_iter().enumerate();
+    if let Some((i, c)) = columns.find(|(_, c)| c.clone().try_into::<mtrec_data::ColumnSpec>().is_err()) {
+        return Some(named("columns", i, &c));
+    }
+    let mut tasks = entries("tasks").into_iter().enumerate();
+    let task = tasks.find(|(_, t)| t.clone().try_into::<mtrec_data::TaskColumn>().is_err());
+    task.map(|(i, t)| named("tasks", i, &t))
+}
+
 /// Every key that is a section in the defaults (`[train]`, `[train.early_stopping]`…) must be a
 /// table in `user`: serde would otherwise read an array into a section's fields by position
 /// (`--set train=[16, 8]` became epochs 16, batch size 8 — found by fuzzing).
@@ -477,6 +498,18 @@ mod tests {
         assert!(err.contains("x.toml") && err.contains("learning_rate"), "{err}");
         let err = ExperimentConfig::from_toml("[modle]\n", "x.toml", &[]).unwrap_err().to_string();
         assert!(err.contains("modle"), "{err}");
+        // an entry of a table's columns or tasks is named by its place and name
+        let table = |column: &str, task: &str| {
+            format!(
+                "[data]\nsource = \"table\"\npath = [\"t.csv\"]\n[[data.columns]]\nname = \"age\"\nkind = \"dense\"\n\
+                 [[data.columns]]\nname = \"balance\"\nkind = \"dense\"\n{column}\n[[data.tasks]]\nname = \"y\"\n\
+                 kind = \"binary\"\n{task}\n"
+            )
+        };
+        let err = ExperimentConfig::from_toml(&table("fill = \"mode\"", ""), "x.toml", &[]).unwrap_err().to_string();
+        assert!(err.contains("data.columns[1] (\"balance\")") && err.contains("fill = \"mode\""), "{err}");
+        let err = ExperimentConfig::from_toml(&table("", "positiv = [1]"), "x.toml", &[]).unwrap_err().to_string();
+        assert!(err.contains("data.tasks[0] (\"y\")") && err.contains("positiv"), "{err}");
     }
 
     #[test]
