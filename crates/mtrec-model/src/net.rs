@@ -160,18 +160,15 @@ impl<C: MultiTaskModule> MultiTaskNet<C> {
     /// ([`TextEncoder::depth_groups`]), every encoder's (input layers' and task branches'): one
     /// group a depth, for `model.text.layer_lr_decay`. Empty when the model has no encoder.
     pub fn text_encoder_depth_groups(&self) -> Vec<(ParamGroup, usize)> {
-        let mut depths: Vec<Option<ParamGroup>> = vec![];
+        let mut depths: std::collections::BTreeMap<usize, ParamGroup> = Default::default();
         for (group, depth) in self.text_encoders().iter().flat_map(TextEncoder::depth_groups) {
-            if depths.len() <= depth {
-                depths.resize(depth + 1, None);
-            }
-            let fused = match depths[depth].take() {
-                Some(d) => d.fuse(&group),
+            let fused = match depths.remove(&depth) {
+                Some(fused) => fused.fuse(&group),
                 None => group,
             };
-            depths[depth] = Some(fused);
+            depths.insert(depth, fused);
         }
-        depths.into_iter().enumerate().filter_map(|(depth, g)| g.map(|g| (g, depth))).collect()
+        depths.into_iter().map(|(depth, group)| (group, depth)).collect()
     }
 
     /// Every trainable text encoder: the input layers' and the task branches'.

@@ -89,9 +89,8 @@ impl ExperimentConfig {
         }
         let defaults = toml::Table::try_from(Self::default()).expect("the default config serialises");
         sections_are_tables(&table, &defaults, "").map_err(|m| TrainError::Config(format!("{origin}: {m}")))?;
-        let entry = failing_entry(&table);
-        let config: Self = toml::Value::Table(table).try_into::<Self>().map_err(|e| {
-            let e = entry.map_or_else(|| e.to_string(), |entry| format!("{entry}: {e}"));
+        let config: Self = toml::Value::Table(table.clone()).try_into::<Self>().map_err(|e| {
+            let e = failing_entry(&table).map_or_else(|| e.to_string(), |entry| format!("{entry}: {e}"));
             if overrides.is_empty() {
                 TrainError::Config(format!("{origin}: {e}"))
             } else {
@@ -415,14 +414,14 @@ fn failing_entry(table: &toml::Table) -> Option<String> {
         let name = entry.get("name").and_then(toml::Value::as_str).unwrap_or("?");
         format!("data.{key}[{i}] ({name:?})")
     };
-    let entries = |key: &str| data.get(key).and_then(toml::Value::as_array).cloned().unwrap_or_default();
-    let mut columns = entries("columns").into_iter().enumerate();
-    if let Some((i, c)) = columns.find(|(_, c)| c.clone().try_into::<mtrec_data::ColumnSpec>().is_err()) {
-        return Some(named("columns", i, &c));
+    let entries = |key: &str| data.get(key).and_then(toml::Value::as_array).into_iter().flatten().enumerate();
+    let mut columns = entries("columns");
+    if let Some((i, c)) = columns.find(|(_, c)| (*c).clone().try_into::<mtrec_data::ColumnSpec>().is_err()) {
+        return Some(named("columns", i, c));
     }
-    let mut tasks = entries("tasks").into_iter().enumerate();
-    let task = tasks.find(|(_, t)| t.clone().try_into::<mtrec_data::TaskColumn>().is_err());
-    task.map(|(i, t)| named("tasks", i, &t))
+    let mut tasks = entries("tasks");
+    let task = tasks.find(|(_, t)| (*t).clone().try_into::<mtrec_data::TaskColumn>().is_err());
+    task.map(|(i, t)| named("tasks", i, t))
 }
 
 /// Every key that is a section in the defaults (`[train]`, `[train.early_stopping]`…) must be a

@@ -288,7 +288,7 @@ impl TableSource {
                 self.columns.iter().zip(&scan.nulls).map(|(c, n)| (c.name.clone(), n[s])).collect();
             writers[s].stats(&schema, &nulls)
         });
-        check_split_stats(&stats, &schema, fitted.is_some())?;
+        check_split_stats(&stats, &schema, self.score_only)?;
         let manifest =
             Manifest { version: 1, name, schema, preprocessing, stats, chunk_rows, splits: writers.map(|w| w.chunks) };
         let json = serde_json::to_vec_pretty(&manifest).expect("the manifest serialises");

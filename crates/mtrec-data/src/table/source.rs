@@ -239,7 +239,7 @@ impl TableSource {
         let nulls = scan.nulls.clone();
         let (schema, tables) = self.encode_rows(scan.take_rows(), &preprocessing, &mut embedders)?;
         let stats = self.stats(&tables, &schema, &nulls);
-        check_split_stats(&stats, &schema, fitted.is_some())?;
+        check_split_stats(&stats, &schema, self.score_only)?;
         let [train, valid, test] = tables;
         let dataset = MtlDataset { name: self.name.clone(), schema, train, valid, test };
         Ok(LoadedTable { dataset, preprocessing, stats })
@@ -486,12 +486,11 @@ fn open_encoder(
 /// model selection on it, is undefined) — read from the splits' statistics (a binary task's rate is
 /// its share of 1s).
 ///
-/// A table encoded with a saved preprocessing (`fitted`) only needs rows: a run's own data read
-/// again (evaluated, resumed) passed these checks when the preprocessing was fitted, and another
-/// file scored with it selects nothing, so it may hold one class of a task (that task's AUC is
-/// then left out) or be a single small file in every split.
-pub(crate) fn check_split_stats(stats: &[SplitStats; 3], schema: &Schema, fitted: bool) -> Result<(), DataError> {
-    if fitted {
+/// A table that is only scored ([`TableSource::score_only`]) only needs rows: it trains and
+/// selects nothing, so it may hold one class of a task (that task's AUC is then left out) or be a
+/// single small file in every split.
+pub(crate) fn check_split_stats(stats: &[SplitStats; 3], schema: &Schema, score_only: bool) -> Result<(), DataError> {
+    if score_only {
         if stats.iter().all(|s| s.rows == 0) {
             return Err(DataError::Invalid("data: no rows to read; check the files".into()));
         }
